@@ -1,0 +1,110 @@
+# One Makefile for the whole project. `make` builds bin/; `make san` builds bin-san/ with
+# AddressSanitizer and UndefinedBehaviorSanitizer; `make run` and `make test` set everything up.
+
+CC      ?= cc
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+PKGS    := libpq libmongoc-1.0 libnats jansson libmicrohttpd uuid
+
+WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 \
+           -Wno-format-nonliteral
+ifneq ($(CI),)
+WARN    += -Werror
+endif
+ifneq ($(WERROR),)
+WARN    += -Werror
+endif
+
+ifeq ($(SAN),1)
+OUT     := build-san
+BIN     := bin-san
+OPT     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDSAN   := -fsanitize=address,undefined
+else
+OUT     := build
+BIN     := bin
+OPT     := -O2 -g
+LDSAN   :=
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  += -std=c17 -D_GNU_SOURCE $(OPT) $(WARN) -Icommon -MMD -MP -DVERSION='"$(VERSION)"' $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lpthread -lm
+LDFLAGS += $(LDSAN)
+
+COMMON_SRC   := $(wildcard common/*.c)
+USER_API_SRC := $(filter-out user-api/main.c,$(wildcard user-api/*.c))
+RELAY_SRC    := $(filter-out outbox-relay/main.c,$(wildcard outbox-relay/*.c))
+CONSUMER_SRC := $(filter-out notification-consumer/main.c,$(wildcard notification-consumer/*.c))
+MIGRATE_SRC  := $(wildcard migrations/*.c)
+
+obj = $(patsubst %.c,$(OUT)/%.o,$(1))
+
+COMMON_OBJ   := $(call obj,$(COMMON_SRC))
+USER_API_OBJ := $(call obj,$(USER_API_SRC))
+RELAY_OBJ    := $(call obj,$(RELAY_SRC))
+CONSUMER_OBJ := $(call obj,$(CONSUMER_SRC))
+
+# Unit tests: test/unit/test_<area>_*.c links the shared code and the code of its area.
+UNIT_SRC     := $(wildcard test/unit/test_*.c)
+UNIT_BIN     := $(patsubst test/unit/%.c,$(BIN)/unit/%,$(UNIT_SRC))
+unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstring test_relay,$(1)),$(RELAY_OBJ),$(if $(findstring test_consumer,$(1)),$(CONSUMER_OBJ))))
+
+PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate
+
+.PHONY: all san unit bootstrap run infra test test-unit test-integration clean clean-data check-deps
+all: check-deps $(PROGRAMS) $(UNIT_BIN)
+
+san:
+	@$(MAKE) --no-print-directory SAN=1 all
+
+check-deps:
+	@pkg-config --exists $(PKGS) || { echo "missing libraries: run 'bash deploy/bootstrap.sh' (or make run / make test), which installs: $$(for p in $(PKGS); do pkg-config --exists $$p || printf '%s ' $$p; done)" >&2; exit 1; }
+
+$(BIN)/user-api: $(call obj,user-api/main.c) $(USER_API_OBJ) $(COMMON_OBJ)
+$(BIN)/outbox-relay: $(call obj,outbox-relay/main.c) $(RELAY_OBJ) $(COMMON_OBJ)
+$(BIN)/notification-consumer: $(call obj,notification-consumer/main.c) $(CONSUMER_OBJ) $(COMMON_OBJ)
+$(BIN)/migrate: $(call obj,$(MIGRATE_SRC)) $(COMMON_OBJ)
+
+$(PROGRAMS):
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+.SECONDEXPANSION:
+$(BIN)/unit/%: $(OUT)/test/unit/%.o $$(call unit_objs,%) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(OUT)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+bootstrap:
+	@bash deploy/bootstrap.sh
+
+# The whole system in the foreground: infrastructure, migrations, the three services.
+run: bootstrap
+	@$(MAKE) --no-print-directory all
+	@bash deploy/run.sh
+
+# Only the infrastructure, in the foreground.
+infra: bootstrap
+	@bash deploy/infra.sh
+
+clean-data:
+	@bash deploy/infra.sh clean-data
+
+test: bootstrap
+	@$(MAKE) --no-print-directory all
+	@bash test/run.sh
+
+test-unit: all
+	@bash test/run.sh unit
+
+test-integration: all
+	@bash test/run.sh integration
+
+clean:
+	rm -rf build build-san bin bin-san
+
+-include $(shell find build build-san -name '*.d' 2>/dev/null)

@@ -1,0 +1,189 @@
+/* Table-driven configuration from the environment; the same table prints --help. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+int
+config_parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	if (s == NULL || *s == '\0')
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+config_parse_ms(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v, mult = 1;
+
+	if (s == NULL || *s == '\0' || *s == '-' || *s == '+')
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s)
+		return -1;
+	if (*end == '\0' || strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600 * 1000;
+	else
+		return -1;
+	if (v > LONG_MAX / mult)
+		return -1;
+	v *= mult;
+	if (v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+config_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[] = { "0", "false", "no", "off" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int
+config_load(const struct config_entry *tab, char *err, size_t errlen)
+{
+	for (const struct config_entry *e = tab; e->name != NULL; e++) {
+		const char *v = getenv(e->name);
+
+		if (v == NULL || *v == '\0')
+			v = e->def;
+		switch (e->type) {
+		case CONFIG_STRING:
+			*(const char **)e->target = v != NULL ? v : "";
+			break;
+		case CONFIG_INT:
+			if (config_parse_long(v, e->min, e->max, (long *)e->target) != 0) {
+				snprintf(err, errlen, "invalid %s \"%s\": expected a whole number from %ld to %ld",
+				    e->name, v ? v : "", e->min, e->max);
+				return -1;
+			}
+			break;
+		case CONFIG_MS:
+			if (config_parse_ms(v, e->min, e->max, (long *)e->target) != 0) {
+				snprintf(err, errlen, "invalid %s \"%s\": expected a duration such as 250ms, 2s or 2m, "
+				    "from %ldms to %ldms", e->name, v ? v : "", e->min, e->max);
+				return -1;
+			}
+			break;
+		case CONFIG_BOOL:
+			if (v == NULL || config_parse_bool(v, (bool *)e->target) != 0) {
+				snprintf(err, errlen, "invalid %s \"%s\": expected true or false", e->name, v ? v : "");
+				return -1;
+			}
+			break;
+		case CONFIG_LEVEL:
+			if (v == NULL || !log_level_parse(v, (enum log_level *)e->target)) {
+				snprintf(err, errlen, "invalid %s \"%s\": expected debug, info, warn or error",
+				    e->name, v ? v : "");
+				return -1;
+			}
+			break;
+		}
+	}
+	return 0;
+}
+
+void
+config_usage(FILE *out, const struct config_entry *tab)
+{
+	fprintf(out, "Environment (default in brackets):\n");
+	for (const struct config_entry *e = tab; e->name != NULL; e++)
+		fprintf(out, "  %-30s %s [%s]\n", e->name, e->help, e->def ? e->def : "");
+}
+
+void
+config_dump(FILE *out, const struct config_entry *tab)
+{
+	for (const struct config_entry *e = tab; e->name != NULL; e++) {
+		if (strstr(e->name, "PASSWORD") != NULL) {
+			fprintf(out, "%s=********\n", e->name);
+			continue;
+		}
+		switch (e->type) {
+		case CONFIG_STRING:
+			fprintf(out, "%s=%s\n", e->name, *(const char **)e->target);
+			break;
+		case CONFIG_INT:
+			fprintf(out, "%s=%ld\n", e->name, *(long *)e->target);
+			break;
+		case CONFIG_MS:
+			fprintf(out, "%s=%ldms\n", e->name, *(long *)e->target);
+			break;
+		case CONFIG_BOOL:
+			fprintf(out, "%s=%s\n", e->name, *(bool *)e->target ? "true" : "false");
+			break;
+		case CONFIG_LEVEL:
+			fprintf(out, "%s=%d\n", e->name, (int)*(enum log_level *)e->target);
+			break;
+		}
+	}
+}
+
+enum cli_action
+cli_parse(const struct cli *c, int argc, char **argv, int *argi)
+{
+	*argi = 1;
+	if (argc < 2)
+		return CLI_RUN;
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		printf("Usage: %s [--help | --version | --check]%s\n\n%s\n\n", c->prog,
+		    c->commands ? " [command]" : "", c->summary);
+		if (c->commands)
+			printf("Commands:\n%s\n", c->commands);
+		printf("Options:\n"
+		    "  --help     print this help and exit\n"
+		    "  --version  print the version and exit\n"
+		    "  --check    validate the configuration, print it and exit (0 valid, 2 invalid)\n\n");
+		config_usage(stdout, c->settings);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("%s %s\n", c->prog, c->version);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(argv[1], "--check") == 0 || strcmp(argv[1], "-n") == 0) {
+		*argi = 2;
+		return CLI_CHECK;
+	}
+	if (argv[1][0] == '-') {
+		fprintf(stderr, "%s: unknown option \"%s\"; try --help\n", c->prog, argv[1]);
+		return CLI_EXIT_USAGE;
+	}
+	return CLI_RUN;
+}

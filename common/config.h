@@ -1,0 +1,53 @@
+/* Settings of a service, read from the environment through one table that also prints --help. */
+#ifndef COMMON_CONFIG_H
+#define COMMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum config_type {
+	CONFIG_STRING,	/* target: const char ** (points into the environment or the default) */
+	CONFIG_INT,	/* target: long *, checked against min and max */
+	CONFIG_BOOL,	/* target: bool *; true/false/1/0/yes/no/on/off */
+	CONFIG_MS,	/* target: long * in milliseconds; "250ms", "2s", "2m", "1h" or bare ms */
+	CONFIG_LEVEL,	/* target: enum log_level * */
+};
+
+struct config_entry {
+	const char *name;	/* environment variable */
+	enum config_type type;
+	void *target;
+	const char *def;	/* default as text; NULL means empty/unset */
+	long min, max;		/* CONFIG_INT and CONFIG_MS only */
+	const char *help;
+};
+
+/* Reads every entry from the environment (or its default). On a bad value fills err with
+ * a message naming the variable and the value and returns -1. */
+int config_load(const struct config_entry *tab, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Prints the settings table: name, default and help line. */
+void config_usage(FILE *out, const struct config_entry *tab);
+/* Prints every setting with its effective value; values of names containing PASSWORD are masked. */
+void config_dump(FILE *out, const struct config_entry *tab);
+
+int config_parse_long(const char *s, long min, long max, long *out) __attribute__((warn_unused_result));
+int config_parse_ms(const char *s, long min, long max, long *out) __attribute__((warn_unused_result));
+int config_parse_bool(const char *s, bool *out) __attribute__((warn_unused_result));
+
+enum cli_action { CLI_RUN, CLI_EXIT_OK, CLI_EXIT_USAGE, CLI_CHECK };
+
+struct cli {
+	const char *prog;
+	const char *version;
+	const char *summary;	/* one paragraph printed at the top of --help */
+	const char *commands;	/* extra usage lines for subcommands, or NULL */
+	const struct config_entry *settings;
+};
+
+/* Handles --help, --version and --check (alias -n) in argv[1]; everything else is left to the
+ * caller from *argi on. Prints help or version itself. */
+enum cli_action cli_parse(const struct cli *c, int argc, char **argv, int *argi);
+
+#endif

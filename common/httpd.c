@@ -1,0 +1,567 @@
+/* libmicrohttpd glue: per-request state hangs off the connection closure and is freed only in the
+ * completion callback; responses are destroyed right after they are queued. */
+#include "httpd.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define MAX_PARAMS 4
+#define MAX_HEADERS 8
+
+struct httpd {
+	struct MHD_Daemon *daemon;
+	const struct http_route *routes;
+	void *arg;
+	http_ready_fn ready;
+	void *ready_arg;
+	long max_body;
+	atomic_int active;
+};
+
+struct http_request {
+	struct httpd *h;
+	struct MHD_Connection *conn;
+	const char *method;
+	char *path;
+	char *params[MAX_PARAMS];
+	char *body;
+	size_t len, cap;
+	bool too_large;
+	bool replied;
+	bool counted;
+	char request_id[65];
+	const char *route_label;
+	int64_t start_ms;
+	size_t nheaders;
+	char *hnames[MAX_HEADERS], *hvalues[MAX_HEADERS];
+};
+
+static const char *
+status_title(unsigned status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 428: return "Precondition Required";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Error";
+	}
+}
+
+const char *
+http_method(const struct http_request *req)
+{
+	return req->method;
+}
+
+const char *
+http_path(const struct http_request *req)
+{
+	return req->path;
+}
+
+const char *
+http_param(const struct http_request *req, size_t n)
+{
+	return n < MAX_PARAMS ? req->params[n] : NULL;
+}
+
+const char *
+http_header(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_query(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *
+http_body(const struct http_request *req, size_t *len)
+{
+	*len = req->len;
+	return req->body != NULL ? req->body : "";
+}
+
+const char *
+http_request_id(const struct http_request *req)
+{
+	return req->request_id;
+}
+
+void
+http_set_route_label(struct http_request *req, const char *label)
+{
+	req->route_label = label;
+}
+
+void
+http_add_header(struct http_request *req, const char *name, const char *value)
+{
+	if (req->nheaders == MAX_HEADERS)
+		return;
+	req->hnames[req->nheaders] = strdup(name);
+	req->hvalues[req->nheaders] = strdup(value);
+	req->nheaders++;
+}
+
+static void
+count_request(struct http_request *req, unsigned status)
+{
+	char labels[192];
+	double secs = (double)(mono_ms() - req->start_ms) / 1000.0;
+	const char *route = req->route_label ? req->route_label : "other";
+
+	snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",code=\"%u\"", route,
+	    req->method, status);
+	metrics_add(metrics_counter("http_requests_total", "HTTP requests answered", labels), 1);
+	snprintf(labels, sizeof(labels), "route=\"%s\"", route);
+	metrics_observe(metrics_histogram("http_request_duration_seconds",
+	    "Time from the request's arrival to its answer", labels, metrics_latency_bounds,
+	    metrics_latency_nbounds), secs);
+	if (route[0] == '/' && strncmp(route, "/healthz", 8) != 0 && strncmp(route, "/metrics", 8) != 0)
+		log_info("%s %s %u %.1fms rid=%s", req->method, req->path, status, secs * 1000.0,
+		    req->request_id);
+	else
+		log_debug("%s %s %u %.1fms rid=%s", req->method, req->path, status, secs * 1000.0,
+		    req->request_id);
+}
+
+static void
+reply_buffer(struct http_request *req, unsigned status, const char *content_type, char *body,
+    size_t len, enum MHD_ResponseMemoryMode mode)
+{
+	struct MHD_Response *resp;
+
+	if (req->replied) {
+		log_warnx("second reply to %s %s ignored rid=%s", req->method, req->path, req->request_id);
+		if (mode == MHD_RESPMEM_MUST_FREE)
+			free(body);
+		return;
+	}
+	req->replied = true;
+	resp = MHD_create_response_from_buffer(len, body, mode);
+	if (resp == NULL) {
+		if (mode == MHD_RESPMEM_MUST_FREE)
+			free(body);
+		return;
+	}
+	if (content_type != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+	for (size_t i = 0; i < req->nheaders; i++)
+		if (req->hnames[i] && req->hvalues[i])
+			MHD_add_response_header(resp, req->hnames[i], req->hvalues[i]);
+	if (status == 413)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	MHD_queue_response(req->conn, status, resp);
+	MHD_destroy_response(resp);
+	count_request(req, status);
+}
+
+void
+http_reply_json(struct http_request *req, unsigned status, json_t *body)
+{
+	char *s = json_dumps(body, JSON_COMPACT);
+
+	json_decref(body);
+	if (s == NULL) {
+		reply_buffer(req, 500, "text/plain", "out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
+		return;
+	}
+	reply_buffer(req, status, "application/json", s, strlen(s), MHD_RESPMEM_MUST_FREE);
+}
+
+void
+http_reply_text(struct http_request *req, unsigned status, const char *content_type,
+    const char *body, size_t len)
+{
+	reply_buffer(req, status, content_type, (char *)body, len, MHD_RESPMEM_MUST_COPY);
+}
+
+void
+http_reply_empty(struct http_request *req, unsigned status)
+{
+	reply_buffer(req, status, NULL, "", 0, MHD_RESPMEM_PERSISTENT);
+}
+
+void
+http_reply_problem(struct http_request *req, unsigned status, const char *field, const char *fmt, ...)
+{
+	char detail[512];
+	va_list ap;
+	json_t *p;
+	char *s;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", status_title(status),
+	    "status", (int)status, "detail", detail, "request_id", req->request_id);
+	if (p != NULL && field != NULL)
+		json_object_set_new(p, "field", json_string(field));
+	s = p ? json_dumps(p, JSON_COMPACT) : NULL;
+	json_decref(p);
+	if (s == NULL) {
+		reply_buffer(req, 500, "text/plain", "out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
+		return;
+	}
+	if (status >= 500)
+		log_warnx("%s %s: %s rid=%s", req->method, req->path, detail, req->request_id);
+	reply_buffer(req, status, "application/problem+json", s, strlen(s), MHD_RESPMEM_MUST_FREE);
+}
+
+bool
+http_parse_id(const char *s, int64_t *out)
+{
+	int64_t v = 0;
+
+	if (s == NULL || *s == '\0' || strlen(s) > 19)
+		return false;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		if (v > (INT64_MAX - (*p - '0')) / 10)
+			return false;
+		v = v * 10 + (*p - '0');
+	}
+	if (v <= 0)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Matches path against pattern segment by segment, capturing "{}" segments. */
+static bool
+route_match(const char *pattern, const char *path, struct http_request *req, bool capture)
+{
+	size_t np = 0;
+
+	while (*pattern && *path) {
+		if (*pattern != '/' || *path != '/')
+			return false;
+		pattern++;
+		path++;
+		if (pattern[0] == '{' && pattern[1] == '}') {
+			size_t n = strcspn(path, "/");
+
+			if (n == 0)
+				return false;
+			if (capture && np < MAX_PARAMS) {
+				free(req->params[np]);
+				req->params[np] = strndup(path, n);
+			}
+			np++;
+			pattern += 2;
+			path += n;
+		} else {
+			size_t n = strcspn(pattern, "/");
+
+			if (strncmp(pattern, path, n) != 0 || (path[n] != '/' && path[n] != '\0'))
+				return false;
+			pattern += n;
+			path += n;
+		}
+	}
+	return *pattern == '\0' && *path == '\0';
+}
+
+static void
+serve_builtin_ready(struct http_request *req)
+{
+	json_t *checks = NULL;
+	bool ok = req->h->ready ? req->h->ready(req->h->ready_arg, &checks) : true;
+	json_t *body = json_pack("{s:s}", "status", ok ? "ready" : "not ready");
+
+	if (checks != NULL)
+		json_object_set_new(body, "checks", checks);
+	if (!ok)
+		http_add_header(req, "Retry-After", "1");
+	http_reply_json(req, ok ? 200 : 503, body);
+}
+
+static bool
+serve_builtin(struct http_request *req)
+{
+	if (strcmp(req->path, "/healthz") == 0) {
+		req->route_label = "/healthz";
+		if (strcmp(req->method, "GET") != 0) {
+			http_add_header(req, "Allow", "GET");
+			http_reply_problem(req, 405, NULL, "%s is not allowed on %s", req->method, req->path);
+		} else {
+			http_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+		}
+		return true;
+	}
+	if (strcmp(req->path, "/readyz") == 0) {
+		req->route_label = "/readyz";
+		if (strcmp(req->method, "GET") != 0) {
+			http_add_header(req, "Allow", "GET");
+			http_reply_problem(req, 405, NULL, "%s is not allowed on %s", req->method, req->path);
+		} else {
+			serve_builtin_ready(req);
+		}
+		return true;
+	}
+	if (strcmp(req->path, "/metrics") == 0) {
+		size_t len;
+		char *text;
+
+		req->route_label = "/metrics";
+		if (strcmp(req->method, "GET") != 0) {
+			http_add_header(req, "Allow", "GET");
+			http_reply_problem(req, 405, NULL, "%s is not allowed on %s", req->method, req->path);
+			return true;
+		}
+		text = metrics_render(&len);
+		if (text == NULL) {
+			http_reply_problem(req, 500, NULL, "could not render metrics: out of memory");
+			return true;
+		}
+		reply_buffer(req, 200, "text/plain; version=0.0.4", text, len, MHD_RESPMEM_MUST_FREE);
+		return true;
+	}
+	return false;
+}
+
+static void
+dispatch(struct http_request *req)
+{
+	char allow[128] = "";
+	const struct http_route *r;
+
+	if (serve_builtin(req))
+		return;
+	for (r = req->h->routes; r->method != NULL; r++) {
+		if (!route_match(r->pattern, req->path, req, false))
+			continue;
+		if (strcmp(r->method, req->method) == 0) {
+			route_match(r->pattern, req->path, req, true);
+			req->route_label = r->pattern;
+			r->handler(req, req->h->arg);
+			if (!req->replied)
+				http_reply_problem(req, 500, NULL, "the handler gave no answer");
+			return;
+		}
+		if (strstr(allow, r->method) == NULL && strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
+			if (allow[0])
+				strcat(allow, ", ");
+			strcat(allow, r->method);
+		}
+	}
+	if (allow[0]) {
+		http_add_header(req, "Allow", allow);
+		http_reply_problem(req, 405, NULL, "%s is not allowed on %s; allowed: %s", req->method,
+		    req->path, allow);
+		return;
+	}
+	http_reply_problem(req, 404, NULL, "no such resource");
+}
+
+static bool
+request_id_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++)
+		if (!isalnum((unsigned char)s[n]) && s[n] != '-' && s[n] != '_' && s[n] != '.')
+			return false;
+	return n > 0 && n <= 64;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	struct httpd *h = cls;
+	struct http_request *req = *con_cls;
+
+	(void)version;
+	if (req == NULL) {
+		const char *rid, *cl;
+
+		req = calloc(1, sizeof(*req));
+		if (req == NULL)
+			return MHD_NO;
+		req->h = h;
+		req->conn = conn;
+		req->method = method;
+		req->path = strdup(url ? url : "");
+		req->start_ms = mono_ms();
+		atomic_fetch_add(&h->active, 1);
+		req->counted = true;
+		*con_cls = req;
+		if (req->path == NULL)
+			return MHD_NO;
+		rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+		if (rid != NULL && request_id_ok(rid))
+			snprintf(req->request_id, sizeof(req->request_id), "%s", rid);
+		else
+			uuid_new(req->request_id);
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)h->max_body) {
+			req->too_large = true;
+			http_reply_problem(req, 413, NULL, "the body is larger than %ld bytes", h->max_body);
+		}
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (req->too_large)
+			return MHD_YES;
+		if (req->len + n > (size_t)h->max_body) {
+			req->too_large = true;
+			free(req->body);
+			req->body = NULL;
+			req->len = 0;
+			http_reply_problem(req, 413, NULL, "the body is larger than %ld bytes", h->max_body);
+			return MHD_YES;
+		}
+		if (req->len + n + 1 > req->cap) {
+			size_t cap = req->cap ? req->cap : 1024;
+			char *b;
+
+			while (cap < req->len + n + 1)
+				cap *= 2;
+			b = realloc(req->body, cap);
+			if (b == NULL)
+				return MHD_NO;
+			req->body = b;
+			req->cap = cap;
+		}
+		memcpy(req->body + req->len, upload_data, n);
+		req->len += n;
+		req->body[req->len] = '\0';
+		return MHD_YES;
+	}
+	if (req->replied)
+		return MHD_YES;
+	dispatch(req);
+	return MHD_YES;
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct httpd *h = cls;
+	struct http_request *req = *con_cls;
+
+	(void)conn;
+	(void)toe;
+	if (req == NULL)
+		return;
+	if (req->counted)
+		atomic_fetch_sub(&h->active, 1);
+	free(req->path);
+	for (size_t i = 0; i < MAX_PARAMS; i++)
+		free(req->params[i]);
+	for (size_t i = 0; i < req->nheaders; i++) {
+		free(req->hnames[i]);
+		free(req->hvalues[i]);
+	}
+	free(req->body);
+	free(req);
+	*con_cls = NULL;
+}
+
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	log_debug("http: %s", msg);
+}
+
+struct httpd *
+httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
+    http_ready_fn ready, void *ready_arg, char *err, size_t errlen)
+{
+	struct sockaddr_in sa;
+	struct httpd *h;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)cfg->port);
+	if (inet_pton(AF_INET, cfg->bind, &sa.sin_addr) != 1) {
+		snprintf(err, errlen, "invalid listen address \"%s\"", cfg->bind);
+		return NULL;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	h->routes = routes;
+	h->arg = arg;
+	h->ready = ready;
+	h->ready_arg = ready_arg;
+	h->max_body = cfg->max_body;
+	h->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+	    (uint16_t)cfg->port, NULL, NULL, on_request, h,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->conn_timeout_s,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_END);
+	if (h->daemon == NULL) {
+		snprintf(err, errlen, "could not listen on %s:%ld: %s", cfg->bind, cfg->port,
+		    errno ? strerror(errno) : "address in use or not available");
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void
+httpd_stop(struct httpd *h, long drain_ms)
+{
+	MHD_socket fd;
+	int64_t deadline = mono_ms() + drain_ms;
+
+	if (h == NULL)
+		return;
+	fd = MHD_quiesce_daemon(h->daemon);
+	while (atomic_load(&h->active) > 0 && mono_ms() < deadline)
+		usleep(10 * 1000);
+	MHD_stop_daemon(h->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	free(h);
+}

@@ -1,0 +1,71 @@
+/* The HTTP front of every process: libmicrohttpd on an epoll thread pool, a route table, a body cap
+ * enforced while uploading, problem+json errors, and /healthz, /readyz and /metrics built in. */
+#ifndef COMMON_HTTPD_H
+#define COMMON_HTTPD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct httpd;
+struct http_request;
+
+typedef void (*http_handler_fn)(struct http_request *req, void *arg);
+
+struct http_route {
+	const char *method;	/* "GET", "POST", ... */
+	const char *pattern;	/* e.g. "/users/{}": each "{}" segment matches one non-empty path segment */
+	http_handler_fn handler;
+};
+
+struct httpd_config {
+	const char *bind;		/* address to listen on, e.g. "0.0.0.0" */
+	long port;
+	long threads;
+	long max_body;			/* bytes; larger bodies get 413 */
+	long conn_timeout_s;
+	long max_connections;
+	long max_connections_per_ip;
+};
+
+/* Fills *out (a new reference, caller json_decref()s) with the readiness checks and returns
+ * whether the process is ready. */
+typedef bool (*http_ready_fn)(void *arg, json_t **out);
+
+/* Starts listening. routes ends with a {NULL} entry and must outlive the server. Returns NULL with
+ * err filled on failure. */
+struct httpd *httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
+    http_ready_fn ready, void *ready_arg, char *err, size_t errlen);
+/* Stops accepting, lets in-flight requests finish for up to drain_ms, then stops. */
+void httpd_stop(struct httpd *h, long drain_ms);
+
+/* Request accessors. Strings live as long as the request. */
+const char *http_method(const struct http_request *req);
+const char *http_path(const struct http_request *req);
+/* The n-th "{}" segment of the matched pattern. */
+const char *http_param(const struct http_request *req, size_t n);
+const char *http_header(const struct http_request *req, const char *name);
+const char *http_query(const struct http_request *req, const char *name);
+const char *http_body(const struct http_request *req, size_t *len);
+/* The X-Request-Id of the request, or a new uuid; echoed in the response. */
+const char *http_request_id(const struct http_request *req);
+/* Set by the handler so metrics group by route rather than by path. */
+void http_set_route_label(struct http_request *req, const char *label);
+
+/* Response building. A handler answers exactly once. */
+void http_add_header(struct http_request *req, const char *name, const char *value);
+/* Takes over body (json_decref()s it). */
+void http_reply_json(struct http_request *req, unsigned status, json_t *body);
+void http_reply_text(struct http_request *req, unsigned status, const char *content_type,
+    const char *body, size_t len);
+void http_reply_empty(struct http_request *req, unsigned status);
+/* application/problem+json with type about:blank, the status's title and detail. field, if not
+ * NULL, is added as "field". */
+void http_reply_problem(struct http_request *req, unsigned status, const char *field,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Parses a positive int64 path id; false for anything else (sign, leading zeros allowed, junk). */
+bool http_parse_id(const char *s, int64_t *out);
+
+#endif

@@ -1,0 +1,27 @@
+/* Leveled logging to stderr: one line per event, with level and an optional request or event id. */
+#ifndef COMMON_LOG_H
+#define COMMON_LOG_H
+
+#include <stdbool.h>
+#include <stdnoreturn.h>
+
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+
+/* Sets the process name printed on every line and the threshold. */
+void log_init(const char *procname, enum log_level level);
+/* Parses "debug", "info", "warn" or "error"; returns false for anything else. */
+bool log_level_parse(const char *s, enum log_level *out);
+bool log_enabled(enum log_level level);
+
+#define LOG_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
+/* Appends ": <strerror(errno)>". */
+void log_warn(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
+/* Logs at error level and exits with status 1. */
+noreturn void fatal(const char *fmt, ...) LOG_PRINTF(1, 2);
+
+#endif

@@ -1,0 +1,280 @@
+/* A small Prometheus registry: series are found by name and labels under a lock and updated with
+ * atomics, so hot paths may cache the pointer and never lock. */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum series_type { SERIES_COUNTER, SERIES_GAUGE, SERIES_HISTOGRAM };
+
+struct metrics_series {
+	struct metrics_series *next;
+	char *name, *help, *labels;
+	enum series_type type;
+	_Atomic uint64_t count;		/* counter value, histogram count */
+	_Atomic uint64_t bits;		/* gauge value or histogram sum, as double bits */
+	double (*fn)(void *);
+	void *arg;
+	double *bounds;
+	size_t nbounds;
+	_Atomic uint64_t *buckets;	/* nbounds entries, non-cumulative */
+};
+
+const double metrics_latency_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+	0.25, 0.5, 1, 2.5, 5, 10 };
+const size_t metrics_latency_nbounds = sizeof(metrics_latency_bounds) / sizeof(metrics_latency_bounds[0]);
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct metrics_series *registry_head, *registry_tail;
+
+static uint64_t
+dbits(double v)
+{
+	uint64_t b;
+
+	memcpy(&b, &v, sizeof(b));
+	return b;
+}
+
+static double
+bitsd(uint64_t b)
+{
+	double v;
+
+	memcpy(&v, &b, sizeof(v));
+	return v;
+}
+
+static bool
+streq0(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static struct metrics_series *
+series_get(const char *name, const char *help, const char *labels, enum series_type type,
+    const double *bounds, size_t nbounds)
+{
+	struct metrics_series *s;
+
+	if (labels != NULL && *labels == '\0')
+		labels = NULL;
+	pthread_mutex_lock(&registry_lock);
+	for (s = registry_head; s != NULL; s = s->next) {
+		if (strcmp(s->name, name) != 0)
+			continue;
+		if (s->type != type) {
+			s = NULL;
+			goto out;
+		}
+		if (streq0(s->labels, labels))
+			goto out;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto out;
+	s->name = strdup(name);
+	s->help = strdup(help);
+	s->labels = labels ? strdup(labels) : NULL;
+	s->type = type;
+	if (nbounds > 0) {
+		s->bounds = malloc(nbounds * sizeof(double));
+		s->buckets = calloc(nbounds, sizeof(*s->buckets));
+		if (s->bounds != NULL)
+			memcpy(s->bounds, bounds, nbounds * sizeof(double));
+		s->nbounds = nbounds;
+	}
+	if (s->name == NULL || s->help == NULL || (labels && s->labels == NULL) ||
+	    (nbounds > 0 && (s->bounds == NULL || s->buckets == NULL))) {
+		free(s->name);
+		free(s->help);
+		free(s->labels);
+		free(s->bounds);
+		free(s->buckets);
+		free(s);
+		s = NULL;
+		goto out;
+	}
+	/* Appending keeps series of one name together as long as callers register them together;
+	 * rendering groups by name anyway. */
+	if (registry_tail)
+		registry_tail->next = s;
+	else
+		registry_head = s;
+	registry_tail = s;
+out:
+	pthread_mutex_unlock(&registry_lock);
+	return s;
+}
+
+struct metrics_series *
+metrics_counter(const char *name, const char *help, const char *labels)
+{
+	return series_get(name, help, labels, SERIES_COUNTER, NULL, 0);
+}
+
+struct metrics_series *
+metrics_gauge(const char *name, const char *help, const char *labels)
+{
+	return series_get(name, help, labels, SERIES_GAUGE, NULL, 0);
+}
+
+struct metrics_series *
+metrics_gauge_fn(const char *name, const char *help, const char *labels, double (*fn)(void *), void *arg)
+{
+	struct metrics_series *s = series_get(name, help, labels, SERIES_GAUGE, NULL, 0);
+
+	if (s != NULL) {
+		pthread_mutex_lock(&registry_lock);
+		s->fn = fn;
+		s->arg = arg;
+		pthread_mutex_unlock(&registry_lock);
+	}
+	return s;
+}
+
+struct metrics_series *
+metrics_histogram(const char *name, const char *help, const char *labels, const double *bounds,
+    size_t nbounds)
+{
+	return series_get(name, help, labels, SERIES_HISTOGRAM, bounds, nbounds);
+}
+
+void
+metrics_add(struct metrics_series *s, uint64_t n)
+{
+	if (s != NULL)
+		atomic_fetch_add_explicit(&s->count, n, memory_order_relaxed);
+}
+
+void
+metrics_set(struct metrics_series *s, double v)
+{
+	if (s != NULL)
+		atomic_store_explicit(&s->bits, dbits(v), memory_order_relaxed);
+}
+
+void
+metrics_observe(struct metrics_series *s, double v)
+{
+	uint64_t old;
+
+	if (s == NULL || s->type != SERIES_HISTOGRAM)
+		return;
+	for (size_t i = 0; i < s->nbounds; i++) {
+		if (v <= s->bounds[i]) {
+			atomic_fetch_add_explicit(&s->buckets[i], 1, memory_order_relaxed);
+			break;
+		}
+	}
+	atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+	old = atomic_load_explicit(&s->bits, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&s->bits, &old, dbits(bitsd(old) + v),
+	    memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
+uint64_t
+metrics_count(const struct metrics_series *s)
+{
+	return s ? atomic_load_explicit(&((struct metrics_series *)s)->count, memory_order_relaxed) : 0;
+}
+
+static void
+render_labels(FILE *f, const char *labels, const char *extra)
+{
+	if (labels == NULL && extra == NULL)
+		return;
+	fputc('{', f);
+	if (labels)
+		fputs(labels, f);
+	if (labels && extra)
+		fputc(',', f);
+	if (extra)
+		fputs(extra, f);
+	fputc('}', f);
+}
+
+static void
+render_series(FILE *f, struct metrics_series *s)
+{
+	static const char *const type_names[] = { "counter", "gauge", "histogram" };
+	char le[64];
+	uint64_t cum = 0;
+
+	(void)type_names;
+	switch (s->type) {
+	case SERIES_COUNTER:
+		fputs(s->name, f);
+		render_labels(f, s->labels, NULL);
+		fprintf(f, " %llu\n", (unsigned long long)metrics_count(s));
+		break;
+	case SERIES_GAUGE:
+		fputs(s->name, f);
+		render_labels(f, s->labels, NULL);
+		fprintf(f, " %.17g\n", s->fn ? s->fn(s->arg) : bitsd(atomic_load(&s->bits)));
+		break;
+	case SERIES_HISTOGRAM:
+		for (size_t i = 0; i < s->nbounds; i++) {
+			cum += atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
+			snprintf(le, sizeof(le), "le=\"%g\"", s->bounds[i]);
+			fprintf(f, "%s_bucket", s->name);
+			render_labels(f, s->labels, le);
+			fprintf(f, " %llu\n", (unsigned long long)cum);
+		}
+		fprintf(f, "%s_bucket", s->name);
+		render_labels(f, s->labels, "le=\"+Inf\"");
+		fprintf(f, " %llu\n", (unsigned long long)metrics_count(s));
+		fprintf(f, "%s_sum", s->name);
+		render_labels(f, s->labels, NULL);
+		fprintf(f, " %.17g\n", bitsd(atomic_load(&s->bits)));
+		fprintf(f, "%s_count", s->name);
+		render_labels(f, s->labels, NULL);
+		fprintf(f, " %llu\n", (unsigned long long)metrics_count(s));
+		break;
+	}
+}
+
+char *
+metrics_render(size_t *len)
+{
+	static const char *const type_names[] = { "counter", "gauge", "histogram" };
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+
+	if (f == NULL)
+		return NULL;
+	pthread_mutex_lock(&registry_lock);
+	for (struct metrics_series *s = registry_head; s != NULL; s = s->next) {
+		bool first = true;
+
+		/* Print each family once, at its first series, with all its series. */
+		for (struct metrics_series *p = registry_head; p != s; p = p->next) {
+			if (strcmp(p->name, s->name) == 0) {
+				first = false;
+				break;
+			}
+		}
+		if (!first)
+			continue;
+		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name, type_names[s->type]);
+		for (struct metrics_series *p = s; p != NULL; p = p->next)
+			if (strcmp(p->name, s->name) == 0)
+				render_series(f, p);
+	}
+	pthread_mutex_unlock(&registry_lock);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	if (len)
+		*len = n;
+	return buf;
+}
