@@ -1,0 +1,442 @@
+/* Relays one batch of committed outbox rows to JetStream; a row is deleted only after its PubAck. */
+#include "batch.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "failpoint.h"
+#include "pg.h"
+#include "util.h"
+
+enum row_state { ROW_PENDING, ROW_ACKED, ROW_FAILED, ROW_DEAD };
+
+struct outbox_row {
+	const char *id;		/* bigint as text; these point into the claim's PGresult */
+	const char *event_id;
+	const char *subject;
+	const char *traceparent;	/* NULL when the row carries none */
+	const char *body;
+	int body_len;
+	enum row_state state;
+};
+
+struct outbox_batch {
+	pthread_mutex_t mu;	/* guards rows[].state, the counts and error: PubAcks arrive on
+				 * the library's thread */
+	PGresult *res;
+	struct outbox_row *rows;
+	size_t n, cap;
+	size_t hint;		/* where the next PubAck is looked for: they arrive in order */
+	size_t acked, duplicates, failed, dead;
+	char error[256];
+	double publish_seconds;
+	size_t dead_idx[64];	/* rows moved by the last bury, for the caller's log lines */
+	size_t ndead_idx;
+};
+
+/* Builds the JetStream body in PostgreSQL, so that the relay only moves bytes. */
+static const char claim_sql[] =
+    "SELECT id, event_id::text, subject, headers->>'traceparent', "
+    "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', 1, "
+    "'occurred_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+    "'payload', payload)::text "
+    "FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
+static const char bury_sql[] =
+    "WITH d AS (DELETE FROM outbox WHERE id = $1 RETURNING *) "
+    "INSERT INTO outbox_dead (id, event_id, aggregate_id, event_type, version, subject, headers, "
+    "payload, created_at, reason) "
+    "SELECT id, event_id, aggregate_id, event_type, version, subject, headers, payload, "
+    "created_at, $2 FROM d";
+
+struct outbox_batch *
+outbox_batch_new(void)
+{
+	struct outbox_batch *b = calloc(1, sizeof(*b));
+
+	if (b == NULL)
+		return NULL;
+	pthread_mutex_init(&b->mu, NULL);
+	return b;
+}
+
+static void
+batch_reset(struct outbox_batch *b)
+{
+	pthread_mutex_lock(&b->mu);
+	PQclear(b->res);
+	b->res = NULL;
+	b->n = 0;
+	b->hint = 0;
+	b->acked = b->duplicates = b->failed = b->dead = 0;
+	b->error[0] = '\0';
+	b->publish_seconds = 0;
+	b->ndead_idx = 0;
+	pthread_mutex_unlock(&b->mu);
+}
+
+void
+outbox_batch_free(struct outbox_batch *b)
+{
+	if (b == NULL)
+		return;
+	batch_reset(b);
+	free(b->rows);
+	pthread_mutex_destroy(&b->mu);
+	free(b);
+}
+
+static void
+note_error(struct outbox_batch *b, const char *fmt, const char *event_id, const char *subject,
+    const char *why)
+{
+	if (b->error[0] == '\0')
+		snprintf(b->error, sizeof(b->error), fmt, subject, event_id, why);
+}
+
+/* Called by the library for every PubAck, negative ack or timeout. */
+static void
+on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	struct outbox_batch *b = closure;
+	const char *event_id = NULL;
+	char why[160];
+
+	(void)js;
+	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &event_id) != NATS_OK)
+		event_id = NULL;
+	pthread_mutex_lock(&b->mu);
+	for (size_t k = 0; event_id != NULL && k < b->n; k++) {
+		size_t i = (b->hint + k) % b->n;
+		struct outbox_row *r = &b->rows[i];
+
+		if (strcmp(r->event_id, event_id) != 0)
+			continue;
+		b->hint = i + 1;
+		if (r->state != ROW_PENDING)
+			break;
+		if (pa != NULL) {
+			/* A duplicate is a positive answer too: the stream has the event. */
+			r->state = ROW_ACKED;
+			b->acked++;
+			if (pa->Duplicate)
+				b->duplicates++;
+		} else {
+			r->state = ROW_FAILED;
+			b->failed++;
+			if (pae != NULL && pae->Err == NATS_TIMEOUT)
+				snprintf(why, sizeof(why), "no PubAck in time");
+			else if (pae != NULL)
+				snprintf(why, sizeof(why), "%s (JetStream error %d)",
+				    pae->ErrText && *pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
+				    (int)pae->ErrCode);
+			else
+				snprintf(why, sizeof(why), "no answer");
+			note_error(b, "could not publish \"%s\" event %s: %s", event_id, r->subject, why);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&b->mu);
+	natsMsg_Destroy(msg);
+}
+
+void
+outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts)
+{
+	opts->PublishAsync.AckHandler = on_puback;
+	opts->PublishAsync.AckHandlerClosure = b;
+}
+
+long
+outbox_batch_claim(struct outbox_batch *b, PGconn *conn, long limit, char *err, size_t errlen)
+{
+	const char *params[1];
+	char lim[24], msg[256];
+	PGresult *r;
+	size_t n;
+
+	batch_reset(b);
+	r = PQexec(conn, "BEGIN");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		pg_error_text(conn, r, msg, sizeof(msg));
+		snprintf(err, errlen, "could not begin a transaction: %s", msg);
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	snprintf(lim, sizeof(lim), "%ld", limit);
+	params[0] = lim;
+	r = PQexecParams(conn, claim_sql, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		pg_error_text(conn, r, msg, sizeof(msg));
+		snprintf(err, errlen, "could not claim outbox rows: %s", msg);
+		PQclear(r);
+		outbox_batch_rollback(b, conn);
+		return -1;
+	}
+	n = (size_t)PQntuples(r);
+	if (n > b->cap) {
+		struct outbox_row *rows = realloc(b->rows, n * sizeof(*rows));
+
+		if (rows == NULL) {
+			snprintf(err, errlen, "could not claim outbox rows: out of memory");
+			PQclear(r);
+			outbox_batch_rollback(b, conn);
+			return -1;
+		}
+		b->rows = rows;
+		b->cap = n;
+	}
+	pthread_mutex_lock(&b->mu);
+	b->res = r;
+	for (size_t i = 0; i < n; i++) {
+		struct outbox_row *row = &b->rows[i];
+
+		row->id = PQgetvalue(r, (int)i, 0);
+		row->event_id = PQgetvalue(r, (int)i, 1);
+		row->subject = PQgetvalue(r, (int)i, 2);
+		row->traceparent = PQgetisnull(r, (int)i, 3) ? NULL : PQgetvalue(r, (int)i, 3);
+		row->body = PQgetvalue(r, (int)i, 4);
+		row->body_len = PQgetlength(r, (int)i, 4);
+		row->state = ROW_PENDING;
+	}
+	b->n = n;
+	pthread_mutex_unlock(&b->mu);
+	return (long)n;
+}
+
+size_t
+outbox_message_header_bytes(size_t traceparent_len)
+{
+	/* "NATS/1.0\r\n", one "Key: value\r\n" per header, and the blank line. */
+	size_t n = 10 + strlen("Nats-Msg-Id: ") + 36 + 2 + strlen("Content-Type: application/json") + 2;
+
+	if (traceparent_len > 0)
+		n += strlen("traceparent: ") + traceparent_len + 2;
+	return n + 2;
+}
+
+long
+outbox_batch_bury(struct outbox_batch *b, PGconn *conn, int64_t max_payload, char *err,
+    size_t errlen)
+{
+	char reason[128], msg[256];
+	long moved = 0;
+
+	b->ndead_idx = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		struct outbox_row *row = &b->rows[i];
+		size_t size = outbox_message_header_bytes(row->traceparent ? strlen(row->traceparent) : 0) +
+		    (size_t)row->body_len;
+		const char *params[2];
+		PGresult *r;
+
+		if (max_payload <= 0 || (int64_t)size <= max_payload)
+			continue;
+		snprintf(reason, sizeof(reason), "message of %zu bytes is over the server's maximum "
+		    "payload of %lld bytes", size, (long long)max_payload);
+		params[0] = row->id;
+		params[1] = reason;
+		r = PQexecParams(conn, bury_sql, 2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			pg_error_text(conn, r, msg, sizeof(msg));
+			snprintf(err, errlen, "could not move event %s to outbox_dead: %s", row->event_id,
+			    msg);
+			PQclear(r);
+			return -1;
+		}
+		PQclear(r);
+		pthread_mutex_lock(&b->mu);
+		row->state = ROW_DEAD;
+		b->dead++;
+		pthread_mutex_unlock(&b->mu);
+		if (b->ndead_idx < ARRAY_SIZE(b->dead_idx))
+			b->dead_idx[b->ndead_idx++] = i;
+		moved++;
+	}
+	return moved;
+}
+
+const char *
+outbox_batch_dead_id(const struct outbox_batch *b, size_t i, const char **subject, size_t *bytes)
+{
+	const struct outbox_row *row;
+
+	if (i >= b->ndead_idx)
+		return NULL;
+	row = &b->rows[b->dead_idx[i]];
+	*subject = row->subject;
+	*bytes = (size_t)row->body_len;
+	return row->event_id;
+}
+
+static natsStatus
+row_message(const struct outbox_row *row, natsMsg **out)
+{
+	natsMsg *m = NULL;
+	natsStatus s;
+
+	s = natsMsg_Create(&m, row->subject, NULL, row->body, row->body_len);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Nats-Msg-Id", row->event_id);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Content-Type", "application/json");
+	if (s == NATS_OK && row->traceparent != NULL && *row->traceparent != '\0')
+		s = natsMsgHeader_Set(m, "traceparent", row->traceparent);
+	if (s != NATS_OK) {
+		natsMsg_Destroy(m);
+		return s;
+	}
+	*out = m;
+	return NATS_OK;
+}
+
+int
+outbox_batch_publish(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *err, size_t errlen)
+{
+	jsPubOptions po, wait;
+	int64_t start = mono_ms();
+	natsStatus s = NATS_OK;
+	natsMsgList pending;
+	size_t sent = 0;
+	int rc;
+
+	jsPubOptions_Init(&po);
+	po.MaxWait = timeout_ms;
+	for (size_t i = 0; i < b->n; i++) {
+		struct outbox_row *row = &b->rows[i];
+		natsMsg *m = NULL;
+
+		if (row->state != ROW_PENDING)
+			continue;
+		s = row_message(row, &m);
+		if (s == NATS_OK)
+			s = js_PublishMsgAsync(js, &m, &po);
+		natsMsg_Destroy(m);	/* a no-op when the library took it */
+		if (s != NATS_OK) {
+			pthread_mutex_lock(&b->mu);
+			note_error(b, "could not publish \"%s\" event %s: %s", row->event_id, row->subject,
+			    natsStatus_GetText(s));
+			pthread_mutex_unlock(&b->mu);
+			break;
+		}
+		sent++;
+	}
+	if (FAILPOINT("relay.after_publish_before_acks") != 0) {
+		pthread_mutex_lock(&b->mu);
+		if (b->error[0] == '\0')
+			snprintf(b->error, sizeof(b->error), "could not wait for PubAcks: failpoint");
+		pthread_mutex_unlock(&b->mu);
+	}
+	if (sent > 0) {
+		/* Every publish carries MaxWait, so the library times each one out itself; the margin
+		 * only guards against a stuck library. */
+		jsPubOptions_Init(&wait);
+		wait.MaxWait = timeout_ms + 2000;
+		if (js_PublishAsyncComplete(js, &wait) != NATS_OK &&
+		    js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
+			/* Their PubAcks, if any still come, are dropped by the library from now on. */
+			natsMsgList_Destroy(&pending);
+		}
+	}
+	pthread_mutex_lock(&b->mu);
+	b->publish_seconds = (double)(mono_ms() - start) / 1000.0;
+	rc = (b->acked + b->dead == b->n && b->error[0] == '\0') ? 0 : -1;
+	if (rc != 0) {
+		if (b->error[0] != '\0')
+			snprintf(err, errlen, "%s", b->error);
+		else
+			snprintf(err, errlen, "could not publish %zu of %zu events: no PubAck",
+			    b->n - b->acked - b->dead, b->n);
+	}
+	pthread_mutex_unlock(&b->mu);
+	return rc;
+}
+
+int
+outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
+{
+	const char *params[1];
+	char *ids = NULL, msg[256];
+	size_t len = 2, off = 0;
+	PGresult *r;
+	int rc = -1;
+
+	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
+		snprintf(err, errlen, "could not commit the batch: failpoint");
+		goto fail;
+	}
+	pthread_mutex_lock(&b->mu);
+	for (size_t i = 0; i < b->n; i++)
+		len += strlen(b->rows[i].id) + 1;
+	ids = malloc(len + 1);
+	if (ids == NULL) {
+		pthread_mutex_unlock(&b->mu);
+		snprintf(err, errlen, "could not commit the batch: out of memory");
+		goto fail;
+	}
+	ids[off++] = '{';
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->rows[i].state != ROW_ACKED)
+			continue;
+		off += (size_t)sprintf(ids + off, "%s%s", off > 1 ? "," : "", b->rows[i].id);
+	}
+	ids[off++] = '}';
+	ids[off] = '\0';
+	pthread_mutex_unlock(&b->mu);
+
+	params[0] = ids;
+	r = PQexecParams(conn, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, NULL, params,
+	    NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		pg_error_text(conn, r, msg, sizeof(msg));
+		snprintf(err, errlen, "could not delete the published outbox rows: %s", msg);
+		PQclear(r);
+		goto fail;
+	}
+	PQclear(r);
+	if (FAILPOINT("relay.after_delete_before_commit") != 0) {
+		snprintf(err, errlen, "could not commit the batch: failpoint");
+		goto fail;
+	}
+	r = PQexec(conn, "COMMIT");
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		pg_error_text(conn, r, msg, sizeof(msg));
+		snprintf(err, errlen, "could not commit the batch: %s", msg);
+		PQclear(r);
+		goto fail;
+	}
+	PQclear(r);
+	free(ids);
+	return 0;
+fail:
+	free(ids);
+	outbox_batch_rollback(b, conn);
+	return rc;
+}
+
+void
+outbox_batch_rollback(struct outbox_batch *b, PGconn *conn)
+{
+	(void)b;
+	if (conn != NULL && PQstatus(conn) == CONNECTION_OK &&
+	    PQtransactionStatus(conn) != PQTRANS_IDLE)
+		PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+void
+outbox_batch_result(const struct outbox_batch *b, struct batch_result *out)
+{
+	struct outbox_batch *mb = (struct outbox_batch *)b;
+
+	pthread_mutex_lock(&mb->mu);
+	out->claimed = b->n;
+	out->acked = b->acked;
+	out->duplicates = b->duplicates;
+	out->failed = b->n - b->acked - b->dead;
+	out->dead = b->dead;
+	out->publish_seconds = b->publish_seconds;
+	pthread_mutex_unlock(&mb->mu);
+}

@@ -1,0 +1,131 @@
+/* outbox-relay: moves committed outbox rows to the USER_EVENTS stream, and seeds it on demand. */
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "failpoint.h"
+#include "httpd.h"
+#include "log.h"
+#include "relay.h"
+#include "settings.h"
+#include "snapshot.h"
+#include "util.h"
+
+static const char summary[] =
+    "Relays every committed outbox row to the JetStream stream USER_EVENTS at least once, in id\n"
+    "order, deduplicated by event id; one relay per database leads, the others stand by.";
+
+static const char commands[] =
+    "  (none)                          run the relay\n"
+    "  snapshot [--after ID] [--batch N]\n"
+    "                                  write one user_snapshot event per user to the outbox,\n"
+    "                                  in batches; --after resumes after the last id printed\n";
+
+static int
+run_snapshot(const struct relay_settings *s, int argc, char **argv)
+{
+	struct snapshot_options o;
+	int64_t written, last;
+	char err[512];
+
+	if (snapshot_parse_args(argc, argv, &o, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return 2;
+	}
+	log_info("snapshot: writing user_snapshot events for users after id %" PRId64
+	    ", %ld per batch", o.after, o.batch);
+	if (snapshot_run(&s->pg, &o, &written, &last, err, sizeof(err)) != 0) {
+		log_error("snapshot: %s; %" PRId64 " events written, resume with --after %" PRId64, err,
+		    written, last);
+		return 1;
+	}
+	log_info("snapshot: done, %" PRId64 " events written, last user id %" PRId64, written, last);
+	printf("%" PRId64 " %" PRId64 "\n", written, last);
+	return 0;
+}
+
+static void
+warn_limits(const struct relay_settings *s)
+{
+	if (s->stream_max_age_ms > 0)
+		log_warnx("RELAY_STREAM_MAX_AGE is %ldms: events older than that leave the stream even "
+		    "if no consumer has read them", s->stream_max_age_ms);
+	if (s->stream_max_bytes > 0)
+		log_warnx("RELAY_STREAM_MAX_BYTES is %ld: once the stream is full, publishing is refused "
+		    "and events wait in the outbox", s->stream_max_bytes);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct relay_settings s;
+	const struct config_entry *tab = relay_settings_table(&s);
+	const struct cli cli = { "outbox-relay", VERSION, summary, commands, tab };
+	struct httpd_config hc = { 0 };
+	struct relay *relay;
+	struct httpd *httpd;
+	char err[512];
+	int argi, rc;
+
+	enum cli_action act = cli_parse(&cli, argc, argv, &argi);
+	if (act == CLI_EXIT_OK)
+		return 0;
+	if (act == CLI_EXIT_USAGE)
+		return 2;
+	if (config_load(tab, err, sizeof(err)) != 0 ||
+	    relay_settings_check(&s, err, sizeof(err)) != 0) {
+		fprintf(stderr, "outbox-relay: %s\n", err);
+		return 2;
+	}
+	if (act == CLI_CHECK) {
+		config_dump(stdout, tab);
+		return 0;
+	}
+	log_init("outbox-relay", s.log_level);
+	if (failpoint_init(err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		return 2;
+	}
+	shutdown_signals_install();
+
+	if (argi < argc && strcmp(argv[argi], "snapshot") == 0)
+		return run_snapshot(&s, argc - argi - 1, argv + argi + 1);
+	if (argi < argc) {
+		log_error("unknown command \"%s\"; try --help", argv[argi]);
+		return 2;
+	}
+
+	log_info("starting %s: PostgreSQL %s:%ld/%s, NATS %s, batches of %ld", VERSION, s.pg.host,
+	    s.pg.port, s.pg.db, s.nats_url, s.batch_size);
+	warn_limits(&s);
+	relay = relay_new(&s, err, sizeof(err));
+	if (relay == NULL)
+		fatal("%s", err);
+
+	hc.bind = s.bind;
+	hc.port = s.port;
+	hc.threads = 2;
+	hc.max_body = 1024;
+	hc.conn_timeout_s = 10;
+	hc.max_connections = 64;
+	hc.max_connections_per_ip = 32;
+	static const struct http_route routes[] = { { NULL, NULL, NULL } };
+	httpd = httpd_start(&hc, routes, NULL, relay_ready, relay, err, sizeof(err));
+	if (httpd == NULL) {
+		relay_free(relay);
+		fatal("%s", err);
+	}
+	log_info("listening on %s:%ld", s.bind, s.port);
+
+	relay_run(relay);
+
+	log_info("shutting down");
+	httpd_stop(httpd, 1000);
+	relay_free(relay);
+	nats_Close();
+	rc = 0;
+	return rc;
+}

@@ -1,0 +1,36 @@
+/* The USER_EVENTS stream: its wanted configuration, and creating or updating it at start. */
+#ifndef RELAY_STREAM_H
+#define RELAY_STREAM_H
+
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "settings.h"
+
+#define STREAM_NAME "USER_EVENTS"
+#define STREAM_SUBJECTS "user.events.>"
+
+/* What stream_plan() found when comparing an existing stream with the wanted one. */
+struct stream_plan {
+	bool update;		/* some setting differs and can be changed in place */
+	bool unsafe;		/* some setting differs and cannot (or should not) be changed */
+	char changes[512];	/* "duplicate window 60s -> 120s, ..." of the safe differences */
+	char problems[512];	/* the differences left alone, with the reason */
+};
+
+/* Fills *cfg with the wanted configuration. cfg points into static storage for its strings. */
+void stream_config_wanted(const struct relay_settings *s, jsStreamConfig *cfg);
+
+/* Compares an existing configuration with the wanted one. When plan->update is set, *merged is the
+ * configuration to send: the existing one with the safe changes applied (other settings kept). */
+void stream_plan(const jsStreamConfig *have, const jsStreamConfig *want, jsStreamConfig *merged,
+    struct stream_plan *plan);
+
+/* Creates the stream or brings it in line where that is safe. Returns 0 when the stream exists and
+ * accepts our subjects; notes (what was updated, what was left alone) go to note, which may be
+ * empty. On failure returns -1 with err filled. */
+int stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t notelen,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+#endif
