@@ -1,0 +1,109 @@
+"""user-api under concurrent writes: versions are handed out once each, and the outbox holds the
+events of one user in version order."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from user_api_fixtures import *  # noqa: F401,F403  (fixtures: api)
+from user_api_fixtures import unique_email
+
+N = 50
+
+
+def run_together(n, fn):
+    """Runs fn(i) for i in 0..n-1 on n threads released at the same moment; returns the results."""
+    barrier = threading.Barrier(n)
+
+    def call(i):
+        barrier.wait(30)
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(call, range(n)))
+
+
+def test_50_concurrent_updates_of_one_user(api):
+    u = api.create()
+    uid = u["id"]
+
+    def put(i):
+        return api.put(f"/users/{uid}", json={"name": f"writer {i}", "email": u["email"]}, timeout=60)
+
+    responses = run_together(N, put)
+    bad = [(r.status_code, r.text) for r in responses if r.status_code != 200]
+    assert not bad, bad
+    versions = sorted(r.json()["version"] for r in responses)
+    assert versions == list(range(2, N + 2))
+    for r in responses:
+        assert r.headers["ETag"] == f'"{r.json()["version"]}"'
+
+    final = api.get(f"/users/{uid}").json()
+    assert final["version"] == N + 1
+    events = api.outbox_for(uid)                 # ordered by outbox id
+    assert len(events) == N + 1
+    assert [e["version"] for e in events] == list(range(1, N + 2))
+    assert [e["event_type"] for e in events] == ["user_created"] + ["user_updated"] * N
+    # Each event carries the state its version produced: the name the answer with that version showed.
+    by_version = {r.json()["version"]: r.json()["name"] for r in responses}
+    for e in events[1:]:
+        assert e["payload"]["name"] == by_version[e["version"]]
+        assert e["payload"]["version"] == e["version"]
+    assert events[-1]["payload"]["name"] == final["name"]
+
+
+def test_concurrent_creates_with_one_email_give_one_user(api):
+    email = unique_email()
+    before = api.counts()
+    responses = run_together(20, lambda i: api.post(
+        "/users", json={"name": f"racer {i}", "email": email if i % 2 else email.upper()}, timeout=60))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 19, [(r.status_code, r.text) for r in responses]
+    assert api.counts() == (before[0] + 1, before[1] + 1)
+
+
+def test_concurrent_if_match_updates_only_one_wins(api):
+    u = api.create()
+    before = api.counts()
+    responses = run_together(10, lambda i: api.put(
+        f"/users/{u['id']}", json={"name": f"cas {i}", "email": u["email"]},
+        headers={"If-Match": '"1"'}, timeout=60))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [412] * 9, [(r.status_code, r.text) for r in responses]
+    assert api.counts() == (before[0], before[1] + 1)
+    assert api.get(f"/users/{u['id']}").json()["version"] == 2
+
+
+def test_concurrent_deletes_of_one_user(api):
+    u = api.create()
+    responses = run_together(10, lambda i: api.delete(f"/users/{u['id']}", timeout=60))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [204] + [404] * 9, [(r.status_code, r.text) for r in responses]
+    assert [e["event_type"] for e in api.outbox_for(u["id"])] == ["user_created", "user_deleted"]
+
+
+def test_mixed_concurrent_traffic_keeps_every_2xx_with_its_event(api):
+    """Creates, updates and reads from many threads: every 2xx write is in users with its outbox
+    row, and every user's events are in version order."""
+    seeds = [api.create() for _ in range(5)]
+    created = []
+    lock = threading.Lock()
+
+    def work(i):
+        if i % 3 == 0:
+            r = api.post("/users", json={"name": f"mixed {i}", "email": unique_email()}, timeout=60)
+            if r.status_code == 201:
+                with lock:
+                    created.append(r.json()["id"])
+            return r.status_code
+        if i % 3 == 1:
+            s = seeds[i % 5]
+            return api.put(f"/users/{s['id']}", json={"name": f"m{i}", "email": s["email"]}, timeout=60).status_code
+        return api.get("/users?limit=10", timeout=60).status_code
+
+    statuses = run_together(45, work)
+    assert set(statuses) <= {200, 201}, statuses
+    for uid in created:
+        assert [e["event_type"] for e in api.outbox_for(uid)] == ["user_created"]
+    for s in seeds:
+        events = api.outbox_for(s["id"])
+        assert [e["version"] for e in events] == list(range(1, len(events) + 1))
+        assert api.get(f"/users/{s['id']}").json()["version"] == len(events)
