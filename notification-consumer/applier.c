@@ -1,0 +1,437 @@
+/* Pulls events in stream order, applies them with a version guard, dead-letters poison, and holds
+ * the batch in hand (not burning deliveries) while MongoDB is down. */
+#include "applier.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "event.h"
+#include "failpoint.h"
+#include "jetstream.h"
+#include "log.h"
+#include "metrics.h"
+#include "natsconn.h"
+#include "util.h"
+
+#define ACK_TIMEOUT_MS 5000
+#define LAG_EVERY_MS 2000
+#define PING_EVERY_MS 2000
+
+struct applier {
+	natsConnection *nc;
+	struct store *store;
+	const struct consumer_settings *cfg;
+	jsCtx *js;
+	struct js_pull *pull;
+	pthread_t thread;
+	bool started;
+
+	atomic_bool mongo_ok;
+	atomic_bool consumer_ok;
+	bool prepared;
+	pthread_mutex_t lock;		/* guards the two texts below */
+	char consumer_err[256];
+	char mongo_err[256];
+
+	pthread_mutex_t wait_lock;	/* guards applied and wakes readers */
+	pthread_cond_t wait_cond;
+	uint64_t applied;
+
+	struct metrics_series *m_applied, *m_stale, *m_dead, *m_errors, *m_pending, *m_ack_pending,
+	    *m_commit_latency, *m_publish_latency;
+};
+
+static void
+set_text(struct applier *a, char *dst, const char *text)
+{
+	pthread_mutex_lock(&a->lock);
+	snprintf(dst, 256, "%s", text);
+	pthread_mutex_unlock(&a->lock);
+}
+
+struct applier *
+applier_new(natsConnection *nc, struct store *store, const struct consumer_settings *cfg,
+    char *err, size_t errlen)
+{
+	struct applier *a = calloc(1, sizeof(*a));
+	pthread_condattr_t ca;
+	jsOptions jo;
+	natsStatus s;
+
+	if (a == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	a->nc = nc;
+	a->store = store;
+	a->cfg = cfg;
+	jsOptions_Init(&jo);
+	jo.Wait = 5000;
+	s = natsConnection_JetStream(&a->js, nc, &jo);
+	if (s != NATS_OK) {
+		snprintf(err, errlen, "could not open a JetStream context: %s", natsStatus_GetText(s));
+		free(a);
+		return NULL;
+	}
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->wait_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->wait_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	snprintf(a->consumer_err, sizeof(a->consumer_err), "not checked yet");
+	snprintf(a->mongo_err, sizeof(a->mongo_err), "not checked yet");
+
+	a->m_applied = metrics_counter("consumer_events_applied_total",
+	    "Events that moved the copy to a new version", NULL);
+	a->m_stale = metrics_counter("consumer_events_stale_total",
+	    "Events acknowledged without effect: the copy was already at or past their version", NULL);
+	a->m_dead = metrics_counter("consumer_events_dead_lettered_total",
+	    "Poison events published to the dead-letter stream and terminated", NULL);
+	a->m_errors = metrics_counter("consumer_apply_errors_total",
+	    "Attempts to apply an event that MongoDB did not confirm", NULL);
+	a->m_pending = metrics_gauge("consumer_pending_messages",
+	    "Messages in the stream not yet delivered to the consumer", NULL);
+	a->m_ack_pending = metrics_gauge("consumer_ack_pending_messages",
+	    "Messages delivered to the consumer and not yet acknowledged", NULL);
+	a->m_commit_latency = metrics_histogram("consumer_commit_to_apply_seconds",
+	    "Time from the outbox commit (occurred_at) to the apply in MongoDB", NULL,
+	    metrics_latency_bounds, metrics_latency_nbounds);
+	a->m_publish_latency = metrics_histogram("consumer_publish_to_apply_seconds",
+	    "Time from the stream's timestamp to the apply in MongoDB", NULL,
+	    metrics_latency_bounds, metrics_latency_nbounds);
+	return a;
+}
+
+int
+applier_decode(natsMsg *m, struct event *ev, char *err, size_t errlen)
+{
+	return event_parse(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), natsMsg_GetSubject(m),
+	    ev, err, errlen);
+}
+
+static void
+notify_applied(struct applier *a)
+{
+	pthread_mutex_lock(&a->wait_lock);
+	a->applied++;
+	pthread_cond_broadcast(&a->wait_cond);
+	pthread_mutex_unlock(&a->wait_lock);
+}
+
+void
+applier_wait_applied(struct applier *a, long ms)
+{
+	struct timespec ts;
+	uint64_t seen;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&a->wait_lock);
+	seen = a->applied;
+	while (a->applied == seen) {
+		if (pthread_cond_timedwait(&a->wait_cond, &a->wait_lock, &ts) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&a->wait_lock);
+}
+
+bool
+applier_ready(void *arg, json_t **out)
+{
+	struct applier *a = arg;
+	bool nats = natsconn_ok(a->nc);
+	bool mongo = atomic_load(&a->mongo_ok);
+	bool consumer = atomic_load(&a->consumer_ok);
+	json_t *checks = json_object();
+
+	pthread_mutex_lock(&a->lock);
+	json_object_set_new(checks, "nats", json_string(nats ? "ok" : "not connected"));
+	json_object_set_new(checks, "mongodb", json_string(mongo ? "ok" : a->mongo_err));
+	json_object_set_new(checks, "consumer", json_string(consumer ? "ok" : a->consumer_err));
+	pthread_mutex_unlock(&a->lock);
+	*out = checks;
+	return nats && mongo && consumer;
+}
+
+/* Pings MongoDB (and prepares the indexes once); updates the readiness. */
+static bool
+mongo_check(struct applier *a)
+{
+	char err[256];
+
+	if (store_ping(a->store, err, sizeof(err)) != 0 ||
+	    (!a->prepared && store_prepare(a->store, err, sizeof(err)) != 0)) {
+		if (atomic_exchange(&a->mongo_ok, false) || strcmp(a->mongo_err, err) != 0)
+			log_warnx("mongodb: %s", err);
+		set_text(a, a->mongo_err, err);
+		return false;
+	}
+	a->prepared = true;
+	if (!atomic_exchange(&a->mongo_ok, true))
+		log_info("mongodb: reachable");
+	return true;
+}
+
+static bool
+consumer_check(struct applier *a)
+{
+	struct js_durable_config dc = {
+		.stream = a->cfg->stream,
+		.name = a->cfg->durable,
+		.ack_wait_ms = a->cfg->ack_wait_ms,
+		.max_ack_pending = a->cfg->max_ack_pending,
+	};
+	char err[256];
+
+	if (js_durable_ensure(a->js, &dc, err, sizeof(err)) != 0 ||
+	    js_dlq_ensure(a->js, a->cfg->dlq_stream, a->cfg->dlq_prefix, err, sizeof(err)) != 0) {
+		if (strcmp(a->consumer_err, err) != 0)
+			log_warnx("jetstream: %s; retrying", err);
+		set_text(a, a->consumer_err, err);
+		return false;
+	}
+	if (a->pull == NULL) {
+		a->pull = js_pull_new(a->nc, a->cfg->stream, a->cfg->durable, err, sizeof(err));
+		if (a->pull == NULL) {
+			log_warnx("jetstream: %s", err);
+			set_text(a, a->consumer_err, err);
+			return false;
+		}
+	}
+	log_info("jetstream: consumer %s on %s in place, dead letters to %s", a->cfg->durable,
+	    a->cfg->stream, a->cfg->dlq_stream);
+	atomic_store(&a->consumer_ok, true);
+	return true;
+}
+
+static void
+lag_update(struct applier *a)
+{
+	uint64_t pending;
+	int64_t ack_pending;
+	char err[256];
+
+	if (js_consumer_lag(a->js, a->cfg->stream, a->cfg->durable, &pending, &ack_pending, err,
+	    sizeof(err)) != 0) {
+		log_debug("jetstream: %s", err);
+		/* The consumer may have been deleted under us: look again before the next fetch. */
+		if (strstr(err, "not found") != NULL) {
+			atomic_store(&a->consumer_ok, false);
+			set_text(a, a->consumer_err, err);
+		}
+		return;
+	}
+	metrics_set(a->m_pending, (double)pending);
+	metrics_set(a->m_ack_pending, (double)ack_pending);
+}
+
+static void
+dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const char *reason)
+{
+	char err[512];
+
+	if (js_dlq_publish(a->js, m, a->cfg->dlq_prefix, a->cfg->stream, meta, reason, err,
+	    sizeof(err)) != 0) {
+		/* Not lost: it comes back after the delay and is tried again. */
+		log_warnx("poison seq=%" PRIu64 " kept: %s", meta->stream_seq, err);
+		js_nak(a->nc, m, 1000);
+		return;
+	}
+	if (js_term_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0)
+		log_warnx("poison seq=%" PRIu64 ": %s", meta->stream_seq, err);
+	metrics_add(a->m_dead, 1);
+	log_warnx("dead-lettered seq=%" PRIu64 " subject=\"%s\": %s", meta->stream_seq,
+	    natsMsg_GetSubject(m), reason);
+}
+
+/* Applies one event until MongoDB confirms or shutdown; keeps the rest of the batch (msgs from
+ * index next on) alive meanwhile. Returns the store's result, STORE_ERROR only on shutdown. */
+static enum store_result
+apply_until_confirmed(struct applier *a, const struct event *ev, const struct js_meta *meta,
+    natsMsg **msgs, int next, int n)
+{
+	struct backoff b;
+	enum store_result r;
+	char err[512];
+
+	backoff_init(&b, 100, 5000);
+	for (;;) {
+		r = store_apply(a->store, ev, meta->timestamp_ns / 1000, meta->stream_seq, err, sizeof(err));
+		if (r != STORE_ERROR) {
+			if (!atomic_load(&a->mongo_ok))
+				mongo_check(a);
+			return r;
+		}
+		metrics_add(a->m_errors, 1);
+		if (atomic_exchange(&a->mongo_ok, false))
+			log_warnx("%s; holding the batch until MongoDB answers event=%s", err, ev->event_id);
+		set_text(a, a->mongo_err, err);
+		/* Held messages must not be redelivered meanwhile: each redelivery counts. */
+		for (int i = next; i < n; i++)
+			js_in_progress(a->nc, msgs[i]);
+		if (shutdown_sleep_ms(backoff_next(&b)))
+			return STORE_ERROR;
+		while (!mongo_check(a)) {
+			for (int i = next; i < n; i++)
+				js_in_progress(a->nc, msgs[i]);
+			if (shutdown_sleep_ms(backoff_next(&b)))
+				return STORE_ERROR;
+		}
+	}
+}
+
+/* Handles msgs[i]; returns false when shutdown interrupted it. */
+static bool
+handle(struct applier *a, natsMsg **msgs, int i, int n)
+{
+	natsMsg *m = msgs[i];
+	struct js_meta meta;
+	struct event ev;
+	enum store_result r;
+	char err[512];
+
+	if (!js_meta_parse(natsMsg_GetReply(m), &meta)) {
+		log_warnx("message on \"%s\" without JetStream metadata ignored", natsMsg_GetSubject(m));
+		return true;
+	}
+	FAILPOINT("consumer.after_fetch_before_apply");
+	if (applier_decode(m, &ev, err, sizeof(err)) != 0) {
+		dead_letter(a, m, &meta, err);
+		return true;
+	}
+	r = apply_until_confirmed(a, &ev, &meta, msgs, i, n);
+	if (r == STORE_ERROR) {
+		event_release(&ev);
+		return false;
+	}
+	FAILPOINT("consumer.after_write_before_ack");
+	if (js_ack_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0)
+		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev.event_id);
+	if (r == STORE_APPLIED) {
+		double now = (double)wall_us();
+
+		metrics_add(a->m_applied, 1);
+		metrics_observe(a->m_commit_latency, (now - (double)ev.occurred_us) / 1e6);
+		metrics_observe(a->m_publish_latency, (now - (double)meta.timestamp_ns / 1e3) / 1e6);
+		log_info("applied %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " event=%s",
+		    ev.type, ev.user_id, ev.version, meta.stream_seq, ev.event_id);
+		notify_applied(a);
+	} else {
+		metrics_add(a->m_stale, 1);
+		log_info("stale %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64
+		    " delivered=%" PRIu64 " event=%s", ev.type, ev.user_id, ev.version, meta.stream_seq,
+		    meta.delivered, ev.event_id);
+	}
+	event_release(&ev);
+	return true;
+}
+
+static void *
+applier_run(void *arg)
+{
+	struct applier *a = arg;
+	natsMsg **msgs = calloc((size_t)a->cfg->batch, sizeof(*msgs));
+	struct backoff b;
+	int64_t last_lag = 0, last_ping = 0;
+	char err[512];
+
+	backoff_init(&b, 100, 5000);
+	while (msgs != NULL && !shutdown_requested()) {
+		int n, i;
+
+		if (!natsconn_ok(a->nc)) {
+			shutdown_sleep_ms(250);
+			continue;
+		}
+		if (!atomic_load(&a->consumer_ok) && !consumer_check(a)) {
+			shutdown_sleep_ms(backoff_next(&b));
+			continue;
+		}
+		/* Never fetch while MongoDB does not answer: the messages would only wait in hand. */
+		if (!atomic_load(&a->mongo_ok) || mono_ms() - last_ping >= PING_EVERY_MS) {
+			last_ping = mono_ms();
+			if (!mongo_check(a)) {
+				shutdown_sleep_ms(backoff_next(&b));
+				continue;
+			}
+		}
+		if (mono_ms() - last_lag >= LAG_EVERY_MS) {
+			last_lag = mono_ms();
+			lag_update(a);
+		}
+		n = js_pull_fetch(a->pull, msgs, (int)a->cfg->batch, a->cfg->fetch_expiry_ms, err,
+		    sizeof(err));
+		if (n < 0) {
+			log_warnx("jetstream: %s", err);
+			if (strstr(err, "Consumer Deleted") != NULL || strstr(err, "not found") != NULL)
+				atomic_store(&a->consumer_ok, false);
+			shutdown_sleep_ms(backoff_next(&b));
+			continue;
+		}
+		backoff_reset(&b);
+		for (i = 0; i < n; i++) {
+			if (!handle(a, msgs, i, n))
+				break;
+			natsMsg_Destroy(msgs[i]);
+			msgs[i] = NULL;
+		}
+		/* Interrupted by shutdown: hand the rest back at once. */
+		for (; i < n; i++) {
+			js_nak(a->nc, msgs[i], 0);
+			natsMsg_Destroy(msgs[i]);
+			msgs[i] = NULL;
+		}
+		if (n > 0)
+			lag_update(a);
+	}
+	free(msgs);
+	natsConnection_Flush(a->nc);
+	return NULL;
+}
+
+int
+applier_start(struct applier *a, char *err, size_t errlen)
+{
+	int e = pthread_create(&a->thread, NULL, applier_run, a);
+
+	if (e != 0) {
+		snprintf(err, errlen, "could not start the apply thread: %s", strerror(e));
+		return -1;
+	}
+	a->started = true;
+	return 0;
+}
+
+void
+applier_join(struct applier *a)
+{
+	if (a->started)
+		pthread_join(a->thread, NULL);
+	a->started = false;
+}
+
+void
+applier_free(struct applier *a)
+{
+	if (a == NULL)
+		return;
+	applier_join(a);
+	js_pull_free(a->pull);
+	jsCtx_Destroy(a->js);
+	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->wait_lock);
+	pthread_cond_destroy(&a->wait_cond);
+	free(a);
+}

@@ -1,0 +1,36 @@
+/* The apply loop: one thread pulls USER_EVENTS in stream order and applies each event to MongoDB,
+ * so there is one writer per user; it acks only after MongoDB confirmed the write. */
+#ifndef CONSUMER_APPLIER_H
+#define CONSUMER_APPLIER_H
+
+#include <jansson.h>
+#include <nats/nats.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "settings.h"
+#include "store.h"
+
+struct applier;
+
+/* Borrows nc, store and cfg, which must outlive it. The caller applier_free()s the result. */
+struct applier *applier_new(natsConnection *nc, struct store *store,
+    const struct consumer_settings *cfg, char *err, size_t errlen);
+/* Starts the apply thread. */
+int applier_start(struct applier *a, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Waits for the thread to finish the message in hand and stop (it stops on the shutdown flag). */
+void applier_join(struct applier *a);
+void applier_free(struct applier *a);
+
+/* The http_ready_fn of the process: NATS, MongoDB and the durable consumer in place. */
+bool applier_ready(void *arg, json_t **out);
+
+/* Blocks until another event was applied or ms passed; used by reads that wait for a version. */
+void applier_wait_applied(struct applier *a, long ms);
+
+/* Lowest-level step shared with replay: the event in m, or the reason it is poison. */
+int applier_decode(natsMsg *m, struct event *ev, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,302 @@
+/* Replays USER_EVENTS into the copy: the same version-guarded apply as the live consumer, so it is
+ * safe next to it, with a progress bar on a terminal and progress lines otherwise. */
+#include "replay.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "applier.h"
+#include "event.h"
+#include "jetstream.h"
+#include "log.h"
+#include "natsconn.h"
+#include "util.h"
+
+#define REPLAY_BATCH 256
+#define PROGRESS_EVERY_MS 2000
+
+struct replay_counts {
+	uint64_t read, applied, stale, dead;
+};
+
+struct progress {
+	bool tty;
+	uint64_t first, last;	/* stream sequences the pass covers */
+	int64_t last_print;
+	const char *label;
+};
+
+static void
+progress_show(struct progress *p, uint64_t seq, const struct replay_counts *c, bool final)
+{
+	double frac = 1.0;
+
+	if (!final && mono_ms() - p->last_print < (p->tty ? 100 : PROGRESS_EVERY_MS))
+		return;
+	p->last_print = mono_ms();
+	if (p->last > p->first && seq >= p->first)
+		frac = (double)(seq - p->first + 1) / (double)(p->last - p->first + 1);
+	if (frac > 1.0)
+		frac = 1.0;
+	if (p->tty) {
+		char bar[41];
+		int fill = (int)(frac * 40);
+
+		for (int i = 0; i < 40; i++)
+			bar[i] = i < fill ? '#' : '.';
+		bar[40] = '\0';
+		fprintf(stderr, "\r%s [%s] %3.0f%% seq %" PRIu64 "/%" PRIu64 " read %" PRIu64, p->label,
+		    bar, frac * 100, seq, p->last, c->read);
+		if (final)
+			fputc('\n', stderr);
+	} else {
+		log_info("replay %s: %.0f%% seq %" PRIu64 " of %" PRIu64 ", read %" PRIu64 " applied %"
+		    PRIu64 " stale %" PRIu64 " dead-lettered %" PRIu64, p->label, frac * 100, seq, p->last,
+		    c->read, c->applied, c->stale, c->dead);
+	}
+}
+
+/* Applies one message, retrying while MongoDB is down; false on shutdown. */
+static bool
+replay_one(struct store *st, natsMsg *m, const struct js_meta *meta, struct replay_counts *c)
+{
+	struct backoff b;
+	struct event ev;
+	char err[512];
+
+	c->read++;
+	if (applier_decode(m, &ev, err, sizeof(err)) != 0) {
+		/* The live consumer dead-letters it; replay only skips it. */
+		c->dead++;
+		log_warnx("replay: poison seq=%" PRIu64 " skipped: %s", meta->stream_seq, err);
+		return true;
+	}
+	backoff_init(&b, 100, 5000);
+	for (;;) {
+		enum store_result r = store_apply(st, &ev, meta->timestamp_ns / 1000, meta->stream_seq,
+		    err, sizeof(err));
+
+		if (r == STORE_APPLIED) {
+			c->applied++;
+			break;
+		}
+		if (r == STORE_STALE) {
+			c->stale++;
+			break;
+		}
+		log_warnx("replay: %s; retrying event=%s", err, ev.event_id);
+		if (shutdown_sleep_ms(backoff_next(&b))) {
+			event_release(&ev);
+			return false;
+		}
+	}
+	event_release(&ev);
+	return true;
+}
+
+/* One pass over the stream from start up to sequence until, into st. */
+static int
+replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consumer_settings *cfg,
+    const struct js_start *start, uint64_t until, struct replay_counts *c, const char *label)
+{
+	natsMsg *msgs[REPLAY_BATCH];
+	struct progress pg = { .tty = isatty(2), .first = start->seq ? start->seq : 1, .last = until,
+	    .label = label };
+	struct js_pull *pull = NULL;
+	uint64_t seq = 0;
+	char name[128], err[512];
+	int rc = -1;
+
+	if (until == 0 || (start->seq > until)) {
+		progress_show(&pg, until, c, true);
+		return 0;
+	}
+	if (js_ephemeral_new(js, cfg->stream, start, name, sizeof(name), err, sizeof(err)) != 0) {
+		log_warnx("replay: %s", err);
+		return -1;
+	}
+	pull = js_pull_new(nc, cfg->stream, name, err, sizeof(err));
+	if (pull == NULL) {
+		log_warnx("replay: %s", err);
+		goto out;
+	}
+	while (seq < until) {
+		int n = js_pull_fetch(pull, msgs, REPLAY_BATCH, 1000, err, sizeof(err));
+		natsMsg *last = NULL;
+		bool stop = false;
+
+		if (shutdown_requested()) {
+			log_warnx("replay: interrupted at seq %" PRIu64, seq);
+			goto out;
+		}
+		if (n < 0) {
+			log_warnx("replay: %s", err);
+			if (shutdown_sleep_ms(1000))
+				goto out;
+			continue;
+		}
+		if (n == 0) {
+			uint64_t pending;
+			int64_t ack_pending;
+
+			/* Nothing left before until (e.g. a start time after the last event). */
+			if (js_consumer_lag(js, cfg->stream, name, &pending, &ack_pending, err,
+			    sizeof(err)) == 0 && pending == 0)
+				break;
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			struct js_meta meta;
+
+			if (stop || !js_meta_parse(natsMsg_GetReply(msgs[i]), &meta) ||
+			    meta.stream_seq > until) {
+				stop = stop || meta.stream_seq > until;
+				continue;
+			}
+			if (pg.first == 1 && start->seq == 0 && seq == 0)
+				pg.first = meta.stream_seq;
+			if (!replay_one(st, msgs[i], &meta, c)) {
+				stop = true;
+				continue;
+			}
+			seq = meta.stream_seq;
+			last = msgs[i];
+		}
+		if (last != NULL && js_ack_sync(nc, last, 5000, err, sizeof(err)) != 0)
+			log_debug("replay: %s", err);
+		for (int i = 0; i < n; i++)
+			natsMsg_Destroy(msgs[i]);
+		progress_show(&pg, seq, c, false);
+		if (shutdown_requested()) {
+			log_warnx("replay: interrupted at seq %" PRIu64, seq);
+			goto out;
+		}
+		if (stop)
+			break;
+	}
+	progress_show(&pg, until, c, true);
+	rc = 0;
+out:
+	js_pull_free(pull);
+	js_consumer_delete(js, cfg->stream, name);
+	return rc;
+}
+
+static int
+usage(void)
+{
+	fprintf(stderr, "usage: notification-consumer replay [--from-seq N | --from-time RFC3339] "
+	    "[--fresh]\n");
+	return 2;
+}
+
+int
+replay_main(natsConnection *nc, struct store *live, const struct consumer_settings *cfg, int argc,
+    char **argv)
+{
+	struct js_start start = { 0, 0 };
+	struct replay_counts c = { 0, 0, 0, 0 };
+	struct store *fresh = NULL;
+	char coll[256], hist[256], err[512];
+	bool use_fresh = false;
+	uint64_t until = 0, until2 = 0;
+	int64_t began = mono_ms(), deadline;
+	jsCtx *js = NULL;
+	int rc = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--fresh") == 0) {
+			use_fresh = true;
+		} else if (strcmp(argv[i], "--from-seq") == 0 && i + 1 < argc) {
+			long v;
+
+			if (config_parse_long(argv[++i], 1, INT64_MAX, &v) != 0) {
+				fprintf(stderr, "replay: --from-seq \"%s\" is not a positive sequence\n", argv[i]);
+				return 2;
+			}
+			start.seq = (uint64_t)v;
+		} else if (strcmp(argv[i], "--from-time") == 0 && i + 1 < argc) {
+			int64_t us;
+
+			if (!rfc3339_parse(argv[++i], &us) || us <= 0) {
+				fprintf(stderr, "replay: --from-time \"%s\" is not an RFC 3339 time\n", argv[i]);
+				return 2;
+			}
+			start.time_ns = us * 1000;
+		} else {
+			return usage();
+		}
+	}
+	if (start.seq > 0 && start.time_ns > 0)
+		return usage();
+
+	deadline = mono_ms() + 10000;
+	while (!natsconn_ok(nc)) {
+		if (mono_ms() >= deadline || shutdown_sleep_ms(100)) {
+			log_error("replay: could not connect to NATS at \"%s\"", cfg->nats_url);
+			return 1;
+		}
+	}
+	if (natsConnection_JetStream(&js, nc, NULL) != NATS_OK) {
+		log_error("replay: could not open a JetStream context");
+		return 1;
+	}
+	if (store_ping(live, err, sizeof(err)) != 0 || store_prepare(live, err, sizeof(err)) != 0) {
+		log_error("replay: %s", err);
+		goto out;
+	}
+	if (js_stream_last_seq(js, cfg->stream, &until, err, sizeof(err)) != 0) {
+		log_error("replay: %s", err);
+		goto out;
+	}
+	log_info("replay: %s up to seq %" PRIu64 " into %s", cfg->stream, until,
+	    use_fresh ? "fresh collections" : "the live collections");
+	if (use_fresh) {
+		struct store_config sc = { cfg->mongodb_uri, cfg->mongodb_db, coll, hist,
+		    cfg->mongo_timeout_ms, "notification-consumer-replay" };
+
+		snprintf(coll, sizeof(coll), "%s_replay", cfg->collection);
+		snprintf(hist, sizeof(hist), "%s_replay", cfg->history);
+		fresh = store_new(&sc, err, sizeof(err));
+		if (fresh == NULL || store_drop(fresh, coll, err, sizeof(err)) != 0 ||
+		    store_drop(fresh, hist, err, sizeof(err)) != 0 ||
+		    store_prepare(fresh, err, sizeof(err)) != 0) {
+			log_error("replay: %s", err);
+			goto out;
+		}
+		if (replay_pass(nc, js, fresh, cfg, &start, until, &c, "fresh") != 0)
+			goto out;
+		if (store_swap(fresh, hist, cfg->history, err, sizeof(err)) != 0 ||
+		    store_swap(fresh, coll, cfg->collection, err, sizeof(err)) != 0 ||
+		    store_prepare(live, err, sizeof(err)) != 0) {
+			log_error("replay: %s", err);
+			goto out;
+		}
+		log_info("replay: fresh collections swapped in");
+		/* Events the live consumer applied to the old collections while the pass ran. */
+		if (js_stream_last_seq(js, cfg->stream, &until2, err, sizeof(err)) != 0) {
+			log_error("replay: %s", err);
+			goto out;
+		}
+		if (until2 > until) {
+			struct js_start catchup = { until + 1, 0 };
+
+			if (replay_pass(nc, js, live, cfg, &catchup, until2, &c, "catch-up") != 0)
+				goto out;
+		}
+	} else if (replay_pass(nc, js, live, cfg, &start, until, &c, "live") != 0) {
+		goto out;
+	}
+	rc = 0;
+out:
+	fprintf(stderr, "replay %s: read %" PRIu64 ", applied %" PRIu64 ", stale %" PRIu64
+	    ", dead-lettered %" PRIu64 " in %.1fs\n", rc == 0 ? "done" : "failed", c.read, c.applied,
+	    c.stale, c.dead, (double)(mono_ms() - began) / 1000.0);
+	store_free(fresh);
+	jsCtx_Destroy(js);
+	return rc;
+}

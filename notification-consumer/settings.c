@@ -1,0 +1,48 @@
+/* Every setting of the notification-consumer, with the demo's environment names first. */
+#include "settings.h"
+
+#include <stddef.h>
+
+struct consumer_settings settings;
+
+const struct config_entry settings_table[] = {
+	{ "NATS_URL", CONFIG_STRING, &settings.nats_url, "nats://localhost:4222", 0, 0,
+	    "NATS server URL" },
+	{ "MONGODB_URI", CONFIG_STRING, &settings.mongodb_uri, "mongodb://localhost:27017", 0, 0,
+	    "MongoDB (or FerretDB) connection string" },
+	{ "MONGODB_DB", CONFIG_STRING, &settings.mongodb_db, "notifications_db", 0, 0,
+	    "database that holds the copy" },
+	{ "MONGODB_COLLECTION", CONFIG_STRING, &settings.collection, "user_notifications", 0, 0,
+	    "collection of the users' current state" },
+	{ "MONGODB_HISTORY_COLLECTION", CONFIG_STRING, &settings.history, "user_notification_events",
+	    0, 0, "collection of every applied event" },
+	{ "MONGODB_TIMEOUT", CONFIG_MS, &settings.mongo_timeout_ms, "2s", 100, 60000,
+	    "server selection, connect and socket timeout for MongoDB" },
+	{ "NOTIFICATION_CONSUMER_BIND", CONFIG_STRING, &settings.bind, "0.0.0.0", 0, 0,
+	    "address the HTTP server listens on" },
+	{ "NOTIFICATION_CONSUMER_PORT", CONFIG_INT, &settings.port, "8081", 1, 65535,
+	    "HTTP port" },
+	{ "CONSUMER_HTTP_THREADS", CONFIG_INT, &settings.http_threads, "4", 1, 64,
+	    "HTTP worker threads" },
+	{ "CONSUMER_STREAM", CONFIG_STRING, &settings.stream, "USER_EVENTS", 0, 0,
+	    "JetStream stream of user events (created by the relay)" },
+	{ "CONSUMER_DURABLE", CONFIG_STRING, &settings.durable, "notification-consumer", 0, 0,
+	    "name of the durable pull consumer" },
+	{ "CONSUMER_DLQ_STREAM", CONFIG_STRING, &settings.dlq_stream, "USER_EVENTS_DLQ", 0, 0,
+	    "stream that receives poison events" },
+	{ "CONSUMER_DLQ_SUBJECT_PREFIX", CONFIG_STRING, &settings.dlq_prefix, "dlq", 0, 0,
+	    "poison events are published on <prefix>.<original subject>" },
+	{ "CONSUMER_BATCH", CONFIG_INT, &settings.batch, "64", 1, 1000,
+	    "messages asked for in one pull request" },
+	{ "CONSUMER_ACK_WAIT", CONFIG_MS, &settings.ack_wait_ms, "30s", 1000, 3600000,
+	    "time the server waits for an ack before redelivering (set when the consumer is created)" },
+	{ "CONSUMER_MAX_ACK_PENDING", CONFIG_INT, &settings.max_ack_pending, "1000", 1, 1000000,
+	    "most unacknowledged messages the server hands out (set when the consumer is created)" },
+	{ "CONSUMER_FETCH_EXPIRY", CONFIG_MS, &settings.fetch_expiry_ms, "1s", 100, 60000,
+	    "how long one pull request waits for messages" },
+	{ "CONSUMER_READ_WAIT_MAX", CONFIG_MS, &settings.read_wait_max_ms, "5s", 0, 60000,
+	    "longest a read with min_version waits (default and cap of ?wait=)" },
+	{ "LOG_LEVEL", CONFIG_LEVEL, &settings.log_level, "info", 0, 0,
+	    "debug, info, warn or error" },
+	{ NULL, 0, NULL, NULL, 0, 0, NULL },
+};

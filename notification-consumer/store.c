@@ -1,0 +1,461 @@
+/* The copy in MongoDB (or FerretDB) through a client pool: mongoc_client_t is not thread-safe. */
+#include "store.h"
+
+#include <mongoc/mongoc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "failpoint.h"
+#include "util.h"
+
+#define DUPLICATE_KEY 11000
+#define NAMESPACE_NOT_FOUND 26
+
+struct store {
+	mongoc_client_pool_t *pool;
+	mongoc_uri_t *uri;
+	char *db, *collection, *history;
+};
+
+static void
+error_text(const bson_error_t *e, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s", e->message[0] ? e->message : "unknown error");
+}
+
+struct store *
+store_new(const struct store_config *c, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	bson_error_t e;
+
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->uri = mongoc_uri_new_with_error(c->uri, &e);
+	if (s->uri == NULL) {
+		snprintf(err, errlen, "invalid MONGODB_URI \"%s\": %s", c->uri, e.message);
+		goto fail;
+	}
+	/* Without these a call waits 30 s for a server that is down, and the loop could not back off. */
+	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+		    (int32_t)c->timeout_ms);
+	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_CONNECTTIMEOUTMS))
+		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_CONNECTTIMEOUTMS, (int32_t)c->timeout_ms);
+	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SOCKETTIMEOUTMS))
+		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SOCKETTIMEOUTMS,
+		    (int32_t)(c->timeout_ms * 5));
+	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_HEARTBEATFREQUENCYMS))
+		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 1000);
+	if (c->appname != NULL)
+		mongoc_uri_set_appname(s->uri, c->appname);
+	s->pool = mongoc_client_pool_new(s->uri);
+	if (s->pool == NULL) {
+		snprintf(err, errlen, "could not make a MongoDB client pool for \"%s\"", c->uri);
+		goto fail;
+	}
+	mongoc_client_pool_set_error_api(s->pool, MONGOC_ERROR_API_VERSION_2);
+	s->db = strdup(c->db);
+	s->collection = strdup(c->collection);
+	s->history = strdup(c->history);
+	if (s->db == NULL || s->collection == NULL || s->history == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	return s;
+fail:
+	store_free(s);
+	return NULL;
+}
+
+void
+store_free(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->pool != NULL)
+		mongoc_client_pool_destroy(s->pool);
+	mongoc_uri_destroy(s->uri);
+	free(s->db);
+	free(s->collection);
+	free(s->history);
+	free(s);
+}
+
+int
+store_ping(struct store *s, char *err, size_t errlen)
+{
+	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+	bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
+	bson_error_t e;
+	bool ok;
+
+	ok = mongoc_client_command_simple(cl, "admin", cmd, NULL, NULL, &e);
+	bson_destroy(cmd);
+	mongoc_client_pool_push(s->pool, cl);
+	if (!ok) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not reach MongoDB: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+db_command(struct store *s, const char *dbname, bson_t *cmd, bson_t *reply, bson_error_t *e)
+{
+	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+	mongoc_database_t *db = mongoc_client_get_database(cl, dbname);
+	bool ok;
+
+	ok = mongoc_database_write_command_with_opts(db, cmd, NULL, reply, e);
+	mongoc_database_destroy(db);
+	mongoc_client_pool_push(s->pool, cl);
+	return ok ? 0 : -1;
+}
+
+int
+store_prepare(struct store *s, char *err, size_t errlen)
+{
+	bson_t *cmd;
+	bson_t reply;
+	bson_error_t e;
+	int rc;
+
+	cmd = BCON_NEW("createIndexes", BCON_UTF8(s->history), "indexes", "[",
+	    "{", "key", "{", "event_id", BCON_INT32(1), "}", "name", BCON_UTF8("event_id_unique"),
+	    "unique", BCON_BOOL(true), "}",
+	    "{", "key", "{", "user_id", BCON_INT32(1), "version", BCON_INT32(1), "}",
+	    "name", BCON_UTF8("user_id_version"), "}",
+	    "]");
+	rc = db_command(s, s->db, cmd, &reply, &e);
+	bson_destroy(cmd);
+	bson_destroy(&reply);
+	if (rc != 0) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not create the indexes of %s.%s: %s", s->db, s->history, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int64_t
+reply_int(const bson_t *reply, const char *key)
+{
+	bson_iter_t it;
+
+	if (bson_iter_init_find(&it, reply, key) && BSON_ITER_HOLDS_NUMBER(&it))
+		return bson_iter_as_int64(&it);
+	return 0;
+}
+
+/* Inserts the history entry of ev; an entry that is already there is fine. */
+static int
+history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int64_t published_us,
+    uint64_t stream_seq, const char *applied_at, char *err, size_t errlen)
+{
+	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->history);
+	char published_at[32];
+	bson_error_t e;
+	bson_t *doc;
+	bool ok;
+
+	rfc3339_us(published_us, published_at);
+	doc = BCON_NEW("_id", BCON_UTF8(ev->event_id), "event_id", BCON_UTF8(ev->event_id),
+	    "user_id", BCON_INT64(ev->user_id), "version", BCON_INT64(ev->version),
+	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
+	    "updated_at", BCON_UTF8(ev->updated_at), "deleted", BCON_BOOL(ev->deleted),
+	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
+	    "applied_at", BCON_UTF8(applied_at), "stream_seq", BCON_INT64((int64_t)stream_seq));
+	ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &e);
+	bson_destroy(doc);
+	mongoc_collection_destroy(coll);
+	if (!ok && e.code != DUPLICATE_KEY) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not record event %s in %s: %s", ev->event_id, s->history, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* Reads the event id the document of user id holds: 1 found, 0 absent, -1 error. */
+static int
+current_event_id(struct store *s, mongoc_client_t *cl, int64_t id, char out[37], char *err,
+    size_t errlen)
+{
+	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
+	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
+	const bson_t *doc;
+	bson_error_t e;
+	bson_iter_t it;
+	int rc = 0;
+
+	out[0] = '\0';
+	if (mongoc_cursor_next(cur, &doc)) {
+		rc = 1;
+		if (bson_iter_init_find(&it, doc, "event_id") && BSON_ITER_HOLDS_UTF8(&it))
+			snprintf(out, 37, "%s", bson_iter_utf8(&it, NULL));
+	} else if (mongoc_cursor_error(cur, &e)) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not read user %lld: %s", (long long)id, why);
+		rc = -1;
+	}
+	mongoc_cursor_destroy(cur);
+	bson_destroy(filter);
+	mongoc_collection_destroy(coll);
+	return rc;
+}
+
+enum store_result
+store_apply(struct store *s, const struct event *ev, int64_t published_us, uint64_t stream_seq,
+    char *err, size_t errlen)
+{
+	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
+	enum store_result res = STORE_ERROR;
+	char applied_at[32], held[37];
+	bson_t *filter, *update, *opts;
+	bson_t reply;
+	bson_error_t e;
+	bool ok;
+
+	rfc3339_us(wall_us(), applied_at);
+	filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
+	    BCON_INT64(ev->version), "}");
+	update = BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
+	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
+	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
+	    "event_id", BCON_UTF8(ev->event_id), "event_type", BCON_UTF8(ev->type),
+	    "applied_at", BCON_UTF8(applied_at), "}");
+	opts = BCON_NEW("upsert", BCON_BOOL(true));
+	ok = mongoc_collection_update_one(coll, filter, update, opts, &reply, &e);
+	if (ok) {
+		if (reply_int(&reply, "modifiedCount") + reply_int(&reply, "upsertedCount") > 0)
+			res = STORE_APPLIED;
+		else
+			res = STORE_STALE;
+	} else if (e.code == DUPLICATE_KEY) {
+		/* The upsert's insert collided with the _id: the copy is at or past this version. */
+		res = STORE_STALE;
+	} else {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not apply event %s to %s.%s: %s", ev->event_id, s->db,
+		    s->collection, why);
+	}
+	bson_destroy(&reply);
+	bson_destroy(filter);
+	bson_destroy(update);
+	bson_destroy(opts);
+	mongoc_collection_destroy(coll);
+
+	if (res == STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
+		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
+		res = STORE_ERROR;
+	} else if (res == STORE_APPLIED) {
+		if (history_insert(s, cl, ev, published_us, stream_seq, applied_at, err, errlen) != 0)
+			res = STORE_ERROR;
+	} else if (res == STORE_STALE) {
+		/* The document may hold this very event, written before a crash or a lost ack: make sure
+		 * its history entry exists too. */
+		int found = current_event_id(s, cl, ev->user_id, held, err, errlen);
+
+		if (found < 0)
+			res = STORE_ERROR;
+		else if (found == 1 && strcmp(held, ev->event_id) == 0 &&
+		    history_insert(s, cl, ev, published_us, stream_seq, applied_at, err, errlen) != 0)
+			res = STORE_ERROR;
+	}
+	mongoc_client_pool_push(s->pool, cl);
+	return res;
+}
+
+static json_t *
+bson_field_json(const bson_t *doc, const char *key)
+{
+	bson_iter_t it;
+
+	if (!bson_iter_init_find(&it, doc, key))
+		return json_null();
+	switch (bson_iter_type(&it)) {
+	case BSON_TYPE_UTF8:
+		return json_string(bson_iter_utf8(&it, NULL));
+	case BSON_TYPE_INT32:
+	case BSON_TYPE_INT64:
+	case BSON_TYPE_DOUBLE:
+		return json_integer(bson_iter_as_int64(&it));
+	case BSON_TYPE_BOOL:
+		return json_boolean(bson_iter_bool(&it));
+	default:
+		return json_null();
+	}
+}
+
+static json_t *
+user_json(const bson_t *doc)
+{
+	json_t *o = json_object();
+	json_t *deleted = bson_field_json(doc, "deleted");
+
+	json_object_set_new(o, "user_id", bson_field_json(doc, "user_id"));
+	json_object_set_new(o, "name", bson_field_json(doc, "name"));
+	json_object_set_new(o, "email", bson_field_json(doc, "email"));
+	json_object_set_new(o, "updated_at", bson_field_json(doc, "updated_at"));
+	json_object_set_new(o, "version", bson_field_json(doc, "version"));
+	json_object_set_new(o, "deleted", json_boolean(json_is_true(deleted)));
+	json_decref(deleted);
+	return o;
+}
+
+static json_t *
+history_json(const bson_t *doc)
+{
+	static const char *const keys[] = { "event_id", "type", "user_id", "version", "name", "email",
+	    "updated_at", "deleted", "committed_at", "published_at", "applied_at", "stream_seq" };
+	json_t *o = json_object();
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		json_object_set_new(o, keys[i], bson_field_json(doc, keys[i]));
+	return o;
+}
+
+/* Runs find on collection and appends each document, converted by conv, to a new array. */
+static int
+find_json(struct store *s, const char *collection, const bson_t *filter, const bson_t *opts,
+    json_t *(*conv)(const bson_t *), json_t **out, char *err, size_t errlen)
+{
+	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, collection);
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+	json_t *arr = json_array();
+	const bson_t *doc;
+	bson_error_t e;
+	int rc = 0;
+
+	while (mongoc_cursor_next(cur, &doc))
+		json_array_append_new(arr, conv(doc));
+	if (mongoc_cursor_error(cur, &e)) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not read %s.%s: %s", s->db, collection, why);
+		json_decref(arr);
+		arr = NULL;
+		rc = -1;
+	}
+	mongoc_cursor_destroy(cur);
+	mongoc_collection_destroy(coll);
+	mongoc_client_pool_push(s->pool, cl);
+	*out = arr;
+	return rc;
+}
+
+int
+store_get_user(struct store *s, int64_t id, json_t **out, char *err, size_t errlen)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
+	json_t *arr = NULL;
+	int rc;
+
+	*out = NULL;
+	rc = find_json(s, s->collection, filter, NULL, user_json, &arr, err, errlen);
+	bson_destroy(filter);
+	if (rc != 0)
+		return -1;
+	if (json_array_size(arr) == 0) {
+		json_decref(arr);
+		return 0;
+	}
+	*out = json_incref(json_array_get(arr, 0));
+	json_decref(arr);
+	return 1;
+}
+
+int
+store_list_users(struct store *s, int64_t after, long limit, json_t **out, char *err, size_t errlen)
+{
+	bson_t *filter = BCON_NEW("_id", "{", "$gt", BCON_INT64(after), "}",
+	    "deleted", "{", "$ne", BCON_BOOL(true), "}");
+	bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(limit));
+	int rc;
+
+	rc = find_json(s, s->collection, filter, opts, user_json, out, err, errlen);
+	bson_destroy(filter);
+	bson_destroy(opts);
+	return rc;
+}
+
+int
+store_list_events(struct store *s, int64_t id, json_t **out, char *err, size_t errlen)
+{
+	bson_t *filter = BCON_NEW("user_id", BCON_INT64(id));
+	bson_t *opts = BCON_NEW("sort", "{", "version", BCON_INT32(1), "}");
+	int rc;
+
+	rc = find_json(s, s->history, filter, opts, history_json, out, err, errlen);
+	bson_destroy(filter);
+	bson_destroy(opts);
+	return rc;
+}
+
+int
+store_drop(struct store *s, const char *collection, char *err, size_t errlen)
+{
+	bson_t *cmd = BCON_NEW("drop", BCON_UTF8(collection));
+	bson_t reply;
+	bson_error_t e;
+	int rc;
+
+	rc = db_command(s, s->db, cmd, &reply, &e);
+	bson_destroy(cmd);
+	bson_destroy(&reply);
+	if (rc != 0 && e.code != NAMESPACE_NOT_FOUND && strstr(e.message, "ns not found") == NULL) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not drop %s.%s: %s", s->db, collection, why);
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_swap(struct store *s, const char *from, const char *to, char *err, size_t errlen)
+{
+	char src[256], dst[256];
+	bson_t *cmd;
+	bson_t reply;
+	bson_error_t e;
+	int rc;
+
+	/* FerretDB 1.24 has no dropTarget: drop first; reads see no copy for that moment. */
+	if (store_drop(s, to, err, errlen) != 0)
+		return -1;
+	snprintf(src, sizeof(src), "%s.%s", s->db, from);
+	snprintf(dst, sizeof(dst), "%s.%s", s->db, to);
+	cmd = BCON_NEW("renameCollection", BCON_UTF8(src), "to", BCON_UTF8(dst));
+	rc = db_command(s, "admin", cmd, &reply, &e);
+	bson_destroy(cmd);
+	bson_destroy(&reply);
+	if (rc != 0) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not rename %s to %s: %s", src, dst, why);
+		return -1;
+	}
+	return 0;
+}
