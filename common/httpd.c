@@ -39,6 +39,7 @@ struct http_request {
 	char *params[MAX_PARAMS];
 	char *body;
 	size_t len, cap;
+	size_t discarded;	/* bytes dropped after the body passed the cap */
 	bool too_large;
 	bool replied;
 	bool counted;
@@ -435,14 +436,20 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		size_t n = *upload_data_size;
 
 		*upload_data_size = 0;
-		if (req->too_large)
-			return MHD_YES;
+		/* libmicrohttpd cannot answer in the middle of an upload, so an oversized body without
+		 * Content-Length (chunked) is read and dropped, and answered 413 at its end; one that
+		 * goes on far past the cap is cut off. */
+		if (req->too_large) {
+			req->discarded += n;
+			return req->discarded > (size_t)h->max_body * 16 ? MHD_NO : MHD_YES;
+		}
 		if (req->len + n > (size_t)h->max_body) {
 			req->too_large = true;
+			req->discarded = req->len + n;
 			free(req->body);
 			req->body = NULL;
 			req->len = 0;
-			http_reply_problem(req, 413, NULL, "the body is larger than %ld bytes", h->max_body);
+			req->cap = 0;
 			return MHD_YES;
 		}
 		if (req->len + n + 1 > req->cap) {
@@ -464,6 +471,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 	if (req->replied)
 		return MHD_YES;
+	if (req->too_large) {
+		http_reply_problem(req, 413, NULL, "the body is larger than %ld bytes", h->max_body);
+		return MHD_YES;
+	}
 	dispatch(req);
 	return MHD_YES;
 }
@@ -490,6 +501,41 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	free(req->body);
 	free(req);
 	*con_cls = NULL;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes the path and query values in place, except %00: a decoded NUL would cut the
+ * string short and turn "/users/1%00" into "/users/1". Kept encoded, it fails validation. */
+static size_t
+on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *r = s, *w = s;
+
+	(void)cls;
+	(void)conn;
+	while (*r) {
+		int hi, lo;
+
+		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo) != 0) {
+			*w++ = (char)(hi * 16 + lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
 }
 
 static void
@@ -539,6 +585,7 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
 	    MHD_OPTION_END);
 	if (h->daemon == NULL) {
 		snprintf(err, errlen, "could not listen on %s:%ld: %s", cfg->bind, cfg->port,

@@ -6,6 +6,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* user-api publishes an empty core-NATS message here after each commit to wake the relay;
+ * losing one is harmless because the relay also polls. */
+#define OUTBOX_NUDGE_SUBJECT "outbox.nudge"
+
 /* Starts connecting to url and returns at once. The library keeps retrying in the background when
  * the server is down (at start too) and reconnects forever after a loss; the connection is usable
  * once natsconn_ok() says so. Returns NULL with err filled only for a bad URL or no memory. The

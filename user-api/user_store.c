@@ -1,0 +1,500 @@
+/* One PostgreSQL connection per HTTP worker thread, with prepared statements. Each write is one
+ * statement whose data-modifying CTEs insert or change the user row and insert its outbox row, so
+ * both commit together or not at all, in one round trip. The UPDATE (or DELETE) takes the row lock
+ * before the outbox INSERT draws its id, so one user's events get ids in version order. */
+#include "user_store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* After a failed connect, requests fail fast for this long instead of each trying again. */
+#define RECONNECT_HOLDOFF_MS 250
+
+struct user_store {
+	PGconn *conn;
+	int64_t failed_at_ms;
+};
+
+struct statement {
+	const char *name;
+	const char *sql;
+	int nparams;
+};
+
+#define USER_JSON "user_json(u.id, u.name, u.email, u.version, u.created_at, u.updated_at)"
+
+enum { ST_CREATE, ST_UPDATE, ST_DELETE, ST_FIND, ST_VERSION, ST_LIST, ST_KEY_GET, ST_KEY_DROP,
+	ST_KEYS_EXPIRE, ST_COUNT };
+
+static const struct statement statements[ST_COUNT] = {
+	[ST_CREATE] = { "user_create",
+		"WITH u AS ("
+		"  INSERT INTO users (name, email) VALUES ($1::text, $2::text) RETURNING *"
+		"), o AS ("
+		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
+		"  SELECT $3::uuid, u.id, 'user_created', u.version, 'user.events.created',"
+		"         jsonb_build_object('traceparent', $4::text),"
+		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false)"
+		"  FROM u"
+		"), k AS ("
+		"  INSERT INTO idempotency_keys (key, fingerprint, status, response_body, user_id, expires_at)"
+		"  SELECT $5::text, encode(sha256(convert_to($1::text || E'\\n' || $2::text, 'UTF8')), 'hex'),"
+		"         201, " USER_JSON "::text, u.id, clock_timestamp() + make_interval(secs => $6::float8)"
+		"  FROM u WHERE $5::text IS NOT NULL"
+		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 6 },
+	[ST_UPDATE] = { "user_update",
+		"WITH u AS ("
+		"  UPDATE users SET name = $2::text, email = $3::text, version = version + 1,"
+		"                   updated_at = clock_timestamp()"
+		"  WHERE id = $1::bigint AND ($4::bigint IS NULL OR version = $4::bigint) RETURNING *"
+		"), o AS ("
+		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
+		"  SELECT $5::uuid, u.id, 'user_updated', u.version, 'user.events.updated',"
+		"         jsonb_build_object('traceparent', $6::text),"
+		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false)"
+		"  FROM u"
+		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 6 },
+	[ST_DELETE] = { "user_delete",
+		"WITH u AS ("
+		"  DELETE FROM users WHERE id = $1::bigint AND ($2::bigint IS NULL OR version = $2::bigint)"
+		"  RETURNING *"
+		"), o AS ("
+		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
+		"  SELECT $3::uuid, u.id, 'user_deleted', u.version + 1, 'user.events.deleted',"
+		"         jsonb_build_object('traceparent', $4::text),"
+		"         user_event_payload(u.id, u.name, u.email, u.version + 1, clock_timestamp(), true)"
+		"  FROM u"
+		") SELECT u.id FROM u", 4 },
+	[ST_FIND] = { "user_find",
+		"SELECT u.id, u.version, " USER_JSON "::text FROM users u WHERE u.id = $1::bigint", 1 },
+	[ST_VERSION] = { "user_version", "SELECT version FROM users WHERE id = $1::bigint", 1 },
+	[ST_LIST] = { "user_list",
+		"SELECT coalesce(jsonb_agg(" USER_JSON " ORDER BY u.id), '[]'::jsonb)::text, count(*),"
+		"       coalesce(max(u.id), 0)"
+		"  FROM (SELECT * FROM users WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint) u", 2 },
+	[ST_KEY_GET] = { "idempotency_get",
+		"SELECT fingerprint = encode(sha256(convert_to($2::text || E'\\n' || $3::text, 'UTF8')), 'hex'),"
+		"       status, response_body, user_id, expires_at > clock_timestamp()"
+		"  FROM idempotency_keys WHERE key = $1::text", 3 },
+	[ST_KEY_DROP] = { "idempotency_drop",
+		"DELETE FROM idempotency_keys WHERE key = $1::text AND expires_at <= clock_timestamp()", 1 },
+	[ST_KEYS_EXPIRE] = { "idempotency_expire",
+		"DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
+		"  WHERE expires_at <= clock_timestamp() LIMIT 1000)", 0 },
+};
+
+static struct pg_settings store_pg;
+static long store_key_ttl_s;
+static pthread_key_t store_key;
+static pthread_once_t store_once = PTHREAD_ONCE_INIT;
+
+static void
+store_free(void *p)
+{
+	struct user_store *s = p;
+
+	if (s->conn)
+		PQfinish(s->conn);
+	free(s);
+}
+
+static void
+store_key_init(void)
+{
+	if (pthread_key_create(&store_key, store_free) != 0)
+		fatal("could not create the thread key of the user store");
+}
+
+void
+user_store_configure(const struct pg_settings *pg, long idempotency_ttl_s)
+{
+	store_pg = *pg;
+	store_key_ttl_s = idempotency_ttl_s;
+	pthread_once(&store_once, store_key_init);
+}
+
+struct user_store *
+user_store_get(void)
+{
+	struct user_store *s;
+
+	pthread_once(&store_once, store_key_init);
+	s = pthread_getspecific(store_key);
+	if (s == NULL) {
+		s = calloc(1, sizeof(*s));
+		if (s == NULL)
+			fatal("out of memory");
+		pthread_setspecific(store_key, s);
+	}
+	return s;
+}
+
+static void
+store_disconnect(struct user_store *s)
+{
+	if (s->conn) {
+		PQfinish(s->conn);
+		s->conn = NULL;
+	}
+	s->failed_at_ms = mono_ms();
+}
+
+/* Makes sure the store has a live, prepared connection. */
+static enum store_result
+store_connect(struct user_store *s, char *err, size_t errlen)
+{
+	if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK)
+		return STORE_OK;
+	if (s->conn != NULL)
+		store_disconnect(s);
+	if (s->failed_at_ms != 0 && mono_ms() - s->failed_at_ms < RECONNECT_HOLDOFF_MS) {
+		snprintf(err, errlen, "PostgreSQL is unreachable");
+		return STORE_UNAVAILABLE;
+	}
+	s->conn = pg_connect(&store_pg, "user-api", err, errlen);
+	if (s->conn == NULL) {
+		s->failed_at_ms = mono_ms();
+		return STORE_UNAVAILABLE;
+	}
+	for (size_t i = 0; i < ST_COUNT; i++) {
+		PGresult *r = PQprepare(s->conn, statements[i].name, statements[i].sql,
+		    statements[i].nparams, NULL);
+
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			char msg[512];
+			bool lost = pg_connection_lost(s->conn, r);
+
+			pg_error_text(s->conn, r, msg, sizeof(msg));
+			snprintf(err, errlen, "could not prepare %s: %s", statements[i].name, msg);
+			PQclear(r);
+			store_disconnect(s);
+			return lost ? STORE_UNAVAILABLE : STORE_ERROR;
+		}
+		PQclear(r);
+	}
+	s->failed_at_ms = 0;
+	log_debug("user store connected");
+	return STORE_OK;
+}
+
+/* Runs a prepared statement. On failure the result is cleared, err filled, the connection dropped
+ * when it is gone, and sqlstate (6 bytes) and constraint (64 bytes), if given, receive the error's
+ * code and constraint name. */
+static enum store_result
+store_exec(struct user_store *s, int st, const char *const *params, PGresult **out,
+    char *sqlstate, char *constraint, char *err, size_t errlen)
+{
+	enum store_result rc = store_connect(s, err, errlen);
+	PGresult *r;
+	ExecStatusType status;
+
+	*out = NULL;
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	if (constraint)
+		constraint[0] = '\0';
+	if (rc != STORE_OK)
+		return rc;
+	r = PQexecPrepared(s->conn, statements[st].name, statements[st].nparams, params, NULL, NULL, 0);
+	status = PQresultStatus(r);
+	if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+		*out = r;
+		return STORE_OK;
+	}
+	{
+		const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+		const char *cons = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+		char msg[512];
+
+		pg_error_text(s->conn, r, msg, sizeof(msg));
+		snprintf(err, errlen, "%s failed: %s", statements[st].name, msg);
+		if (sqlstate && state)
+			snprintf(sqlstate, 6, "%s", state);
+		if (constraint && cons)
+			snprintf(constraint, 64, "%s", cons);
+		if (pg_connection_lost(s->conn, r)) {
+			PQclear(r);
+			store_disconnect(s);
+			return STORE_UNAVAILABLE;
+		}
+		/* Statement timeout, lock timeout, too many connections: transient. */
+		rc = state && (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0 ||
+		    strcmp(state, "53300") == 0 || strcmp(state, "40001") == 0 ||
+		    strcmp(state, "40P01") == 0) ? STORE_UNAVAILABLE : STORE_ERROR;
+		PQclear(r);
+		return rc;
+	}
+}
+
+static int64_t
+field_i64(PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static char *
+field_dup(PGresult *r, int row, int col)
+{
+	char *s = strdup(PQgetvalue(r, row, col));
+
+	if (s == NULL)
+		fatal("out of memory");
+	return s;
+}
+
+static void
+fmt_i64(char *buf, size_t n, int64_t v)
+{
+	snprintf(buf, n, "%lld", (long long)v);
+}
+
+/* Looks up an idempotency key: STORE_OK with the stored response (status set) when it replays,
+ * STORE_KEY_REUSED for another body, STORE_NOT_FOUND when unknown or expired (and removed). */
+static enum store_result
+key_lookup(struct user_store *s, const char *key, const struct user_input *in,
+    struct user_result *out, char *err, size_t errlen)
+{
+	const char *params[3] = { key, in->name, in->email };
+	PGresult *r;
+	enum store_result rc = store_exec(s, ST_KEY_GET, params, &r, NULL, NULL, err, errlen);
+
+	if (rc != STORE_OK)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return STORE_NOT_FOUND;
+	}
+	if (strcmp(PQgetvalue(r, 0, 4), "t") != 0) {
+		PQclear(r);
+		rc = store_exec(s, ST_KEY_DROP, params, &r, NULL, NULL, err, errlen);
+		if (rc != STORE_OK)
+			return rc;
+		PQclear(r);
+		return STORE_NOT_FOUND;
+	}
+	if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+		PQclear(r);
+		return STORE_KEY_REUSED;
+	}
+	out->status = (unsigned)field_i64(r, 0, 1);
+	out->json = field_dup(r, 0, 2);
+	out->id = field_i64(r, 0, 3);
+	PQclear(r);
+	return STORE_OK;
+}
+
+enum store_result
+user_store_create(struct user_store *s, const struct user_input *in, const struct write_meta *m,
+    struct user_result *out, char *err, size_t errlen)
+{
+	char event_id[37], ttl[24], sqlstate[6], constraint[64];
+	const char *params[6] = { in->name, in->email, event_id, m->traceparent, m->idempotency_key, ttl };
+	enum store_result rc;
+	PGresult *r;
+
+	memset(out, 0, sizeof(*out));
+	if (m->idempotency_key != NULL) {
+		rc = key_lookup(s, m->idempotency_key, in, out, err, errlen);
+		if (rc != STORE_NOT_FOUND)
+			return rc;
+	}
+	uuid_new(event_id);
+	fmt_i64(ttl, sizeof(ttl), store_key_ttl_s);
+	rc = store_exec(s, ST_CREATE, params, &r, sqlstate, constraint, err, errlen);
+	if (rc == STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
+		/* A concurrent request with the same key may have won the race: replay its answer. */
+		if (m->idempotency_key != NULL) {
+			rc = key_lookup(s, m->idempotency_key, in, out, err, errlen);
+			if (rc != STORE_NOT_FOUND)
+				return rc;
+		}
+		if (strcmp(constraint, "users_email_lower_key") != 0)
+			return STORE_ERROR;
+		snprintf(err, errlen, "a user with email \"%s\" already exists", in->email);
+		return STORE_EMAIL_TAKEN;
+	}
+	if (rc != STORE_OK)
+		return rc;
+	out->id = field_i64(r, 0, 0);
+	out->version = field_i64(r, 0, 1);
+	out->json = field_dup(r, 0, 2);
+	PQclear(r);
+	return STORE_OK;
+}
+
+/* After a write matched no row: was the user missing, or at another version? */
+static enum store_result
+explain_miss(struct user_store *s, int64_t id, char *err, size_t errlen)
+{
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+	enum store_result rc;
+	PGresult *r;
+
+	fmt_i64(idbuf, sizeof(idbuf), id);
+	rc = store_exec(s, ST_VERSION, params, &r, NULL, NULL, err, errlen);
+	if (rc != STORE_OK)
+		return rc;
+	if (PQntuples(r) == 0) {
+		snprintf(err, errlen, "user %lld does not exist", (long long)id);
+		rc = STORE_NOT_FOUND;
+	} else {
+		snprintf(err, errlen, "user %lld is at version %s", (long long)id, PQgetvalue(r, 0, 0));
+		rc = STORE_STALE;
+	}
+	PQclear(r);
+	return rc;
+}
+
+static const char *
+if_match_param(const struct write_meta *m, char *buf, size_t n)
+{
+	if (m->if_match <= 0)
+		return NULL;
+	fmt_i64(buf, n, m->if_match);
+	return buf;
+}
+
+enum store_result
+user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
+    const struct write_meta *m, struct user_result *out, char *err, size_t errlen)
+{
+	char idbuf[24], ver[24], event_id[37], sqlstate[6], constraint[64];
+	const char *params[6] = { idbuf, in->name, in->email, if_match_param(m, ver, sizeof(ver)),
+		event_id, m->traceparent };
+	enum store_result rc;
+	PGresult *r;
+
+	memset(out, 0, sizeof(*out));
+	fmt_i64(idbuf, sizeof(idbuf), id);
+	uuid_new(event_id);
+	rc = store_exec(s, ST_UPDATE, params, &r, sqlstate, constraint, err, errlen);
+	if (rc == STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
+		snprintf(err, errlen, "a user with email \"%s\" already exists", in->email);
+		return STORE_EMAIL_TAKEN;
+	}
+	if (rc != STORE_OK)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return explain_miss(s, id, err, errlen);
+	}
+	out->id = field_i64(r, 0, 0);
+	out->version = field_i64(r, 0, 1);
+	out->json = field_dup(r, 0, 2);
+	PQclear(r);
+	return STORE_OK;
+}
+
+enum store_result
+user_store_delete(struct user_store *s, int64_t id, const struct write_meta *m, char *err, size_t errlen)
+{
+	char idbuf[24], ver[24], event_id[37];
+	const char *params[4] = { idbuf, if_match_param(m, ver, sizeof(ver)), event_id, m->traceparent };
+	enum store_result rc;
+	PGresult *r;
+
+	fmt_i64(idbuf, sizeof(idbuf), id);
+	uuid_new(event_id);
+	rc = store_exec(s, ST_DELETE, params, &r, NULL, NULL, err, errlen);
+	if (rc != STORE_OK)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return explain_miss(s, id, err, errlen);
+	}
+	PQclear(r);
+	return STORE_OK;
+}
+
+enum store_result
+user_store_find(struct user_store *s, int64_t id, struct user_result *out, char *err, size_t errlen)
+{
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+	enum store_result rc;
+	PGresult *r;
+
+	memset(out, 0, sizeof(*out));
+	fmt_i64(idbuf, sizeof(idbuf), id);
+	rc = store_exec(s, ST_FIND, params, &r, NULL, NULL, err, errlen);
+	if (rc != STORE_OK)
+		return rc;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		snprintf(err, errlen, "user %lld does not exist", (long long)id);
+		return STORE_NOT_FOUND;
+	}
+	out->id = field_i64(r, 0, 0);
+	out->version = field_i64(r, 0, 1);
+	out->json = field_dup(r, 0, 2);
+	PQclear(r);
+	return STORE_OK;
+}
+
+enum store_result
+user_store_list(struct user_store *s, int64_t after, long limit, struct user_result *out, char *err,
+    size_t errlen)
+{
+	char afterbuf[24], limitbuf[24];
+	const char *params[2] = { afterbuf, limitbuf };
+	enum store_result rc;
+	PGresult *r;
+
+	memset(out, 0, sizeof(*out));
+	fmt_i64(afterbuf, sizeof(afterbuf), after);
+	fmt_i64(limitbuf, sizeof(limitbuf), limit);
+	rc = store_exec(s, ST_LIST, params, &r, NULL, NULL, err, errlen);
+	if (rc != STORE_OK)
+		return rc;
+	out->json = field_dup(r, 0, 0);
+	out->count = field_i64(r, 0, 1);
+	out->last_id = field_i64(r, 0, 2);
+	PQclear(r);
+	return STORE_OK;
+}
+
+enum store_result
+user_store_ping(struct user_store *s, char *err, size_t errlen)
+{
+	enum store_result rc = store_connect(s, err, errlen);
+	PGresult *r;
+
+	if (rc != STORE_OK)
+		return rc;
+	r = PQexec(s->conn, "SELECT 1");
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		pg_error_text(s->conn, r, err, errlen);
+		PQclear(r);
+		store_disconnect(s);
+		return STORE_UNAVAILABLE;
+	}
+	PQclear(r);
+	return STORE_OK;
+}
+
+enum store_result
+user_store_expire_keys(struct user_store *s, long *deleted, char *err, size_t errlen)
+{
+	PGresult *r;
+	enum store_result rc = store_exec(s, ST_KEYS_EXPIRE, NULL, &r, NULL, NULL, err, errlen);
+
+	*deleted = 0;
+	if (rc != STORE_OK)
+		return rc;
+	*deleted = strtol(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return STORE_OK;
+}
+
+void
+user_result_release(struct user_result *r)
+{
+	free(r->json);
+	r->json = NULL;
+}
