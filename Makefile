@@ -75,6 +75,8 @@ $(BIN)/unit/%: $(OUT)/test/unit/%.o $$(call unit_objs,%) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(OUT)/test/unit/%.o: CFLAGS += -Iuser-api -Ioutbox-relay -Inotification-consumer
+
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<

@@ -1,0 +1,169 @@
+/* Unit tests of the shared code: settings parsing, ids, traceparent, backoff, failpoints. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "failpoint.h"
+#include "httpd.h"
+#include "metrics.h"
+#include "unit.h"
+#include "util.h"
+
+static void
+test_parsers(void)
+{
+	long v = 0;
+	bool b = false;
+
+	CHECK(config_parse_long("8080", 1, 65535, &v) == 0 && v == 8080);
+	CHECK(config_parse_long("0", 1, 65535, &v) == -1);
+	CHECK(config_parse_long("70000", 1, 65535, &v) == -1);
+	CHECK(config_parse_long("80a", 1, 65535, &v) == -1);
+	CHECK(config_parse_long("", 1, 65535, &v) == -1);
+	CHECK(config_parse_ms("250ms", 0, 100000, &v) == 0 && v == 250);
+	CHECK(config_parse_ms("2s", 0, 100000, &v) == 0 && v == 2000);
+	CHECK(config_parse_ms("2m", 0, 1000000, &v) == 0 && v == 120000);
+	CHECK(config_parse_ms("1h", 0, 10000000, &v) == 0 && v == 3600000);
+	CHECK(config_parse_ms("15", 0, 100, &v) == 0 && v == 15);
+	CHECK(config_parse_ms("-1s", 0, 100000, &v) == -1);
+	CHECK(config_parse_ms("2d", 0, 100000000, &v) == -1);
+	CHECK(config_parse_ms("3m", 0, 60000, &v) == -1);
+	CHECK(config_parse_bool("yes", &b) == 0 && b);
+	CHECK(config_parse_bool("OFF", &b) == 0 && !b);
+	CHECK(config_parse_bool("maybe", &b) == -1);
+}
+
+static void
+test_load(void)
+{
+	long port = 0, wait = 0;
+	const char *host = NULL;
+	char err[256] = "";
+	const struct config_entry tab[] = {
+		{ "UT_HOST", CONFIG_STRING, &host, "localhost", 0, 0, "host" },
+		{ "UT_PORT", CONFIG_INT, &port, "8080", 1, 65535, "port" },
+		{ "UT_WAIT", CONFIG_MS, &wait, "2s", 0, 60000, "wait" },
+		{ NULL, 0, NULL, NULL, 0, 0, NULL },
+	};
+
+	unsetenv("UT_HOST");
+	unsetenv("UT_PORT");
+	setenv("UT_WAIT", "", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == 0);
+	CHECK_STR(host, "localhost");
+	CHECK(port == 8080 && wait == 2000);
+	setenv("UT_PORT", "99999", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == -1);
+	CHECK(strstr(err, "UT_PORT") != NULL && strstr(err, "99999") != NULL);
+	setenv("UT_PORT", "9000", 1);
+	setenv("UT_HOST", "db.internal", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == 0 && port == 9000);
+	CHECK_STR(host, "db.internal");
+}
+
+static void
+test_ids(void)
+{
+	int64_t id = 0;
+
+	CHECK(http_parse_id("1", &id) && id == 1);
+	CHECK(http_parse_id("9223372036854775807", &id) && id == INT64_MAX);
+	CHECK(!http_parse_id("9223372036854775808", &id));
+	CHECK(!http_parse_id("99999999999999999999", &id));
+	CHECK(!http_parse_id("0", &id));
+	CHECK(!http_parse_id("-1", &id));
+	CHECK(!http_parse_id("+1", &id));
+	CHECK(!http_parse_id("1x", &id));
+	CHECK(!http_parse_id("", &id));
+	CHECK(!http_parse_id(NULL, &id));
+}
+
+static void
+test_trace_and_uuid(void)
+{
+	char tp[56], u[37];
+
+	traceparent_new(tp);
+	CHECK(traceparent_valid(tp));
+	CHECK(traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+	CHECK(!traceparent_valid("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+	CHECK(!traceparent_valid("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+	CHECK(!traceparent_valid("garbage"));
+	uuid_new(u);
+	CHECK(uuid_valid(u));
+	CHECK(!uuid_valid("not-a-uuid"));
+}
+
+static void
+test_backoff(void)
+{
+	struct backoff b;
+	bool in_range = true;
+
+	backoff_init(&b, 100, 1000);
+	for (int i = 0; i < 50; i++) {
+		long d = backoff_next(&b);
+
+		if (d < 100 || d > 1000)
+			in_range = false;
+	}
+	CHECK(in_range);
+	CHECK(b.cur_ms == 1000);
+	backoff_reset(&b);
+	CHECK(b.cur_ms == 100);
+}
+
+static void
+test_failpoints(void)
+{
+	char err[256];
+
+	setenv("FAILPOINTS", "a.b=error;c.d=pause(1)@2", 1);
+	CHECK(failpoint_init(err, sizeof(err)) == 0);
+	CHECK(failpoints_armed);
+	CHECK(FAILPOINT("a.b") == -1);
+	CHECK(FAILPOINT("a.b") == 0);
+	CHECK(FAILPOINT("c.d") == 0);
+	CHECK(FAILPOINT("unknown") == 0);
+	setenv("FAILPOINTS", "x=explode", 1);
+	CHECK(failpoint_init(err, sizeof(err)) == -1);
+	CHECK(strstr(err, "explode") != NULL);
+	unsetenv("FAILPOINTS");
+}
+
+static void
+test_metrics(void)
+{
+	const double bounds[] = { 0.1, 1 };
+	struct metrics_series *c = metrics_counter("ut_total", "a counter", "k=\"v\"");
+	struct metrics_series *h = metrics_histogram("ut_seconds", "a histogram", NULL, bounds, 2);
+	char *text;
+
+	metrics_add(c, 3);
+	metrics_observe(h, 0.05);
+	metrics_observe(h, 5);
+	CHECK(metrics_counter("ut_total", "a counter", "k=\"v\"") == c);
+	CHECK(metrics_gauge("ut_total", "wrong type", NULL) == NULL);
+	text = metrics_render(NULL);
+	CHECK(text != NULL);
+	if (text != NULL) {
+		CHECK(strstr(text, "# TYPE ut_total counter\nut_total{k=\"v\"} 3\n") != NULL);
+		CHECK(strstr(text, "ut_seconds_bucket{le=\"0.1\"} 1\n") != NULL);
+		CHECK(strstr(text, "ut_seconds_bucket{le=\"+Inf\"} 2\n") != NULL);
+		CHECK(strstr(text, "ut_seconds_count 2\n") != NULL);
+	}
+	free(text);
+}
+
+int
+main(void)
+{
+	test_parsers();
+	test_load();
+	test_ids();
+	test_trace_and_uuid();
+	test_backoff();
+	test_failpoints();
+	test_metrics();
+	return unit_report("common");
+}

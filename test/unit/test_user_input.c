@@ -1,0 +1,127 @@
+/* Unit tests of the user body parser and its validation rules. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+#include "user_input.h"
+
+static struct input_error e;
+static struct user_input in;
+
+static int
+parse(const char *body)
+{
+	memset(&e, 0, sizeof(e));
+	return user_input_parse(body, strlen(body), &in, &e);
+}
+
+static void
+expect_error(const char *body, unsigned status, const char *field)
+{
+	CHECK(parse(body) == -1);
+	CHECK(e.status == status);
+	CHECK_STR(e.field, field);
+}
+
+static void
+test_valid(void)
+{
+	CHECK(parse("{\"name\": \"  John Doe \", \"email\": \" john@example.com\"}") == 0);
+	CHECK_STR(in.name, "John Doe");
+	CHECK_STR(in.email, "john@example.com");
+	/* SQL-looking text is just text. */
+	CHECK(parse("{\"name\": \"Robert'); DROP TABLE users;--\", \"email\": \"r@x.org\"}") == 0);
+	CHECK_STR(in.name, "Robert'); DROP TABLE users;--");
+	/* Multibyte names count code points, not bytes. */
+	{
+		char body[1200] = "{\"email\": \"a@b.co\", \"name\": \"";
+		for (int i = 0; i < 200; i++)
+			strcat(body, "\xC3\xA9");
+		strcat(body, "\"}");
+		CHECK(parse(body) == 0);
+		CHECK(utf8_codepoints(in.name) == 200);
+		strcpy(strstr(body, "\"}"), "x\"}");
+		expect_error(body, 422, "name");
+	}
+}
+
+static void
+test_malformed(void)
+{
+	expect_error("", 400, "");
+	expect_error("{", 400, "");
+	expect_error("{\"name\": \"a\", \"email\": \"a@b.co\"} trailing", 400, "");
+	expect_error("[]", 400, "");
+	expect_error("\"text\"", 400, "");
+	expect_error("42", 400, "");
+	expect_error("null", 400, "");
+}
+
+static void
+test_fields(void)
+{
+	expect_error("{\"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\"}", 422, "email");
+	expect_error("{\"name\": 1, \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": null, \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\", \"email\": [\"a@b.co\"]}", 422, "email");
+	expect_error("{\"name\": \"a\", \"email\": \"a@b.co\", \"admin\": true}", 422, "admin");
+	expect_error("{\"name\": \"a\", \"name\": \"b\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\\u0000b\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\\u0001b\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\\nb\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\\u0085b\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\", \"email\": \"a@b.co\\t\"}", 422, "email");
+	expect_error("{\"name\": \"   \", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\xff\", \"email\": \"a@b.co\"}", 422, "name");
+	expect_error("{\"name\": \"a\", \"email\": \"a\xc0\xaf@b.co\"}", 422, "email");
+}
+
+static void
+test_email(void)
+{
+	CHECK(email_valid("a@b.co"));
+	CHECK(email_valid("first.last+tag@sub.example.org"));
+	CHECK(email_valid("x@a-b.c1"));
+	CHECK(!email_valid("plain"));
+	CHECK(!email_valid("a@b"));
+	CHECK(!email_valid("@b.co"));
+	CHECK(!email_valid("a@"));
+	CHECK(!email_valid("a@@b.co"));
+	CHECK(!email_valid("a@b@c.co"));
+	CHECK(!email_valid(".a@b.co"));
+	CHECK(!email_valid("a.@b.co"));
+	CHECK(!email_valid("a..b@b.co"));
+	CHECK(!email_valid("a b@b.co"));
+	CHECK(!email_valid("a@b..co"));
+	CHECK(!email_valid("a@.b.co"));
+	CHECK(!email_valid("a@b.co."));
+	CHECK(!email_valid("a@-b.co"));
+	CHECK(!email_valid("a@b-.co"));
+	{
+		char local[70], addr[400];
+
+		memset(local, 'x', 65);
+		local[65] = '\0';
+		snprintf(addr, sizeof(addr), "%s@b.co", local);
+		CHECK(!email_valid(addr));
+		memset(addr, 0, sizeof(addr));
+		strcpy(addr, "a@");
+		for (int i = 0; i < 5; i++)
+			strcat(addr, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz.");
+		strcat(addr, "co");
+		CHECK(strlen(addr) > USER_EMAIL_MAX);
+		CHECK(!email_valid(addr));
+	}
+}
+
+int
+main(void)
+{
+	test_valid();
+	test_malformed();
+	test_fields();
+	test_email();
+	return unit_report("user_input");
+}
