@@ -14,6 +14,8 @@ struct js_pull {
 	natsSubscription *sub;
 	natsInbox *inbox;
 	char next_subject[512];
+	int open;		/* messages the open request may still bring */
+	int64_t open_until;	/* when it has surely ended */
 };
 
 static bool
@@ -115,31 +117,44 @@ js_pull_free(struct js_pull *p)
 int
 js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char *err, size_t errlen)
 {
-	char req[128];
-	int64_t deadline;
 	int n = 0;
 	natsStatus s;
 
-	snprintf(req, sizeof(req), "{\"batch\":%d,\"expires\":%lld}", max,
-	    (long long)expires_ms * 1000000LL);
-	s = natsConnection_PublishRequestString(p->nc, p->next_subject, p->inbox, req);
-	if (s != NATS_OK) {
-		snprintf(err, errlen, "could not send the pull request: %s", natsStatus_GetText(s));
-		return -1;
+	/* One request is open at a time: a new one only when the last was answered in full, ended
+	 * by the server, or is surely expired; until then its messages keep arriving in the inbox. */
+	if (p->open <= 0 || mono_ms() >= p->open_until) {
+		char req[128];
+
+		snprintf(req, sizeof(req), "{\"batch\":%d,\"expires\":%lld}", max,
+		    (long long)expires_ms * 1000000LL);
+		s = natsConnection_PublishRequestString(p->nc, p->next_subject, p->inbox, req);
+		if (s != NATS_OK) {
+			snprintf(err, errlen, "could not send the pull request: %s", natsStatus_GetText(s));
+			return -1;
+		}
+		p->open = max;
+		/* The server ends the request with a 408 when it expires; the margin covers the trip. */
+		p->open_until = mono_ms() + expires_ms + 1000;
 	}
-	/* The server ends the request with a 408 when it expires; the margin covers the trip. */
-	deadline = mono_ms() + expires_ms + 1000;
 	while (n < max) {
-		int64_t left = deadline - mono_ms();
+		/* Wait for the first message; after it take only what is already there, so an event
+		 * is never held back waiting for a full batch. */
+		int64_t left = n == 0 ? p->open_until - mono_ms() : 1;
 		const char *status = NULL, *desc = NULL;
 		natsMsg *m = NULL;
 
-		if (left <= 0)
+		if (left <= 0) {
+			p->open = 0;
 			break;
+		}
 		s = natsSubscription_NextMsg(&m, p->sub, left);
-		if (s == NATS_TIMEOUT)
+		if (s == NATS_TIMEOUT) {
+			if (n == 0)
+				p->open = 0;
 			break;
+		}
 		if (s != NATS_OK) {
+			p->open = 0;
 			if (n > 0)
 				break;
 			snprintf(err, errlen, "could not read the pull inbox: %s", natsStatus_GetText(s));
@@ -154,8 +169,8 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 				natsMsg_Destroy(m);
 				continue;
 			}
-			/* 404 no messages, 408 request expired: this (or an earlier) request is over.
-			 * A status left over from an earlier request only ends this round early. */
+			p->open = 0;
+			/* 404 no messages, 408 request expired: the request is over. */
 			if (code == 404 || code == 408) {
 				natsMsg_Destroy(m);
 				break;
@@ -171,6 +186,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 			continue;
 		}
 		msgs[n++] = m;
+		p->open--;
 	}
 	return n;
 }

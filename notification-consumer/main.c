@@ -1,5 +1,4 @@
 /* The notification-consumer process: applies user events to MongoDB and serves the copy. */
-#include <mongoc/mongoc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +61,7 @@ main(int argc, char **argv)
 	if (failpoint_init(err, sizeof(err)) != 0)
 		fatal("%s", err);
 
-	mongoc_init();
+	store_library_init();
 	sc = (struct store_config){ settings.mongodb_uri, settings.mongodb_db, settings.collection,
 	    settings.history, settings.mongo_timeout_ms, "notification-consumer" };
 	if ((store = store_new(&sc, err, sizeof(err))) == NULL)
@@ -101,7 +100,7 @@ out:
 	natsConnection_Flush(nc);
 	natsConnection_Destroy(nc);
 	store_free(store);
-	mongoc_cleanup();
+	store_library_cleanup();
 	nats_Close();
 	return rc;
 }

@@ -170,7 +170,8 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 			log_debug("replay: %s", err);
 		for (int i = 0; i < n; i++)
 			natsMsg_Destroy(msgs[i]);
-		progress_show(&pg, seq, c, false);
+		if (seq < until)
+			progress_show(&pg, seq, c, false);
 		if (shutdown_requested()) {
 			log_warnx("replay: interrupted at seq %" PRIu64, seq);
 			goto out;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "failpoint.h"
+#include "log.h"
 #include "util.h"
 
 #define DUPLICATE_KEY 11000
@@ -119,23 +120,23 @@ db_command(struct store *s, const char *dbname, bson_t *cmd, bson_t *reply, bson
 	return ok ? 0 : -1;
 }
 
-int
-store_prepare(struct store *s, char *err, size_t errlen)
+/* Creates one index; FerretDB 1.24 drops the connection when one createIndexes names several
+ * indexes that all exist already, so each goes in a command of its own. */
+static int
+create_index(struct store *s, bson_t *index, char *err, size_t errlen)
 {
-	bson_t *cmd;
-	bson_t reply;
+	bson_t *cmd = bson_new(), arr, reply;
 	bson_error_t e;
 	int rc;
 
-	cmd = BCON_NEW("createIndexes", BCON_UTF8(s->history), "indexes", "[",
-	    "{", "key", "{", "event_id", BCON_INT32(1), "}", "name", BCON_UTF8("event_id_unique"),
-	    "unique", BCON_BOOL(true), "}",
-	    "{", "key", "{", "user_id", BCON_INT32(1), "version", BCON_INT32(1), "}",
-	    "name", BCON_UTF8("user_id_version"), "}",
-	    "]");
+	BSON_APPEND_UTF8(cmd, "createIndexes", s->history);
+	BSON_APPEND_ARRAY_BEGIN(cmd, "indexes", &arr);
+	BSON_APPEND_DOCUMENT(&arr, "0", index);
+	bson_append_array_end(cmd, &arr);
 	rc = db_command(s, s->db, cmd, &reply, &e);
 	bson_destroy(cmd);
 	bson_destroy(&reply);
+	bson_destroy(index);
 	if (rc != 0) {
 		char why[256];
 
@@ -144,6 +145,40 @@ store_prepare(struct store *s, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+int
+store_prepare(struct store *s, char *err, size_t errlen)
+{
+	if (create_index(s, BCON_NEW("key", "{", "event_id", BCON_INT32(1), "}",
+	    "name", BCON_UTF8("event_id_unique"), "unique", BCON_BOOL(true)), err, errlen) != 0)
+		return -1;
+	return create_index(s, BCON_NEW("key", "{", "user_id", BCON_INT32(1), "version", BCON_INT32(1),
+	    "}", "name", BCON_UTF8("user_id_version")), err, errlen);
+}
+
+static void
+on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
+{
+	(void)arg;
+	/* The driver's own warnings repeat what the failed call reports, once per retry. */
+	if (level <= MONGOC_LOG_LEVEL_ERROR)
+		log_warnx("mongoc %s: %s", domain, message);
+	else
+		log_debug("mongoc %s: %s", domain, message);
+}
+
+void
+store_library_init(void)
+{
+	mongoc_init();
+	mongoc_log_set_handler(on_mongoc_log, NULL);
+}
+
+void
+store_library_cleanup(void)
+{
+	mongoc_cleanup();
 }
 
 static int64_t

@@ -12,6 +12,10 @@
 
 struct store;
 
+/* Once per process, before any store_new() / after the last store_free(). */
+void store_library_init(void);
+void store_library_cleanup(void);
+
 struct store_config {
 	const char *uri;
 	const char *db;

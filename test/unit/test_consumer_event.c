@@ -1,0 +1,150 @@
+/* Unit tests of the consumer's pure logic: event validation, RFC 3339 times, ack metadata. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "jetstream.h"
+#include "unit.h"
+
+#define ID "0b6a4272-6908-4195-bc87-f1e26ea24eb1"
+#define T "2026-11-29T10:00:00.123456Z"
+
+static int
+parse(const char *body, const char *subject, struct event *ev, char *err)
+{
+	return event_parse(body, strlen(body), subject, ev, err, 256);
+}
+
+static char *
+body_with(const char *type, const char *payload_extra, const char *envelope_extra)
+{
+	static char buf[1024];
+
+	snprintf(buf, sizeof(buf), "{\"type\":\"%s\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7,\"name\":\"Ann\",\"email\":\"a@x.io\","
+	    "\"version\":3,\"updated_at\":\"" T "\"%s}%s}", type, payload_extra, envelope_extra);
+	return buf;
+}
+
+static void
+test_valid(void)
+{
+	struct event ev;
+	char err[256];
+
+	CHECK(parse(body_with("user_updated", "", ""), "user.events.updated", &ev, err) == 0);
+	CHECK(ev.kind == EVENT_UPDATED);
+	CHECK(ev.user_id == 7 && ev.version == 3 && !ev.deleted);
+	CHECK_STR(ev.name, "Ann");
+	CHECK_STR(ev.email, "a@x.io");
+	CHECK_STR(ev.event_id, ID);
+	CHECK_STR(ev.updated_at, T);
+	CHECK(ev.occurred_us == 1795946400123456LL);
+	event_release(&ev);
+
+	CHECK(parse(body_with("user_deleted", ",\"deleted\":true", ""), "user.events.deleted", &ev,
+	    err) == 0);
+	CHECK(ev.kind == EVENT_DELETED && ev.deleted);
+	event_release(&ev);
+
+	CHECK(parse(body_with("user_snapshot", "", ""), "user.events.snapshot", &ev, err) == 0);
+	CHECK(ev.kind == EVENT_SNAPSHOT);
+	event_release(&ev);
+
+	/* Unknown envelope keys are tolerated: schema_version says what must be understood. */
+	CHECK(parse(body_with("user_created", "", ",\"extra\":1"), "user.events.created", &ev, err) == 0);
+	event_release(&ev);
+}
+
+static void
+test_poison(void)
+{
+	struct event ev;
+	char err[256];
+
+	CHECK(parse("not json", "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "not JSON") != NULL);
+	CHECK(parse("[1]", "user.events.updated", &ev, err) == -1);
+	CHECK(parse(body_with("user_renamed", "", ""), "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "unknown event type") != NULL);
+	CHECK(parse(body_with("user_updated", "", ""), "user.events.created", &ev, err) == -1);
+	CHECK(strstr(err, "subject") != NULL);
+	CHECK(parse(body_with("user_deleted", "", ""), "user.events.deleted", &ev, err) == -1);
+	CHECK(parse(body_with("user_updated", ",\"deleted\":true", ""), "user.events.updated", &ev,
+	    err) == -1);
+	CHECK(parse(body_with("user_updated", ",\"deleted\":\"yes\"", ""), "user.events.updated", &ev,
+	    err) == -1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":2,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "schema_version") != NULL);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"nope\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "uuid") != NULL);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"yesterday\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\"}", "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "payload") != NULL);
+	CHECK(parse("{\"type\":\"user_updated\",\"type\":\"user_updated\"}", "user.events.updated", &ev,
+	    err) == -1);
+	/* Payload fields: missing, wrong type, non-positive, NUL and control characters. */
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":\"7\",\"name\":\"a\",\"email\":\"b\","
+	    "\"version\":1,\"updated_at\":\"" T "\"}}", "user.events.updated", &ev, err) == -1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7,\"name\":\"a\",\"email\":\"b\","
+	    "\"version\":0,\"updated_at\":\"" T "\"}}", "user.events.updated", &ev, err) == -1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7,\"name\":\"a\\u0000b\",\"email\":\"b\","
+	    "\"version\":1,\"updated_at\":\"" T "\"}}", "user.events.updated", &ev, err) == -1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7,\"name\":\"a\\nb\",\"email\":\"b\","
+	    "\"version\":1,\"updated_at\":\"" T "\"}}", "user.events.updated", &ev, err) == -1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7,\"email\":\"b\","
+	    "\"version\":1,\"updated_at\":\"" T "\"}}", "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "name") != NULL);
+}
+
+static void
+test_times(void)
+{
+	int64_t us = 0;
+
+	CHECK(rfc3339_parse("1970-01-01T00:00:00Z", &us) && us == 0);
+	CHECK(rfc3339_parse("1970-01-01T00:00:01.5Z", &us) && us == 1500000);
+	CHECK(rfc3339_parse("1970-01-01T01:00:00+01:00", &us) && us == 0);
+	CHECK(rfc3339_parse("2026-11-29T10:00:00.1234567Z", &us) && us % 1000000 == 123456);
+	CHECK(!rfc3339_parse("2026-11-29 10:00:00Z", &us));
+	CHECK(!rfc3339_parse("2026-13-29T10:00:00Z", &us));
+	CHECK(!rfc3339_parse("2026-11-29T10:00:00", &us));
+	CHECK(!rfc3339_parse("2026-11-29T10:00:00Zjunk", &us));
+	CHECK(!rfc3339_parse("2026-11-29T10:00:00.Z", &us));
+}
+
+static void
+test_meta(void)
+{
+	struct js_meta m;
+
+	CHECK(js_meta_parse("$JS.ACK.USER_EVENTS.notification-consumer.2.15.14.1795860000123456789.3",
+	    &m));
+	CHECK(m.delivered == 2 && m.stream_seq == 15 && m.consumer_seq == 14 && m.pending == 3);
+	CHECK(m.timestamp_ns == 1795860000123456789LL);
+	CHECK(js_meta_parse("$JS.ACK.hub.ACCHASH.USER_EVENTS.c.1.5.5.1795860000000000000.0.xyz", &m));
+	CHECK(m.delivered == 1 && m.stream_seq == 5 && m.pending == 0);
+	CHECK(!js_meta_parse("_INBOX.abc", &m));
+	CHECK(!js_meta_parse("$JS.ACK.S.C.1.2.3", &m));
+	CHECK(!js_meta_parse("$JS.ACK.S.C.x.2.3.4.5", &m));
+	CHECK(!js_meta_parse(NULL, &m));
+}
+
+int
+main(void)
+{
+	test_valid();
+	test_poison();
+	test_times();
+	test_meta();
+	return unit_report("consumer_event");
+}
