@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing need, and only what is missing; a fast no-op
+# when everything is present. `make run` and `make test` call it first.
+#
+# Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl), nats-server and FerretDB
+# pinned and built from the Go module proxy into .tools/bin, the Python test venv in .venv.
+# It ends by writing .tools/env.sh (PG_BIN, NATS_SERVER, FERRETDB, GO, PATH), which the other
+# deploy scripts source and test/integration/harness.py reads.
+set -euo pipefail
+LOG_TAG=bootstrap
+# shellcheck source=deploy/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
+	libjansson-dev libmicrohttpd-dev uuid-dev postgresql postgresql-client curl ca-certificates)
+REQUIREMENTS=$REPO_ROOT/test/requirements.txt
+VENV=$REPO_ROOT/.venv
+GO_LOG=$TOOLS_DIR/go-build.log
+# Set when Go could not build nats-server and Debian's older package stands in; removing the
+# file makes the next run try Go again.
+NATS_FALLBACK_MARK=$TOOLS_DIR/nats-server.fallback
+
+changed=0
+notes=()
+
+# --- Debian packages -------------------------------------------------------------------------
+
+apt_missing() {
+	local have
+	have=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "$@" 2>/dev/null |
+		awk '$2 == "ii" { print $1 }')
+	local p
+	for p in "$@"; do
+		grep -qx -- "$p" <<<"$have" || printf '%s\n' "$p"
+	done
+}
+
+apt_install() {
+	local sudo=()
+	if ! is_root; then
+		command -v sudo >/dev/null 2>&1 ||
+			die "these Debian packages are missing and installing them needs root or sudo: $*
+    install them with: apt-get install $*"
+		sudo=(sudo)
+	fi
+	say "installing Debian packages: $*"
+	local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600)
+	"${apt[@]}" update >/dev/null ||
+		die "apt-get update failed: check the network and /etc/apt/sources.list"
+	"${apt[@]}" install -y --no-install-recommends "$@" ||
+		die "could not install Debian packages: $*
+    try by hand: apt-get install $*"
+	changed=1
+}
+
+# The postgresql package creates and starts a cluster of its own on port 5432, which would
+# then stand in the way of ours. Stop it, but only right after we installed the package:
+# a cluster someone already had is theirs.
+debian_cluster_stop() {
+	command -v pg_lsclusters >/dev/null 2>&1 || return 0
+	local ver name port status
+	while read -r ver name port status _; do
+		[[ $status == online* ]] || continue
+		warn "stopping the Debian cluster $ver/$name that the postgresql package started on port $port"
+		if is_root; then pg_ctlcluster "$ver" "$name" stop || true
+		else sudo pg_ctlcluster "$ver" "$name" stop || true; fi
+	done < <(pg_lsclusters -h 2>/dev/null)
+}
+
+# The Python that builds the venv: $PYTHON, else Debian's (stable across sessions, which a
+# version manager's shim is not), else whatever python3 is on PATH.
+python_pick() {
+	PY=$(first_exe "${PYTHON:-}" /usr/bin/python3 "$(command -v python3 2>/dev/null)") || PY=
+}
+
+packages_step() {
+	local want=("${APT_PKGS[@]}")
+	python_pick
+	# Debian's python3 cannot make a venv with pip without python3-venv.
+	if [[ -z $PY ]]; then
+		want+=(python3 python3-venv)
+	elif [[ $(readlink -f "$PY") == /usr/bin/* ]]; then
+		want+=(python3-venv)
+	fi
+	if ! command -v dpkg-query >/dev/null 2>&1; then
+		warn "not a Debian system: make sure these (or their equivalents) are installed: ${want[*]}"
+		return 0
+	fi
+	local missing
+	mapfile -t missing < <(apt_missing "${want[@]}")
+	((${#missing[@]} == 0)) && return 0
+	apt_install "${missing[@]}"
+	[[ " ${missing[*]} " == *" postgresql "* ]] && debian_cluster_stop
+	[[ -n $PY ]] || python_pick
+	[[ -n $PY ]] || die "python3 is still missing after installing it"
+}
+
+# --- Go tools ---------------------------------------------------------------------------------
+
+# Debian 12's golang-go is Go 1.19: too old for both pins (FerretDB v1.24.2 declares go 1.24,
+# nats-server v2.15.2 go 1.26.0), and too old to fetch a newer toolchain by itself (that came
+# with Go 1.21). So it is not installed here; a Go >= 1.21 found on the machine is used, and
+# it fetches the toolchain a module asks for through the module proxy if it has to.
+go_find() {
+	GO=$(first_exe "${GO:-}" "$(command -v go 2>/dev/null)" /usr/local/go/bin/go /usr/lib/go/bin/go \
+		"$HOME/go/bin/go" "$HOME/sdk/go/bin/go") || { GO=; return 1; }
+	local v
+	v=$("$GO" env GOVERSION 2>/dev/null) || { GO=; return 1; }
+	GO_VERSION=$v
+	v=${v#go}
+	local major=${v%%.*} rest=${v#*.}
+	local minor=${rest%%[.a-z]*}
+	if ((major < 1 || (major == 1 && minor < 21))); then
+		notes+=("Go at $GO is $GO_VERSION, older than 1.21: cannot build the pinned tools")
+		GO=
+		return 1
+	fi
+}
+
+nats_version_ok() { [[ -x $1 && $("$1" --version 2>/dev/null) == "nats-server: $NATS_VERSION" ]]; }
+ferretdb_version_ok() { [[ -x $1 ]] && "$1" --version 2>/dev/null | grep -qx "version: $FERRETDB_VERSION"; }
+
+# The same pinned binary may already sit in the Go bin folder (an earlier `go install`);
+# copying it saves a build. Only a binary that reports the pinned version is taken.
+go_bin_candidates() {
+	printf '%s\n' "${GOBIN:-}" "$HOME/go/bin"
+	[[ -n ${GO:-} ]] && "$GO" env GOBIN GOPATH 2>/dev/null | sed -n '1{/./p};2{s|$|/bin|p}'
+}
+
+copy_if_pinned() { # name checkfn
+	local d
+	while read -r d; do
+		[[ -n $d && $d != "$TOOLS_DIR/bin" ]] || continue
+		if "$2" "$d/$1"; then
+			cp "$d/$1" "$TOOLS_DIR/bin/$1.new" && mv "$TOOLS_DIR/bin/$1.new" "$TOOLS_DIR/bin/$1"
+			say "copied $1 from $d (already the pinned version)"
+			changed=1
+			return 0
+		fi
+	done < <(go_bin_candidates)
+	return 1
+}
+
+go_env_clean() { env -u GOFLAGS GOWORK=off "$@"; }
+
+nats_step() {
+	local bin=$TOOLS_DIR/bin/nats-server
+	if nats_version_ok "$bin"; then NATS_SERVER=$bin; return 0; fi
+	if [[ ! -f $NATS_FALLBACK_MARK ]]; then
+		copy_if_pinned nats-server nats_version_ok && { NATS_SERVER=$bin; return 0; }
+		if [[ -n ${GO:-} ]]; then
+			say "building nats-server $NATS_VERSION with $GO_VERSION (go install, from the Go module proxy)"
+			if (cd "$TOOLS_DIR" && go_env_clean GOBIN="$TOOLS_DIR/bin" "$GO" install "$NATS_MODULE@$NATS_VERSION") \
+				>>"$GO_LOG" 2>&1 && nats_version_ok "$bin"; then
+				NATS_SERVER=$bin
+				changed=1
+				return 0
+			fi
+			warn "could not build nats-server $NATS_VERSION (see ${GO_LOG#"$REPO_ROOT"/}):"
+			tail -n 5 "$GO_LOG" | sed 's/^/    /' >&2
+		else
+			warn "no Go >= 1.21 found (looked on PATH and in /usr/local/go): cannot build nats-server $NATS_VERSION"
+		fi
+	fi
+	# Fallback: Debian's nats-server (2.9 in Debian 12). It speaks JetStream with the same
+	# flags, but is older than the pin.
+	local deb
+	deb=$(first_exe /usr/bin/nats-server /usr/sbin/nats-server) || {
+		apt_install nats-server
+		deb=$(first_exe /usr/bin/nats-server /usr/sbin/nats-server) ||
+			die "nats-server is missing: install Go >= 1.21 (https://go.dev/dl) and rerun, or apt-get install nats-server"
+	}
+	[[ -f $NATS_FALLBACK_MARK ]] || { : >"$NATS_FALLBACK_MARK"; changed=1; }
+	warn "using Debian's $("$deb" --version 2>/dev/null || echo nats-server) instead of the pinned $NATS_VERSION" \
+		"(delete ${NATS_FALLBACK_MARK#"$REPO_ROOT"/} to try Go again)"
+	NATS_SERVER=$deb
+}
+
+# `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2` builds a binary that panics
+# at start: FerretDB reads its version from build/version/version.txt, a file its release
+# process generates and the module zip does not carry. So we build the same module source,
+# fetched from the module proxy, from a copy with that one file written. Nothing else differs.
+ferretdb_build() {
+	local work rc=0
+	work=$(mktemp -d "${TMPDIR:-/tmp}/ferretdb-build.XXXXXX")
+	ferretdb_build_in "$work" || rc=1
+	rm -rf "$work"
+	return $rc
+}
+
+ferretdb_build_in() {
+	local out=$TOOLS_DIR/bin/ferretdb dir
+	dir=$(cd "$1" && go_env_clean "$GO" mod download -json "$FERRETDB_MODULE@$FERRETDB_VERSION" 2>>"$GO_LOG" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p') || true
+	[[ -n $dir && -d $dir ]] || return 1
+	cp -R "$dir/." "$1/src" && chmod -R u+w "$1/src" || return 1
+	printf '%s\n' "$FERRETDB_VERSION" >"$1/src/build/version/version.txt"
+	(cd "$1/src" && go_env_clean "$GO" build -trimpath -buildvcs=false -o "$out.new" ./cmd/ferretdb) \
+		>>"$GO_LOG" 2>&1 || return 1
+	mv "$out.new" "$out"
+}
+
+ferretdb_step() {
+	local bin=$TOOLS_DIR/bin/ferretdb
+	if ferretdb_version_ok "$bin"; then FERRETDB=$bin; return 0; fi
+	copy_if_pinned ferretdb ferretdb_version_ok && { FERRETDB=$bin; return 0; }
+	[[ -n ${GO:-} ]] || die "FerretDB $FERRETDB_VERSION is missing and there is no Go >= 1.21 to build it
+    (Debian 12's golang-go is 1.19, too old). Install Go from https://go.dev/dl into /usr/local/go and rerun.
+    FerretDB has no Debian package, so there is no fallback."
+	say "building FerretDB $FERRETDB_VERSION with $GO_VERSION from the Go module proxy (about a minute)"
+	if ! ferretdb_build || ! ferretdb_version_ok "$bin"; then
+		tail -n 15 "$GO_LOG" | sed 's/^/    /' >&2
+		die "could not build FerretDB $FERRETDB_VERSION (full log: ${GO_LOG#"$REPO_ROOT"/}); FerretDB has no fallback"
+	fi
+	changed=1
+	FERRETDB=$bin
+}
+
+# --- Python venv for the tests ----------------------------------------------------------------
+
+venv_stamp() {
+	printf '%s %s\n' "$(sha256sum <"$REQUIREMENTS" | cut -d' ' -f1)" "$(readlink -f "$PY")"
+}
+
+venv_step() {
+	[[ -f $REQUIREMENTS ]] || die "${REQUIREMENTS#"$REPO_ROOT"/} is missing"
+	local stamp_file=$VENV/.bootstrap-stamp want
+	want=$(venv_stamp)
+	if [[ -x $VENV/bin/python && -f $stamp_file && $(<"$stamp_file") == "$want" ]]; then
+		return 0
+	fi
+	if [[ ! -x $VENV/bin/python || ! -f $stamp_file || $(cut -d' ' -f2 "$stamp_file") != "$(readlink -f "$PY")" ]]; then
+		say "creating the test venv in .venv with $PY"
+		"$PY" -m venv --clear "$VENV" ||
+			die "could not create a venv with $PY (on Debian: apt-get install python3-venv)"
+	fi
+	say "installing test/requirements.txt into .venv"
+	local log=$VENV/pip.log
+	if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS" >"$log" 2>&1; then
+		tail -n 15 "$log" | sed 's/^/    /' >&2
+		die "pip could not install test/requirements.txt (full log: .venv/pip.log)"
+	fi
+	printf '%s\n' "$want" >"$stamp_file"
+	changed=1
+}
+
+# --- .tools/env.sh ----------------------------------------------------------------------------
+
+env_step() {
+	PG_BIN=$(pg_bin_search) || die "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: apt-get install postgresql"
+	local content
+	content=$(
+		echo "# Written by deploy/bootstrap.sh; sourced by deploy/*.sh, read by test/integration/harness.py."
+		printf 'export PG_BIN=%q\n' "$PG_BIN"
+		printf 'export NATS_SERVER=%q\n' "$NATS_SERVER"
+		printf 'export FERRETDB=%q\n' "$FERRETDB"
+		[[ -n ${GO:-} ]] && printf 'export GO=%q\n' "$GO"
+		printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:%q:"$PATH" ;; esac\n' \
+			"$TOOLS_DIR/bin" "$TOOLS_DIR/bin" "$PG_BIN"
+	)
+	if [[ ! -f $TOOLS_DIR/env.sh || $(<"$TOOLS_DIR/env.sh") != "$content" ]]; then
+		printf '%s\n' "$content" >"$TOOLS_DIR/env.sh.new" && mv "$TOOLS_DIR/env.sh.new" "$TOOLS_DIR/env.sh"
+		changed=1
+	fi
+}
+
+summary() {
+	local rel=${REPO_ROOT}/
+	say "postgresql $("$PG_BIN/postgres" --version | awk '{print $3}') in $PG_BIN"
+	say "nats-server $("$NATS_SERVER" --version 2>/dev/null | awk '{print $NF}') at ${NATS_SERVER#"$rel"}"
+	say "ferretdb $("$FERRETDB" --version 2>/dev/null | awk '/^version:/ {print $2}') at ${FERRETDB#"$rel"}"
+	say "python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())') in .venv:" \
+		"$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null |
+			grep -iE '^(pytest|requests|psycopg|pymongo|nats-py)==' | tr '\n' ' ')"
+	say "gcc $(gcc -dumpfullversion 2>/dev/null || echo missing), ${GO_VERSION:-no go}"
+}
+
+main() {
+	mkdir -p "$TOOLS_DIR/bin"
+	# Two bootstraps at once (make run in one terminal, make test in another) must not build
+	# into the same files.
+	exec 9>"$TOOLS_DIR/.lock"
+	flock -w 900 9 || die "another bootstrap holds ${TOOLS_DIR#"$REPO_ROOT"/}/.lock"
+
+	packages_step
+	GO= GO_VERSION=
+	local need_go=1
+	nats_version_ok "$TOOLS_DIR/bin/nats-server" && ferretdb_version_ok "$TOOLS_DIR/bin/ferretdb" && need_go=0
+	((need_go)) && { go_find || true; }
+	nats_step
+	ferretdb_step
+	# Keep GO in env.sh even on the fast path, for whoever wants it; finding it is cheap.
+	[[ -n $GO ]] || go_find 2>/dev/null || true
+	venv_step
+	env_step
+
+	if ((changed)); then
+		summary
+	else
+		say "all present"
+	fi
+	local n
+	for n in "${notes[@]}"; do warn "$n"; done
+}
+
+main "$@"

@@ -1,0 +1,129 @@
+# Shared helpers for the deploy scripts: paths, messages, tool lookup, processes and ports.
+# Sourced by bootstrap.sh, infra.sh and run.sh; never run on its own.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+TOOLS_DIR=$REPO_ROOT/.tools
+RUN_DIR=$REPO_ROOT/.run
+: "${LOG_TAG:=deploy}"
+
+# Pinned tool versions. The harness (test/integration/harness.py) reads none of these: it
+# only looks the tools up, the same way tools_find does below.
+FERRETDB_MODULE=github.com/FerretDB/FerretDB
+FERRETDB_VERSION=v1.24.2
+NATS_MODULE=github.com/nats-io/nats-server/v2
+NATS_VERSION=v2.15.2
+
+say() { printf '%s: %s\n' "$LOG_TAG" "$*"; }
+warn() { printf '%s: warning: %s\n' "$LOG_TAG" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+# Prefix that runs a command as the unprivileged `postgres` user when we are root (PostgreSQL
+# refuses to run as root), as ourselves otherwise: "${AS_PG[@]}" initdb ... setpriv execs in
+# place, so the pid that `&` reports is the pid of the command itself, which the stop logic
+# relies on.
+if [[ $(id -u) -eq 0 ]]; then
+	AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+else
+	AS_PG=(env)
+fi
+
+# Newest /usr/lib/postgresql/<n>/bin that holds a server.
+pg_bin_search() {
+	local d best=
+	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V); do
+		[[ -x $d/postgres && -x $d/initdb && -x $d/pg_ctl ]] && best=$d
+	done
+	if [[ -z $best ]]; then
+		d=$(command -v initdb 2>/dev/null) && d=$(dirname "$d") &&
+			[[ -x $d/postgres && -x $d/pg_ctl ]] && best=$d
+	fi
+	[[ -n $best ]] && printf '%s\n' "$best"
+}
+
+# First executable among the arguments, or nothing.
+first_exe() {
+	local f
+	for f in "$@"; do
+		[[ -n $f && -x $f ]] && { printf '%s\n' "$f"; return 0; }
+	done
+	return 1
+}
+
+# Fills PG_BIN, NATS_SERVER and FERRETDB: from .tools/env.sh (written by bootstrap.sh) when
+# it exists, otherwise by the same search bootstrap.sh does. Dies if one cannot be found.
+tools_load() {
+	# shellcheck disable=SC1091
+	[[ -f $TOOLS_DIR/env.sh ]] && . "$TOOLS_DIR/env.sh"
+	[[ -n ${PG_BIN:-} && -x ${PG_BIN:-}/postgres ]] || PG_BIN=$(pg_bin_search) ||
+		die "no PostgreSQL server found (looked in /usr/lib/postgresql/*/bin): run deploy/bootstrap.sh"
+	NATS_SERVER=$(first_exe "${NATS_SERVER:-}" "$TOOLS_DIR/bin/nats-server" "$(command -v nats-server 2>/dev/null)") ||
+		die "nats-server not found: run deploy/bootstrap.sh"
+	FERRETDB=$(first_exe "${FERRETDB:-}" "$TOOLS_DIR/bin/ferretdb" "$(command -v ferretdb 2>/dev/null)") ||
+		die "ferretdb not found: run deploy/bootstrap.sh"
+	export PG_BIN NATS_SERVER FERRETDB
+}
+
+# True when something accepts TCP connections on 127.0.0.1:$1. A listener on 0.0.0.0 or on
+# 127.0.0.1 both answer here, and either would make our bind fail.
+port_in_use() {
+	timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+# port_check PORT VAR WHAT: dies with a message naming the variable that moves WHAT.
+port_check() {
+	[[ $1 =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)) || die "$2=$1 is not a port number"
+	if port_in_use "$1"; then
+		die "port $1 is in use: set $2 to move $3"
+	fi
+}
+
+# True if the process exists and is not a zombie (an exited child we have not reaped yet
+# still answers `kill -0`).
+pid_alive() {
+	local s
+	[[ -n $1 ]] || return 1
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	s=${s##*) }
+	[[ ${s%% *} != Z ]]
+}
+
+# pid_wait_gone PID SECONDS: true once PID has gone, false if still there after SECONDS.
+pid_wait_gone() {
+	local pid=$1 deadline=$((SECONDS + $2))
+	while pid_alive "$pid"; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.1
+	done
+	return 0
+}
+
+# pid_stop NAME PID SIGNAL SECONDS: signal, wait, then SIGKILL with a loud line if needed.
+pid_stop() {
+	local name=$1 pid=$2 sig=$3 secs=$4
+	pid_alive "$pid" || return 0
+	kill "-$sig" "$pid" 2>/dev/null || true
+	if ! pid_wait_gone "$pid" "$secs"; then
+		warn "$name (pid $pid) did not stop within ${secs}s of SIG$sig: killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+		pid_wait_gone "$pid" 5 || true
+	fi
+	wait "$pid" 2>/dev/null || true
+}
+
+# Copies a process's output to .run/logs/NAME.log and to stdout with a "[NAME] " prefix.
+# Used as `cmd > >(log_label NAME) 2>&1`. It ignores SIGINT, so a Ctrl-C in the terminal
+# does not cut the last lines of a process that is still shutting down; it ends at EOF.
+log_label() {
+	trap '' INT
+	tee -a "$RUN_DIR/logs/$1.log" | sed -u "s/^/[$1] /"
+}
+
+# Last lines of a component's log, for a message about why it failed.
+log_tail() {
+	local f=$RUN_DIR/logs/$1.log
+	[[ -f $f ]] || return 0
+	printf '%s: last lines of %s:\n' "$LOG_TAG" "${f#"$REPO_ROOT"/}" >&2
+	tail -n "${2:-20}" "$f" | sed 's/^/    /' >&2
+}
