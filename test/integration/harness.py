@@ -1,0 +1,702 @@
+"""Starts real PostgreSQL, NATS (JetStream) and FerretDB servers and the project's binaries for the
+integration tests, each on free ports in a temporary folder of its own, never touching the dev
+stack in .run.
+
+Tools are found like deploy/lib.sh finds them: PG_BIN / NATS_SERVER / FERRETDB from the
+environment, then .tools/env.sh (written by deploy/bootstrap.sh), then .tools/bin, PATH and
+/usr/lib/postgresql/<newest>/bin. The project's binaries come from $BIN_DIR (default bin/), so the
+sanitizer build can be tested by pointing BIN_DIR at it.
+
+Every process is started in a session of its own and registered; close() (the fixtures call it)
+and an atexit hook kill whatever is still running, so nothing outlives pytest.
+"""
+from __future__ import annotations
+
+import atexit
+import glob
+import os
+import random
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IS_ROOT = os.geteuid() == 0
+# Keep the temporary folders (data, logs) after the test for a post-mortem.
+KEEP_DIRS = os.environ.get("KEEP_TEST_DIRS", "") not in ("", "0")
+
+# Variables of the dev stack that must not leak from the caller's shell into what tests start.
+STACK_VARS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
+              "NATS_URL", "MONGODB_URI", "USER_API_PORT", "NOTIFICATION_CONSUMER_PORT",
+              "OUTBOX_RELAY_PORT")
+
+
+# --- tools ---------------------------------------------------------------------------------------
+
+def _env_sh() -> dict:
+    """The `export NAME=value` lines of .tools/env.sh."""
+    out = {}
+    try:
+        text = (REPO_ROOT / ".tools" / "env.sh").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export "):].partition("=")
+            try:
+                parts = shlex.split(value)
+            except ValueError:
+                continue
+            if len(parts) == 1:
+                out[name.strip()] = parts[0]
+    return out
+
+
+def _exe(path) -> bool:
+    return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _pg_bin_search() -> str | None:
+    def key(d):
+        v = d.split("/")[-2]
+        return [int(x) if x.isdigit() else 0 for x in v.split(".")]
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=key, reverse=True):
+        if all(_exe(os.path.join(d, b)) for b in ("postgres", "initdb", "pg_ctl")):
+            return d
+    initdb = shutil.which("initdb")
+    if initdb and _exe(os.path.join(os.path.dirname(initdb), "postgres")):
+        return os.path.dirname(initdb)
+    return None
+
+
+_TOOLS: dict | None = None
+
+
+def tools() -> dict:
+    """{'PG_BIN', 'NATS_SERVER', 'FERRETDB'}; raises with what to do if one is missing."""
+    global _TOOLS
+    if _TOOLS is not None:
+        return _TOOLS
+    sh = _env_sh()
+    t = {}
+    for cand in (os.environ.get("PG_BIN"), sh.get("PG_BIN")):
+        if cand and _exe(os.path.join(cand, "postgres")):
+            t["PG_BIN"] = cand
+            break
+    else:
+        t["PG_BIN"] = _pg_bin_search()
+    for var, name in (("NATS_SERVER", "nats-server"), ("FERRETDB", "ferretdb")):
+        for cand in (os.environ.get(var), sh.get(var), str(REPO_ROOT / ".tools" / "bin" / name),
+                     shutil.which(name)):
+            if _exe(cand):
+                t[var] = cand
+                break
+        else:
+            t[var] = None
+    missing = [k for k, v in t.items() if not v]
+    if missing:
+        raise RuntimeError(f"missing tools {', '.join(missing)}: run deploy/bootstrap.sh")
+    _TOOLS = t
+    return t
+
+
+def bin_dir() -> Path:
+    d = os.environ.get("BIN_DIR")
+    if not d:
+        return REPO_ROOT / "bin"
+    return Path(d) if os.path.isabs(d) else REPO_ROOT / d
+
+
+def have_binary(name: str) -> bool:
+    return _exe(str(bin_dir() / name))
+
+
+# --- ports and waiting ---------------------------------------------------------------------------
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now and that this process has not handed
+    out before. Picked below the kernel's ephemeral range, so outgoing connections (which take
+    ports from that range) cannot grab it between now and the bind."""
+    hi = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(20000, hi) if hi > 21000 else random.randint(10000, 19999)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Calls pred() until it returns something truthy, which is returned; raises TimeoutError after
+    timeout seconds, naming `what` and the last exception pred raised, if any."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
+                               + (f" (last error: {last!r})" if last else ""))
+        time.sleep(interval)
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+_live: set = set()       # started and not yet reaped
+_dirs: set = set()       # temporary folders to remove at exit
+
+
+def _chown_pg(path: Path):
+    if IS_ROOT:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+class Process:
+    """One server or service process with its own temporary folder and log file.
+
+    Subclasses set `name`, build the command in _argv() and say how readiness looks in _ready().
+    """
+    name = "process"
+    stop_signal = signal.SIGTERM
+    start_timeout = 30.0
+
+    def __init__(self, dir: str | Path | None = None):
+        if dir is None:
+            dir = tempfile.mkdtemp(prefix=f"it-{self.name}-")
+            _dirs.add(str(dir))
+            os.chmod(dir, 0o755)  # a server running as `postgres` must be able to traverse it
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.closed = False
+
+    # to override
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict | None:
+        return None
+
+    def _popen_kw(self) -> dict:
+        return {}
+
+    def _ready(self) -> bool:
+        return True
+
+    # lifecycle
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, wait: bool = True, timeout: float | None = None):
+        assert not self.running(), f"{self.name} is already running"
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} start {self.name}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=self._env(),
+                                         start_new_session=True, **self._popen_kw())
+        _live.add(self)
+        if wait:
+            self.wait_ready(timeout or self.start_timeout)
+        return self
+
+    def wait_ready(self, timeout: float | None = None):
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} while "
+                                   f"starting; last lines of {self.log_path}:\n{self.log_tail()}")
+            try:
+                if self._ready():
+                    return self
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
+            if time.monotonic() >= deadline:
+                tail = self.log_tail()
+                self.kill()
+                raise RuntimeError(f"{self.name} was not ready within {timeout or self.start_timeout}s; "
+                                   f"last lines of {self.log_path}:\n{tail}")
+            time.sleep(0.05)
+
+    def _reap(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Asks the process to stop (stop_signal), waits up to timeout seconds, then SIGKILLs it.
+        Returns its exit status (negative: the signal that ended it), None if never started."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, self.stop_signal)
+            except ProcessLookupError:
+                pass
+            if self._reap(timeout) is None:
+                with open(self.log_path, "ab") as log:
+                    log.write(f"--- harness: no exit within {timeout}s of {self.stop_signal.name}: "
+                              f"SIGKILL\n".encode())
+                self.kill()
+        _live.discard(self)
+        return self.proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL, no chance to clean up; returns the exit status (-9)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+        _live.discard(self)
+        return self.proc.returncode
+
+    def restart(self, **kw):
+        self.stop()
+        return self.start(**kw)
+
+    def close(self):
+        """Kills what runs and removes the folder (kept when KEEP_TEST_DIRS=1)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.kill()
+        if not KEEP_DIRS and str(self.dir) in _dirs:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            _dirs.discard(str(self.dir))
+
+    # logs
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name} pid={self.pid} dir={self.dir}>"
+
+
+def _cleanup_at_exit():
+    for p in list(_live):
+        try:
+            p.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    if not KEEP_DIRS:
+        for d in list(_dirs):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup_at_exit)
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+class Postgres(Process):
+    """A PostgreSQL server in its own folder: data in dir/data, unix socket in dir, TCP on
+    127.0.0.1:port. Superuser `postgres` with password `postgres` (scram over TCP, trust on the
+    socket), database users_db.
+
+    Data folders are copied from a template made once per session (initdb takes seconds, a copy a
+    fraction of one): template=None uses the plain one; pass Postgres.template(migrated=True) for
+    one on which bin/migrate up has run. When root, the server runs as the `postgres` user.
+
+    fsync=off and full_page_writes=off only: they lose data on an operating-system crash, which
+    tests do not make. synchronous_commit stays on, so a kill -9 of the server loses no commit
+    that was acknowledged, as guarantee 4 needs.
+    """
+    name = "postgres"
+    stop_signal = signal.SIGINT   # fast shutdown
+    start_timeout = 60.0
+    USER = "postgres"
+    PASSWORD = "postgres"
+    DB = "users_db"
+
+    _templates: dict = {}
+
+    def __init__(self, template: str | Path | None = None, port: int | None = None,
+                 settings: dict | None = None, dir=None):
+        super().__init__(dir)
+        _chown_pg(self.dir)
+        self.port = port or free_port()
+        self.data = self.dir / "data"
+        self.settings = {"fsync": "off", "full_page_writes": "off", **(settings or {})}
+        self._template = Path(template) if template else None
+
+    # templates
+    @classmethod
+    def template(cls, migrated: bool = False) -> Path:
+        """A stopped data folder for this session: initdb'd with users_db created, and with
+        migrated=True also migrated by bin/migrate up. Made on first use."""
+        key = "migrated" if migrated else "plain"
+        if key in cls._templates:
+            return cls._templates[key]
+        if migrated:
+            pg = Postgres(template=cls.template(False))
+            pg.start()
+            try:
+                migrate(pg)
+            finally:
+                pg.stop()
+        else:
+            pg = Postgres()
+            pg._initdb()
+            pg.start()
+            pg.sql(f"CREATE DATABASE {cls.DB}", dbname="postgres")
+            pg.stop()
+        pg.closed = True  # the folder now belongs to the template and goes at exit
+        cls._templates[key] = pg.data
+        return pg.data
+
+    def _initdb(self):
+        pwfile = self.dir / "pwfile"
+        pwfile.write_text(self.PASSWORD + "\n")
+        _chown_pg(pwfile)
+        argv = [os.path.join(tools()["PG_BIN"], "initdb"), "-D", str(self.data), "-U", self.USER,
+                f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust",
+                "--auth-host=scram-sha-256", "--no-sync"]
+        r = subprocess.run(argv, capture_output=True, text=True, **self._popen_kw())
+        pwfile.unlink()
+        if r.returncode != 0:
+            raise RuntimeError(f"initdb failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+
+    def _prepare(self):
+        if (self.data / "PG_VERSION").exists():
+            return
+        if self._template is None:
+            self._template = Postgres.template(False)
+        # cp -a keeps owner and modes (0700, owned by postgres)
+        subprocess.run(["cp", "-a", str(self._template), str(self.data)], check=True)
+
+    def _argv(self):
+        argv = [os.path.join(tools()["PG_BIN"], "postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}"]
+        for k, v in self.settings.items():
+            argv += ["-c", f"{k}={v}"]
+        return argv
+
+    def _popen_kw(self):
+        if IS_ROOT:
+            return {"user": "postgres", "group": "postgres", "extra_groups": []}
+        return {}
+
+    def start(self, wait: bool = True, timeout: float | None = None):
+        self._prepare()
+        return super().start(wait, timeout)
+
+    def _ready(self):
+        with psycopg.connect(self.dsn_for("postgres"), connect_timeout=2):
+            return True
+
+    def kill(self) -> int | None:
+        """SIGKILL of the postmaster and of all its children, as a crash of the whole server would
+        leave it: the next start runs crash recovery. (Backends are group leaders of their own,
+        so killing the postmaster's group would miss them, and surviving backends would keep the
+        old shared memory and stop a restart.)"""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            kids = _children(self.proc.pid)
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            for k in kids:
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait()
+            deadline = time.monotonic() + 10
+            while not all(_pid_gone(k) for k in kids) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        _live.discard(self)
+        return self.proc.returncode
+
+    # addresses
+    @property
+    def env(self) -> dict:
+        return {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(self.port), "POSTGRES_USER": self.USER,
+                "POSTGRES_PASSWORD": self.PASSWORD, "POSTGRES_DB": self.DB}
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/{self.DB}"
+
+    def dsn_for(self, dbname: str) -> str:
+        return f"postgresql://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/{dbname}"
+
+    def connect(self, dbname: str | None = None, **kw) -> psycopg.Connection:
+        """A new autocommit connection (to users_db unless dbname); the caller closes it."""
+        kw.setdefault("connect_timeout", 10)
+        kw.setdefault("autocommit", True)
+        return psycopg.connect(self.dsn_for(dbname or self.DB), **kw)
+
+    def sql(self, query: str, *params, dbname: str | None = None) -> list:
+        """Runs one statement on a fresh connection; returns its rows ([] if it has none)."""
+        with self.connect(dbname) as c:
+            cur = c.execute(query, params or None)
+            return cur.fetchall() if cur.description else []
+
+
+def migrate(pg: Postgres, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Runs `bin/migrate up` (or the given arguments) against pg and asserts it exits 0."""
+    argv = [str(bin_dir() / "migrate"), *(args or ("up",))]
+    r = subprocess.run(argv, env=service_env(pg.env), capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(argv)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+# --- NATS ----------------------------------------------------------------------------------------
+
+class Nats(Process):
+    """nats-server with JetStream, store in dir/store; same ports and store across restarts.
+    For a cluster member pass cluster_port, routes (nats://host:port of the others' cluster ports)
+    and cluster_name; NatsCluster does that for you."""
+    name = "nats"
+
+    def __init__(self, port: int | None = None, monitor_port: int | None = None,
+                 server_name: str | None = None, cluster_port: int | None = None,
+                 routes: list[str] | None = None, cluster_name: str = "test",
+                 args: list[str] | tuple = (), dir=None):
+        super().__init__(dir)
+        self.port = port or free_port()
+        self.monitor_port = monitor_port or free_port()
+        self.server_name = server_name or f"test-{self.port}"
+        self.cluster_port = cluster_port
+        self.routes = routes or []
+        self.cluster_name = cluster_name
+        self.args = list(args)
+        self.store = self.dir / "store"
+
+    def _argv(self):
+        argv = [tools()["NATS_SERVER"], "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                "-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.server_name]
+        if self.cluster_port:
+            argv += ["--cluster_name", self.cluster_name,
+                     "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            if self.routes:
+                argv += ["--routes", ",".join(self.routes)]
+        return argv + self.args
+
+    def _ready(self):
+        return requests.get(f"{self.monitor_url}/healthz", timeout=1).status_code == 200
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    def varz(self, what: str = "varz", **params) -> dict:
+        """A monitoring endpoint as JSON: varz, jsz, connz, healthz..."""
+        return requests.get(f"{self.monitor_url}/{what}", params=params, timeout=5).json()
+
+
+class NatsCluster:
+    """n JetStream servers routed together on loopback; .url lists them all for clients."""
+
+    def __init__(self, n: int = 3, name: str = "test"):
+        cports = [free_port() for _ in range(n)]
+        routes = [f"nats://127.0.0.1:{p}" for p in cports]
+        self.servers = [Nats(server_name=f"{name}-{i}", cluster_port=cports[i], cluster_name=name,
+                             routes=[r for j, r in enumerate(routes) if j != i]) for i in range(n)]
+
+    def start(self, timeout: float = 60.0):
+        for s in self.servers:
+            s.start(wait=False)
+        for s in self.servers:
+            s.wait_ready(timeout)
+        return self
+
+    @property
+    def url(self) -> str:
+        return ",".join(s.url for s in self.servers)
+
+    def stop(self):
+        for s in self.servers:
+            s.stop()
+
+    def close(self):
+        for s in self.servers:
+            s.close()
+
+
+# --- FerretDB ------------------------------------------------------------------------------------
+
+class FerretDB(Process):
+    """FerretDB with the SQLite backend in dir/data; same port and data across restarts."""
+    name = "ferretdb"
+
+    def __init__(self, port: int | None = None, args: list[str] | tuple = (), dir=None):
+        super().__init__(dir)
+        self.port = port or free_port()
+        self.data = self.dir / "data"
+        self.data.mkdir(exist_ok=True)
+        self.args = list(args)
+
+    def _argv(self):
+        # --debug-addr=- : the debug listener's default is the fixed port 8088, which parallel
+        # servers would fight over. --state-dir: its state.json would otherwise land in the cwd.
+        return [tools()["FERRETDB"], "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
+                f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.dir}", "--debug-addr=-",
+                "--telemetry=disable", "--log-level=info", *self.args]
+
+    def _ready(self):
+        if not port_open(self.port):
+            return False
+        with self.client(serverSelectionTimeoutMS=1000) as c:
+            c.admin.command("ping")
+        return True
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def client(self, **kw):
+        """A new pymongo.MongoClient; the caller closes it (or uses it in a with block)."""
+        import pymongo
+        kw.setdefault("serverSelectionTimeoutMS", 5000)
+        return pymongo.MongoClient(self.uri, **kw)
+
+
+# --- the project's binaries ----------------------------------------------------------------------
+
+PORT_VARS = {"user-api": "USER_API_PORT", "notification-consumer": "NOTIFICATION_CONSUMER_PORT",
+             "outbox-relay": "OUTBOX_RELAY_PORT"}
+
+
+def service_env(*envs: dict, **extra) -> dict:
+    """The process environment without the dev stack's variables, updated with envs and extra."""
+    env = {k: v for k, v in os.environ.items() if k not in STACK_VARS}
+    for e in envs:
+        env.update({k: str(v) for k, v in e.items()})
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Service(Process):
+    """One of the project's binaries (bin/<name>, or $BIN_DIR/<name>) run with env and args.
+
+    Its stdout and stderr go to dir/<name>.log (log_text()). start() waits until
+    GET http://127.0.0.1:<port>/healthz answers 200, port being the `port` argument or the value
+    of the binary's port variable in env (USER_API_PORT, NOTIFICATION_CONSUMER_PORT,
+    OUTBOX_RELAY_PORT); with no port it only checks the process did not exit at once.
+    env is laid over the caller's environment minus the dev stack's variables.
+    """
+    start_timeout = 20.0
+
+    def __init__(self, name: str, env: dict | None = None, args: list[str] | tuple = (),
+                 port: int | None = None, binary: str | Path | None = None,
+                 health_path: str = "/healthz", dir=None):
+        self.name = name
+        super().__init__(dir)
+        self.binary = Path(binary) if binary else bin_dir() / name
+        self.env = dict(env or {})
+        self.args = list(args)
+        pv = PORT_VARS.get(name)
+        self.port = port or (int(self.env[pv]) if pv and pv in self.env else None)
+        self.health_path = health_path
+
+    def _argv(self):
+        if not _exe(str(self.binary)):
+            raise FileNotFoundError(f"{self.binary} is not built (make, or set BIN_DIR)")
+        return [str(self.binary), *self.args]
+
+    def _env(self):
+        return service_env(self.env)
+
+    def _ready(self):
+        if self.port is None:
+            time.sleep(0.2)
+            return True
+        r = requests.get(f"{self.url}{self.health_path}", timeout=1)
+        return r.status_code == 200
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        """Waits for the process to end by itself; returns its exit status."""
+        rc = self.proc.wait(timeout)
+        _live.discard(self)
+        return rc
+
+
+def run_binary(name: str, *args: str, env: dict | None = None, timeout: float = 60.0,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """Runs bin/<name> to completion (e.g. `--help`, a check-only mode, replay); text output."""
+    return subprocess.run([str(bin_dir() / name), *args], env=service_env(env or {}), input=input,
+                          capture_output=True, text=True, timeout=timeout)
