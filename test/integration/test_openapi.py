@@ -150,11 +150,18 @@ def test_every_method_the_server_answers_is_documented(api, path):
             assert method in docs, f"{method} {path} answers {r.status_code} but is not in docs/openapi.yaml"
 
 
+def template_matches(template, path):
+    """Whether path (possibly with {id}) is served by the documented template, e.g. /users/search
+    by /users/{id} (which answers 400 for it)."""
+    rx = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+    return re.match(rx, path.replace("{id}", "1")) is not None
+
+
 @pytest.mark.parametrize("path", CANDIDATE_PATHS)
 def test_no_undocumented_route_answers(api, path):
     uid = api.create()["id"]
     for method in METHODS:
         r = valid_request(api, method, path, uid)
         if r.status_code != 404:
-            assert path in documented_routes(), \
+            assert any(template_matches(t, path) for t in documented_routes()), \
                 f"{method} {path} answers {r.status_code} but is not in docs/openapi.yaml"

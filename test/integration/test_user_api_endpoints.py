@@ -79,13 +79,22 @@ def test_create_accepts_media_type_in_other_letter_case(api):
 
 def test_create_trims_name_and_email_and_keeps_email_case(api):
     local = "Mixed.Case." + uuid.uuid4().hex[:8]
-    r = api.post("/users", json={"name": "  \t Grace Hopper \n ", "email": f"  {local}@Example.COM  "})
+    r = api.post("/users", json={"name": "   Grace Hopper  ", "email": f"  {local}@Example.COM  "})
     assert r.status_code == 201, r.text
     u = r.json()
     assert u["name"] == "Grace Hopper"
     assert u["email"] == f"{local}@Example.COM"
     assert api.sql_one("SELECT name, email FROM users WHERE id = %s", (u["id"],)) == \
         ("Grace Hopper", f"{local}@Example.COM")
+
+
+def test_create_trims_surrounding_tabs_and_newlines(api):
+    """Tabs and newlines are white space: around the value they are trimmed before validation
+    (inside it they are control characters and refused, see the bad-input tests)."""
+    r = api.post("/users", json={"name": "\t Grace Hopper \n", "email": f"\n{unique_email()}\t"})
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "Grace Hopper"
+    assert not r.json()["email"][0].isspace() and not r.json()["email"][-1].isspace()
 
 
 def test_create_accepts_unicode_name(api):

@@ -20,7 +20,7 @@ USER_API = os.environ.get("USER_API_BIN", os.path.join(REPO, os.environ.get("BIN
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 
-__all__ = ["pg_template", "pg_db", "start_api", "api", "fresh_api", "own_pg_api", "api_before_pg"]
+__all__ = ["pg_db", "start_api", "api", "fresh_api", "own_pg_api", "api_before_pg"]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -55,13 +55,14 @@ def assert_problem(r, status, field=None):
 
 
 def poll(fn, timeout, what, interval=0.1):
-    """Calls fn until it returns something truthy (returned) or timeout seconds passed (fail)."""
+    """Calls fn until it returns something other than None or False (returned; a 503 Response is
+    falsy, hence not plain truthiness) or timeout seconds passed (fail)."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
         try:
             v = fn()
-            if v:
+            if v is not None and v is not False:
                 return v
             last = v
         except requests.RequestException as e:
@@ -71,14 +72,14 @@ def poll(fn, timeout, what, interval=0.1):
         time.sleep(interval)
 
 
-def base_env(db=None, **extra):
-    """Environment for bin/user-api: the settings of db (a harness database handle) or harmless
-    defaults, NATS pointing at a port where nothing listens (the nudge is optional)."""
+def base_env(pg=None, **extra):
+    """Environment for bin/user-api: the settings of pg (a harness.Postgres) or the defaults, and
+    NATS_URL naming a port where nothing listens (the nudge is optional)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("POSTGRES_", "USER_API_", "NATS_", "LOG_"))}
     env.update({"NATS_URL": f"nats://127.0.0.1:{harness.free_port()}", "LOG_LEVEL": "info"})
-    if db is not None:
-        env.update(db.env())
+    if pg is not None:
+        env.update(pg.env)
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -86,11 +87,12 @@ def base_env(db=None, **extra):
 class UserApi:
     """A running bin/user-api and the database behind it."""
 
-    def __init__(self, proc, port, db):
-        self.proc = proc
-        self.port = port
-        self.db = db
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, service, pg):
+        self.service = service
+        self.proc = service.proc
+        self.port = service.port
+        self.pg = pg
+        self.base = f"http://127.0.0.1:{self.port}"
 
     # HTTP -------------------------------------------------------------------------------------
     def request(self, method, path, **kw):
@@ -120,7 +122,7 @@ class UserApi:
 
     # SQL --------------------------------------------------------------------------------------
     def sql(self, query, params=None):
-        with psycopg.connect(self.db.dsn(), autocommit=True, connect_timeout=10) as c:
+        with psycopg.connect(self.pg.dsn, autocommit=True, connect_timeout=10) as c:
             cur = c.execute(query, params)
             return cur.fetchall() if cur.description else []
 
@@ -161,10 +163,111 @@ class UserApi:
 
     # PostgreSQL outages (only for APIs on their own PostgreSQL) --------------------------------
     def stop_postgres(self):
-        self.db.server.stop()
+        """Fast shutdown: PostgreSQL ends every session, then exits."""
+        self.pg.stop()
 
     def kill_postgres(self):
-        self.db.server.kill()
+        self.pg.kill()
 
     def start_postgres(self):
-        self.db.server.start()
+        """Starts it again on the same port with the same data."""
+        self.pg.start()
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+def new_pg():
+    """A PostgreSQL of its own (a copy of the session's migrated template), not started."""
+    return harness.Postgres(template=harness.Postgres.template(migrated=True))
+
+
+def launch(pg, **env):
+    """Starts bin/user-api on a free port against pg; returns a UserApi. Waits for /healthz only,
+    so it also works while pg is down."""
+    port = harness.free_port()
+    if not os.path.exists(USER_API):
+        pytest.fail(f"{USER_API} is not built (make)")
+    svc = harness.Service("user-api", env=base_env(pg, USER_API_PORT=port, USER_API_BIND="127.0.0.1", **env),
+                          port=port, binary=USER_API)
+    svc.start()
+    return UserApi(svc, pg)
+
+
+def close_api(a):
+    """Stops the API; a crash or a dirty exit while the test ran shows up as a failure here."""
+    rc = a.service.proc.poll()
+    a.service.close()
+    if rc is not None and rc != 0 and rc != -9:
+        pytest.fail(f"bin/user-api exited {rc} during the test; log:\n{a.service.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def pg_db():
+    """A migrated PostgreSQL shared by the tests of a module."""
+    pg = new_pg()
+    pg.start()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(scope="module")
+def api(pg_db):
+    """bin/user-api on the module's PostgreSQL, shared by the tests of the module: tests use
+    unique emails and compare row counts before and after, never absolute numbers."""
+    a = launch(pg_db)
+    yield a
+    close_api(a)
+
+
+@pytest.fixture
+def start_api(pg_db):
+    """Factory: start_api(**env) starts one more bin/user-api on the module's PostgreSQL; they
+    are stopped at the end of the test."""
+    started = []
+
+    def start(**env):
+        a = launch(pg_db, **env)
+        started.append(a)
+        return a
+    yield start
+    for a in started:
+        a.service.close()
+
+
+@pytest.fixture
+def fresh_api():
+    """bin/user-api on a new, empty, migrated PostgreSQL of its own."""
+    pg = new_pg()
+    pg.start()
+    try:
+        a = launch(pg)
+        yield a
+        close_api(a)
+    finally:
+        pg.close()
+
+
+@pytest.fixture
+def own_pg_api():
+    """Like fresh_api, for tests that stop, kill and restart PostgreSQL under the API."""
+    pg = new_pg()
+    pg.start()
+    try:
+        a = launch(pg)
+        yield a
+        close_api(a)
+    finally:
+        pg.close()
+
+
+@pytest.fixture
+def api_before_pg():
+    """bin/user-api started while its (migrated) PostgreSQL is down; start_postgres() brings it
+    up."""
+    pg = new_pg()
+    try:
+        a = launch(pg)
+        yield a
+        close_api(a)
+    finally:
+        pg.close()
