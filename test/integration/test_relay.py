@@ -6,6 +6,7 @@ the end-to-end cases."""
 import asyncio
 import base64
 import json
+import os
 import re
 import signal
 import threading
@@ -435,18 +436,29 @@ def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays)
     writer.start()
     poll(lambda: stream_count(relay_nats) >= 5, 10, "events to flow")
 
-    relay_nats.stop()
-    time.sleep(2.5)  # longer than RELAY_PUBLISH_TIMEOUT, with writes going on
-    ready = poll(lambda: (lambda r: r if r["status"] == "not ready" else None)(relay.ready()),
+    # Frozen: the connection stays up, publishes go out and no PubAck comes back, so batches time
+    # out and must roll back.
+    os.kill(relay_nats.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # longer than RELAY_PUBLISH_TIMEOUT, with writes going on
+        assert relay.ready()["status"] == "not ready"
+        assert outbox_count(relay_db) > 0             # the events wait in PostgreSQL
+    finally:
+        # Then it dies: whatever it had not read yet is gone, and only rows the relay kept can
+        # bring those events back.
+        relay_nats.kill()
+    ready = poll(lambda: (lambda r: r if r["checks"]["nats"] == "not connected" else None)(relay.ready()),
                  10, "/readyz to report NATS")
-    assert ready["checks"]["nats"] == "not connected"
-    assert outbox_count(relay_db) > 0             # the events wait in PostgreSQL
+    assert ready["status"] == "not ready"
+    assert relay.metrics()["relay_batches_failed_total"] >= 1
+    time.sleep(1.5)
     relay_nats.start()
 
     time.sleep(0.5)
     ids = writer.stop()
     wait_drained(relay_db, timeout=30)
     assert_each_once(read_stream(relay_nats, len(ids)), ids)
+    assert stream_count(relay_nats) == len(ids)
     assert relay.process_alive()
     relay.stop()
 
