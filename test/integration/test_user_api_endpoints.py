@@ -196,6 +196,12 @@ def test_list_limit_bounds(api):
     assert len(r.json()) == min(1000, api.sql_one("SELECT count(*) FROM users")[0])
 
 
+def test_list_ignores_unknown_query_parameters(api):
+    r = api.get("/users?limit=1&utm_source=x")
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 1
+
+
 @pytest.mark.parametrize("query", [
     "limit=0", "limit=1001", "limit=-1", "limit=abc", "limit=", "limit=1.5", "limit=99999999999999999999",
     "after=abc", "after=-1", "after=", "after=1x", "after=99999999999999999999",
@@ -241,6 +247,25 @@ def test_update_with_stale_if_match_is_412_and_writes_nothing(api):
     assert_problem(r, 412)
     assert api.counts() == before
     assert api.get(f"/users/{u['id']}").json() == u
+
+
+@pytest.mark.parametrize("if_match,status", [
+    ("*", 200),              # any current version (RFC 9110 13.1.1)
+    ('"9", "1"', 200),       # a list matches when one member does
+    ('W/"1"', 412),          # If-Match compares strongly: a weak tag never matches
+])
+def test_if_match_forms(api, if_match, status):
+    """Contract gap chosen here: If-Match as RFC 9110 defines it."""
+    u = api.create()
+    r = api.put(f"/users/{u['id']}", json={"name": "Forms", "email": u["email"]},
+                headers={"If-Match": if_match})
+    assert r.status_code == status, r.text
+
+
+def test_if_match_star_on_unknown_user_is_404_or_412(api):
+    r = api.put("/users/9223372036854775807", json={"name": "X", "email": unique_email()},
+                headers={"If-Match": "*"})
+    assert r.status_code in (404, 412), r.text
 
 
 def test_update_keeping_own_email_in_other_case_is_allowed(api):
@@ -380,6 +405,16 @@ def test_metrics_prometheus_text(api):
     assert r.headers["Content-Type"].startswith("text/plain")
     assert "http_requests_total" in r.text
     assert re.search(r"^# TYPE http_requests_total counter$", r.text, re.M), r.text[:2000]
+
+
+def test_metrics_group_by_route_not_by_path(api):
+    """Ids in paths would make one time series per user."""
+    u = api.create()
+    api.get(f"/users/{u['id']}")
+    api.get("/users/987654321987")
+    text = api.get("/metrics").text
+    assert f"/users/{u['id']}" not in text and "987654321987" not in text
+    assert re.search(r'http_requests_total\{[^}]*"/users/\{', text), text[:2000]
 
 
 def test_request_id_is_echoed_in_problems(api):

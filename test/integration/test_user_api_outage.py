@@ -93,6 +93,7 @@ def test_postgres_stopped_then_restarted(own_pg_api):
         r = api.get("/readyz", timeout=ANSWER_TIMEOUT)
         assert r.status_code == 503, r.text
         assert r.headers.get("Retry-After"), r.headers
+        assert "postgres" in r.text.lower(), f"/readyz should say what is not ready: {r.text}"
         # Liveness does not depend on PostgreSQL.
         assert api.get("/healthz", timeout=ANSWER_TIMEOUT).status_code == 200
 
