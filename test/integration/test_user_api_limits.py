@@ -1,0 +1,74 @@
+"""user-api connection limits, the connection timeout and the Idempotency-Key lifetime, each set
+through its environment variable."""
+import socket
+import time
+import uuid
+
+from user_api_fixtures import *  # noqa: F401,F403  (fixtures: pg_db, start_api)
+from user_api_fixtures import poll, unique_email
+
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def read_all(s):
+    data = b""
+    while True:
+        try:
+            got = s.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not got:
+            break
+        data += got
+    return data
+
+
+def test_stalled_connection_is_closed_after_the_timeout(start_api):
+    """A client that sends half a request header and stops (slowloris) is dropped after
+    USER_API_CONN_TIMEOUT, and meanwhile others are served."""
+    api = start_api(USER_API_CONN_TIMEOUT="1")
+    s = socket.create_connection(("127.0.0.1", api.port), timeout=15)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: local")
+        assert api.get("/healthz").status_code == 200
+        t0 = time.monotonic()
+        data = read_all(s)           # returns at EOF; the socket timeout (15 s) guards a hang
+        assert time.monotonic() - t0 < 14, "the stalled connection was never closed"
+        assert not data.startswith(b"HTTP/1.1 2"), data[:100]
+    finally:
+        s.close()
+
+
+def test_connections_per_ip_are_limited(start_api):
+    api = start_api(USER_API_MAX_CONNECTIONS_PER_IP="4")
+    held = [socket.create_connection(("127.0.0.1", api.port), timeout=10) for _ in range(4)]
+    try:
+        # Make sure the server accepted all four before trying the fifth.
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        try:
+            try:
+                extra.sendall(REQUEST)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            data = read_all(extra)
+            assert not data.startswith(b"HTTP/1.1 200"), "a fifth connection from one address was served"
+        finally:
+            extra.close()
+    finally:
+        for s in held:
+            s.close()
+    poll(lambda: api.get("/healthz", timeout=5).status_code == 200 or None, timeout=10,
+         what="service once the connections were closed")
+
+
+def test_idempotency_key_expires(start_api):
+    api = start_api(USER_API_IDEMPOTENCY_TTL="1s")
+    key = "ttl-" + uuid.uuid4().hex
+    r1 = api.post("/users", json={"name": "TTL", "email": unique_email()}, headers={"Idempotency-Key": key})
+    assert r1.status_code == 201, r1.text
+    time.sleep(1.5)
+    # Expired: the key is free again, so another body under it is a new request, not a 422.
+    r2 = api.post("/users", json={"name": "TTL 2", "email": unique_email()}, headers={"Idempotency-Key": key})
+    assert r2.status_code == 201, r2.text
+    assert r2.json()["id"] != r1.json()["id"]
