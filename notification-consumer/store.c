@@ -222,33 +222,81 @@ history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int
 	return 0;
 }
 
-/* Reads the event id the document of user id holds: 1 found, 0 absent, -1 error. */
-static int
-current_event_id(struct store *s, mongoc_client_t *cl, int64_t id, char out[37], char *err,
-    size_t errlen)
+/* Copies field key of doc into out, when it is there. */
+static void
+copy_field(bson_t *out, const bson_t *doc, const char *key, const char *as)
 {
+	bson_iter_t it;
+
+	if (bson_iter_init_find(&it, doc, key))
+		bson_append_value(out, as, -1, bson_iter_value(&it));
+}
+
+/* Makes sure the event the document of user id holds has its history entry: a crash between the
+ * upsert and the history insert leaves it missing, and a later event of that user, delivered
+ * before the redelivery of the crashed one, would overwrite the document that can restore it.
+ * Runs before every upsert; the document holds every field of its event for this. */
+static int
+history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "user_id", "version", "name", "email", "updated_at",
+	    "deleted", "committed_at", "published_at", "applied_at", "stream_seq" };
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
+	mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
 	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
 	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
-	const bson_t *doc;
+	mongoc_cursor_t *hcur = NULL;
+	const bson_t *doc, *hdoc;
+	bson_t *hfilter = NULL, *entry = NULL;
 	bson_error_t e;
 	bson_iter_t it;
-	int rc = 0;
+	const char *what = "read";
+	int rc = -1;
 
-	out[0] = '\0';
-	if (mongoc_cursor_next(cur, &doc)) {
-		rc = 1;
-		if (bson_iter_init_find(&it, doc, "event_id") && BSON_ITER_HOLDS_UTF8(&it))
-			snprintf(out, 37, "%s", bson_iter_utf8(&it, NULL));
-	} else if (mongoc_cursor_error(cur, &e)) {
+	if (!mongoc_cursor_next(cur, &doc)) {
+		if (mongoc_cursor_error(cur, &e))
+			goto fail;
+		rc = 0;
+		goto out;
+	}
+	if (!bson_iter_init_find(&it, doc, "event_id") || !BSON_ITER_HOLDS_UTF8(&it)) {
+		rc = 0;
+		goto out;
+	}
+	hfilter = BCON_NEW("_id", BCON_UTF8(bson_iter_utf8(&it, NULL)));
+	hcur = mongoc_collection_find_with_opts(hist, hfilter, NULL, NULL);
+	if (mongoc_cursor_next(hcur, &hdoc)) {
+		rc = 0;
+		goto out;
+	}
+	if (mongoc_cursor_error(hcur, &e))
+		goto fail;
+	entry = bson_new();
+	copy_field(entry, doc, "event_id", "_id");
+	copy_field(entry, doc, "event_id", "event_id");
+	copy_field(entry, doc, "event_type", "type");
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		copy_field(entry, doc, keys[i], keys[i]);
+	what = "repair the history of";
+	if (!mongoc_collection_insert_one(hist, entry, NULL, NULL, &e) && e.code != DUPLICATE_KEY)
+		goto fail;
+	rc = 0;
+	goto out;
+fail:
+	{
 		char why[256];
 
 		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not read user %lld: %s", (long long)id, why);
-		rc = -1;
+		snprintf(err, errlen, "could not %s user %lld: %s", what, (long long)id, why);
 	}
+out:
+	bson_destroy(entry);
+	bson_destroy(hfilter);
+	if (hcur != NULL)
+		mongoc_cursor_destroy(hcur);
 	mongoc_cursor_destroy(cur);
 	bson_destroy(filter);
+	mongoc_collection_destroy(hist);
 	mongoc_collection_destroy(coll);
 	return rc;
 }
@@ -260,21 +308,26 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
 	enum store_result res = STORE_ERROR;
-	char applied_at[32], held[37];
-	bson_t *filter, *update, *opts;
-	bson_t reply;
+	char applied_at[32], published_at[32];
+	bson_t *filter = NULL, *update = NULL, *opts = NULL;
+	bson_t reply = BSON_INITIALIZER;
 	bson_error_t e;
 	bool ok;
 
+	if (history_repair(s, cl, ev->user_id, err, errlen) != 0)
+		goto out;
 	rfc3339_us(wall_us(), applied_at);
+	rfc3339_us(published_us, published_at);
 	filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
 	    BCON_INT64(ev->version), "}");
 	update = BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
 	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
 	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
 	    "event_id", BCON_UTF8(ev->event_id), "event_type", BCON_UTF8(ev->type),
-	    "applied_at", BCON_UTF8(applied_at), "}");
+	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
+	    "applied_at", BCON_UTF8(applied_at), "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
 	opts = BCON_NEW("upsert", BCON_BOOL(true));
+	bson_destroy(&reply);
 	ok = mongoc_collection_update_one(coll, filter, update, opts, &reply, &e);
 	if (ok) {
 		if (reply_int(&reply, "modifiedCount") + reply_int(&reply, "upsertedCount") > 0)
@@ -291,29 +344,20 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 		snprintf(err, errlen, "could not apply event %s to %s.%s: %s", ev->event_id, s->db,
 		    s->collection, why);
 	}
+	if (res == STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
+		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
+		res = STORE_ERROR;
+	} else if (res == STORE_APPLIED &&
+	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, err, errlen) != 0) {
+		/* Retried as a whole: the upsert is then stale and the repair above adds the entry. */
+		res = STORE_ERROR;
+	}
+out:
 	bson_destroy(&reply);
 	bson_destroy(filter);
 	bson_destroy(update);
 	bson_destroy(opts);
 	mongoc_collection_destroy(coll);
-
-	if (res == STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
-		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
-		res = STORE_ERROR;
-	} else if (res == STORE_APPLIED) {
-		if (history_insert(s, cl, ev, published_us, stream_seq, applied_at, err, errlen) != 0)
-			res = STORE_ERROR;
-	} else if (res == STORE_STALE) {
-		/* The document may hold this very event, written before a crash or a lost ack: make sure
-		 * its history entry exists too. */
-		int found = current_event_id(s, cl, ev->user_id, held, err, errlen);
-
-		if (found < 0)
-			res = STORE_ERROR;
-		else if (found == 1 && strcmp(held, ev->event_id) == 0 &&
-		    history_insert(s, cl, ev, published_us, stream_seq, applied_at, err, errlen) != 0)
-			res = STORE_ERROR;
-	}
 	mongoc_client_pool_push(s->pool, cl);
 	return res;
 }

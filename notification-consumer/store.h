@@ -41,9 +41,9 @@ enum store_result {
 	STORE_ERROR,	/* MongoDB did not confirm: try again later */
 };
 
-/* Applies ev: upsert filtered by {_id, version < v}; 11000 means stale. published_us is the
- * stream's timestamp of the message. A stale event that is the one the document already holds
- * (a redelivery after a crash between the write and the ack) completes its history entry. */
+/* Applies ev: upsert filtered by {_id, version < v} with the full state; 11000 means stale.
+ * published_us is the stream's timestamp of the message. Before the upsert it completes the
+ * history entry of the event the document holds, should a crash have left it out. */
 enum store_result store_apply(struct store *s, const struct event *ev, int64_t published_us,
     uint64_t stream_seq, char *err, size_t errlen);
 

@@ -1,0 +1,293 @@
+"""notification-consumer against a real nats-server and FerretDB: events published exactly as the
+relay publishes them are applied once in effect, served on the read API, poison goes to the DLQ,
+outages and crashes lose nothing, and replay rebuilds the copy."""
+import json
+import signal
+import threading
+import time
+
+import pymongo
+import pytest
+import requests
+
+import harness
+from test_consumer_support import *  # noqa: F401,F403
+from test_consumer_support import Stream, make_event, start_consumer, expected_doc, poll, \
+    assert_problem, TRACEPARENT
+
+
+@pytest.fixture
+def stream(nats):
+    s = Stream(nats)
+    s.create()
+    return s
+
+
+def test_create_update_delete_are_served_with_versions(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    evs = [make_event("user_created", 1, 1), make_event("user_created", 2, 1),
+           make_event("user_updated", 1, 2), make_event("user_created", 3, 1),
+           make_event("user_deleted", 3, 2)]
+    stream.publish(evs)
+    c.wait_version(3, 2)
+    c.wait_version(1, 2)
+
+    r = c.get("/notifications/user/1")
+    assert r.status_code == 200
+    assert r.json() == expected_doc(evs[2][4])
+    assert r.headers["ETag"] == '"2"'
+    assert c.get("/notifications/user/2").json() == expected_doc(evs[1][4])
+    # Deleted: hidden from reads, a tombstone with its version in MongoDB.
+    assert_problem(c.get("/notifications/user/3"), 404)
+    tomb = c.doc(3)
+    assert tomb["deleted"] is True and tomb["version"] == 2
+    assert_problem(c.get("/notifications/user/99"), 404)
+    assert_problem(c.get("/notifications/user/abc"), 404)
+
+    r = c.get("/notifications")
+    assert r.status_code == 200
+    assert r.json() == [expected_doc(evs[2][4]), expected_doc(evs[1][4])]
+    assert "Link" not in r.headers
+
+    hist = c.get("/notifications/user/1/events").json()
+    assert [h["version"] for h in hist] == [1, 2]
+    assert [h["event_id"] for h in hist] == [evs[0][3], evs[2][3]]
+    assert [h["type"] for h in hist] == ["user_created", "user_updated"]
+    for h in hist:
+        for k in ("committed_at", "published_at", "applied_at"):
+            assert harness_time(h[k]), (k, h)
+        assert h["committed_at"] <= h["published_at"] <= h["applied_at"]
+    assert_problem(c.get("/notifications/user/42/events"), 404)
+
+    assert c.metric("consumer_events_applied_total") == 5
+    assert c.metric("consumer_events_stale_total") == 0
+    assert c.metric("consumer_commit_to_apply_seconds_count") == 5
+    body = c.ready().json()
+    assert body["status"] == "ready" and body["checks"] == {"nats": "ok", "mongodb": "ok",
+                                                            "consumer": "ok"}
+
+
+def harness_time(s):
+    import re
+    return re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$", s) is not None
+
+
+def test_list_is_paginated_with_link_and_rejects_bad_parameters(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    stream.publish([make_event("user_created", uid, 1) for uid in range(1, 8)])
+    c.wait_version(7, 1)
+    r = c.get("/notifications?limit=3")
+    assert [d["user_id"] for d in r.json()] == [1, 2, 3]
+    assert r.headers["Link"] == '</notifications?after=3&limit=3>; rel="next"'
+    r = c.get("/notifications?after=3&limit=3")
+    assert [d["user_id"] for d in r.json()] == [4, 5, 6]
+    r = c.get("/notifications?after=6&limit=3")
+    assert [d["user_id"] for d in r.json()] == [7]
+    assert "Link" not in r.headers
+    assert len(c.get("/notifications").json()) == 7
+    for q in ("limit=0", "limit=1001", "limit=x", "after=-1", "after=abc"):
+        body = assert_problem(c.get(f"/notifications?{q}"), 400)
+        assert body["field"] == q.split("=")[0]
+    assert c.get("/notifications?limit=1000").status_code == 200
+
+
+def test_min_version_waits_for_the_write_or_answers_504(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    stream.publish([make_event("user_created", 1, 1)])
+    c.wait_version(1, 1)
+    late = make_event("user_updated", 1, 2)
+    t = threading.Timer(0.5, lambda: stream.publish([late]))
+    t.start()
+    try:
+        r = c.get("/notifications/user/1?min_version=2")
+    finally:
+        t.join()
+    assert r.status_code == 200, r.text
+    assert r.json() == expected_doc(late[4])
+
+    r = c.get("/notifications/user/1?min_version=5&wait=300ms")
+    body = assert_problem(r, 504)
+    assert body["version"] == 2 and body["min_version"] == 5
+    assert_problem(c.get("/notifications/user/1?min_version=0"), 400)
+    assert_problem(c.get("/notifications/user/1?wait=forever"), 400)
+    # A user that does not exist yet also waits, then 504 with version 0.
+    assert assert_problem(c.get("/notifications/user/77?min_version=1&wait=200ms"), 504)["version"] == 0
+
+
+def test_same_event_twice_has_one_effect_and_one_history_entry(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    ev = make_event("user_created", 1, 1)
+    stream.publish([ev])
+    c.wait_version(1, 1)
+    # Republished as after the duplicate window: same event, a new Nats-Msg-Id.
+    again = (ev[0], ev[1], dict(ev[2], **{"Nats-Msg-Id": "retry-" + ev[3]}))
+    nxt = make_event("user_updated", 1, 2)
+    stream.publish([again, nxt])
+    c.wait_version(1, 2)
+    # The duplicate came before nxt in the stream, so by now it was handled.
+    hist = c.history(1)
+    assert [h["event_id"] for h in hist] == [ev[3], nxt[3]]
+    assert c.metric("consumer_events_applied_total") == 2
+    assert c.metric("consumer_events_stale_total") == 1
+
+
+def test_out_of_order_versions_and_late_update_after_delete(nats, ferret, services, stream):
+    """Exercises both FerretDB paths of the guarded upsert: a stale event whose upsert insert
+    collides with the _id (11000), and a newer one that matches and updates."""
+    c = start_consumer(services, nats, ferret)
+    v1, v3, v2 = (make_event("user_created", 1, 1), make_event("user_updated", 1, 3),
+                  make_event("user_updated", 1, 2))
+    d2, late = make_event("user_deleted", 2, 2), make_event("user_updated", 2, 1)
+    c2 = make_event("user_created", 2, 1)
+    stream.publish([v1, v3, v2, c2, d2, late, make_event("user_created", 9, 1)])
+    c.wait_version(9, 1)
+    assert c.user(1) == expected_doc(v3[4])
+    assert [h["version"] for h in c.history(1)] == [1, 3]
+    assert c.doc(2)["deleted"] is True and c.doc(2)["version"] == 2
+    assert_problem(c.get("/notifications/user/2"), 404)
+    assert 2 not in [d["user_id"] for d in c.get("/notifications").json()]
+    assert c.metric("consumer_events_stale_total") == 2
+    assert c.metric("consumer_events_applied_total") == 5
+
+
+def test_guarded_upsert_on_ferretdb_directly(ferret):
+    """The two answers the consumer relies on, straight from FerretDB 1.24: the matched update,
+    and duplicate key 11000 when the filter's version guard fails and the upsert inserts."""
+    with ferret.client() as cl:
+        coll = cl.guard_test.users
+        r = coll.update_one({"_id": 1, "version": {"$lt": 1}}, {"$set": {"version": 1}}, upsert=True)
+        assert r.upserted_id == 1
+        r = coll.update_one({"_id": 1, "version": {"$lt": 2}}, {"$set": {"version": 2}}, upsert=True)
+        assert r.matched_count == 1 and r.modified_count == 1 and r.upserted_id is None
+        with pytest.raises(pymongo.errors.DuplicateKeyError) as e:
+            coll.update_one({"_id": 1, "version": {"$lt": 2}}, {"$set": {"version": 2, "x": 1}},
+                            upsert=True)
+        assert e.value.code == 11000
+        assert coll.find_one({"_id": 1}) == {"_id": 1, "version": 2}
+
+
+def test_poison_goes_to_the_dlq_with_reason_and_the_next_events_flow(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    good1 = make_event("user_created", 1, 1)
+    wrong_subject = make_event("user_updated", 1, 2)
+    bad_schema = json.loads(make_event("user_updated", 1, 2)[1])
+    bad_schema["schema_version"] = 2
+    unknown = json.loads(make_event("user_updated", 1, 2)[1])
+    unknown["type"] = "user_renamed"
+    hdr = {"Nats-Msg-Id": "p1", "traceparent": TRACEPARENT, "Content-Type": "application/json"}
+    stream.publish([good1])
+    stream.publish_raw("user.events.updated", b"{not json", hdr)
+    stream.publish_raw("user.events.created", wrong_subject[1], dict(hdr, **{"Nats-Msg-Id": "p2"}))
+    stream.publish_raw("user.events.updated", json.dumps(bad_schema).encode(),
+                       dict(hdr, **{"Nats-Msg-Id": "p3"}))
+    stream.publish_raw("user.events.updated", json.dumps(unknown).encode(),
+                       dict(hdr, **{"Nats-Msg-Id": "p4"}))
+    good2 = make_event("user_updated", 1, 2)
+    stream.publish([good2])
+    c.wait_version(1, 2)
+    assert c.user(1) == expected_doc(good2[4])
+
+    dlq = poll(lambda: (lambda m: m if len(m) == 4 else None)(stream.messages("USER_EVENTS_DLQ")),
+               10, "4 dead letters")
+    subjects = [m[0] for m in dlq]
+    assert subjects == ["dlq.user.events.updated", "dlq.user.events.created",
+                        "dlq.user.events.updated", "dlq.user.events.updated"]
+    reasons = [m[2]["Dlq-Reason"] for m in dlq]
+    assert "not JSON" in reasons[0]
+    assert "subject" in reasons[1]
+    assert "schema_version" in reasons[2]
+    assert "unknown event type" in reasons[3]
+    assert dlq[0][1] == b"{not json"
+    for i, m in enumerate(dlq):
+        h = m[2]
+        assert h["traceparent"] == TRACEPARENT
+        assert h["Content-Type"] == "application/json"
+        assert h["Dlq-Stream"] == "USER_EVENTS"
+        assert h["Dlq-Subject"] == ["user.events.updated", "user.events.created",
+                                    "user.events.updated", "user.events.updated"][i]
+        assert h["Dlq-Sequence"] == str(i + 2)
+        assert h["Dlq-Original-Msg-Id"] == f"p{i + 1}"
+    assert c.metric("consumer_events_dead_lettered_total") == 4
+    # Terminated, not waiting for redelivery.
+    info = poll(lambda: (lambda i: i if i.num_ack_pending == 0 else None)(stream.consumer_info()),
+                10, "nothing left unacknowledged")
+    assert info.num_redelivered == 0
+    assert [h["version"] for h in c.history(1)] == [1, 2]
+
+
+def test_stream_missing_at_start_is_not_ready_then_consumes(nats, ferret, services):
+    s = Stream(nats)
+    c = start_consumer(services, nats, ferret, wait_ready=False)
+    # (r,): a 503 response is falsy itself.
+    r, = poll(lambda: (lambda r: (r,) if "not found" in r.text else None)(c.ready()), 10,
+              "readyz naming the missing stream")
+    assert r.status_code == 503
+    assert r.json()["checks"]["consumer"] == "stream USER_EVENTS not found"
+    assert "USER_EVENTS" not in s.stream_names()  # it did not create it
+    s.create()
+    s.publish([make_event("user_created", 5, 1)])
+    c.wait_version(5, 1, timeout=30)
+    poll(lambda: c.ready().status_code == 200, 10, "ready")
+    info = s.consumer_info()
+    assert getattr(info.config.deliver_policy, "value", info.config.deliver_policy) == "all"
+    assert getattr(info.config.ack_policy, "value", info.config.ack_policy) == "explicit"
+    assert info.config.max_deliver in (-1, None)
+    assert info.config.max_ack_pending == 1000
+
+
+def test_restart_reuses_the_durable_and_sigterm_exits_zero(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    stream.publish([make_event("user_created", 1, 1)])
+    c.wait_version(1, 1)
+    created = stream.consumer_info().created
+    assert c.service.stop(timeout=10) == 0
+    # Published while it was down: picked up after the restart, nothing skipped.
+    stream.publish([make_event("user_updated", 1, 2), make_event("user_created", 2, 1)])
+    c2 = start_consumer(services, nats, ferret, dbname=c.dbname)
+    c2.wait_version(2, 1)
+    assert c2.user(1)["version"] == 2
+    assert stream.consumer_info().created == created
+
+
+@pytest.mark.parametrize("point", ["consumer.after_write_before_ack",
+                                   "consumer.between_upsert_and_history"])
+def test_killed_between_write_and_ack_has_one_effect(nats, ferret, services, stream, point):
+    c = start_consumer(services, nats, ferret, FAILPOINTS=f"{point}=crash@2",
+                       CONSUMER_ACK_WAIT="2s")
+    evs = [make_event("user_created", 1, 1), make_event("user_updated", 1, 2),
+           make_event("user_updated", 1, 3)]
+    stream.publish(evs[:2])
+    assert c.service.proc.wait(15) == -signal.SIGKILL
+    assert c.doc(1)["version"] == 2  # written, not acknowledged
+    # v3 is new, so it is delivered at once after the restart; v2 only when its ack wait ends:
+    # the copy is past v2 by then, yet v2 took effect and must be in the history exactly once.
+    stream.publish(evs[2:])
+    c2 = start_consumer(services, nats, ferret, dbname=c.dbname)
+    c2.wait_version(1, 3)
+    poll(lambda: stream.consumer_info().num_ack_pending == 0, 15, "v2 redelivered and acknowledged")
+    # Three events, four deliveries: v2 came again.
+    assert stream.consumer_info().delivered.consumer_seq >= 4
+    hist = c.history(1)
+    assert [h["event_id"] for h in hist] == [e[3] for e in evs]
+    assert [h["version"] for h in hist] == [1, 2, 3]
+    assert c2.user(1) == expected_doc(evs[2][4])
+    assert c2.metric("consumer_events_applied_total") == 1  # v3; v2 was found already applied
+    assert c2.metric("consumer_events_stale_total") == 1
+
+
+def test_cli_help_version_check():
+    r = harness.run_binary("notification-consumer", "--help")
+    assert r.returncode == 0
+    for name in ("NATS_URL", "MONGODB_URI", "NOTIFICATION_CONSUMER_PORT", "CONSUMER_BATCH",
+                 "replay"):
+        assert name in r.stdout
+    r = harness.run_binary("notification-consumer", "--version")
+    assert r.returncode == 0 and r.stdout.startswith("notification-consumer ")
+    r = harness.run_binary("notification-consumer", "--check")
+    assert r.returncode == 0 and "MONGODB_DB=notifications_db" in r.stdout
+    r = harness.run_binary("notification-consumer", "--check", env={"CONSUMER_BATCH": "0"})
+    assert r.returncode == 2 and "CONSUMER_BATCH" in r.stderr
+    r = harness.run_binary("notification-consumer", "bogus")
+    assert r.returncode == 2
+    r = harness.run_binary("notification-consumer", "replay", "--from-seq", "x")
+    assert r.returncode == 2
