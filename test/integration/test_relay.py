@@ -485,6 +485,53 @@ def test_standby_takes_over_when_the_leader_is_killed(relay_db, relay_nats, rela
     b.stop()
 
 
+def test_leader_lock_session_cut_stops_and_hands_over(relay_db, relay_nats, relays):
+    a = relays.start()
+    poll(lambda: a.ready()["checks"]["role"] == "leader", 10, "the first relay to lead")
+    b = relays.start()
+    poll(lambda: b.ready()["checks"]["role"] == "standby", 10, "the second relay to stand by")
+    writer = Writer(relay_db)
+    writer.start()
+    poll(lambda: stream_count(relay_nats) >= 20, 10, "events to flow")
+
+    # Cut the leader's lock session from the server side: the lock goes with it.
+    cut = sql(relay_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'outbox-relay leader lock' AND pid IN "
+                        "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)")
+    assert cut == [(True,)]
+    poll(lambda: {a.ready()["checks"]["role"], b.ready()["checks"]["role"]} == {"leader", "standby"}
+         and sql_one(relay_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                               "AND granted")[0] == 1,
+         10, "one relay to lead again")
+    time.sleep(0.5)
+    ids = writer.stop()
+    wait_drained(relay_db)
+    assert_each_once(read_stream(relay_nats, len(ids)), ids)
+    assert stream_count(relay_nats) == len(ids)
+    assert "lost the session holding the leader lock" in a.log()
+    a.stop()
+    b.stop()
+
+
+def test_postgres_restart(relay_db, relay_nats, relays):
+    relay = relays.start()
+    first = insert_rows(relay_db, 20)
+    wait_drained(relay_db)
+
+    relay_db.pg.stop()
+    ready = poll(lambda: (lambda r: r if r["checks"]["postgres"] == "unreachable" else None)(relay.ready()),
+                 15, "/readyz to report PostgreSQL")
+    assert ready["status"] == "not ready"
+    relay_db.pg.start()
+
+    second = insert_rows(relay_db, 20)
+    wait_drained(relay_db, timeout=30)
+    assert_each_once(read_stream(relay_nats, 40), first + second)
+    assert stream_count(relay_nats) == 40
+    poll(lambda: relay.ready()["status"] == "ready", 10, "the relay to be ready again")
+    relay.stop()
+
+
 def test_backlog_of_20000_rows_drains(relay_db, relay_nats, relays):
     ids = insert_rows(relay_db, 20000)
     relay = relays.start()
@@ -605,6 +652,17 @@ def test_create_update_delete_through_user_api(relay_db, relay_nats, relays, use
         assert re.match(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", m["headers"]["traceparent"])
         assert RFC3339_UTC.match(b["occurred_at"]) and RFC3339_UTC.match(b["payload"]["updated_at"])
     assert msgs[0]["headers"]["traceparent"].split("-")[1] == tp.split("-")[1]  # carried from HTTP
+
+
+def test_nudge_wakes_an_idle_relay(relay_db, relay_nats, relays, user_api):
+    # Polling every 60 s: only user-api's nudge can bring the event over within the wait below.
+    relay = relays.start(RELAY_POLL_MIN="60s", RELAY_POLL_MAX="60s")
+    poll(lambda: relay.metrics().get("relay_outbox_backlog") == 0, 10, "the relay to be idle")
+    time.sleep(0.5)
+    user = user_api.create("Nudged")
+    msgs = poll(lambda: read_stream(relay_nats) or None, 10, "the event to reach the stream")
+    assert json.loads(msgs[0]["data"])["payload"]["id"] == user["id"]
+    relay.stop()
 
 
 def test_per_user_order_under_concurrent_load(relay_db, relay_nats, relays, user_api):
