@@ -23,6 +23,24 @@ def read_all(s):
     return data
 
 
+def keep_alive_connection(port):
+    """A connection on which one GET /healthz was answered and that stays open."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        got = s.recv(65536)
+        assert got, f"connection closed before an answer: {data!r}"
+        data += got
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += s.recv(65536)
+    return s
+
+
 def test_stalled_connection_is_closed_after_the_timeout(start_api):
     """A client that sends half a request header and stops (slowloris) is dropped after
     USER_API_CONN_TIMEOUT, and meanwhile others are served."""
@@ -41,10 +59,9 @@ def test_stalled_connection_is_closed_after_the_timeout(start_api):
 
 def test_connections_per_ip_are_limited(start_api):
     api = start_api(USER_API_MAX_CONNECTIONS_PER_IP="4")
-    held = [socket.create_connection(("127.0.0.1", api.port), timeout=10) for _ in range(4)]
+    # Four kept-alive connections, each proven accepted by a served request, one at a time.
+    held = [keep_alive_connection(api.port) for _ in range(4)]
     try:
-        # Make sure the server accepted all four before trying the fifth.
-        time.sleep(0.3)
         extra = socket.create_connection(("127.0.0.1", api.port), timeout=10)
         try:
             try:
