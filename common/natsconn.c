@@ -2,6 +2,8 @@
 #include "natsconn.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 
@@ -26,6 +28,27 @@ on_connected(natsConnection *nc, void *closure)
 	log_info("nats: connected to %s", (const char *)closure);
 }
 
+/* natsOptions_SetURL takes one URL; a comma-separated list (a cluster) goes to SetServers. */
+static natsStatus
+set_urls(natsOptions *opts, const char *url)
+{
+	const char *servers[16];
+	char *copy, *save = NULL, *tok;
+	int n = 0;
+	natsStatus s;
+
+	if (strchr(url, ',') == NULL)
+		return natsOptions_SetURL(opts, url);
+	if ((copy = strdup(url)) == NULL)
+		return NATS_NO_MEMORY;
+	for (tok = strtok_r(copy, ",", &save); tok != NULL && n < 16; tok = strtok_r(NULL, ",", &save))
+		if (*tok != '\0')
+			servers[n++] = tok;
+	s = n > 0 ? natsOptions_SetServers(opts, servers, n) : NATS_INVALID_ARG;
+	free(copy);
+	return s;
+}
+
 natsConnection *
 natsconn_open(const char *url, const char *name, char *err, size_t errlen)
 {
@@ -35,7 +58,7 @@ natsconn_open(const char *url, const char *name, char *err, size_t errlen)
 
 	s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(opts, url);
+		s = set_urls(opts, url);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, name);
 	if (s == NATS_OK)

@@ -427,16 +427,14 @@ outbox_batch_rollback(struct outbox_batch *b, PGconn *conn)
 }
 
 void
-outbox_batch_result(const struct outbox_batch *b, struct batch_result *out)
+outbox_batch_result(struct outbox_batch *b, struct batch_result *out)
 {
-	struct outbox_batch *mb = (struct outbox_batch *)b;
-
-	pthread_mutex_lock(&mb->mu);
+	pthread_mutex_lock(&b->mu);
 	out->claimed = b->n;
 	out->acked = b->acked;
 	out->duplicates = b->duplicates;
 	out->failed = b->n - b->acked - b->dead;
 	out->dead = b->dead;
 	out->publish_seconds = b->publish_seconds;
-	pthread_mutex_unlock(&mb->mu);
+	pthread_mutex_unlock(&b->mu);
 }

@@ -58,7 +58,7 @@ int outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t 
 void outbox_batch_rollback(struct outbox_batch *b, PGconn *conn);
 
 /* The counts of the last batch. */
-void outbox_batch_result(const struct outbox_batch *b, struct batch_result *out);
+void outbox_batch_result(struct outbox_batch *b, struct batch_result *out);
 
 /* The number of header bytes a row's message carries on the wire (NATS/1.0 block). */
 size_t outbox_message_header_bytes(size_t traceparent_len);

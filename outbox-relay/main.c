@@ -24,6 +24,9 @@ static const char commands[] =
     "                                  write one user_snapshot event per user to the outbox,\n"
     "                                  in batches; --after resumes after the last id printed\n";
 
+/* The relay serves only the built-in /healthz, /readyz and /metrics. */
+static const struct http_route routes[] = { { NULL, NULL, NULL } };
+
 static int
 run_snapshot(const struct relay_settings *s, int argc, char **argv)
 {
@@ -67,10 +70,11 @@ main(int argc, char **argv)
 	struct httpd_config hc = { 0 };
 	struct relay *relay;
 	struct httpd *httpd;
+	enum cli_action act;
 	char err[512];
-	int argi, rc;
+	int argi;
 
-	enum cli_action act = cli_parse(&cli, argc, argv, &argi);
+	act = cli_parse(&cli, argc, argv, &argi);
 	if (act == CLI_EXIT_OK)
 		return 0;
 	if (act == CLI_EXIT_USAGE)
@@ -112,7 +116,6 @@ main(int argc, char **argv)
 	hc.conn_timeout_s = 10;
 	hc.max_connections = 64;
 	hc.max_connections_per_ip = 32;
-	static const struct http_route routes[] = { { NULL, NULL, NULL } };
 	httpd = httpd_start(&hc, routes, NULL, relay_ready, relay, err, sizeof(err));
 	if (httpd == NULL) {
 		relay_free(relay);
@@ -126,6 +129,5 @@ main(int argc, char **argv)
 	httpd_stop(httpd, 1000);
 	relay_free(relay);
 	nats_Close();
-	rc = 0;
-	return rc;
+	return 0;
 }

@@ -320,6 +320,7 @@ static bool
 relay_prepare(struct relay *r)
 {
 	char err[512], note[1024];
+	bool warn;
 
 	if (r->work == NULL) {
 		r->work = pg_connect(&r->s->pg, "outbox-relay", err, sizeof(err));
@@ -337,13 +338,15 @@ relay_prepare(struct relay *r)
 		return false;
 	}
 	if (!r->stream_ready) {
-		if (stream_provision(r->js, r->s, note, sizeof(note), err, sizeof(err)) != 0) {
+		if (stream_provision(r->js, r->s, note, sizeof(note), &warn, err, sizeof(err)) != 0) {
 			log_warnx("%s; retrying", err);
 			set_problem(r, err);
 			relay_fail_wait(r);
 			return false;
 		}
-		if (note[0] != '\0')
+		if (note[0] != '\0' && warn)
+			log_warnx("%s", note);
+		else if (note[0] != '\0')
 			log_info("%s", note);
 		r->stream_ready = true;
 	}
@@ -354,11 +357,12 @@ void
 relay_run(struct relay *r)
 {
 	char err[512];
-	long wait_ms = 0;
+	long wait_ms = 0, n;
 	bool standby_logged = false;
+	int rc;
 
 	while (!shutdown_requested()) {
-		int rc = leader_try_acquire(r->leader, err, sizeof(err));
+		rc = leader_try_acquire(r->leader, err, sizeof(err));
 
 		if (rc < 0) {
 			atomic_store(&r->pg_ok, false);
@@ -389,7 +393,7 @@ relay_run(struct relay *r)
 		backlog_refresh(r);
 		if (r->work == NULL)
 			continue;
-		long n = relay_batch(r);
+		n = relay_batch(r);
 		if (n < 0) {
 			relay_fail_wait(r);
 			wait_ms = 0;

@@ -135,7 +135,7 @@ js_error_text(natsStatus s, jsErrCode jerr, char *out, size_t outlen)
 
 int
 stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t notelen,
-    char *err, size_t errlen)
+    bool *warn, char *err, size_t errlen)
 {
 	jsStreamConfig want, merged;
 	jsStreamInfo *si = NULL, *updated = NULL;
@@ -146,6 +146,7 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 	int rc = -1;
 
 	note[0] = '\0';
+	*warn = false;
 	stream_config_wanted(s, &want);
 	st = js_GetStreamInfo(&si, js, STREAM_NAME, NULL, &jerr);
 	if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
@@ -172,6 +173,7 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 			js_error_text(st, jerr, why, sizeof(why));
 			snprintf(note, notelen, "stream \"%s\" left as it is: could not update (%s): %s",
 			    STREAM_NAME, plan.changes, why);
+			*warn = true;
 		} else {
 			snprintf(note, notelen, "updated stream \"%s\": %s", STREAM_NAME, plan.changes);
 		}
@@ -179,6 +181,7 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 	if (plan.unsafe) {
 		size_t n = strlen(note);
 
+		*warn = true;
 		snprintf(note + n, notelen - n, "%sstream \"%s\" differs and was left alone: %s",
 		    n > 0 ? "; " : "", STREAM_NAME, plan.problems);
 	}

@@ -28,9 +28,10 @@ void stream_plan(const jsStreamConfig *have, const jsStreamConfig *want, jsStrea
     struct stream_plan *plan);
 
 /* Creates the stream or brings it in line where that is safe. Returns 0 when the stream exists and
- * accepts our subjects; notes (what was updated, what was left alone) go to note, which may be
- * empty. On failure returns -1 with err filled. */
+ * accepts our subjects; what was created, updated or left alone goes to note (empty when nothing
+ * happened), and *warn says whether the note is worth a warning (a difference left alone or an
+ * update refused). On failure returns -1 with err filled. */
 int stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t notelen,
-    char *err, size_t errlen) __attribute__((warn_unused_result));
+    bool *warn, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -392,6 +392,40 @@ def test_stream_is_provisioned_with_the_contract_settings(relay_db, relay_nats, 
     assert "RELAY_STREAM_MAX_BYTES" in relay.log() and "updated stream" in relay.log()
 
 
+def test_existing_stream_with_unsafe_differences_is_reported_not_changed(relay_db, relay_nats, relays):
+    created = asyncio.run(relay_nats.reader._request(
+        "$JS.API.STREAM.CREATE.USER_EVENTS",
+        json.dumps({"name": "USER_EVENTS", "subjects": ["user.events.>"], "storage": "memory",
+                    "retention": "limits", "duplicate_window": 30 * 10**9}).encode()))
+    assert "error" not in created, created
+    ids = insert_rows(relay_db, 3)
+    relay = relays.start()
+    wait_drained(relay_db)
+    cfg = relay_nats.stream_config()
+    assert cfg["storage"] == "memory"                       # never recreated behind one's back
+    assert cfg["duplicate_window"] == 120 * 10**9           # the safe part was brought in line
+    assert event_ids(read_stream(relay_nats)) == ids
+    relay.stop()
+    warnings = [l for l in relay.log().splitlines() if " warn " in l and "USER_EVENTS" in l]
+    assert warnings and "storage is memory, wanted file" in warnings[0], relay.log()
+
+
+def test_replicated_stream_on_a_cluster(relay_db, relays):
+    cluster = harness.NatsCluster(3).start()
+    try:
+        relays.nats = cluster
+        ids = insert_rows(relay_db, 10)
+        relay = relays.start(RELAY_STREAM_REPLICAS="3")
+        wait_drained(relay_db)
+        reader = StreamReader(cluster.servers[0])
+        cfg = reader.stream_config()
+        assert cfg["num_replicas"] == 3
+        assert event_ids(reader.read()) == ids
+        relay.stop()
+    finally:
+        cluster.close()
+
+
 def test_late_commit_of_an_earlier_id_is_still_relayed(relay_db, relay_nats, relays):
     relays.start()
     early = relay_db.connect()      # takes an id now, commits later
