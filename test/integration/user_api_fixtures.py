@@ -194,11 +194,25 @@ def launch(pg, **env):
 
 
 def close_api(a):
-    """Stops the API; a crash or a dirty exit while the test ran shows up as a failure here."""
+    """Stops the API with SIGTERM: it must exit 0 (which also lets a sanitizer build report leaks
+    at exit). A crash or a dirty exit during the test, or a sanitizer report in its log, fails
+    the test here."""
     rc = a.service.proc.poll()
+    if rc is None:
+        rc = a.service.stop(timeout=15)
+        crashed = None
+    else:
+        crashed = rc
+    log = a.service.log_text()
     a.service.close()
-    if rc is not None and rc != 0 and rc != -9:
-        pytest.fail(f"bin/user-api exited {rc} during the test; log:\n{a.service.log_tail()}")
+    if crashed not in (None, 0, -9):   # 0: the test stopped it; -9: a crash failpoint
+        pytest.fail(f"bin/user-api exited {crashed} during the test; log:\n{log[-4000:]}")
+    if rc != 0 and crashed is None:
+        pytest.fail(f"bin/user-api exited {rc} on SIGTERM; log:\n{log[-4000:]}")
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        if marker in log:
+            i = log.index(marker)
+            pytest.fail(f"bin/user-api log has a sanitizer report:\n{log[max(0, i - 200):i + 3000]}")
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +245,7 @@ def start_api(pg_db):
         return a
     yield start
     for a in started:
-        a.service.close()
+        close_api(a)
 
 
 @pytest.fixture
