@@ -2,6 +2,7 @@
 #include "store.h"
 
 #include <mongoc/mongoc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +14,106 @@
 #define DUPLICATE_KEY 11000
 #define NAMESPACE_NOT_FOUND 26
 
+/* Users whose document is known to have the history entry of the event it holds: written by
+ * this process, or checked once. Only their first event in a process's life pays the check. */
+struct idset {
+	int64_t *slots;		/* 0 is free; user ids are positive */
+	size_t cap, len;
+};
+
 struct store {
 	mongoc_client_pool_t *pool;
 	mongoc_uri_t *uri;
 	char *db, *collection, *history;
+	pthread_mutex_t lock;	/* guards verified */
+	struct idset verified;
 };
+
+static size_t
+idset_slot(const struct idset *set, int64_t id)
+{
+	uint64_t h = (uint64_t)id * 0x9e3779b97f4a7c15ULL;
+	size_t i = (size_t)(h >> 20) & (set->cap - 1);
+
+	while (set->slots[i] != 0 && set->slots[i] != id)
+		i = (i + 1) & (set->cap - 1);
+	return i;
+}
+
+static bool
+idset_has(const struct idset *set, int64_t id)
+{
+	return set->cap > 0 && set->slots[idset_slot(set, id)] == id;
+}
+
+static void
+idset_add(struct idset *set, int64_t id)
+{
+	size_t i;
+
+	if (set->len + 1 > set->cap / 2) {
+		struct idset bigger = { NULL, set->cap ? set->cap * 2 : 1024, 0 };
+
+		bigger.slots = calloc(bigger.cap, sizeof(*bigger.slots));
+		if (bigger.slots == NULL)
+			return;	/* only costs a check later */
+		for (size_t j = 0; j < set->cap; j++)
+			if (set->slots[j] != 0)
+				bigger.slots[idset_slot(&bigger, set->slots[j])] = set->slots[j];
+		bigger.len = set->len;
+		free(set->slots);
+		*set = bigger;
+	}
+	i = idset_slot(set, id);
+	if (set->slots[i] == 0) {
+		set->slots[i] = id;
+		set->len++;
+	}
+}
+
+/* Removal by rebuilding is rare (a failed write), so keep it simple. */
+static void
+idset_remove(struct idset *set, int64_t id)
+{
+	struct idset copy = *set;
+
+	if (!idset_has(set, id))
+		return;
+	set->slots = calloc(copy.cap, sizeof(*set->slots));
+	if (set->slots == NULL) {
+		*set = copy;
+		return;
+	}
+	set->len = 0;
+	for (size_t j = 0; j < copy.cap; j++)
+		if (copy.slots[j] != 0 && copy.slots[j] != id) {
+			set->slots[idset_slot(set, copy.slots[j])] = copy.slots[j];
+			set->len++;
+		}
+	free(copy.slots);
+}
+
+static bool
+verified_has(struct store *s, int64_t id)
+{
+	bool has;
+
+	pthread_mutex_lock(&s->lock);
+	has = idset_has(&s->verified, id);
+	pthread_mutex_unlock(&s->lock);
+	return has;
+}
+
+static void
+verified_set(struct store *s, int64_t id, bool on)
+{
+	pthread_mutex_lock(&s->lock);
+	if (on)
+		idset_add(&s->verified, id);
+	else
+		idset_remove(&s->verified, id);
+	pthread_mutex_unlock(&s->lock);
+}
 
 static void
 error_text(const bson_error_t *e, char *out, size_t outlen)
@@ -35,6 +131,7 @@ store_new(const struct store_config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	pthread_mutex_init(&s->lock, NULL);
 	s->uri = mongoc_uri_new_with_error(c->uri, &e);
 	if (s->uri == NULL) {
 		snprintf(err, errlen, "invalid MONGODB_URI \"%s\": %s", c->uri, e.message);
@@ -83,6 +180,8 @@ store_free(struct store *s)
 	free(s->db);
 	free(s->collection);
 	free(s->history);
+	free(s->verified.slots);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
@@ -235,7 +334,8 @@ copy_field(bson_t *out, const bson_t *doc, const char *key, const char *as)
 /* Makes sure the event the document of user id holds has its history entry: a crash between the
  * upsert and the history insert leaves it missing, and a later event of that user, delivered
  * before the redelivery of the crashed one, would overwrite the document that can restore it.
- * Runs before every upsert; the document holds every field of its event for this. */
+ * Runs before the first upsert of each user in the process's life and after a failed write;
+ * the document holds every field of its event for this. */
 static int
 history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size_t errlen)
 {
@@ -314,8 +414,11 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 	bson_error_t e;
 	bool ok;
 
-	if (history_repair(s, cl, ev->user_id, err, errlen) != 0)
-		goto out;
+	if (!verified_has(s, ev->user_id)) {
+		if (history_repair(s, cl, ev->user_id, err, errlen) != 0)
+			goto out;
+		verified_set(s, ev->user_id, true);
+	}
 	rfc3339_us(wall_us(), applied_at);
 	rfc3339_us(published_us, published_at);
 	filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
@@ -353,6 +456,9 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 		res = STORE_ERROR;
 	}
 out:
+	/* The write may have landed without its history entry: check again next time. */
+	if (res == STORE_ERROR)
+		verified_set(s, ev->user_id, false);
 	bson_destroy(&reply);
 	bson_destroy(filter);
 	bson_destroy(update);

@@ -291,3 +291,71 @@ def test_cli_help_version_check():
     assert r.returncode == 2
     r = harness.run_binary("notification-consumer", "replay", "--from-seq", "x")
     assert r.returncode == 2
+
+
+class Writer(threading.Thread):
+    """Publishes updates round-robin over users 1..n until stopped; remembers the last payload of
+    each user and how many events it published."""
+
+    def __init__(self, stream, users=10, pause=0.02):
+        super().__init__(daemon=True)
+        self.stream, self.users, self.pause = stream, users, pause
+        self.last = {}
+        self.count = 0
+        self.halt = threading.Event()
+        self.error = None
+
+    def run(self):
+        version = {}
+        try:
+            while not self.halt.is_set():
+                batch = []
+                for uid in range(1, self.users + 1):
+                    version[uid] = version.get(uid, 0) + 1
+                    kind = "user_created" if version[uid] == 1 else "user_updated"
+                    ev = make_event(kind, uid, version[uid])
+                    batch.append(ev)
+                    self.last[uid] = ev[4]
+                self.stream.publish(batch)
+                self.count += len(batch)
+                time.sleep(self.pause)
+        except Exception as e:  # noqa: BLE001 - reported by stop()
+            self.error = e
+
+    def stop(self):
+        self.halt.set()
+        self.join(10)
+        assert self.error is None, self.error
+
+
+def test_ferretdb_down_for_20s_under_load_loses_and_burns_nothing(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    # About 25 events a second: FerretDB on SQLite applies a few hundred at most.
+    w = Writer(stream, users=5, pause=0.2)
+    w.start()
+    try:
+        poll(lambda: w.count >= 50 and c.metric("consumer_events_applied_total") > 0, 20,
+             "writes flowing")
+        ferret.kill()
+        r, = poll(lambda: (lambda r: (r,) if r.status_code == 503 else None)(c.ready()), 15,
+                  "readyz reporting MongoDB down")
+        assert r.json()["checks"]["mongodb"] != "ok"
+        assert r.json()["checks"]["nats"] == "ok"
+        time.sleep(20)
+        assert c.service.running()
+        ferret.start()
+        time.sleep(2)
+    finally:
+        w.stop()
+    poll(lambda: c.ready().status_code == 200, 30, "ready again")
+    for uid, payload in w.last.items():
+        c.wait_version(uid, payload["version"], timeout=60)
+        assert c.user(uid) == expected_doc(payload)
+    # Every event took effect exactly once, none was dead-lettered, and none was delivered twice.
+    assert len(c.history()) == w.count
+    assert stream.messages("USER_EVENTS_DLQ") == []
+    info = poll(lambda: (lambda i: i if i.num_ack_pending == 0 else None)(stream.consumer_info()),
+                15, "all acknowledged")
+    assert info.delivered.consumer_seq == w.count
+    assert c.metric("consumer_events_dead_lettered_total") == 0
+    assert c.metric("consumer_apply_errors_total") >= 0
