@@ -102,8 +102,13 @@ packages_step() {
 # with Go 1.21). So it is not installed here; a Go >= 1.21 found on the machine is used, and
 # it fetches the toolchain a module asks for through the module proxy if it has to.
 go_find() {
-	GO=$(first_exe "${GO:-}" "$(command -v go 2>/dev/null)" /usr/local/go/bin/go /usr/lib/go/bin/go \
-		"$HOME/go/bin/go" "$HOME/sdk/go/bin/go") || { GO=; return 1; }
+	if [[ -n $GO_WANTED ]]; then
+		# An explicit GO is the only one tried.
+		GO=$(first_exe "$GO_WANTED") || { GO=; return 1; }
+	else
+		GO=$(first_exe "$(command -v go 2>/dev/null)" /usr/local/go/bin/go /usr/lib/go/bin/go \
+			"$HOME/go/bin/go" "$HOME/sdk/go/bin/go") || { GO=; return 1; }
+	fi
 	local v
 	v=$("$GO" env GOVERSION 2>/dev/null) || { GO=; return 1; }
 	GO_VERSION=$v
@@ -283,7 +288,8 @@ main() {
 	flock -w 900 9 || die "another bootstrap holds ${TOOLS_DIR#"$REPO_ROOT"/}/.lock"
 
 	packages_step
-	GO= GO_VERSION=
+	GO_WANTED=${GO:-}
+	GO='' GO_VERSION=''
 	local need_go=1
 	nats_version_ok "$TOOLS_DIR/bin/nats-server" && ferretdb_version_ok "$TOOLS_DIR/bin/ferretdb" && need_go=0
 	((need_go)) && { go_find || true; }

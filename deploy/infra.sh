@@ -60,7 +60,7 @@ pg_datadir() {
 		else
 			local base
 			base=/var/tmp/user-api-dev-$(printf '%s' "$REPO_ROOT" | sha1sum | cut -c1-12)
-			mkdir -p -m 755 "$base"
+			mkdir -p "$base" && chmod 755 "$base"
 			PGDATA_DIR=$base/pg
 			ln -s "$PGDATA_DIR" "$link"
 		fi
@@ -310,7 +310,7 @@ infra_clean_data() {
 		fi
 		if [[ -L $RUN_DIR/pg ]]; then
 			case $PGDATA_DIR in
-			/var/tmp/user-api-dev-*/pg) rm -rf "$PGDATA_DIR" ;;
+			/var/tmp/user-api-dev-*/pg) rm -rf "$PGDATA_DIR" && rmdir "${PGDATA_DIR%/pg}" 2>/dev/null || true ;;
 			*) warn "not removing $PGDATA_DIR (.run/pg points there, outside /var/tmp/user-api-dev-*)" ;;
 			esac
 		fi

@@ -6,12 +6,15 @@ TOOLS_DIR=$REPO_ROOT/.tools
 RUN_DIR=$REPO_ROOT/.run
 : "${LOG_TAG:=deploy}"
 
-# Pinned tool versions. The harness (test/integration/harness.py) reads none of these: it
-# only looks the tools up, the same way tools_find does below.
-FERRETDB_MODULE=github.com/FerretDB/FerretDB
-FERRETDB_VERSION=v1.24.2
-NATS_MODULE=github.com/nats-io/nats-server/v2
-NATS_VERSION=v2.15.2
+# Pinned tool versions, used by bootstrap.sh. The harness (test/integration/harness.py) does
+# not read them: it only looks the tools up, the same way tools_load does below.
+# shellcheck disable=SC2034 # used by bootstrap.sh
+{
+	FERRETDB_MODULE=github.com/FerretDB/FerretDB
+	FERRETDB_VERSION=v1.24.2
+	NATS_MODULE=github.com/nats-io/nats-server/v2
+	NATS_VERSION=v2.15.2
+}
 
 say() { printf '%s: %s\n' "$LOG_TAG" "$*"; }
 warn() { printf '%s: warning: %s\n' "$LOG_TAG" "$*" >&2; }
@@ -23,6 +26,7 @@ is_root() { [[ $(id -u) -eq 0 ]]; }
 # refuses to run as root), as ourselves otherwise: "${AS_PG[@]}" initdb ... setpriv execs in
 # place, so the pid that `&` reports is the pid of the command itself, which the stop logic
 # relies on.
+# shellcheck disable=SC2034
 if [[ $(id -u) -eq 0 ]]; then
 	AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 else
@@ -51,17 +55,23 @@ first_exe() {
 	return 1
 }
 
-# Fills PG_BIN, NATS_SERVER and FERRETDB: from .tools/env.sh (written by bootstrap.sh) when
-# it exists, otherwise by the same search bootstrap.sh does. Dies if one cannot be found.
+# Fills PG_BIN, NATS_SERVER and FERRETDB. Each is taken from the environment if set there,
+# else from .tools/env.sh (written by bootstrap.sh), else found by the same search bootstrap.sh
+# does. Dies if one cannot be found. harness.py follows the same order.
 tools_load() {
+	local pg=${PG_BIN:-} nats=${NATS_SERVER:-} ferret=${FERRETDB:-}
 	# shellcheck disable=SC1091
 	[[ -f $TOOLS_DIR/env.sh ]] && . "$TOOLS_DIR/env.sh"
-	[[ -n ${PG_BIN:-} && -x ${PG_BIN:-}/postgres ]] || PG_BIN=$(pg_bin_search) ||
-		die "no PostgreSQL server found (looked in /usr/lib/postgresql/*/bin): run deploy/bootstrap.sh"
-	NATS_SERVER=$(first_exe "${NATS_SERVER:-}" "$TOOLS_DIR/bin/nats-server" "$(command -v nats-server 2>/dev/null)") ||
-		die "nats-server not found: run deploy/bootstrap.sh"
-	FERRETDB=$(first_exe "${FERRETDB:-}" "$TOOLS_DIR/bin/ferretdb" "$(command -v ferretdb 2>/dev/null)") ||
-		die "ferretdb not found: run deploy/bootstrap.sh"
+	if [[ -n $pg && -x $pg/postgres ]]; then
+		PG_BIN=$pg
+	elif [[ -z ${PG_BIN:-} || ! -x ${PG_BIN:-}/postgres ]]; then
+		PG_BIN=$(pg_bin_search) ||
+			die "no PostgreSQL server found (looked in /usr/lib/postgresql/*/bin): run deploy/bootstrap.sh"
+	fi
+	NATS_SERVER=$(first_exe "$nats" "${NATS_SERVER:-}" "$TOOLS_DIR/bin/nats-server" \
+		"$(command -v nats-server 2>/dev/null)") || die "nats-server not found: run deploy/bootstrap.sh"
+	FERRETDB=$(first_exe "$ferret" "${FERRETDB:-}" "$TOOLS_DIR/bin/ferretdb" \
+		"$(command -v ferretdb 2>/dev/null)") || die "ferretdb not found: run deploy/bootstrap.sh"
 	export PG_BIN NATS_SERVER FERRETDB
 }
 
