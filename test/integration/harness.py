@@ -16,6 +16,7 @@ import atexit
 import glob
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -80,8 +81,17 @@ def _pg_bin_search() -> str | None:
 _TOOLS: dict | None = None
 
 
+def tool(name: str) -> str:
+    """PG_BIN, NATS_SERVER or FERRETDB; raises with what to do if it is missing."""
+    v = tools()[name]
+    if not v:
+        raise RuntimeError(f"{name} not found (looked in the environment, .tools/env.sh, .tools/bin, "
+                           f"PATH): run deploy/bootstrap.sh")
+    return v
+
+
 def tools() -> dict:
-    """{'PG_BIN', 'NATS_SERVER', 'FERRETDB'}; raises with what to do if one is missing."""
+    """{'PG_BIN', 'NATS_SERVER', 'FERRETDB'}: paths found, None for one that is missing."""
     global _TOOLS
     if _TOOLS is not None:
         return _TOOLS
@@ -101,9 +111,6 @@ def tools() -> dict:
                 break
         else:
             t[var] = None
-    missing = [k for k, v in t.items() if not v]
-    if missing:
-        raise RuntimeError(f"missing tools {', '.join(missing)}: run deploy/bootstrap.sh")
     _TOOLS = t
     return t
 
@@ -178,6 +185,8 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "c
 
 # --- processes -----------------------------------------------------------------------------------
 
+_BIND_ERROR = re.compile(r"(?i)address already in use|could not bind|could not create any tcp")
+
 _live: set = set()       # started and not yet reaped
 _dirs: set = set()       # temporary folders to remove at exit
 
@@ -217,9 +226,9 @@ class Process:
     stop_signal = signal.SIGTERM
     start_timeout = 30.0
 
-    def __init__(self, dir: str | Path | None = None):
+    def __init__(self, dir: str | Path | None = None, tmp_base: str | None = None):
         if dir is None:
-            dir = tempfile.mkdtemp(prefix=f"it-{self.name}-")
+            dir = tempfile.mkdtemp(prefix=f"it-{self.name}-", dir=tmp_base)
             _dirs.add(str(dir))
             os.chmod(dir, 0o755)  # a server running as `postgres` must be able to traverse it
         self.dir = Path(dir)
@@ -227,6 +236,8 @@ class Process:
         self.log_path = self.dir / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
         self.closed = False
+        self._started_once = False
+        self._ports_chosen_here = False
 
     # to override
     def _argv(self) -> list[str]:
@@ -250,6 +261,20 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, wait: bool = True, timeout: float | None = None):
+        """Starts the process and, with wait, returns once it is ready. On a first start whose
+        ports the caller did not choose, a port that another process took between free_port()
+        and the bind is replaced by a new one and the start tried again."""
+        for attempt in range(4):
+            try:
+                return self._start_once(wait, timeout)
+            except RuntimeError:
+                if attempt == 3 or self._started_once or not self._ports_chosen_here \
+                        or not _BIND_ERROR.search(self.log_tail(10)):
+                    raise
+                self._repick_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, wait: bool, timeout: float | None):
         assert not self.running(), f"{self.name} is already running"
         with open(self.log_path, "ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} start {self.name}\n".encode())
@@ -260,7 +285,11 @@ class Process:
         _live.add(self)
         if wait:
             self.wait_ready(timeout or self.start_timeout)
+            self._started_once = True
         return self
+
+    def _repick_ports(self):
+        """Takes new free ports; servers whose ports free_port() chose override this."""
 
     def wait_ready(self, timeout: float | None = None):
         deadline = time.monotonic() + (timeout or self.start_timeout)
@@ -269,10 +298,16 @@ class Process:
                 raise RuntimeError(f"{self.name} exited with status {self.proc.returncode} while "
                                    f"starting; last lines of {self.log_path}:\n{self.log_tail()}")
             try:
-                if self._ready():
-                    return self
+                ready = self._ready()
             except Exception:  # noqa: BLE001 - not ready yet
-                pass
+                ready = False
+            # A server that lost its port to another one exits at once, while that other one may
+            # already answer the readiness probe: give the exit a moment to show.
+            if ready:
+                time.sleep(0.05)
+                if self.proc.poll() is None:
+                    return self
+                continue
             if time.monotonic() >= deadline:
                 tail = self.log_tail()
                 self.kill()
@@ -385,8 +420,11 @@ class Postgres(Process):
 
     def __init__(self, template: str | Path | None = None, port: int | None = None,
                  settings: dict | None = None, dir=None):
-        super().__init__(dir)
+        # /tmp rather than $TMPDIR: the `postgres` user must reach the folder when we are root,
+        # and the socket path (folder + /.s.PGSQL.<port>) must stay under 108 bytes.
+        super().__init__(dir, tmp_base="/tmp")
         _chown_pg(self.dir)
+        self._ports_chosen_here = port is None
         self.port = port or free_port()
         self.data = self.dir / "data"
         self.settings = {"fsync": "off", "full_page_writes": "off", **(settings or {})}
@@ -421,7 +459,7 @@ class Postgres(Process):
         pwfile = self.dir / "pwfile"
         pwfile.write_text(self.PASSWORD + "\n")
         _chown_pg(pwfile)
-        argv = [os.path.join(tools()["PG_BIN"], "initdb"), "-D", str(self.data), "-U", self.USER,
+        argv = [os.path.join(tool("PG_BIN"), "initdb"), "-D", str(self.data), "-U", self.USER,
                 f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust",
                 "--auth-host=scram-sha-256", "--no-sync"]
         r = subprocess.run(argv, capture_output=True, text=True, **self._popen_kw())
@@ -438,7 +476,7 @@ class Postgres(Process):
         subprocess.run(["cp", "-a", str(self._template), str(self.data)], check=True)
 
     def _argv(self):
-        argv = [os.path.join(tools()["PG_BIN"], "postgres"), "-D", str(self.data), "-p", str(self.port),
+        argv = [os.path.join(tool("PG_BIN"), "postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}"]
         for k, v in self.settings.items():
             argv += ["-c", f"{k}={v}"]
@@ -453,9 +491,13 @@ class Postgres(Process):
         self._prepare()
         return super().start(wait, timeout)
 
+    def _repick_ports(self):
+        self.port = free_port()
+
     def _ready(self):
-        with psycopg.connect(self.dsn_for("postgres"), connect_timeout=2):
-            return True
+        # Ours, not some other server that holds the port: it names our data folder.
+        with psycopg.connect(self.dsn_for("postgres"), connect_timeout=2) as c:
+            return c.execute("SHOW data_directory").fetchone()[0] == str(self.data)
 
     def kill(self) -> int | None:
         """SIGKILL of the postmaster and of all its children, as a crash of the whole server would
@@ -529,9 +571,10 @@ class Nats(Process):
                  routes: list[str] | None = None, cluster_name: str = "test",
                  args: list[str] | tuple = (), dir=None):
         super().__init__(dir)
+        self._ports_chosen_here = port is None and monitor_port is None and cluster_port is None
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
-        self.server_name = server_name or f"test-{self.port}"
+        self.server_name = server_name or f"test-{os.getpid()}-{self.dir.name}"
         self.cluster_port = cluster_port
         self.routes = routes or []
         self.cluster_name = cluster_name
@@ -539,7 +582,7 @@ class Nats(Process):
         self.store = self.dir / "store"
 
     def _argv(self):
-        argv = [tools()["NATS_SERVER"], "-js", "-a", "127.0.0.1", "-p", str(self.port),
+        argv = [tool("NATS_SERVER"), "-js", "-a", "127.0.0.1", "-p", str(self.port),
                 "-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.server_name]
         if self.cluster_port:
             argv += ["--cluster_name", self.cluster_name,
@@ -548,8 +591,14 @@ class Nats(Process):
                 argv += ["--routes", ",".join(self.routes)]
         return argv + self.args
 
+    def _repick_ports(self):
+        self.port, self.monitor_port = free_port(), free_port()
+
     def _ready(self):
-        return requests.get(f"{self.monitor_url}/healthz", timeout=1).status_code == 200
+        if requests.get(f"{self.monitor_url}/healthz", timeout=1).status_code != 200:
+            return False
+        # Ours, not some other server that holds the port.
+        return self.varz()["server_name"] == self.server_name
 
     @property
     def url(self) -> str:
@@ -601,6 +650,7 @@ class FerretDB(Process):
 
     def __init__(self, port: int | None = None, args: list[str] | tuple = (), dir=None):
         super().__init__(dir)
+        self._ports_chosen_here = port is None
         self.port = port or free_port()
         self.data = self.dir / "data"
         self.data.mkdir(exist_ok=True)
@@ -609,9 +659,12 @@ class FerretDB(Process):
     def _argv(self):
         # --debug-addr=- : the debug listener's default is the fixed port 8088, which parallel
         # servers would fight over. --state-dir: its state.json would otherwise land in the cwd.
-        return [tools()["FERRETDB"], "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
+        return [tool("FERRETDB"), "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
                 f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.dir}", "--debug-addr=-",
                 "--telemetry=disable", "--log-level=info", *self.args]
+
+    def _repick_ports(self):
+        self.port = free_port()
 
     def _ready(self):
         if not port_open(self.port):
