@@ -89,32 +89,53 @@ read_id(struct http_request *req, int64_t *id)
 	return false;
 }
 
-/* If-Match: absent → -1, "*" → 0, "N" → N, anything else → a version no user has. */
-static int64_t
-read_if_match(struct http_request *req)
+/* If-Match into a bigint[] literal of the versions it accepts: NULL when absent or "*", else the
+ * strong tags of the list ("3", "4" gives {3,4}); weak or malformed tags match nothing. */
+static const char *
+read_if_match(struct http_request *req, char *buf, size_t n)
 {
 	const char *v = http_header(req, "If-Match");
-	int64_t n;
-	char digits[24];
-	size_t len;
+	size_t used = 0;
 
 	if (v == NULL)
-		return -1;
+		return NULL;
 	while (*v == ' ')
 		v++;
 	if (strcmp(v, "*") == 0)
-		return 0;
-	len = strlen(v);
-	if (len >= 3 && len < sizeof(digits) + 2 && v[0] == '"' && v[len - 1] == '"') {
-		snprintf(digits, sizeof(digits), "%.*s", (int)(len - 2), v + 1);
-		if (http_parse_id(digits, &n))
-			return n;
+		return NULL;
+	buf[used++] = '{';
+	while (*v != '\0') {
+		const char *end;
+		char digits[24];
+		int64_t version;
+		size_t len;
+
+		while (*v == ' ' || *v == ',')
+			v++;
+		if (*v == '\0')
+			break;
+		end = strchr(v, ',');
+		len = end ? (size_t)(end - v) : strlen(v);
+		while (len > 0 && v[len - 1] == ' ')
+			len--;
+		if (len >= 3 && len - 2 < sizeof(digits) && v[0] == '"' && v[len - 1] == '"') {
+			snprintf(digits, sizeof(digits), "%.*s", (int)(len - 2), v + 1);
+			if (http_parse_id(digits, &version) && used + 24 < n)
+				used += (size_t)snprintf(buf + used, n - used, "%s%lld", used > 1 ? "," : "",
+				    (long long)version);
+		}
+		v = end ? end + 1 : v + strlen(v);
 	}
-	return INT64_MAX;
+	buf[used++] = '}';
+	buf[used] = '\0';
+	return buf;
 }
 
+#define IF_MATCH_MAX 256
+
 static void
-write_meta_init(struct http_request *req, struct write_meta *m, char traceparent[56])
+write_meta_init(struct http_request *req, struct write_meta *m, char traceparent[56],
+    char if_match[IF_MATCH_MAX])
 {
 	const char *tp = http_header(req, "traceparent");
 
@@ -124,7 +145,7 @@ write_meta_init(struct http_request *req, struct write_meta *m, char traceparent
 		traceparent_new(traceparent);
 	m->traceparent = traceparent;
 	m->idempotency_key = NULL;
-	m->if_match = read_if_match(req);
+	m->if_match = read_if_match(req, if_match, IF_MATCH_MAX);
 }
 
 static void
@@ -162,12 +183,12 @@ users_create(struct http_request *req, void *arg)
 	struct user_input in;
 	struct user_result res;
 	struct write_meta m;
-	char traceparent[56], location[48], err[512];
+	char traceparent[56], location[48], err[512], if_match[IF_MATCH_MAX];
 	enum store_result rc;
 
 	(void)arg;
-	write_meta_init(req, &m, traceparent);
-	m.if_match = -1;
+	write_meta_init(req, &m, traceparent, if_match);
+	m.if_match = NULL;
 	m.idempotency_key = http_header(req, "Idempotency-Key");
 	if (m.idempotency_key != NULL && !idempotency_key_valid(m.idempotency_key)) {
 		http_reply_problem(req, 400, "Idempotency-Key",
@@ -206,14 +227,14 @@ users_update(struct http_request *req, void *arg)
 	struct user_input in;
 	struct user_result res;
 	struct write_meta m;
-	char traceparent[56], err[512];
+	char traceparent[56], err[512], if_match[IF_MATCH_MAX];
 	enum store_result rc;
 	int64_t id;
 
 	(void)arg;
 	if (!read_id(req, &id) || !read_user_body(req, &in))
 		return;
-	write_meta_init(req, &m, traceparent);
+	write_meta_init(req, &m, traceparent, if_match);
 	rc = user_store_update(user_store_get(), id, &in, &m, &res, err, sizeof(err));
 	if (rc != STORE_OK) {
 		reply_store_error(req, rc, err);
@@ -229,14 +250,14 @@ static void
 users_delete(struct http_request *req, void *arg)
 {
 	struct write_meta m;
-	char traceparent[56], err[512];
+	char traceparent[56], err[512], if_match[IF_MATCH_MAX];
 	enum store_result rc;
 	int64_t id;
 
 	(void)arg;
 	if (!read_id(req, &id))
 		return;
-	write_meta_init(req, &m, traceparent);
+	write_meta_init(req, &m, traceparent, if_match);
 	rc = user_store_delete(user_store_get(), id, &m, err, sizeof(err));
 	if (rc != STORE_OK) {
 		reply_store_error(req, rc, err);

@@ -119,15 +119,21 @@ has_control(const char *s, size_t len)
 	return false;
 }
 
-/* Trims ASCII spaces at both ends into out; returns false if it does not fit. */
+static bool
+is_trimmed(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Trims spaces, tabs and line breaks at both ends into out; false if it does not fit. */
 static bool
 trim_copy(const char *s, size_t len, char *out, size_t outsize)
 {
-	while (len > 0 && *s == ' ') {
+	while (len > 0 && is_trimmed(*s)) {
 		s++;
 		len--;
 	}
-	while (len > 0 && s[len - 1] == ' ')
+	while (len > 0 && is_trimmed(s[len - 1]))
 		len--;
 	if (len + 1 > outsize)
 		return false;
@@ -216,10 +222,6 @@ check_string(json_t *obj, const char *key, struct input_error *e, const char **v
 		fail(e, 422, key, "\"%s\" must not contain NUL characters", key);
 		return -1;
 	}
-	if (has_control(*val, *len)) {
-		fail(e, 422, key, "\"%s\" must not contain control characters", key);
-		return -1;
-	}
 	return 0;
 }
 
@@ -300,8 +302,16 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 		fail(e, 422, "name", "\"name\" must not be empty%s", NULL);
 		goto out;
 	}
+	if (has_control(out->name, strlen(out->name))) {
+		fail(e, 422, "name", "\"name\" must not contain control characters%s", NULL);
+		goto out;
+	}
 	if (!trim_copy(email, email_len, out->email, sizeof(out->email))) {
 		fail(e, 422, "email", "\"email\" must be at most 254 characters%s", NULL);
+		goto out;
+	}
+	if (has_control(out->email, strlen(out->email))) {
+		fail(e, 422, "email", "\"email\" must not contain control characters%s", NULL);
 		goto out;
 	}
 	if (!email_valid(out->email)) {

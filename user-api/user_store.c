@@ -4,7 +4,9 @@
  * before the outbox INSERT draws its id, so one user's events get ids in version order. */
 #include "user_store.h"
 
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,11 @@
 
 struct user_store {
 	PGconn *conn;
-	int64_t failed_at_ms;
 };
+
+/* When a connection attempt last failed, shared by all threads: while PostgreSQL is down one
+ * attempt per holdoff finds out, and the first success lets every thread connect again. */
+static _Atomic int64_t store_failed_at_ms;
 
 struct statement {
 	const char *name;
@@ -51,7 +56,7 @@ static const struct statement statements[ST_COUNT] = {
 		"WITH u AS ("
 		"  UPDATE users SET name = $2::text, email = $3::text, version = version + 1,"
 		"                   updated_at = clock_timestamp()"
-		"  WHERE id = $1::bigint AND ($4::bigint IS NULL OR version = $4::bigint) RETURNING *"
+		"  WHERE id = $1::bigint AND ($4::bigint[] IS NULL OR version = ANY ($4::bigint[])) RETURNING *"
 		"), o AS ("
 		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
 		"  SELECT $5::uuid, u.id, 'user_updated', u.version, 'user.events.updated',"
@@ -61,7 +66,7 @@ static const struct statement statements[ST_COUNT] = {
 		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 6 },
 	[ST_DELETE] = { "user_delete",
 		"WITH u AS ("
-		"  DELETE FROM users WHERE id = $1::bigint AND ($2::bigint IS NULL OR version = $2::bigint)"
+		"  DELETE FROM users WHERE id = $1::bigint AND ($2::bigint[] IS NULL OR version = ANY ($2::bigint[]))"
 		"  RETURNING *"
 		"), o AS ("
 		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
@@ -141,24 +146,39 @@ store_disconnect(struct user_store *s)
 		PQfinish(s->conn);
 		s->conn = NULL;
 	}
-	s->failed_at_ms = mono_ms();
+}
+
+/* An idle connection whose server went away still reports CONNECTION_OK until something is read
+ * from it. Nothing should arrive on an idle connection of ours: anything readable is the server's
+ * goodbye (or EOF), so the connection is replaced before a request is sent on it and a restart of
+ * PostgreSQL costs no request. */
+static bool
+store_conn_alive(PGconn *c)
+{
+	struct pollfd p = { .fd = PQsocket(c), .events = POLLIN };
+
+	if (PQstatus(c) != CONNECTION_OK || p.fd < 0)
+		return false;
+	return poll(&p, 1, 0) == 0;
 }
 
 /* Makes sure the store has a live, prepared connection. */
 static enum store_result
 store_connect(struct user_store *s, char *err, size_t errlen)
 {
-	if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK)
+	if (s->conn != NULL && store_conn_alive(s->conn))
 		return STORE_OK;
 	if (s->conn != NULL)
 		store_disconnect(s);
-	if (s->failed_at_ms != 0 && mono_ms() - s->failed_at_ms < RECONNECT_HOLDOFF_MS) {
+	int64_t failed_at = atomic_load(&store_failed_at_ms);
+
+	if (failed_at != 0 && mono_ms() - failed_at < RECONNECT_HOLDOFF_MS) {
 		snprintf(err, errlen, "PostgreSQL is unreachable");
 		return STORE_UNAVAILABLE;
 	}
 	s->conn = pg_connect(&store_pg, "user-api", err, errlen);
 	if (s->conn == NULL) {
-		s->failed_at_ms = mono_ms();
+		atomic_store(&store_failed_at_ms, mono_ms());
 		return STORE_UNAVAILABLE;
 	}
 	for (size_t i = 0; i < ST_COUNT; i++) {
@@ -173,11 +193,12 @@ store_connect(struct user_store *s, char *err, size_t errlen)
 			snprintf(err, errlen, "could not prepare %s: %s", statements[i].name, msg);
 			PQclear(r);
 			store_disconnect(s);
+			atomic_store(&store_failed_at_ms, mono_ms());
 			return lost ? STORE_UNAVAILABLE : STORE_ERROR;
 		}
 		PQclear(r);
 	}
-	s->failed_at_ms = 0;
+	atomic_store(&store_failed_at_ms, 0);
 	log_debug("user store connected");
 	return STORE_OK;
 }
@@ -351,22 +372,12 @@ explain_miss(struct user_store *s, int64_t id, char *err, size_t errlen)
 	return rc;
 }
 
-static const char *
-if_match_param(const struct write_meta *m, char *buf, size_t n)
-{
-	if (m->if_match <= 0)
-		return NULL;
-	fmt_i64(buf, n, m->if_match);
-	return buf;
-}
-
 enum store_result
 user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
     const struct write_meta *m, struct user_result *out, char *err, size_t errlen)
 {
-	char idbuf[24], ver[24], event_id[37], sqlstate[6], constraint[64];
-	const char *params[6] = { idbuf, in->name, in->email, if_match_param(m, ver, sizeof(ver)),
-		event_id, m->traceparent };
+	char idbuf[24], event_id[37], sqlstate[6], constraint[64];
+	const char *params[6] = { idbuf, in->name, in->email, m->if_match, event_id, m->traceparent };
 	enum store_result rc;
 	PGresult *r;
 
@@ -394,8 +405,8 @@ user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
 enum store_result
 user_store_delete(struct user_store *s, int64_t id, const struct write_meta *m, char *err, size_t errlen)
 {
-	char idbuf[24], ver[24], event_id[37];
-	const char *params[4] = { idbuf, if_match_param(m, ver, sizeof(ver)), event_id, m->traceparent };
+	char idbuf[24], event_id[37];
+	const char *params[4] = { idbuf, m->if_match, event_id, m->traceparent };
 	enum store_result rc;
 	PGresult *r;
 

@@ -32,7 +32,9 @@ struct user_result {
 struct write_meta {
 	const char *traceparent;	/* stored with the event */
 	const char *idempotency_key;	/* POST only, may be NULL */
-	int64_t if_match;		/* -1: no precondition; 0: any version ("*"); else the version */
+	/* If-Match as a PostgreSQL bigint[] literal of the acceptable versions ("{3,4}"; "{}" matches
+	 * nothing), or NULL for no precondition (also "*": the user only has to exist). */
+	const char *if_match;
 };
 
 /* Sets the connection settings for every thread's store; call once before serving. */
