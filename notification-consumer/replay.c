@@ -223,7 +223,7 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 		} else if (strcmp(argv[i], "--from-time") == 0 && i + 1 < argc) {
 			int64_t us;
 
-			if (!rfc3339_parse(argv[++i], &us) || us <= 0) {
+			if (!rfc3339_parse(argv[++i], &us) || us <= 0 || us > INT64_MAX / 1000) {
 				fprintf(stderr, "replay: --from-time \"%s\" is not an RFC 3339 time\n", argv[i]);
 				return 2;
 			}

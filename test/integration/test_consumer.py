@@ -291,6 +291,8 @@ def test_cli_help_version_check():
     assert r.returncode == 2
     r = harness.run_binary("notification-consumer", "replay", "--from-seq", "x")
     assert r.returncode == 2
+    r = harness.run_binary("notification-consumer", "replay", "--from-time", "2999-01-01T00:00:00Z")
+    assert r.returncode == 2 and "--from-time" in r.stderr
 
 
 class Writer(threading.Thread):
@@ -359,3 +361,99 @@ def test_ferretdb_down_for_20s_under_load_loses_and_burns_nothing(nats, ferret, 
     assert info.delivered.consumer_seq == w.count
     assert c.metric("consumer_events_dead_lettered_total") == 0
     assert c.metric("consumer_apply_errors_total") >= 0
+
+
+def replay(c, nats, ferret, *args):
+    env = {"NATS_URL": nats.url, "MONGODB_URI": ferret.uri, "MONGODB_DB": c.dbname}
+    return harness.run_binary("notification-consumer", "replay", *args, env=env, timeout=120)
+
+
+def counts_line(out):
+    import re
+    m = re.search(r"replay done: read (\d+), applied (\d+), stale (\d+), dead-lettered (\d+) in "
+                  r"[0-9.]+s", out)
+    assert m, out
+    return tuple(int(x) for x in m.groups())
+
+
+def state(c):
+    """The copy as (documents without applied_at, history event ids per user)."""
+    docs = {k: {f: v for f, v in d.items() if f != "applied_at"} for k, d in c.docs().items()}
+    hist = {}
+    for h in c.history():
+        hist.setdefault(h["user_id"], []).append(h["event_id"])
+    return docs, hist
+
+
+def test_replay_after_the_collections_were_dropped_rebuilds_the_copy(nats, ferret, services,
+                                                                      stream):
+    c = start_consumer(services, nats, ferret)
+    evs = [make_event("user_created", 1, 1), make_event("user_created", 2, 1),
+           make_event("user_updated", 1, 2), make_event("user_deleted", 2, 2),
+           make_event("user_created", 3, 1), make_event("user_updated", 1, 3)]
+    stream.publish(evs[:3])
+    stream.publish_raw("user.events.updated", b"garbage", {"Nats-Msg-Id": "bad"})
+    stream.publish(evs[3:] + [evs[2]])  # the last one: a duplicate under its own id, dropped
+    c.wait_version(1, 3)
+    c.wait_version(3, 1)
+    docs_before, hist_before = state(c)
+    assert c.service.stop() == 0
+
+    c.drop()
+    r = replay(c, nats, ferret)
+    assert r.returncode == 0, r.stderr
+    assert counts_line(r.stderr) == (7, 6, 0, 1)
+    docs_after, hist_after = state(c)
+    assert {k: {f: v for f, v in d.items() if f not in ("published_at",)} for k, d in docs_after.items()} \
+        == {k: {f: v for f, v in d.items() if f not in ("published_at",)} for k, d in docs_before.items()}
+    assert hist_after == hist_before
+    assert hist_after[1] == [evs[0][3], evs[2][3], evs[5][3]]
+
+    # Again over a complete copy: everything is stale, nothing changes.
+    r = replay(c, nats, ferret)
+    assert counts_line(r.stderr) == (7, 0, 6, 1)
+    assert state(c)[1] == hist_before
+
+    # From a sequence: only what follows it.
+    c.drop()
+    r = replay(c, nats, ferret, "--from-seq", "5")
+    assert r.returncode == 0, r.stderr
+    assert counts_line(r.stderr) == (3, 3, 0, 0)
+    assert sorted(c.docs()) == [1, 2, 3]
+    assert c.doc(1)["version"] == 3 and c.doc(2)["deleted"] is True
+
+    # From a time after the last event: nothing to do.
+    c.drop()
+    r = replay(c, nats, ferret, "--from-time", "2200-01-01T00:00:00Z")
+    assert r.returncode == 0, r.stderr
+    assert counts_line(r.stderr) == (0, 0, 0, 0)
+    assert c.docs() == {}
+    # The ephemeral consumers are gone; the durable one is untouched.
+    assert stream.consumer_info().num_ack_pending == 0
+
+
+def test_replay_fresh_while_the_live_consumer_runs_and_writes_continue(nats, ferret, services,
+                                                                        stream):
+    c = start_consumer(services, nats, ferret)
+    w = Writer(stream, users=5, pause=0.2)
+    w.start()
+    try:
+        poll(lambda: w.count >= 100, 20, "a backlog of writes")
+        r = replay(c, nats, ferret, "--fresh")
+        assert r.returncode == 0, r.stderr
+        read, applied, stale, dead = counts_line(r.stderr)
+        assert read >= 100 and dead == 0
+        assert "fresh collections swapped in" in r.stderr
+        time.sleep(1)
+    finally:
+        w.stop()
+    for uid, payload in w.last.items():
+        c.wait_version(uid, payload["version"], timeout=60)
+        assert c.user(uid) == expected_doc(payload)
+    # Every event in the history exactly once.
+    hist = c.history()
+    assert len(hist) == w.count
+    assert len({h["event_id"] for h in hist}) == w.count
+    with ferret.client() as cl:
+        names = cl[c.dbname].list_collection_names()
+    assert sorted(names) == ["user_notification_events", "user_notifications"]
