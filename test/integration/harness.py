@@ -204,6 +204,53 @@ def _pid_gone(pid: int) -> bool:
         return True
 
 
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of pid, which tells a process from a later one with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _mark(path: Path, pid: int):
+    """Writes "pid starttime" so that a later run can tell whether pid is still that process."""
+    try:
+        path.write_text(f"{pid} {_start_time(pid)}\n")
+    except OSError:
+        pass
+
+
+def _marked_alive(path: Path) -> int | None:
+    try:
+        pid_s, st = path.read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    return pid if _start_time(pid) == st and not _pid_gone(pid) else None
+
+
+def _sweep_abandoned():
+    """Removes the folders of earlier test runs that were killed before they could clean up
+    (SIGKILL, a machine-level timeout), and kills the servers they left running: a folder whose
+    .owner process is gone and whose .pid process is still the one started there. Folders kept
+    with KEEP_TEST_DIRS have no .owner and are left alone."""
+    for base in {"/tmp", tempfile.gettempdir()}:
+        for d in glob.glob(os.path.join(base, "it-*")):
+            owner = Path(d, ".owner")
+            if not owner.exists() or _marked_alive(owner):
+                continue
+            pid = _marked_alive(Path(d, ".pid"))
+            if pid:
+                kids = _children(pid)
+                for k in [pid, *kids]:
+                    try:
+                        os.kill(k, signal.SIGKILL)
+                    except OSError:
+                        pass
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for d in os.listdir("/proc"):
@@ -231,6 +278,8 @@ class Process:
             dir = tempfile.mkdtemp(prefix=f"it-{self.name}-", dir=tmp_base)
             _dirs.add(str(dir))
             os.chmod(dir, 0o755)  # a server running as `postgres` must be able to traverse it
+            if not KEEP_DIRS:
+                _mark(Path(dir, ".owner"), os.getpid())
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / f"{self.name}.log"
@@ -283,6 +332,7 @@ class Process:
                                          stderr=subprocess.STDOUT, env=self._env(),
                                          start_new_session=True, **self._popen_kw())
         _live.add(self)
+        _mark(self.dir / ".pid", self.proc.pid)
         if wait:
             self.wait_ready(timeout or self.start_timeout)
             self._started_once = True
@@ -392,6 +442,7 @@ def _cleanup_at_exit():
 
 
 atexit.register(_cleanup_at_exit)
+_sweep_abandoned()
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
