@@ -243,6 +243,8 @@ backlog_refresh(struct relay *r)
 
 		pg_error_text(r->work, res, msg, sizeof(msg));
 		log_warnx("could not measure the outbox backlog: %s", msg);
+		if (pg_connection_lost(r->work, res))
+			drop_work(r);
 	}
 	PQclear(res);
 }
@@ -314,24 +316,34 @@ fail_pg:
 	return -1;
 }
 
-/* Makes sure the leader has what it needs: a work connection, NATS and the stream. Returns false
- * (after logging and waiting) when something is missing. */
+/* Makes sure the leader has its work connection. Returns false (after logging and waiting) when
+ * PostgreSQL cannot be reached. */
+static bool
+relay_connect(struct relay *r)
+{
+	char err[512];
+
+	if (r->work != NULL)
+		return true;
+	r->work = pg_connect(&r->s->pg, "outbox-relay", err, sizeof(err));
+	if (r->work == NULL) {
+		atomic_store(&r->pg_ok, false);
+		log_warnx("%s; retrying", err);
+		set_problem(r, err);
+		relay_fail_wait(r);
+		return false;
+	}
+	return true;
+}
+
+/* Makes sure NATS is connected and the stream provisioned. Returns false (after logging and
+ * waiting) when either is missing. */
 static bool
 relay_prepare(struct relay *r)
 {
 	char err[512], note[1024];
 	bool warn;
 
-	if (r->work == NULL) {
-		r->work = pg_connect(&r->s->pg, "outbox-relay", err, sizeof(err));
-		if (r->work == NULL) {
-			atomic_store(&r->pg_ok, false);
-			log_warnx("%s; retrying", err);
-			set_problem(r, err);
-			relay_fail_wait(r);
-			return false;
-		}
-	}
 	if (!natsconn_ok(r->nc)) {
 		set_problem(r, "NATS is not connected; events wait in the outbox");
 		shutdown_sleep_ms(200);
@@ -388,10 +400,11 @@ relay_run(struct relay *r)
 		}
 		standby_logged = false;
 		become(r, ROLE_LEADER);
-		if (!relay_prepare(r))
+		if (!relay_connect(r))
 			continue;
+		/* Measured while NATS is away too: that is when the backlog grows. */
 		backlog_refresh(r);
-		if (r->work == NULL)
+		if (r->work == NULL || !relay_prepare(r))
 			continue;
 		n = relay_batch(r);
 		if (n < 0) {

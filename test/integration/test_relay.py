@@ -485,6 +485,11 @@ def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays)
                  10, "/readyz to report NATS")
     assert ready["status"] == "not ready"
     assert relay.metrics()["relay_batches_failed_total"] >= 1
+    # The backlog gauges keep being measured while NATS is away.
+    waiting = outbox_count(relay_db)
+    metrics = poll(lambda: (lambda m: m if m["relay_outbox_backlog"] >= waiting else None)(relay.metrics()),
+                   5, "the backlog gauge to show the waiting rows")
+    assert metrics["relay_outbox_oldest_age_seconds"] > 0
     time.sleep(1.5)
     relay_nats.start()
 
@@ -595,12 +600,18 @@ def test_oversized_row_goes_to_the_dead_table(relay_db, relay_nats, relays):
     assert huge[0] in relay.log()   # the log line names the event
 
 
-def test_sigterm_exits_zero(relay_db, relay_nats, relays):
-    relay = relays.start()
-    insert_rows(relay_db, 10)
-    wait_drained(relay_db)
-    assert relay.stop() == 0
-    assert sql_one(relay_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0] == 0
+def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 30)
+    relay = relays.start(FAILPOINTS="relay.after_acks_before_commit=pause(1500)")
+    poll(lambda: "failpoint relay.after_acks_before_commit: pause" in relay.log(), 10,
+         "the relay to hold a published batch")
+    os.kill(relay.svc.pid, signal.SIGTERM)
+    assert relay.wait_exit(10) == 0
+    # The batch in hand was committed, not abandoned: nothing left to republish.
+    assert outbox_count(relay_db) == 0
+    assert_each_once(read_stream(relay_nats), ids)
+    poll(lambda: sql_one(relay_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0] == 0,
+         5, "the leader lock to be released")
 
 
 # --- snapshot -----------------------------------------------------------------------------------
