@@ -435,8 +435,12 @@ def test_late_commit_of_an_earlier_id_is_still_relayed(relay_db, relay_nats, rel
         "INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, payload) "
         "VALUES (%s, 1, 'user_updated', 1, 'user.events.updated', '{}') RETURNING id",
         (early_id,)).fetchone()[0]
-    later = insert_rows(relay_db, 1)  # a higher id, committed first
-    assert sql_one(relay_db, "SELECT id FROM outbox WHERE event_id = %s", (later[0],))[0] > early_row
+    later = [str(uuid.uuid4())]       # a higher id, committed first
+    later_row = sql_one(relay_db,
+                        "INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, "
+                        "payload) VALUES (%s, 2, 'user_updated', 1, 'user.events.updated', '{}') "
+                        "RETURNING id", (later[0],))[0]
+    assert later_row > early_row
     poll(lambda: stream_count(relay_nats) == 1, 10, "the later row to be relayed")
     assert event_ids(read_stream(relay_nats)) == later
 
