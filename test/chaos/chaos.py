@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Failure injection: starts the whole pipeline on free ports, runs concurrent writers through
+user-api while a seeded nemesis SIGKILLs (and restarts) or SIGSTOPs (longer than the consumer's
+ack wait, then SIGCONTs) a random process every 1-5 s, then stops the faults, lets the system
+drain and runs the checker. Ends with one line of figures; exits 1 if anything was lost, applied
+twice or any check failed.
+
+  test/chaos/chaos.py [--duration S] [--seed N] [--threads N] [--targets a,b,...]
+  make chaos DURATION=600 SEED=1234          # the long soak
+  BIN_DIR=bin-san test/chaos/chaos.py ...    # the sanitizer build (make chaos-san)
+
+Replay: every run prints `seed=N`; the same seed gives the same fault schedule (targets, kinds,
+delays) and the same mix of writes. Timing still differs from run to run, so a replay makes the
+same faults happen at the same moments, not byte-for-byte the same history.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checker import check  # noqa: E402
+from load import LoadGen  # noqa: E402
+from system import System, now  # noqa: E402
+
+ALL_TARGETS = ("api", "relay", "consumer", "nats", "postgres", "ferretdb")
+PAUSE_TARGETS = ("api", "relay", "consumer", "nats")
+
+
+class Nemesis(threading.Thread):
+    """Every uniform(1, 5) s picks a target and either SIGKILLs it (restarted after 0-2 s) or
+    pauses it with SIGSTOP for longer than the ack wait (then SIGCONT)."""
+
+    def __init__(self, system: System, seed: int, targets=ALL_TARGETS, pause_s: float = 4.0,
+                 interval=(1.0, 5.0), log=print):
+        super().__init__(name="nemesis", daemon=True)
+        self.system = system
+        self.rng = random.Random(seed)
+        self.targets = [t for t in targets if t in system.nodes]
+        self.pause_s = pause_s
+        self.interval = interval
+        self.log = log
+        self.stopping = threading.Event()
+        self.kills = 0
+        self.pauses = 0
+        self.errors: list[str] = []
+        self.history: list[str] = []
+
+    def run(self):
+        while not self.stopping.wait(self.rng.uniform(*self.interval)):
+            target = self.rng.choice(self.targets)
+            pause = target.rstrip("0123456789") in PAUSE_TARGETS and self.rng.random() < 0.25
+            delay = self.rng.uniform(0, 2)
+            node = self.system.nodes[target]
+            try:
+                if pause:
+                    self.event(f"SIGSTOP {target} for {self.pause_s:.1f}s")
+                    node.pause()
+                    self.pauses += 1
+                    self.stopping.wait(self.pause_s)
+                    node.cont()
+                    self.event(f"SIGCONT {target}")
+                else:
+                    self.event(f"SIGKILL {target}, restart in {delay:.1f}s")
+                    node.kill()
+                    self.kills += 1
+                    time.sleep(delay)
+                    node.start(60)
+                    self.event(f"restarted {target}")
+            except Exception as e:  # noqa: BLE001 - a process that does not come back
+                msg = f"{target}: {e}"
+                self.errors.append(msg)
+                self.event(f"ERROR {msg}")
+
+    def event(self, text):
+        line = f"{now()} nemesis: {text}"
+        self.history.append(line)
+        self.log(line)
+
+    def stop(self):
+        self.stopping.set()
+        self.join(90)
+
+
+def run(duration: float, seed: int, threads: int = 4, targets=ALL_TARGETS, log=print, rate=10.0,
+        relays: int = 1, consumers: int = 1, cluster: bool = False, settle: float = 2.0,
+        drain_timeout: float = 120.0):
+    """Runs one nemesis soak; returns (report, system errors list). Starts and closes the system."""
+    log(f"chaos: seed={seed} duration={duration}s threads={threads} targets={','.join(targets)} "
+        f"rate={rate}/s bin={os.environ.get('BIN_DIR', 'bin')}")
+    system = System(relays=relays, consumers=consumers, cluster=cluster).start()
+    errors = []
+    try:
+        load = LoadGen(system.api_url, threads=threads, seed=seed, rate=rate).start()
+        load.wait_ok(threads * 2, 30)
+        nemesis = Nemesis(system, seed, targets, log=log)
+        nemesis.start()
+        time.sleep(duration)
+        nemesis.stop()
+        errors += nemesis.errors
+        # Faults stop: every process runs again; writes go on a little to show recovery.
+        system.restart_dead()
+        time.sleep(settle)
+        load.stop()
+        try:
+            system.wait_ready(60)
+        except TimeoutError as e:
+            errors.append(f"not ready after the faults: {e}")
+        rep = check(system, load.ops, kills=nemesis.kills, pauses=nemesis.pauses,
+                    drain_timeout=drain_timeout, seed=seed)
+        for name, rc in system.stop_services().items():
+            if rc != 0:
+                errors.append(f"{name} exited {rc} on SIGTERM")
+        san = sanitizer_reports(system)
+        errors += san
+        if errors or not rep.passed:
+            log(system.logs(40))
+        return rep, errors
+    finally:
+        system.close()
+
+
+def sanitizer_reports(system: System) -> list[str]:
+    """Lines of AddressSanitizer / UndefinedBehaviorSanitizer / LeakSanitizer reports in the logs
+    of the project's processes."""
+    out = []
+    for n in system.services():
+        for line in n.log_text().splitlines():
+            if "ERROR: AddressSanitizer" in line or "ERROR: LeakSanitizer" in line \
+                    or "runtime error:" in line:
+                out.append(f"{n.name}: {line.strip()}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=float(os.environ.get("DURATION") or 60))
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED") or 0) or None)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=10.0, help="requests a second in all")
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+                    help="comma-separated: " + ",".join(ALL_TARGETS))
+    a = ap.parse_args()
+    seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10**9)
+    rep, errors = run(a.duration, seed, a.threads, tuple(a.targets.split(",")),
+                      log=lambda s: print(s, flush=True), rate=a.rate)
+    for e in errors:
+        print(f"error: {e}")
+    print(rep.text())
+    print(f"replay: test/chaos/chaos.py --seed {seed} --duration {a.duration:g}")
+    sys.exit(0 if rep.passed and not errors else 1)
+
+
+if __name__ == "__main__":
+    main()
