@@ -397,7 +397,8 @@ applier_run(void *arg)
 			lag_update(a);
 	}
 	free(msgs);
-	natsConnection_Flush(a->nc);
+	if (natsconn_ok(a->nc))
+		natsConnection_FlushTimeout(a->nc, 1000);
 	return NULL;
 }
 

@@ -97,7 +97,9 @@ main(int argc, char **argv)
 	applier_free(applier);
 	log_info("stopped");
 out:
-	natsConnection_Flush(nc);
+	/* Unconnected, a flush would wait its full timeout. */
+	if (natsconn_ok(nc))
+		natsConnection_FlushTimeout(nc, 1000);
 	natsConnection_Destroy(nc);
 	store_free(store);
 	store_library_cleanup();

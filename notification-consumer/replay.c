@@ -224,7 +224,8 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 			int64_t us;
 
 			if (!rfc3339_parse(argv[++i], &us) || us <= 0 || us > INT64_MAX / 1000) {
-				fprintf(stderr, "replay: --from-time \"%s\" is not an RFC 3339 time\n", argv[i]);
+				fprintf(stderr, "replay: --from-time \"%s\" is not an RFC 3339 time between "
+				    "1970 and 2262\n", argv[i]);
 				return 2;
 			}
 			start.time_ns = us * 1000;

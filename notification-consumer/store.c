@@ -13,6 +13,7 @@
 
 #define DUPLICATE_KEY 11000
 #define NAMESPACE_NOT_FOUND 26
+#define NAMESPACE_EXISTS 48
 
 /* Users whose document is known to have the history entry of the event it holds: written by
  * this process, or checked once. Only their first event in a process's life pays the check. */
@@ -626,20 +627,27 @@ store_swap(struct store *s, const char *from, const char *to, char *err, size_t 
 	bson_error_t e;
 	int rc;
 
-	/* FerretDB 1.24 has no dropTarget: drop first; reads see no copy for that moment. */
-	if (store_drop(s, to, err, errlen) != 0)
-		return -1;
+	/* FerretDB 1.24 has no dropTarget: drop first; reads see no copy for that moment. A live
+	 * consumer's upsert may recreate the target in between: drop it again and retry. */
 	snprintf(src, sizeof(src), "%s.%s", s->db, from);
 	snprintf(dst, sizeof(dst), "%s.%s", s->db, to);
-	cmd = BCON_NEW("renameCollection", BCON_UTF8(src), "to", BCON_UTF8(dst));
-	rc = db_command(s, "admin", cmd, &reply, &e);
-	bson_destroy(cmd);
-	bson_destroy(&reply);
-	if (rc != 0) {
-		char why[256];
+	for (int attempt = 0;; attempt++) {
+		if (store_drop(s, to, err, errlen) != 0)
+			return -1;
+		cmd = BCON_NEW("renameCollection", BCON_UTF8(src), "to", BCON_UTF8(dst));
+		rc = db_command(s, "admin", cmd, &reply, &e);
+		bson_destroy(cmd);
+		bson_destroy(&reply);
+		if (rc == 0)
+			break;
+		if (attempt < 20 && (e.code == NAMESPACE_EXISTS || strstr(e.message, "exists") != NULL))
+			continue;
+		{
+			char why[256];
 
-		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not rename %s to %s: %s", src, dst, why);
+			error_text(&e, why, sizeof(why));
+			snprintf(err, errlen, "could not rename %s to %s: %s", src, dst, why);
+		}
 		return -1;
 	}
 	return 0;
