@@ -52,7 +52,7 @@ unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstr
 
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate
 
-.PHONY: all san unit bootstrap run infra test test-unit test-integration clean clean-data check-deps
+.PHONY: all san unit bootstrap run infra test test-unit test-integration clean clean-data check-deps chaos
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
 
 san:
@@ -105,6 +105,11 @@ test-unit: all
 
 test-integration: all
 	@bash test/run.sh integration
+
+# The long failure-injection soak (docs/failure-injection.md): make chaos DURATION=600 SEED=42 [SAN=1]
+chaos: bootstrap
+	@$(MAKE) --no-print-directory all
+	@BIN_DIR=$(BIN) .venv/bin/python test/chaos/chaos.py --duration $(or $(DURATION),300) $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf build build-san bin bin-san

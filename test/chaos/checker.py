@@ -152,17 +152,28 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
         rep.problem("lost", text)
         rep.add(key)
 
-    # Resolve the user ids of creates that got no answer, by their unique email.
+    # Requests without an answer (unknown) or with a failure: did they take effect? Every create
+    # and update writes an email of its own, so its event names it; a delete has its event.
     pg_email = {r["email"].lower(): uid for uid, r in pg.items()}
+    deleted_on_stream = {m["body"]["payload"]["id"] for m in msgs if m["body"]["type"] == "user_deleted"}
+    tried_delete = set()
     for o in ops:
-        if o["kind"] == "create" and o["uid"] is None:
+        if o["status"] == "ok":
+            continue
+        if o["kind"] == "delete":
+            # After an earlier delete without an answer, the event may be that one's.
+            took = o["uid"] in deleted_on_stream and o["uid"] not in tried_delete
+            tried_delete.add(o["uid"])
+        else:
             uid = pg_email.get(o["email"].lower()) or stream_email.get(o["email"].lower())
-            if o["status"] == "unknown" and uid is not None:
+            took = uid is not None
+            if took and o["uid"] is None:
                 o["uid"] = uid
-                fig["unknown_applied"] += 1
-            elif o["status"] == "failed" and uid is not None:
-                rep.problem("phantom", f"create of {o['email']} failed ({o.get('code') or o.get('error')}) "
-                            f"but user {uid} was written")
+        if took and o["status"] == "unknown":
+            fig["unknown_applied"] += 1
+        elif took and o["status"] == "failed" and not (o["kind"] == "delete" and o.get("code") == 404):
+            rep.problem("phantom", f"{o['kind']} of user {o['uid']} failed "
+                        f"({o.get('code') or o.get('error')}) but was written")
 
     users = set(pg) | set(docs) | {o["uid"] for o in ops if o["uid"] is not None}
     fig["users"] = len(users)
