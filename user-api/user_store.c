@@ -268,6 +268,16 @@ field_dup(PGresult *r, int row, int col)
 	return s;
 }
 
+/* Reads the (id, version, json) row every user statement returns, and clears the result. */
+static void
+take_user(PGresult *r, struct user_result *out)
+{
+	out->id = field_i64(r, 0, 0);
+	out->version = field_i64(r, 0, 1);
+	out->json = field_dup(r, 0, 2);
+	PQclear(r);
+}
+
 static void
 fmt_i64(char *buf, size_t n, int64_t v)
 {
@@ -341,10 +351,7 @@ user_store_create(struct user_store *s, const struct user_input *in, const struc
 	}
 	if (rc != STORE_OK)
 		return rc;
-	out->id = field_i64(r, 0, 0);
-	out->version = field_i64(r, 0, 1);
-	out->json = field_dup(r, 0, 2);
-	PQclear(r);
+	take_user(r, out);
 	return STORE_OK;
 }
 
@@ -395,10 +402,7 @@ user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
 		PQclear(r);
 		return explain_miss(s, id, err, errlen);
 	}
-	out->id = field_i64(r, 0, 0);
-	out->version = field_i64(r, 0, 1);
-	out->json = field_dup(r, 0, 2);
-	PQclear(r);
+	take_user(r, out);
 	return STORE_OK;
 }
 
@@ -441,10 +445,7 @@ user_store_find(struct user_store *s, int64_t id, struct user_result *out, char 
 		snprintf(err, errlen, "user %lld does not exist", (long long)id);
 		return STORE_NOT_FOUND;
 	}
-	out->id = field_i64(r, 0, 0);
-	out->version = field_i64(r, 0, 1);
-	out->json = field_dup(r, 0, 2);
-	PQclear(r);
+	take_user(r, out);
 	return STORE_OK;
 }
 
