@@ -22,6 +22,16 @@
 #define ACK_TIMEOUT_MS 5000
 #define LAG_EVERY_MS 2000
 #define PING_EVERY_MS 2000
+#define RECHECK_MS 1000
+
+/* An applied event kept for a while: FerretDB's update reads then writes, so another writer on
+ * the same user (a replay) can take the document back to an older version right after. */
+struct recent {
+	struct event ev;	/* owned copy */
+	int64_t published_us;
+	uint64_t seq;
+	int64_t at_ms;
+};
 
 struct applier {
 	natsConnection *nc;
@@ -39,12 +49,16 @@ struct applier {
 	char consumer_err[256];
 	char mongo_err[256];
 
+	struct recent *recent;		/* apply thread only; oldest first */
+	size_t nrecent, caprecent;
+	int64_t last_recheck;
+
 	pthread_mutex_t wait_lock;	/* guards applied and wakes readers */
 	pthread_cond_t wait_cond;
 	uint64_t applied;
 
 	struct metrics_series *m_applied, *m_stale, *m_dead, *m_errors, *m_pending, *m_ack_pending,
-	    *m_commit_latency, *m_publish_latency;
+	    *m_commit_latency, *m_publish_latency, *m_regressions;
 };
 
 static void
@@ -96,6 +110,8 @@ applier_new(natsConnection *nc, struct store *store, const struct consumer_setti
 	    "Poison events published to the dead-letter stream and terminated", NULL);
 	a->m_errors = metrics_counter("consumer_apply_errors_total",
 	    "Attempts to apply an event that MongoDB did not confirm", NULL);
+	a->m_regressions = metrics_counter("consumer_regressions_repaired_total",
+	    "Users another writer took back to an older version, applied again", NULL);
 	a->m_pending = metrics_gauge("consumer_pending_messages",
 	    "Messages in the stream not yet delivered to the consumer", NULL);
 	a->m_ack_pending = metrics_gauge("consumer_ack_pending_messages",
@@ -292,6 +308,79 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 	}
 }
 
+static void
+recent_add(struct applier *a, const struct event *ev, const struct js_meta *meta)
+{
+	struct recent *r;
+
+	if (a->nrecent == a->caprecent) {
+		size_t cap = a->caprecent ? a->caprecent * 2 : 256;
+		struct recent *bigger = realloc(a->recent, cap * sizeof(*bigger));
+
+		if (bigger == NULL)
+			return;
+		a->recent = bigger;
+		a->caprecent = cap;
+	}
+	r = &a->recent[a->nrecent];
+	r->ev = *ev;
+	r->ev.name = strdup(ev->name);
+	r->ev.email = strdup(ev->email);
+	if (r->ev.name == NULL || r->ev.email == NULL) {
+		event_release(&r->ev);
+		return;
+	}
+	r->published_us = meta->timestamp_ns / 1000;
+	r->seq = meta->stream_seq;
+	r->at_ms = mono_ms();
+	a->nrecent++;
+}
+
+/* A second after applying, reads the users back in one query and applies again what another
+ * writer took back; the version guard keeps this harmless when nothing happened. */
+static void
+recent_check(struct applier *a)
+{
+	int64_t now = mono_ms(), *ids, *versions;
+	size_t k = 0;
+	char err[512];
+
+	if (now - a->last_recheck < RECHECK_MS)
+		return;
+	a->last_recheck = now;
+	while (k < a->nrecent && a->recent[k].at_ms <= now - RECHECK_MS)
+		k++;
+	if (k == 0)
+		return;
+	ids = calloc(k, sizeof(*ids));
+	versions = calloc(k, sizeof(*versions));
+	if (ids == NULL || versions == NULL)
+		goto out;
+	for (size_t i = 0; i < k; i++)
+		ids[i] = a->recent[i].ev.user_id;
+	if (store_versions(a->store, ids, k, versions, err, sizeof(err)) != 0) {
+		log_debug("%s", err);
+		goto out;	/* kept for the next round */
+	}
+	for (size_t i = 0; i < k; i++) {
+		struct recent *r = &a->recent[i];
+
+		if (versions[i] < r->ev.version && store_apply(a->store, &r->ev, r->published_us, r->seq,
+		    err, sizeof(err)) == STORE_APPLIED) {
+			metrics_add(a->m_regressions, 1);
+			log_warnx("user %" PRId64 " was taken back to version %" PRId64 " by another "
+			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, versions[i],
+			    r->ev.version, r->ev.event_id);
+		}
+		event_release(&r->ev);
+	}
+	memmove(a->recent, a->recent + k, (a->nrecent - k) * sizeof(*a->recent));
+	a->nrecent -= k;
+out:
+	free(ids);
+	free(versions);
+}
+
 /* Handles msgs[i]; returns false when shutdown interrupted it. */
 static bool
 handle(struct applier *a, natsMsg **msgs, int i, int n)
@@ -327,6 +416,7 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 		metrics_observe(a->m_publish_latency, (now - (double)meta.timestamp_ns / 1e3) / 1e6);
 		log_info("applied %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " event=%s",
 		    ev.type, ev.user_id, ev.version, meta.stream_seq, ev.event_id);
+		recent_add(a, &ev, &meta);
 		notify_applied(a);
 	} else {
 		metrics_add(a->m_stale, 1);
@@ -395,6 +485,8 @@ applier_run(void *arg)
 		}
 		if (n > 0)
 			lag_update(a);
+		if (atomic_load(&a->mongo_ok))
+			recent_check(a);
 	}
 	free(msgs);
 	if (natsconn_ok(a->nc))
@@ -429,6 +521,9 @@ applier_free(struct applier *a)
 	if (a == NULL)
 		return;
 	applier_join(a);
+	for (size_t i = 0; i < a->nrecent; i++)
+		event_release(&a->recent[i].ev);
+	free(a->recent);
 	js_pull_free(a->pull);
 	jsCtx_Destroy(a->js);
 	pthread_mutex_destroy(&a->lock);

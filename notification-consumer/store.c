@@ -598,6 +598,61 @@ store_list_events(struct store *s, int64_t id, json_t **out, char *err, size_t e
 }
 
 int
+store_versions(struct store *s, const int64_t *ids, size_t n, int64_t *versions, char *err,
+    size_t errlen)
+{
+	mongoc_client_t *cl;
+	mongoc_collection_t *coll;
+	mongoc_cursor_t *cur;
+	bson_t *filter = bson_new(), *opts, in, list;
+	const bson_t *doc;
+	bson_error_t e;
+	bson_iter_t it;
+	char key[24];
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++)
+		versions[i] = 0;
+	BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &in);
+	BSON_APPEND_ARRAY_BEGIN(&in, "$in", &list);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "%zu", i);
+		BSON_APPEND_INT64(&list, key, ids[i]);
+	}
+	bson_append_array_end(&in, &list);
+	bson_append_document_end(filter, &in);
+	opts = BCON_NEW("projection", "{", "version", BCON_INT32(1), "}");
+	cl = mongoc_client_pool_pop(s->pool);
+	coll = mongoc_client_get_collection(cl, s->db, s->collection);
+	cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+	while (mongoc_cursor_next(cur, &doc)) {
+		int64_t id, version = 0;
+
+		if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_NUMBER(&it))
+			continue;
+		id = bson_iter_as_int64(&it);
+		if (bson_iter_init_find(&it, doc, "version") && BSON_ITER_HOLDS_NUMBER(&it))
+			version = bson_iter_as_int64(&it);
+		for (size_t i = 0; i < n; i++)
+			if (ids[i] == id)
+				versions[i] = version;
+	}
+	if (mongoc_cursor_error(cur, &e)) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not read versions from %s.%s: %s", s->db, s->collection, why);
+		rc = -1;
+	}
+	mongoc_cursor_destroy(cur);
+	mongoc_collection_destroy(coll);
+	mongoc_client_pool_push(s->pool, cl);
+	bson_destroy(filter);
+	bson_destroy(opts);
+	return rc;
+}
+
+int
 store_drop(struct store *s, const char *collection, char *err, size_t errlen)
 {
 	bson_t *cmd = BCON_NEW("drop", BCON_UTF8(collection));

@@ -58,6 +58,11 @@ int store_list_users(struct store *s, int64_t after, long limit, json_t **out, c
 int store_list_events(struct store *s, int64_t id, json_t **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* Reads the stored versions of the n users in ids into versions (0 for a user without a
+ * document), in one query. */
+int store_versions(struct store *s, const int64_t *ids, size_t n, int64_t *versions, char *err,
+    size_t errlen) __attribute__((warn_unused_result));
+
 /* Drops a collection of the store's database; a missing one is fine. */
 int store_drop(struct store *s, const char *collection, char *err, size_t errlen)
     __attribute__((warn_unused_result));

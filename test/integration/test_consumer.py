@@ -457,3 +457,20 @@ def test_replay_fresh_while_the_live_consumer_runs_and_writes_continue(nats, fer
     with ferret.client() as cl:
         names = cl[c.dbname].list_collection_names()
     assert sorted(names) == ["user_notification_events", "user_notifications"]
+
+
+def test_a_user_taken_back_by_another_writer_is_applied_again(nats, ferret, services, stream):
+    """FerretDB's update reads then writes, so a second writer (a replay) can put a document back
+    to an older version just after the consumer wrote a newer one; the consumer reads its recent
+    writes back a second later and applies them again."""
+    c = start_consumer(services, nats, ferret)
+    v1, v2 = make_event("user_created", 1, 1), make_event("user_updated", 1, 2)
+    stream.publish([v1, v2])
+    c.wait_version(1, 2)
+    with ferret.client() as cl:
+        cl[c.dbname].user_notifications.update_one(
+            {"_id": 1}, {"$set": {"version": 1, "name": v1[4]["name"], "email": v1[4]["email"]}})
+    c.wait_version(1, 2, timeout=10)
+    assert c.user(1) == expected_doc(v2[4])
+    assert c.metric("consumer_regressions_repaired_total") == 1
+    assert [h["version"] for h in c.history(1)] == [1, 2]

@@ -1,7 +1,7 @@
 """The consumer's hand-made pull loop under AddressSanitizer and UndefinedBehaviorSanitizer
 (bin-san, from `make san`): many short pull requests that expire empty, bursts larger than a
 batch so requests end with messages still on the way (leftovers read by the next round), poison,
-reads waiting for versions, a replay, and a clean SIGTERM. Bounded to about 20 seconds."""
+reads waiting for versions, a replay, and a clean SIGTERM, with leak checking. About 5 seconds."""
 import os
 import time
 
