@@ -474,3 +474,20 @@ def test_a_user_taken_back_by_another_writer_is_applied_again(nats, ferret, serv
     assert c.user(1) == expected_doc(v2[4])
     assert c.metric("consumer_regressions_repaired_total") == 1
     assert [h["version"] for h in c.history(1)] == [1, 2]
+
+
+def test_nats_restart_is_survived_and_reads_keep_working(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    stream.publish([make_event("user_created", 1, 1)])
+    c.wait_version(1, 1)
+    nats.stop()
+    r, = poll(lambda: (lambda r: (r,) if r.status_code == 503 else None)(c.ready()), 10,
+              "readyz reporting NATS down")
+    assert r.json()["checks"]["nats"] == "not connected"
+    assert c.get("/notifications/user/1").status_code == 200
+    nats.start()
+    ev = make_event("user_updated", 1, 2)
+    poll(lambda: stream.publish([ev]), 15, "publishing again")
+    c.wait_version(1, 2, timeout=30)
+    assert c.user(1) == expected_doc(ev[4])
+    poll(lambda: c.ready().status_code == 200, 15, "ready again")
