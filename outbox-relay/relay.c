@@ -311,7 +311,7 @@ relay_batch(struct relay *r)
 fail_pg:
 	metrics_add(r->m_batches_failed, 1);
 	set_problem(r, err);
-	if (pg_connection_lost(r->work, NULL))
+	if (PQstatus(r->work) != CONNECTION_OK)
 		drop_work(r);
 	return -1;
 }
