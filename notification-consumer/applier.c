@@ -239,14 +239,18 @@ lag_update(struct applier *a)
 	int64_t ack_pending;
 	char err[256];
 
-	if (js_consumer_lag(a->js, a->cfg->stream, a->cfg->durable, &pending, &ack_pending, err,
-	    sizeof(err)) != 0) {
+	int rc = js_consumer_lag(a->js, a->cfg->stream, a->cfg->durable, &pending, &ack_pending, err,
+	    sizeof(err));
+
+	if (rc == -2) {
+		/* Deleted under us: set it up again before the next fetch. */
+		log_warnx("jetstream: %s", err);
+		atomic_store(&a->consumer_ok, false);
+		set_text(a, a->consumer_err, err);
+		return;
+	}
+	if (rc != 0) {
 		log_debug("jetstream: %s", err);
-		/* The consumer may have been deleted under us: look again before the next fetch. */
-		if (strstr(err, "not found") != NULL) {
-			atomic_store(&a->consumer_ok, false);
-			set_text(a, a->consumer_err, err);
-		}
 		return;
 	}
 	metrics_set(a->m_pending, (double)pending);
@@ -465,8 +469,10 @@ applier_run(void *arg)
 		    sizeof(err));
 		if (n < 0) {
 			log_warnx("jetstream: %s", err);
-			if (strstr(err, "Consumer Deleted") != NULL || strstr(err, "not found") != NULL)
+			if (n == -2) {
 				atomic_store(&a->consumer_ok, false);
+				set_text(a, a->consumer_err, err);
+			}
 			shutdown_sleep_ms(backoff_next(&b));
 			continue;
 		}

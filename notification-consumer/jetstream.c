@@ -179,6 +179,9 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 			natsMsg_Destroy(m);
 			if (n > 0)
 				break;
+			/* 409 Consumer Deleted, or 503: nothing answers for the consumer any more. */
+			if (code == 503 || (code == 409 && desc != NULL && strstr(desc, "Deleted") != NULL))
+				return -2;
 			return -1;
 		}
 		if (natsMsg_GetReply(m) == NULL || strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) != 0) {
@@ -433,6 +436,10 @@ js_consumer_lag(jsCtx *js, const char *stream, const char *name, uint64_t *pendi
 	natsStatus s;
 
 	s = js_GetConsumerInfo(&ci, js, stream, name, NULL, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
+		snprintf(err, errlen, "consumer %s on %s not found", name, stream);
+		return -2;
+	}
 	if (s != NATS_OK) {
 		char why[256];
 

@@ -35,8 +35,9 @@ struct js_pull *js_pull_new(natsConnection *nc, const char *stream, const char *
 void js_pull_free(struct js_pull *p);
 
 /* Asks for up to max messages, waiting at most expires_ms, and stores them in msgs (the caller
- * natsMsg_Destroy()s each). Returns the number of messages (0 when none came), or -1 with err
- * filled when the request could not be made or the server refused it. */
+ * natsMsg_Destroy()s each). Returns the number of messages (0 when none came), -2 when the
+ * consumer is gone, or -1 with err filled when the request could not be made or the server
+ * refused it. */
 int js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char *err,
     size_t errlen) __attribute__((warn_unused_result));
 
@@ -75,7 +76,8 @@ int js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream
     const struct js_meta *meta, const char *reason, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Reads the consumer's lag: messages not yet delivered and delivered but not acknowledged. */
+/* Reads the consumer's lag: messages not yet delivered and delivered but not acknowledged.
+ * Returns -2 when the consumer (or its stream) does not exist. */
 int js_consumer_lag(jsCtx *js, const char *stream, const char *name, uint64_t *pending,
     int64_t *ack_pending, char *err, size_t errlen) __attribute__((warn_unused_result));
 

@@ -133,6 +133,10 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 			log_warnx("replay: interrupted at seq %" PRIu64, seq);
 			goto out;
 		}
+		if (n == -2) {
+			log_warnx("replay: %s", err);
+			goto out;
+		}
 		if (n < 0) {
 			log_warnx("replay: %s", err);
 			if (shutdown_sleep_ms(1000))

@@ -491,3 +491,18 @@ def test_nats_restart_is_survived_and_reads_keep_working(nats, ferret, services,
     c.wait_version(1, 2, timeout=30)
     assert c.user(1) == expected_doc(ev[4])
     poll(lambda: c.ready().status_code == 200, 15, "ready again")
+
+
+def test_durable_deleted_under_the_consumer_is_set_up_again(nats, ferret, services, stream):
+    c = start_consumer(services, nats, ferret)
+    stream.publish([make_event("user_created", 1, 1)])
+    c.wait_version(1, 1)
+    stream.delete_consumer()
+    ev = make_event("user_updated", 1, 2)
+    stream.publish([ev])
+    c.wait_version(1, 2, timeout=20)
+    assert c.user(1) == expected_doc(ev[4])
+    info = stream.consumer_info()
+    assert getattr(info.config.deliver_policy, "value", info.config.deliver_policy) == "all"
+    # Recreated from the first event: the old one came again and was stale.
+    poll(lambda: c.metric("consumer_events_stale_total") == 1, 10, "the replayed v1 found stale")

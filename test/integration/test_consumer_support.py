@@ -128,6 +128,11 @@ class Stream:
             return await js.consumer_info("USER_EVENTS", name)
         return self._run(fn)
 
+    def delete_consumer(self, name="notification-consumer"):
+        async def fn(nc, js):
+            return await js.delete_consumer("USER_EVENTS", name)
+        return self._run(fn)
+
     def stream_names(self):
         async def fn(nc, js):
             return [s.config.name for s in await js.streams_info()]
