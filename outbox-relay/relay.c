@@ -370,7 +370,6 @@ relay_run(struct relay *r)
 {
 	char err[512];
 	long wait_ms = 0, n;
-	bool standby_logged = false;
 	int rc;
 
 	while (!shutdown_requested()) {
@@ -391,14 +390,11 @@ relay_run(struct relay *r)
 		}
 		atomic_store(&r->pg_ok, true);
 		if (rc == 0) {
-			if (!standby_logged)
-				become(r, ROLE_STANDBY);
-			standby_logged = true;
+			become(r, ROLE_STANDBY);
 			set_problem(r, "");
 			shutdown_sleep_ms(r->s->lock_poll_ms);
 			continue;
 		}
-		standby_logged = false;
 		become(r, ROLE_LEADER);
 		if (!relay_connect(r))
 			continue;
