@@ -66,7 +66,8 @@ class Writer(threading.Thread):
         self.n += 1
         live = [u for u in self.users if not self.users[u].get("gone")]
         roll = self.rng.random()
-        if not live or roll < 0.3 or (len(live) < 2 and roll < 0.6):
+        full = self.gen.max_users and len(live) >= self.gen.max_users
+        if not live or (not full and (roll < 0.3 or (len(live) < 2 and roll < 0.6))):
             self.create()
         elif roll < 0.9:
             self.update(self.rng.choice(live))
@@ -150,10 +151,11 @@ class LoadGen:
     list of every request's record."""
 
     def __init__(self, url: str, threads: int = 4, seed: int = 1, rate: float = 10.0,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, max_users: int = 0):
         self.url = url
         self.seed = seed
         self.rate = rate
+        self.max_users = max_users     # live users per writer at most (0: no limit)
         self.timeout = timeout
         self.ops: list[dict] = []
         self.lock = threading.Lock()
