@@ -468,6 +468,18 @@ def test_killed_between_pubacks_and_commit_republishes_without_duplicates(relay_
     relay.stop()
 
 
+def test_failed_batch_is_rolled_back_and_retried(relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 25)
+    relay = relays.start(FAILPOINTS="relay.after_delete_before_commit=error")
+    wait_drained(relay_db)
+    assert_each_once(read_stream(relay_nats), ids)
+    m = relay.metrics()
+    assert m["relay_batches_failed_total"] == 1
+    assert m["relay_events_duplicate_total"] == 25   # the retry republished what the stream had
+    assert "failpoint" in relay.log() and "republished" in relay.log()
+    relay.stop()
+
+
 def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays):
     relay = relays.start(RELAY_PUBLISH_TIMEOUT="1s")
     writer = Writer(relay_db)
