@@ -102,7 +102,8 @@ get_user(struct http_request *req, void *arg)
 			return;
 		}
 		version = found ? json_integer_value(json_object_get(doc, "version")) : 0;
-		if (min_version == 0 || version >= min_version || mono_ms() >= deadline)
+		if (min_version == 0 || version >= min_version || mono_ms() >= deadline ||
+		    shutdown_requested())
 			break;
 		/* Woken by every applied event; the timeout also covers writes made by a replay. */
 		applier_wait_applied(api->applier, 100);
