@@ -22,7 +22,6 @@
 #define ACK_TIMEOUT_MS 5000
 #define LAG_EVERY_MS 2000
 #define PING_EVERY_MS 2000
-#define RECHECK_MS 1000
 
 /* An applied event kept for a while: FerretDB's update reads then writes, so another writer on
  * the same user (a replay) can take the document back to an older version right after. */
@@ -340,8 +339,9 @@ recent_add(struct applier *a, const struct event *ev, const struct js_meta *meta
 	a->nrecent++;
 }
 
-/* A second after applying, reads the users back in one query and applies again what another
- * writer took back; the version guard keeps this harmless when nothing happened. */
+/* A while (CONSUMER_RECHECK_AFTER) after applying, reads the users back in one query and applies
+ * again what another writer took back; the version guard keeps this harmless when nothing
+ * happened. */
 static void
 recent_check(struct applier *a)
 {
@@ -349,10 +349,10 @@ recent_check(struct applier *a)
 	size_t k = 0;
 	char err[512];
 
-	if (now - a->last_recheck < RECHECK_MS)
+	if (now - a->last_recheck < a->cfg->recheck_ms)
 		return;
 	a->last_recheck = now;
-	while (k < a->nrecent && a->recent[k].at_ms <= now - RECHECK_MS)
+	while (k < a->nrecent && a->recent[k].at_ms <= now - a->cfg->recheck_ms)
 		k++;
 	if (k == 0)
 		return;

@@ -42,6 +42,8 @@ const struct config_entry settings_table[] = {
 	    "how long one pull request waits for messages" },
 	{ "CONSUMER_READ_WAIT_MAX", CONFIG_MS, &settings.read_wait_max_ms, "5s", 0, 60000,
 	    "longest a read with min_version waits (default and cap of ?wait=)" },
+	{ "CONSUMER_RECHECK_AFTER", CONFIG_MS, &settings.recheck_ms, "1s", 100, 60000,
+	    "when applied writes are read back to undo another writer's older one" },
 	{ "LOG_LEVEL", CONFIG_LEVEL, &settings.log_level, "info", 0, 0,
 	    "debug, info, warn or error" },
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },

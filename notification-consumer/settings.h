@@ -26,6 +26,7 @@ struct consumer_settings {
 	long fetch_expiry_ms;
 	long mongo_timeout_ms;
 	long read_wait_max_ms;
+	long recheck_ms;
 	enum log_level log_level;
 };
 

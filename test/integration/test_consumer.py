@@ -331,7 +331,9 @@ class Writer(threading.Thread):
 
 
 def test_ferretdb_down_for_20s_under_load_loses_and_burns_nothing(nats, ferret, services, stream):
-    c = start_consumer(services, nats, ferret)
+    # The ack wait only keeps a slow recovery on a busy machine from causing redeliveries, which
+    # the last assertion would count.
+    c = start_consumer(services, nats, ferret, CONSUMER_ACK_WAIT="60s")
     # About 25 events a second: FerretDB on SQLite applies a few hundred at most.
     w = Writer(stream, users=5, pause=0.2)
     w.start()
@@ -360,7 +362,6 @@ def test_ferretdb_down_for_20s_under_load_loses_and_burns_nothing(nats, ferret, 
                 15, "all acknowledged")
     assert info.delivered.consumer_seq == w.count
     assert c.metric("consumer_events_dead_lettered_total") == 0
-    assert c.metric("consumer_apply_errors_total") >= 0
 
 
 def replay(c, nats, ferret, *args):
@@ -462,15 +463,16 @@ def test_replay_fresh_while_the_live_consumer_runs_and_writes_continue(nats, fer
 def test_a_user_taken_back_by_another_writer_is_applied_again(nats, ferret, services, stream):
     """FerretDB's update reads then writes, so a second writer (a replay) can put a document back
     to an older version just after the consumer wrote a newer one; the consumer reads its recent
-    writes back a second later and applies them again."""
-    c = start_consumer(services, nats, ferret)
+    writes back a while later (CONSUMER_RECHECK_AFTER) and applies them again."""
+    c = start_consumer(services, nats, ferret, CONSUMER_RECHECK_AFTER="3s")
     v1, v2 = make_event("user_created", 1, 1), make_event("user_updated", 1, 2)
     stream.publish([v1, v2])
     c.wait_version(1, 2)
     with ferret.client() as cl:
         cl[c.dbname].user_notifications.update_one(
             {"_id": 1}, {"$set": {"version": 1, "name": v1[4]["name"], "email": v1[4]["email"]}})
-    c.wait_version(1, 2, timeout=10)
+    assert c.doc(1)["version"] == 1
+    c.wait_version(1, 2, timeout=15)
     assert c.user(1) == expected_doc(v2[4])
     assert c.metric("consumer_regressions_repaired_total") == 1
     assert [h["version"] for h in c.history(1)] == [1, 2]
