@@ -1,4 +1,5 @@
-/* Pull requests, acknowledgements and stream set-up on JetStream, without natsSubscription_Fetch. */
+/* Pull requests, acknowledgements and stream set-up on JetStream, without
+ * natsSubscription_Fetch. */
 #include "jetstream.h"
 
 #include <errno.h>
