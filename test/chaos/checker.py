@@ -156,14 +156,18 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
     # and update writes an email of its own, so its event names it; a delete has its event.
     pg_email = {r["email"].lower(): uid for uid, r in pg.items()}
     deleted_on_stream = {m["body"]["payload"]["id"] for m in msgs if m["body"]["type"] == "user_deleted"}
-    tried_delete = set()
+    # A user's delete event belongs to its one ok delete if it has one, else to an unknown one.
+    deletes = collections.defaultdict(set)
+    for o in ops:
+        if o["kind"] == "delete":
+            deletes[o["uid"]].add(o["status"])
     for o in ops:
         if o["status"] == "ok":
             continue
         if o["kind"] == "delete":
-            # After an earlier delete without an answer, the event may be that one's.
-            took = o["uid"] in deleted_on_stream and o["uid"] not in tried_delete
-            tried_delete.add(o["uid"])
+            others = deletes[o["uid"]]
+            took = o["uid"] in deleted_on_stream and "ok" not in others and \
+                (o["status"] == "unknown" or "unknown" not in others)
         else:
             uid = pg_email.get(o["email"].lower()) or stream_email.get(o["email"].lower())
             took = uid is not None
