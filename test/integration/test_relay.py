@@ -418,9 +418,13 @@ def test_replicated_stream_on_a_cluster(relay_db, relays):
         relay = relays.start(RELAY_STREAM_REPLICAS="3")
         wait_drained(relay_db)
         reader = StreamReader(cluster.servers[0])
-        cfg = reader.stream_config()
+        cfg = poll(reader.stream_config, 30, "the stream's configuration")
         assert cfg["num_replicas"] == 3
-        assert event_ids(reader.read()) == ids
+        # Read back one by one (a fresh cluster can be slow to create a consumer).
+        got = poll(lambda: [reader.get_msg(seq)["headers"]["Nats-Msg-Id"] for seq in range(1, 11)],
+                   30, "the events from the replicated stream")
+        assert got == ids
+        assert reader.count() == 10
         relay.stop()
     finally:
         cluster.close()
