@@ -508,3 +508,20 @@ def test_durable_deleted_under_the_consumer_is_set_up_again(nats, ferret, servic
     assert getattr(info.config.deliver_policy, "value", info.config.deliver_policy) == "all"
     # Recreated from the first event: the old one came again and was stale.
     poll(lambda: c.metric("consumer_events_stale_total") == 1, 10, "the replayed v1 found stale")
+
+
+def test_mongodb_down_at_start_is_not_ready_then_catches_up(nats, ferret, services, stream):
+    ferret.stop()
+    stream.publish([make_event("user_created", 1, 1), make_event("user_updated", 1, 2)])
+    c = start_consumer(services, nats, ferret, wait_ready=False)
+    r, = poll(lambda: (lambda r: (r,) if r.json()["checks"]["mongodb"] not in ("ok", "not checked yet")
+                       else None)(c.ready()), 15, "readyz naming MongoDB")
+    assert r.status_code == 503
+    assert c.service.running()
+    # Nothing was fetched meanwhile: no delivery spent.
+    assert stream.consumer_info().delivered.consumer_seq == 0
+    assert_problem(c.get("/notifications/user/1"), 503)
+    ferret.start()
+    c.wait_version(1, 2, timeout=30)
+    poll(lambda: c.ready().status_code == 200, 15, "ready")
+    assert stream.consumer_info().delivered.consumer_seq == 2
