@@ -215,8 +215,11 @@ def _start_time(pid: int) -> str | None:
 
 def _mark(path: Path, pid: int):
     """Writes "pid starttime" so that a later run can tell whether pid is still that process."""
+    # Written aside and renamed, so that a concurrent sweep never reads it half-written.
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.write_text(f"{pid} {_start_time(pid)}\n")
+        tmp.write_text(f"{pid} {_start_time(pid)}\n")
+        os.replace(tmp, path)
     except OSError:
         pass
 
@@ -238,7 +241,11 @@ def _sweep_abandoned():
     for base in {"/tmp", tempfile.gettempdir()}:
         for d in glob.glob(os.path.join(base, "it-*")):
             owner = Path(d, ".owner")
-            if not owner.exists() or _marked_alive(owner):
+            try:
+                owner_pid = int(owner.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # no owner (kept folder), or one being written: not ours to judge
+            if owner_pid == os.getpid() or _marked_alive(owner):
                 continue
             pid = _marked_alive(Path(d, ".pid"))
             if pid:
