@@ -10,8 +10,11 @@
 static void
 on_disconnected(natsConnection *nc, void *closure)
 {
-	(void)nc;
-	log_warnx("nats: disconnected from %s, reconnecting", (const char *)closure);
+	/* Closing our own connection at shutdown disconnects it too: that is no news. */
+	if (natsConnection_IsClosed(nc))
+		log_debug("nats: connection to %s closed", (const char *)closure);
+	else
+		log_warnx("nats: disconnected from %s, reconnecting", (const char *)closure);
 }
 
 static void
