@@ -135,3 +135,20 @@ def test_random_nemesis_short_run():
     assert not errors, errors
     assert rep.passed, rep.text()
     assert rep.figures["kills"] + rep.figures["pauses"] >= 5, rep.line()
+
+
+@pytest.mark.parametrize("node", ["consumer", "relay", "nats"])
+def test_pause_longer_than_the_ack_wait_under_writes(systems, node):
+    """SIGSTOP for 5 s (the consumer's ack wait is 3 s, the relay's publish timeout 2 s): the
+    messages the paused process holds are redelivered or republished; each applied once."""
+    _, make = systems
+    system = make()
+    n = system.nodes[node]
+    load = LoadGen(system.api_url, threads=4, seed=SEED, rate=15).start()
+    load.wait_ok(20, 30)
+    n.pause()
+    time.sleep(5)
+    n.cont()
+    load.wait_ok(len(load.ops) + 20, 30)
+    rep = finish(system, load)
+    assert rep.passed, rep.text()
