@@ -52,7 +52,7 @@ unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstr
 
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate
 
-.PHONY: all san unit bootstrap run infra test test-unit test-integration clean clean-data check-deps chaos
+.PHONY: all san unit bootstrap run infra test test-unit test-integration clean clean-data check-deps bench chaos
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
 
 san:
@@ -110,6 +110,10 @@ test-integration: all
 chaos: bootstrap
 	@$(MAKE) --no-print-directory all
 	@BIN_DIR=$(BIN) .venv/bin/python test/chaos/chaos.py --duration $(or $(DURATION),300) $(if $(SEED),--seed $(SEED))
+
+# Every benchmark scenario with its baselines; writes bench/results/ (see docs/benchmarks.md).
+bench: all
+	@bash bench/run.sh
 
 clean:
 	rm -rf build build-san bin bin-san

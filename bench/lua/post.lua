@@ -1,0 +1,36 @@
+-- wrk: POST /users with an email unique per thread and request (thread id + counter), an optional
+-- pause per request (BENCH_DELAY_MS, for a target rate), and one JSON line of figures at the end.
+local threads = {}
+local counter = 0
+
+function setup(thread)
+   thread:set("tid", #threads + 1)
+   table.insert(threads, thread)
+end
+
+function init(args)
+   counter = 0
+   run = os.getenv("BENCH_RUN") or "r"
+   delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+   wrk.method = "POST"
+   wrk.headers["Content-Type"] = "application/json"
+end
+
+function delay()
+   return delay_ms
+end
+
+function request()
+   counter = counter + 1
+   local body = string.format('{"name": "Bench User %d-%d", "email": "w-%s-%d-%d@example.com"}',
+      tid, counter, run, tid, counter)
+   return wrk.format("POST", "/users", nil, body)
+end
+
+function done(summary, latency, requests)
+   io.write(string.format('BENCH {"requests": %d, "seconds": %.4f, "non2xx": %d, "errors": %d, ' ..
+      '"p50_ms": %.4f, "p99_ms": %.4f, "max_ms": %.4f}\n',
+      summary.requests, summary.duration / 1e6, summary.errors.status,
+      summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+      latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3))
+end

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make bench`: builds the baseline programs of bench/src, installs wrk when it is missing, and runs
+# every scenario (bench/bench.py), which writes bench/results/results.md and results.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null 2>&1; then
+	echo "bench: wrk is missing; installing the Debian package wrk" >&2
+	if [ "$(id -u)" -eq 0 ]; then
+		apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+	else
+		sudo apt-get install -y wrk >/dev/null
+	fi
+fi
+
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+if [ ! -x "$pg_bin/pgbench" ] && ! command -v pgbench >/dev/null 2>&1; then
+	echo "bench: pgbench not found (Debian package postgresql-15 or postgresql-client-15)" >&2
+	exit 1
+fi
+
+# The baselines, with the project's compiler flags.
+mkdir -p bench/bin
+pkgs="libpq libmongoc-1.0 libnats"
+for src in bench/src/*.c; do
+	out="bench/bin/$(basename "$src" .c)"
+	if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+		# shellcheck disable=SC2046
+		${CC:-cc} -std=c17 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wmissing-prototypes \
+		    -Wstrict-prototypes ${WERROR:+-Werror} $(pkg-config --cflags $pkgs) -o "$out" "$src" \
+		    $(pkg-config --libs $pkgs) -lpthread
+	fi
+done
+
+py=.venv/bin/python
+[ -x "$py" ] || py=python3
+exec "$py" bench/bench.py

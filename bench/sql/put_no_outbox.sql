@@ -1,0 +1,2 @@
+\set id random(1, :users)
+WITH u AS (  UPDATE users SET name = 'Bench User'::text, email = ('u' || :id || '@example.com')::text, version = version + 1,                   updated_at = clock_timestamp()  WHERE id = :id AND (NULL::bigint[] IS NULL OR version = ANY (NULL::bigint[])) RETURNING *) SELECT u.id, u.version, user_json(u.id, u.name, u.email, u.version, u.created_at, u.updated_at)::text FROM u;

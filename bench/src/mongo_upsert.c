@@ -1,0 +1,119 @@
+/* Baseline of the consumer's MongoDB side: the same version-guarded upsert and history insert per
+ * event, in one plain loop, for the synthetic users the benchmark puts in the outbox. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <mongoc/mongoc.h>
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Usage: mongo_upsert <uri> <count> [history 0|1] */
+int
+main(int argc, char **argv)
+{
+	mongoc_client_t *cl;
+	mongoc_collection_t *coll, *hist;
+	bson_error_t e;
+	long n;
+	int with_history;
+	char name[64], email[96], eid[64];
+	const char *ts = "2026-11-29T10:00:00.123456Z";
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: mongo_upsert <uri> <count> [history 0|1]\n");
+		return 2;
+	}
+	n = atol(argv[2]);
+	with_history = argc > 3 ? atoi(argv[3]) : 1;
+	mongoc_init();
+	cl = mongoc_client_new(argv[1]);
+	if (cl == NULL) {
+		fprintf(stderr, "mongo_upsert: bad uri\n");
+		return 1;
+	}
+	coll = mongoc_client_get_collection(cl, "bench_db", "user_notifications");
+	hist = mongoc_client_get_collection(cl, "bench_db", "user_notification_events");
+	/* The consumer's two history indexes, one command each as FerretDB 1.24 wants. */
+	for (int k = 0; k < 2; k++) {
+		bson_t *cmd = k == 0 ?
+		    BCON_NEW("createIndexes", BCON_UTF8("user_notification_events"), "indexes", "[", "{",
+			"key", "{", "event_id", BCON_INT32(1), "}", "name", BCON_UTF8("event_id_unique"),
+			"unique", BCON_BOOL(true), "}", "]") :
+		    BCON_NEW("createIndexes", BCON_UTF8("user_notification_events"), "indexes", "[", "{",
+			"key", "{", "user_id", BCON_INT32(1), "version", BCON_INT32(1), "}",
+			"name", BCON_UTF8("user_id_version"), "}", "]");
+
+		if (!mongoc_collection_write_command_with_opts(hist, cmd, NULL, NULL, &e)) {
+			fprintf(stderr, "mongo_upsert: could not create an index: %s\n", e.message);
+			return 1;
+		}
+		bson_destroy(cmd);
+	}
+	double *lat = calloc((size_t)n, sizeof(double));
+	double t0 = now_s();
+	for (long i = 0; i < n; i++) {
+		int64_t id = i + 1;
+		double t1 = now_s();
+
+		snprintf(name, sizeof(name), "Bench User %lld", (long long)id);
+		snprintf(email, sizeof(email), "bench-%lld@example.com", (long long)id);
+		snprintf(eid, sizeof(eid), "00000000-0000-4000-8000-%012lld", (long long)id);
+		bson_t *filter = BCON_NEW("_id", BCON_INT64(id), "version", "{", "$lt", BCON_INT64(1), "}");
+		bson_t *update = BCON_NEW("$set", "{", "user_id", BCON_INT64(id), "name", BCON_UTF8(name),
+		    "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts), "version", BCON_INT64(1),
+		    "deleted", BCON_BOOL(false), "event_id", BCON_UTF8(eid),
+		    "event_type", BCON_UTF8("user_created"), "committed_at", BCON_UTF8(ts),
+		    "published_at", BCON_UTF8(ts), "applied_at", BCON_UTF8(ts),
+		    "stream_seq", BCON_INT64(id), "}");
+		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+
+		if (!mongoc_collection_update_one(coll, filter, update, opts, NULL, &e)) {
+			fprintf(stderr, "mongo_upsert: could not upsert: %s\n", e.message);
+			return 1;
+		}
+		if (with_history) {
+			bson_t *h = BCON_NEW("_id", BCON_UTF8(eid), "event_id", BCON_UTF8(eid), "user_id", BCON_INT64(id),
+			    "type", BCON_UTF8("user_created"), "version", BCON_INT64(1),
+			    "name", BCON_UTF8(name), "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts),
+			    "deleted", BCON_BOOL(false), "committed_at", BCON_UTF8(ts),
+			    "published_at", BCON_UTF8(ts), "applied_at", BCON_UTF8(ts),
+			    "stream_seq", BCON_INT64(id));
+
+			if (!mongoc_collection_insert_one(hist, h, NULL, NULL, &e)) {
+				fprintf(stderr, "mongo_upsert: could not insert history: %s\n", e.message);
+				return 1;
+			}
+			bson_destroy(h);
+		}
+		bson_destroy(filter);
+		bson_destroy(update);
+		bson_destroy(opts);
+		lat[i] = now_s() - t1;
+	}
+	double t = now_s() - t0;
+	qsort(lat, (size_t)n, sizeof(double), cmp_double);
+	printf("{\"events\": %ld, \"seconds\": %.4f, \"rate\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f}\n",
+	    n, t, n / t, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3);
+	mongoc_collection_destroy(coll);
+	mongoc_collection_destroy(hist);
+	mongoc_client_destroy(cl);
+	mongoc_cleanup();
+	return 0;
+}
