@@ -385,7 +385,7 @@ out:
 	free(versions);
 }
 
-/* Handles msgs[i]; returns false when shutdown interrupted it. */
+/* Handles msgs[i]; returns false when shutdown or a NATS loss interrupted it. */
 static bool
 handle(struct applier *a, natsMsg **msgs, int i, int n)
 {
@@ -409,9 +409,17 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 		event_release(&ev);
 		return false;
 	}
+	if (r == STORE_APPLIED)
+		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
 	FAILPOINT("consumer.after_write_before_ack");
-	if (js_ack_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0)
+	if (js_ack_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0) {
 		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev.event_id);
+		/* Without NATS every further ack would wait its timeout: hand the batch back. */
+		if (!natsconn_ok(a->nc)) {
+			event_release(&ev);
+			return false;
+		}
+	}
 	if (r == STORE_APPLIED) {
 		double now = (double)wall_us();
 
@@ -421,7 +429,6 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 		log_info("applied %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " event=%s",
 		    ev.type, ev.user_id, ev.version, meta.stream_seq, ev.event_id);
 		recent_add(a, &ev, &meta);
-		notify_applied(a);
 	} else {
 		metrics_add(a->m_stale, 1);
 		log_info("stale %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64
@@ -483,7 +490,8 @@ applier_run(void *arg)
 			natsMsg_Destroy(msgs[i]);
 			msgs[i] = NULL;
 		}
-		/* Interrupted by shutdown: hand the rest back at once. */
+		/* Interrupted: hand the rest back at once (the nak of an applied one only brings it back
+		 * as stale). */
 		for (; i < n; i++) {
 			js_nak(a->nc, msgs[i], 0);
 			natsMsg_Destroy(msgs[i]);

@@ -206,7 +206,7 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 	struct js_start start = { 0, 0 };
 	struct replay_counts c = { 0, 0, 0, 0 };
 	struct store *fresh = NULL;
-	char coll[256], hist[256], err[512];
+	char coll[256], err[512];
 	bool use_fresh = false;
 	uint64_t until = 0, until2 = 0;
 	int64_t began = mono_ms(), deadline;
@@ -262,27 +262,27 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 	log_info("replay: %s up to seq %" PRIu64 " into %s", cfg->stream, until,
 	    use_fresh ? "fresh collections" : "the live collections");
 	if (use_fresh) {
-		struct store_config sc = { cfg->mongodb_uri, cfg->mongodb_db, coll, hist,
+		/* Only the users' documents are rebuilt aside: the history is append-only with a unique
+		 * event id, so the pass adds what is missing in place, and the swap can never drop an
+		 * entry the live consumer wrote meanwhile. */
+		struct store_config sc = { cfg->mongodb_uri, cfg->mongodb_db, coll, cfg->history,
 		    cfg->mongo_timeout_ms, "notification-consumer-replay" };
 
 		snprintf(coll, sizeof(coll), "%s_replay", cfg->collection);
-		snprintf(hist, sizeof(hist), "%s_replay", cfg->history);
 		fresh = store_new(&sc, err, sizeof(err));
 		if (fresh == NULL || store_drop(fresh, coll, err, sizeof(err)) != 0 ||
-		    store_drop(fresh, hist, err, sizeof(err)) != 0 ||
 		    store_prepare(fresh, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
 		if (replay_pass(nc, js, fresh, cfg, &start, until, &c, "fresh") != 0)
 			goto out;
-		if (store_swap(fresh, hist, cfg->history, err, sizeof(err)) != 0 ||
-		    store_swap(fresh, coll, cfg->collection, err, sizeof(err)) != 0 ||
+		if (store_swap(fresh, coll, cfg->collection, err, sizeof(err)) != 0 ||
 		    store_prepare(live, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
-		log_info("replay: fresh collections swapped in");
+		log_info("replay: fresh collection swapped in");
 		/* Events the live consumer applied to the old collections while the pass ran. */
 		if (js_stream_last_seq(js, cfg->stream, &until2, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);

@@ -38,7 +38,7 @@ def test_fetch_loop_under_sanitizers(nats, ferret, services):
     for uid, v in last.items():
         c.wait_version(uid, v, timeout=30)
     assert len(c.history()) == 60
-    assert c.metric("consumer_events_dead_lettered_total") == 1
+    c.wait_metric("consumer_events_dead_lettered_total", 1)
     assert c.get("/notifications?limit=3").status_code == 200
     assert c.get("/notifications/user/3/events").status_code == 200
 

@@ -164,6 +164,11 @@ class Consumer:
     def ready(self):
         return self.get("/readyz", timeout=5)
 
+    def wait_metric(self, name, value, timeout=10):
+        """Waits until metric name equals value: counters move right after the write that a
+        test waits for, when the ack came back."""
+        poll(lambda: self.metric(name) == value, timeout, f"{name} == {value}")
+
     def metric(self, name):
         for line in self.get("/metrics").text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
