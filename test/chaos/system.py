@@ -114,12 +114,15 @@ class System:
         else:
             self.nats = harness.Nats()
         self.ferret = harness.FerretDB()
+        # Started side by side, then awaited (a cluster's servers are awaited by NatsCluster).
         self.pg.start(wait=False)
-        self.nats.start() if self.cluster else self.nats.start(wait=False)
         self.ferret.start(wait=False)
-        self.pg.wait_ready()
-        if not self.cluster:
+        if self.cluster:
+            self.nats.start()
+        else:
+            self.nats.start(wait=False)
             self.nats.wait_ready()
+        self.pg.wait_ready()
         self.ferret.wait_ready()
         self.nodes["postgres"] = Node("postgres", self.pg, "server")
         if self.cluster:

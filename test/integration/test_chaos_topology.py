@@ -16,7 +16,7 @@ import harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 
-from chaos import Nemesis, sanitizer_reports  # noqa: E402
+from chaos import sanitizer_reports  # noqa: E402
 from checker import check  # noqa: E402
 from load import LoadGen  # noqa: E402
 from system import STREAM, System, js_call  # noqa: E402
