@@ -5,7 +5,8 @@ ack wait, then SIGCONTs) a random process every 1-5 s, then stops the faults, le
 drain and runs the checker. Ends with one line of figures; exits 1 if anything was lost, applied
 twice or any check failed.
 
-  test/chaos/chaos.py [--duration S] [--seed N] [--threads N] [--targets a,b,...]
+  test/chaos/chaos.py [--duration S] [--seed N] [--threads N] [--rate R] [--targets a,b,...]
+                      [--relays N] [--consumers N] [--cluster]
   make chaos DURATION=600 SEED=1234          # the long soak
   BIN_DIR=bin-san test/chaos/chaos.py ...    # the sanitizer build (make chaos-san)
 
@@ -145,12 +146,22 @@ def main():
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED") or 0) or None)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--rate", type=float, default=10.0, help="requests a second in all")
+    ap.add_argument("--relays", type=int, default=1, help="relay processes (one leads)")
+    ap.add_argument("--consumers", type=int, default=1, help="consumer processes")
+    ap.add_argument("--cluster", action="store_true",
+                    help="a 3-server JetStream cluster, stream replicated 3 times")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
                     help="comma-separated: " + ",".join(ALL_TARGETS))
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10**9)
-    rep, errors = run(a.duration, seed, a.threads, tuple(a.targets.split(",")),
-                      log=lambda s: print(s, flush=True), rate=a.rate)
+    targets = []
+    for t in a.targets.split(","):
+        # relay, consumer and nats name every process of their kind (relay0, relay1, nats0...).
+        many = {"relay": a.relays, "consumer": a.consumers, "nats": 3 if a.cluster else 1}.get(t, 1)
+        targets += [f"{t}{i}" for i in range(many)] if many > 1 else [t]
+    rep, errors = run(a.duration, seed, a.threads, tuple(targets),
+                      log=lambda s: print(s, flush=True), rate=a.rate, relays=a.relays,
+                      consumers=a.consumers, cluster=a.cluster)
     for e in errors:
         print(f"error: {e}")
     print(rep.text())

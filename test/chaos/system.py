@@ -263,6 +263,8 @@ def read_stream(url: str) -> list[dict]:
     """Every message of USER_EVENTS, in order, as {seq, subject, headers, body (parsed JSON)}."""
     import json
     import uuid as uuidlib
+    from nats import errors as nats_errors
+    from nats.js import errors as js_errors
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     async def fn(js):
@@ -273,11 +275,21 @@ def read_stream(url: str) -> list[dict]:
         sub = await js.pull_subscribe("user.events.>", durable=name, stream=STREAM,
                                       config=ConsumerConfig(ack_policy=AckPolicy.NONE,
                                                             deliver_policy=DeliverPolicy.ALL,
-                                                            inactive_threshold=60.0))
+                                                            inactive_threshold=60.0,
+                                                            num_replicas=1, mem_storage=True))
         out = []
         try:
+            tries = 0
             while len(out) < total:
-                msgs = await sub.fetch(min(1000, total - len(out)), timeout=10)
+                try:
+                    msgs = await sub.fetch(min(1000, total - len(out)), timeout=5)
+                except (js_errors.ServiceUnavailableError, nats_errors.TimeoutError, TimeoutError):
+                    # In a cluster the new consumer may not have a leader yet: bounded retries.
+                    tries += 1
+                    if tries > 20:
+                        raise
+                    await asyncio.sleep(0.5)
+                    continue
                 for m in msgs:
                     seq = m.metadata.sequence.stream
                     out.append({"seq": seq, "subject": m.subject, "headers": dict(m.headers or {}),
