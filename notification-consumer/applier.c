@@ -35,6 +35,7 @@ struct recent {
 struct applier {
 	natsConnection *nc;
 	struct store *store;
+	struct lease *lease;
 	const struct consumer_settings *cfg;
 	jsCtx *js;
 	struct js_pull *pull;
@@ -69,8 +70,8 @@ set_text(struct applier *a, char *dst, const char *text)
 }
 
 struct applier *
-applier_new(natsConnection *nc, struct store *store, const struct consumer_settings *cfg,
-    char *err, size_t errlen)
+applier_new(natsConnection *nc, struct store *store, struct lease *lease,
+    const struct consumer_settings *cfg, char *err, size_t errlen)
 {
 	struct applier *a = calloc(1, sizeof(*a));
 	pthread_condattr_t ca;
@@ -83,6 +84,7 @@ applier_new(natsConnection *nc, struct store *store, const struct consumer_setti
 	}
 	a->nc = nc;
 	a->store = store;
+	a->lease = lease;
 	a->cfg = cfg;
 	jsOptions_Init(&jo);
 	jo.Wait = 5000;
@@ -170,11 +172,17 @@ applier_ready(void *arg, json_t **out)
 	bool mongo = atomic_load(&a->mongo_ok);
 	bool consumer = atomic_load(&a->consumer_ok);
 	json_t *checks = json_object();
+	char role[192];
 
+	/* A stand-by is ready: it serves reads, and takes over when the lease lapses. */
+	if (lease_held(a->lease))
+		snprintf(role, sizeof(role), "ok");
+	else
+		lease_describe(a->lease, role, sizeof(role));
 	pthread_mutex_lock(&a->lock);
 	json_object_set_new(checks, "nats", json_string(nats ? "ok" : "not connected"));
 	json_object_set_new(checks, "mongodb", json_string(mongo ? "ok" : a->mongo_err));
-	json_object_set_new(checks, "consumer", json_string(consumer ? "ok" : a->consumer_err));
+	json_object_set_new(checks, "consumer", json_string(consumer ? role : a->consumer_err));
 	pthread_mutex_unlock(&a->lock);
 	*out = checks;
 	return nats && mongo && consumer;
@@ -275,8 +283,8 @@ dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const cha
 	    natsMsg_GetSubject(m), reason);
 }
 
-/* Applies one event until MongoDB confirms or shutdown; keeps the rest of the batch (msgs from
- * index next on) alive meanwhile. Returns the store's result, STORE_ERROR only on shutdown. */
+/* Applies one event until MongoDB confirms, shutdown, or the lease is lost; keeps the rest of the
+ * batch (msgs from index next on) alive meanwhile. STORE_ERROR means it was interrupted. */
 static enum store_result
 apply_until_confirmed(struct applier *a, const struct event *ev, const struct js_meta *meta,
     natsMsg **msgs, int next, int n)
@@ -300,12 +308,12 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 		/* Held messages must not be redelivered meanwhile: each redelivery counts. */
 		for (int i = next; i < n; i++)
 			js_in_progress(a->nc, msgs[i]);
-		if (shutdown_sleep_ms(backoff_next(&b)))
+		if (shutdown_sleep_ms(backoff_next(&b)) || !lease_held(a->lease))
 			return STORE_ERROR;
 		while (!mongo_check(a)) {
 			for (int i = next; i < n; i++)
 				js_in_progress(a->nc, msgs[i]);
-			if (shutdown_sleep_ms(backoff_next(&b)))
+			if (shutdown_sleep_ms(backoff_next(&b)) || !lease_held(a->lease))
 				return STORE_ERROR;
 		}
 	}
@@ -385,7 +393,8 @@ out:
 	free(versions);
 }
 
-/* Handles msgs[i]; returns false when shutdown or a NATS loss interrupted it. */
+/* Handles msgs[i]; returns false when shutdown, a NATS loss or the loss of the lease
+ * interrupted it. */
 static bool
 handle(struct applier *a, natsMsg **msgs, int i, int n)
 {
@@ -395,6 +404,9 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	enum store_result r;
 	char err[512];
 
+	/* Another process may apply once the lease is gone: not one more write. */
+	if (!lease_held(a->lease))
+		return false;
 	if (!js_meta_parse(natsMsg_GetReply(m), &meta)) {
 		log_warnx("message on \"%s\" without JetStream metadata ignored", natsMsg_GetSubject(m));
 		return true;
@@ -467,6 +479,11 @@ applier_run(void *arg)
 				shutdown_sleep_ms(backoff_next(&b));
 				continue;
 			}
+		}
+		/* A stand-by checks its dependencies too, so /readyz tells the truth. */
+		if (!lease_held(a->lease)) {
+			shutdown_sleep_ms(250);
+			continue;
 		}
 		if (mono_ms() - last_lag >= LAG_EVERY_MS) {
 			last_lag = mono_ms();

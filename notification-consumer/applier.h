@@ -9,13 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lease.h"
 #include "settings.h"
 #include "store.h"
 
 struct applier;
 
-/* Borrows nc, store and cfg, which must outlive it. The caller applier_free()s the result. */
-struct applier *applier_new(natsConnection *nc, struct store *store,
+/* Borrows nc, store, lease and cfg, which must outlive it; it applies only while the lease is
+ * held. The caller applier_free()s the result. */
+struct applier *applier_new(natsConnection *nc, struct store *store, struct lease *lease,
     const struct consumer_settings *cfg, char *err, size_t errlen);
 /* Starts the apply thread. */
 int applier_start(struct applier *a, char *err, size_t errlen) __attribute__((warn_unused_result));

@@ -2,12 +2,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "applier.h"
 #include "config.h"
 #include "failpoint.h"
 #include "httpd.h"
+#include "lease.h"
 #include "log.h"
 #include "natsconn.h"
 #include "replay.h"
@@ -33,10 +35,11 @@ main(int argc, char **argv)
 	struct httpd_config hc;
 	struct store *store;
 	struct applier *applier;
+	struct lease *lease;
 	struct httpd *httpd;
 	struct api api;
 	natsConnection *nc;
-	char err[512];
+	char err[512], owner[300], host[256];
 	int argi, rc = 0;
 	enum cli_action act = cli_parse(&cli, argc, argv, &argi);
 
@@ -75,7 +78,15 @@ main(int argc, char **argv)
 		goto out;
 	}
 
-	if ((applier = applier_new(nc, store, &settings, err, sizeof(err))) == NULL)
+	/* The same host and port cannot run twice, so a restarted process takes its lease back. */
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(owner, sizeof(owner), "%s:%ld", host, settings.port);
+	if ((lease = lease_new(nc, settings.durable, owner, settings.lease_ttl_ms, err,
+	    sizeof(err))) == NULL || lease_start(lease, err, sizeof(err)) != 0)
+		fatal("%s", err);
+	if ((applier = applier_new(nc, store, lease, &settings, err, sizeof(err))) == NULL)
 		fatal("%s", err);
 	if (applier_start(applier, err, sizeof(err)) != 0)
 		fatal("%s", err);
@@ -95,6 +106,7 @@ main(int argc, char **argv)
 	httpd_stop(httpd, DRAIN_MS);
 	applier_join(applier);
 	applier_free(applier);
+	lease_free(lease);
 	log_info("stopped");
 out:
 	/* Unconnected, a flush would wait its full timeout. */

@@ -44,6 +44,8 @@ const struct config_entry settings_table[] = {
 	    "longest a read with min_version waits (default and cap of ?wait=)" },
 	{ "CONSUMER_RECHECK_AFTER", CONFIG_MS, &settings.recheck_ms, "1s", 100, 60000,
 	    "when applied writes are read back to undo another writer's older one" },
+	{ "CONSUMER_LEASE_TTL", CONFIG_MS, &settings.lease_ttl_ms, "5s", 1000, 600000,
+	    "one process applies at a time; a stand-by takes over this long after it vanished" },
 	{ "LOG_LEVEL", CONFIG_LEVEL, &settings.log_level, "info", 0, 0,
 	    "debug, info, warn or error" },
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },

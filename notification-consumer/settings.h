@@ -27,6 +27,7 @@ struct consumer_settings {
 	long mongo_timeout_ms;
 	long read_wait_max_ms;
 	long recheck_ms;
+	long lease_ttl_ms;
 	enum log_level log_level;
 };
 

@@ -294,7 +294,7 @@ reply_int(const bson_t *reply, const char *key)
 /* Inserts the history entry of ev; an entry that is already there is fine. */
 static int
 history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int64_t published_us,
-    uint64_t stream_seq, const char *applied_at, char *err, size_t errlen)
+    uint64_t stream_seq, const char *applied_at, bool superseded, char *err, size_t errlen)
 {
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->history);
 	char published_at[32];
@@ -308,7 +308,8 @@ history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int
 	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
 	    "updated_at", BCON_UTF8(ev->updated_at), "deleted", BCON_BOOL(ev->deleted),
 	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
-	    "applied_at", BCON_UTF8(applied_at), "stream_seq", BCON_INT64((int64_t)stream_seq));
+	    "applied_at", BCON_UTF8(applied_at), "stream_seq", BCON_INT64((int64_t)stream_seq),
+	    "superseded", BCON_BOOL(superseded));
 	ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &e);
 	bson_destroy(doc);
 	mongoc_collection_destroy(coll);
@@ -378,6 +379,7 @@ history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size
 	copy_field(entry, doc, "event_type", "type");
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
 		copy_field(entry, doc, keys[i], keys[i]);
+	BSON_APPEND_BOOL(entry, "superseded", false);
 	what = "repair the history of";
 	if (!mongoc_collection_insert_one(hist, entry, NULL, NULL, &e) && e.code != DUPLICATE_KEY)
 		goto fail;
@@ -452,8 +454,14 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
 		res = STORE_ERROR;
 	} else if (res == STORE_APPLIED &&
-	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, err, errlen) != 0) {
+	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, false, err, errlen) != 0) {
 		/* Retried as a whole: the upsert is then stale and the repair above adds the entry. */
+		res = STORE_ERROR;
+	} else if (res == STORE_STALE &&
+	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, err, errlen) != 0) {
+		/* A stale event the history does not know yet came after a newer one (a redelivery
+		 * after a crash overtaken by new events): it is recorded once, as superseded, so the
+		 * history lists every version; a duplicate finds its entry there and adds nothing. */
 		res = STORE_ERROR;
 	}
 out:
@@ -510,7 +518,8 @@ static json_t *
 history_json(const bson_t *doc)
 {
 	static const char *const keys[] = { "event_id", "type", "user_id", "version", "name", "email",
-	    "updated_at", "deleted", "committed_at", "published_at", "applied_at", "stream_seq" };
+	    "updated_at", "deleted", "committed_at", "published_at", "applied_at", "stream_seq",
+	    "superseded" };
 	json_t *o = json_object();
 
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)

@@ -43,7 +43,8 @@ enum store_result {
 
 /* Applies ev: upsert filtered by {_id, version < v} with the full state; 11000 means stale.
  * published_us is the stream's timestamp of the message. Before the upsert it completes the
- * history entry of the event the document holds, should a crash have left it out. */
+ * history entry of the event the document holds, should a crash have left it out. The history
+ * gets one entry per event id: applied, or "superseded" for a stale event it did not know. */
 enum store_result store_apply(struct store *s, const struct event *ev, int64_t published_us,
     uint64_t stream_seq, char *err, size_t errlen);
 

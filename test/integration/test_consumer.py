@@ -142,7 +142,10 @@ def test_out_of_order_versions_and_late_update_after_delete(nats, ferret, servic
     stream.publish([v1, v3, v2, c2, d2, late, make_event("user_created", 9, 1)])
     c.wait_version(9, 1)
     assert c.user(1) == expected_doc(v3[4])
-    assert [h["version"] for h in c.history(1)] == [1, 3]
+    # Every event of the user once; v2 came after v3 and took no effect.
+    hist = c.history(1)
+    assert [(h["version"], h["superseded"]) for h in hist] == [(1, False), (2, True), (3, False)]
+    assert hist[1]["event_id"] == v2[3]
     assert c.doc(2)["deleted"] is True and c.doc(2)["version"] == 2
     assert_problem(c.get("/notifications/user/2"), 404)
     assert 2 not in [d["user_id"] for d in c.get("/notifications").json()]
@@ -525,3 +528,42 @@ def test_mongodb_down_at_start_is_not_ready_then_catches_up(nats, ferret, servic
     c.wait_version(1, 2, timeout=30)
     poll(lambda: c.ready().status_code == 200, 15, "ready")
     assert stream.consumer_info().delivered.consumer_seq == 2
+
+
+def test_two_processes_one_applies_the_other_stands_by_and_takes_over(nats, ferret, services,
+                                                                      stream):
+    # A short ack wait: what the killed process held comes back soon, after newer events.
+    a = start_consumer(services, nats, ferret, CONSUMER_LEASE_TTL="2s", CONSUMER_ACK_WAIT="3s")
+    b = start_consumer(services, nats, ferret, dbname=a.dbname, CONSUMER_LEASE_TTL="2s")
+    checks = {x: x.ready().json()["checks"]["consumer"] for x in (a, b)}
+    assert checks[a] == "ok"
+    assert checks[b].startswith("standby: lease held by ")
+    w = Writer(stream, users=3, pause=0.05)
+    w.start()
+    try:
+        poll(lambda: w.count >= 60, 20, "writes flowing")
+        a.service.kill()  # b takes over within the lease's TTL
+        poll(lambda: b.ready().json()["checks"]["consumer"] == "ok", 15, "the stand-by applying")
+        time.sleep(1)
+    finally:
+        w.stop()
+    for uid, payload in w.last.items():
+        b.wait_version(uid, payload["version"], timeout=60)
+        assert b.user(uid) == expected_doc(payload)
+    poll(lambda: stream.consumer_info().num_ack_pending == 0, 20, "all acknowledged")
+    # Every event once in the history (those the killed process held came back after newer
+    # ones and are marked superseded), every version of every user.
+    hist = b.history()
+    assert len(hist) == w.count and len({h["event_id"] for h in hist}) == w.count
+    for uid, payload in w.last.items():
+        assert sorted(h["version"] for h in hist if h["user_id"] == uid) == \
+            list(range(1, payload["version"] + 1))
+    assert " applied " not in b.log().split("lease: applying")[0]  # nothing before it led
+
+    # A stopped leader hands over at once; a restarted one stands by.
+    c = start_consumer(services, nats, ferret, dbname=a.dbname, CONSUMER_LEASE_TTL="60s")
+    assert c.ready().json()["checks"]["consumer"].startswith("standby")
+    assert b.service.stop() == 0
+    poll(lambda: c.ready().json()["checks"]["consumer"] == "ok", 5, "the hand-over")
+    stream.publish([make_event("user_updated", 1, w.last[1]["version"] + 1)])
+    c.wait_version(1, w.last[1]["version"] + 1)
