@@ -91,11 +91,18 @@ class Nemesis(threading.Thread):
 
 def run(duration: float, seed: int, threads: int = 4, targets=ALL_TARGETS, log=print, rate=10.0,
         relays: int = 1, consumers: int = 1, cluster: bool = False, settle: float = 2.0,
-        drain_timeout: float = 120.0):
-    """Runs one nemesis soak; returns (report, system errors list). Starts and closes the system."""
+        drain_timeout: float = 120.0, api_delay_ms: int = 200):
+    """Runs one nemesis soak; returns (report, system errors list). Starts and closes the system.
+
+    api_delay_ms: user-api holds every answer that long after its commit (the failpoint
+    api.after_commit_before_response=pause), so that a kill of user-api finds committed writes
+    whose answer is not sent yet: the unknowns the checker must resolve."""
     log(f"chaos: seed={seed} duration={duration}s threads={threads} targets={','.join(targets)} "
-        f"rate={rate}/s bin={os.environ.get('BIN_DIR', 'bin')}")
-    system = System(relays=relays, consumers=consumers, cluster=cluster).start()
+        f"rate={rate}/s api_delay={api_delay_ms}ms bin={os.environ.get('BIN_DIR', 'bin')}")
+    extra = {}
+    if api_delay_ms > 0:
+        extra["user-api"] = {"FAILPOINTS": f"api.after_commit_before_response=pause({api_delay_ms})"}
+    system = System(relays=relays, consumers=consumers, cluster=cluster, extra_env=extra).start()
     errors = []
     try:
         load = LoadGen(system.api_url, threads=threads, seed=seed, rate=rate).start()
@@ -148,6 +155,8 @@ def main():
     ap.add_argument("--rate", type=float, default=10.0, help="requests a second in all")
     ap.add_argument("--relays", type=int, default=1, help="relay processes (one leads)")
     ap.add_argument("--consumers", type=int, default=1, help="consumer processes")
+    ap.add_argument("--api-delay-ms", type=int, default=200,
+                    help="user-api holds each answer this long after its commit (0: off)")
     ap.add_argument("--cluster", action="store_true",
                     help="a 3-server JetStream cluster, stream replicated 3 times")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
@@ -161,7 +170,7 @@ def main():
         targets += [f"{t}{i}" for i in range(many)] if many > 1 else [t]
     rep, errors = run(a.duration, seed, a.threads, tuple(targets),
                       log=lambda s: print(s, flush=True), rate=a.rate, relays=a.relays,
-                      consumers=a.consumers, cluster=a.cluster)
+                      consumers=a.consumers, cluster=a.cluster, api_delay_ms=a.api_delay_ms)
     for e in errors:
         print(f"error: {e}")
     print(rep.text())
