@@ -35,8 +35,9 @@ PAUSE_TARGETS = ("api", "relay", "consumer", "nats")
 
 
 class Nemesis(threading.Thread):
-    """Every uniform(1, 5) s picks a target and either SIGKILLs it (restarted after 0-2 s) or
-    pauses it with SIGSTOP for longer than the ack wait (then SIGCONT)."""
+    """Every uniform(1, 5) s picks a target (shuffled rounds over all of them) and either SIGKILLs
+    it (restarted after 0-2 s) or pauses it with SIGSTOP for longer than the ack wait (then
+    SIGCONT)."""
 
     def __init__(self, system: System, seed: int, targets=ALL_TARGETS, pause_s: float = 4.0,
                  interval=(1.0, 5.0), log=print):
@@ -54,8 +55,14 @@ class Nemesis(threading.Thread):
         self.history: list[str] = []
 
     def run(self):
+        # Targets in shuffled rounds: random order, yet every one is hit within a round, so a
+        # short run covers all of them.
+        round_ = []
         while not self.stopping.wait(self.rng.uniform(*self.interval)):
-            target = self.rng.choice(self.targets)
+            if not round_:
+                round_ = list(self.targets)
+                self.rng.shuffle(round_)
+            target = round_.pop()
             pause = target.rstrip("0123456789") in PAUSE_TARGETS and self.rng.random() < 0.25
             delay = self.rng.uniform(0, 2)
             node = self.system.nodes[target]
