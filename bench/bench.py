@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,11 @@ import requests  # noqa: E402
 BENCH = ROOT / "bench"
 TOOLS = BENCH / "bin"
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+# Scenario 4 on FerretDB with SQLite: each upsert costs more as the collection grows (see
+# docs/benchmarks.md), so the apply runs on fewer events than the drain.
+APPLY_EVENTS = int(os.environ.get("BENCH_APPLY_EVENTS", "1000"))
+# Scenario 5: writes per load point, at the target rate (the consumer is far slower than the API).
+E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "300"))
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 NICE = int(os.environ.get("BENCH_NICE", "5"))
 ONLY = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
@@ -209,6 +215,37 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
+class Profile:
+    """A machine-wide `perf record` while a scenario runs; the summary (CPU per process and the top
+    symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is missing or BENCH_PROFILE=0."""
+
+    def __init__(self, name: str, seconds: float, hz: int = 199):
+        self.name, self.proc = name, None
+        if os.environ.get("BENCH_PROFILE", "1") == "0" or not shutil.which("perf"):
+            return
+        self.data = Path(tempfile.mkdtemp(prefix="bench-perf-")) / "perf.data"
+        self.proc = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(hz), "-o", str(self.data),
+                                      "--", "sleep", str(seconds)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(self) -> str | None:
+        if self.proc is None:
+            return None
+        self.proc.wait()
+        parts = []
+        for title, args in (("CPU samples per process", ["--sort", "comm", "--percent-limit", "1"]),
+                            ("Top symbols (self time, by process)",
+                             ["--sort", "comm,dso,sym", "--percent-limit", "0.7"])):
+            r = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "--no-children",
+                                "-g", "none", *args], capture_output=True, text=True)
+            lines = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+            parts.append(f"## {title}\n" + "\n".join(lines[:45]))
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+        text = f"# perf record -a -g during {self.name}\n\n" + "\n\n".join(parts) + "\n"
+        (OUT / f"profile-{self.name}.txt").write_text(text)
+        return f"profile-{self.name}.txt"
+
+
 def metric(url: str, name: str) -> float:
     text = requests.get(f"{url}/metrics", timeout=5).text
     total = 0.0
@@ -299,6 +336,31 @@ def scenario_1_2():
                                      "without_outbox_p50_ms": bare["p50_ms"],
                                      "ratio": round(base["rate"] / bare["rate"], 3)})
                 log(f"  {bare['rate']}/s: with/without = {s2['points'][-1]['ratio']}")
+        # An experiment for the proposal in docs/benchmarks.md: the JSON functions of migration
+        # 0004 are declared IMMUTABLE but call STABLE functions (to_char, jsonb_build_object on
+        # timestamps), so PostgreSQL cannot inline them and parses their bodies on every call.
+        log("scenario 2: experiment, the JSON functions declared STABLE (pgbench and user-api, 16 clients)")
+        for f in ("rfc3339(timestamptz)",
+                  "user_json(bigint, text, text, bigint, timestamptz, timestamptz)",
+                  "user_event_payload(bigint, text, text, bigint, timestamptz, boolean)"):
+            pg.sql(f"ALTER FUNCTION {f} STABLE")
+        exp = {"clients": 16}
+        exp["pgbench_post"] = pgbench(pg, "post.sql", 16, DURATION)["rate"]
+        exp["pgbench_post_no_outbox"] = pgbench(pg, "post_no_outbox.sql", 16, DURATION)["rate"]
+        exp["user_api_post"] = wrk(api.url, "post.lua", 16, DURATION, env={"BENCH_RUN": "stable"})["rate"]
+        before = next(p for p in s1["points"] if p["op"] == "POST" and p["clients"] == 16)
+        exp["pgbench_post_immutable"] = before["pgbench"]["rate"]
+        exp["user_api_post_immutable"] = before["ours"]["rate"]
+        s2["stable_functions_experiment"] = exp
+        log(f"  {exp}")
+        for f in ("rfc3339(timestamptz)",
+                  "user_json(bigint, text, text, bigint, timestamptz, timestamptz)",
+                  "user_event_payload(bigint, text, text, bigint, timestamptz, boolean)"):
+            pg.sql(f"ALTER FUNCTION {f} IMMUTABLE")
+        log("scenario 1: profiled extra run, POST at 16 clients (not in the table)")
+        prof = Profile("scenario1-post-16", min(DURATION, 4))
+        wrk(api.url, "post.lua", 16, min(DURATION, 4) + 1, env={"BENCH_RUN": "prof"})
+        s1["profile"] = prof.finish()
         s1["max_post_rate"] = max(p["ours"]["rate"] for p in s1["points"] if p["op"] == "POST")
         s1["user_api_peak_rss_mb"] = peak_rss_mb(api.pid)
         s1["user_api_threads"] = 8
@@ -355,19 +417,25 @@ def scenario_3_4():
         st.items.append(relay)
         meter = CpuMeter({"postgres": (pg.pid, True), "nats-server": (nats.pid, False)})
         meter.start()
+        prof = Profile("scenario3-relay-drain", 3, hz=99)
         t0 = time.monotonic()
         relay.start(wait=False)
-        poll(lambda: pg.sql("SELECT NOT EXISTS (SELECT 1 FROM outbox)")[0][0], timeout=600,
-             interval=0.02, what="the relay to drain the outbox")
+        first = drain_wait(pg, f"http://127.0.0.1:{port}")
         drain = time.monotonic() - t0
+        steady = time.monotonic() - first if first else None
         relay_cpu = cpu_s(relay.pid)
         cpu = meter.stop({"outbox-relay": relay_cpu})
         ours = {"rows": n, "seconds": round(drain, 3), "rows_per_s": round(n / drain, 1),
+                # From the first PubAck on: without the start (connect, leader lock, stream).
+                "seconds_after_first_ack": round(steady, 3) if steady else None,
+                "rows_per_s_after_first_ack": round(n / steady, 1) if steady else None,
                 "cpu": cpu, "relay_peak_rss_mb": peak_rss_mb(relay.pid),
                 "relay_cpu_s_per_10k": round(relay_cpu * 10000 / n, 3)}
+        ours["profile"] = prof.finish()
         log(f"  relay: {ours['rows_per_s']} rows/s")
         stream = nats.varz("jsz", streams="true")
         ours["stream_messages"] = stream.get("messages")
+        relay.stop()
 
         # Baseline: the plain async publish loop, same bodies, headers, ids and stream settings,
         # on a second nats-server (the ids would be duplicates on the first). The rows come from
@@ -387,17 +455,50 @@ def scenario_3_4():
         pg.sql("TRUNCATE outbox")
         rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.url, "1000"],
                                    nice=False)[0])
+        # An experiment: the relay with batches of 2000 rows (RELAY_BATCH_SIZE), on a third server.
+        nats3 = st.add(harness.Nats())
+        pg.sql(FILL_SQL, n)
+        log("scenario 3: experiment, the relay with RELAY_BATCH_SIZE=2000")
+        relay2 = harness.Service("outbox-relay", {**relay_env, "NATS_URL": nats3.url,
+                                                  "RELAY_BATCH_SIZE": 2000,
+                                                  "OUTBOX_RELAY_PORT": harness.free_port()})
+        st.items.append(relay2)
+        t0 = time.monotonic()
+        relay2.start(wait=False)
+        poll(lambda: pg.sql("SELECT NOT EXISTS (SELECT 1 FROM outbox)")[0][0], timeout=600,
+             interval=0.02, what="the relay to drain the outbox")
+        exp = {"batch": 2000, "rows_per_s": round(n / (time.monotonic() - t0), 1)}
+        log(f"  relay, batches of 2000: {exp['rows_per_s']} rows/s")
+        relay2.stop()
+        nats3.stop()
         base = min(pub["rows_per_s"], sqlb["rows_per_s"])
         results["scenarios"]["3"] = {"rows": n, "batch": batch, "ours": ours, "publish_loop": pub,
                                      "claim_delete_sql": sqlb,
+                                     "relay_batch_2000_experiment": exp,
                                      "ratio": round(ours["rows_per_s"] / base, 3)}
         results["baseline_parts"] = {"jetstream_rtt": rtt}
-        relay.stop()
 
         if wanted(4):
-            scenario_4(st, nats, n)
+            scenario_4(st, nats, min(n, APPLY_EVENTS), n)
     finally:
         st.close()
+
+
+def drain_wait(pg, relay_url: str) -> float | None:
+    """Waits until the outbox is empty; returns when the relay's first PubAck was seen."""
+    first = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if first is None:
+            try:
+                if metric(relay_url, "relay_events_published_total") > 0:
+                    first = time.monotonic()
+            except (requests.RequestException, ValueError):
+                pass
+        if pg.sql("SELECT NOT EXISTS (SELECT 1 FROM outbox)")[0][0]:
+            return first
+        time.sleep(0.01)
+    raise TimeoutError("the relay did not drain the outbox within 600 s")
 
 
 def pgbench_db(pg, dbname, script, clients, transactions, defines):
@@ -415,7 +516,7 @@ def pgbench_db(pg, dbname, script, clients, transactions, defines):
 
 # --- scenario 4: consumer apply --------------------------------------------------------------------
 
-def scenario_4(st: Stack, nats: harness.Nats, n: int):
+def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     ferret = st.add(harness.FerretDB())
     log(f"scenario 4: the consumer applies {n} events")
     port = harness.free_port()
@@ -424,6 +525,7 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int):
                             "NOTIFICATION_CONSUMER_PORT": port})
     st.items.append(cons)
     meter = CpuMeter({"nats-server": (nats.pid, False), "ferretdb": (ferret.pid, False)}).start()
+    prof = Profile("scenario4-consumer-apply", 5, hz=99)
     t0 = time.monotonic()
     cons.start(wait=False)
     cons.port = port
@@ -436,12 +538,13 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int):
     ours = {"events": n, "seconds": round(took, 3), "events_per_s": round(n / took, 1), "cpu": cpu,
             "consumer_peak_rss_mb": peak_rss_mb(cons.pid),
             "consumer_cpu_s_per_10k": round(ccpu * 10000 / n, 3)}
+    ours["profile"] = prof.finish()
     log(f"  consumer: {ours['events_per_s']} events/s")
     cons.stop()
 
     log("scenario 4: fetch-and-ack-only loop")
     c0 = child_cpu()
-    fa = json.loads(run_child([str(TOOLS / "js_fetch_ack"), nats.url, str(n), "64"], nice=False)[0])
+    fa = json.loads(run_child([str(TOOLS / "js_fetch_ack"), nats.url, str(n_stream), "64"], nice=False)[0])
     fa["cpu_s"] = round(child_cpu() - c0, 2)
     log(f"  fetch+ack: {fa['rate']} events/s")
 
@@ -494,8 +597,11 @@ def scenario_5_6():
             log(f"scenario 5: {int(frac * 100)} % of {max_rate}/s = {target:.0f}/s")
             m = CpuMeter(procs).start()
             delay_ms = max(0, int(conns * 1000 / target))
-            w = wrk(api.url, "post.lua", conns, DURATION,
-                    env={"BENCH_RUN": f"e2e{int(frac * 100)}", "BENCH_DELAY_MS": str(delay_ms)})
+            threads = min(conns, NCPU)
+            duration = int(min(DURATION, max(1.0, 2 * E2E_EVENTS / target))) + 1
+            w = wrk(api.url, "post.lua", conns, duration,
+                    env={"BENCH_RUN": f"e2e{int(frac * 100)}", "BENCH_DELAY_MS": str(delay_ms),
+                         "BENCH_MAX_PER_THREAD": str(-(-E2E_EVENTS // threads))})
             sent = w["requests"] - w["non2xx"]
             # Wait for the consumer to catch up before reading the history.
             poll(lambda: metric(cons.url, "consumer_events_applied_total") >= applied0 + sent,
@@ -507,19 +613,22 @@ def scenario_5_6():
                     {"email": {"$regex": f"^w-e2e{int(frac * 100)}-"}},
                     {"committed_at": 1, "published_at": 1, "applied_at": 1}))
             lat = {"commit_to_publish": [], "publish_to_apply": [], "commit_to_apply": []}
+            commits = sorted(ts(d["committed_at"]) for d in docs)
+            achieved = (len(commits) - 1) / (commits[-1] - commits[0]) \
+                if len(commits) > 1 and commits[-1] > commits[0] else None
             for d in docs:
                 c_, p_, a_ = (ts(d["committed_at"]), ts(d["published_at"]), ts(d["applied_at"]))
                 lat["commit_to_publish"].append((p_ - c_) * 1e3)
                 lat["publish_to_apply"].append((a_ - p_) * 1e3)
                 lat["commit_to_apply"].append((a_ - c_) * 1e3)
-            point = {"load": frac, "target_rate": round(target, 1), "achieved_rate": w["rate"],
+            point = {"load": frac, "target_rate": round(target, 1), "achieved_rate": round(achieved, 1) if achieved else None,
                      "events": len(docs), "api_p50_ms": w["p50_ms"], "cpu": cpu}
             for k, xs in lat.items():
                 xs.sort()
                 point[k] = {"p50_ms": round(pct(xs, 50), 2), "p99_ms": round(pct(xs, 99), 2),
                             "max_ms": round(xs[-1], 2) if xs else None}
             points.append(point)
-            log(f"  achieved {w['rate']}/s, {len(docs)} events, commit-to-visible p50 "
+            log(f"  achieved {point['achieved_rate']}/s, {len(docs)} events, commit-to-visible p50 "
                 f"{point['commit_to_apply']['p50_ms']} ms p99 {point['commit_to_apply']['p99_ms']} ms")
         total_cpu = meter_all.stop()
         events = applied0
@@ -583,6 +692,11 @@ def machine() -> dict:
 
 
 def main():
+    # SIGTERM (a timeout, Ctrl-C through make) unwinds like Ctrl-C, so every Stack closes and the
+    # harness's atexit hook kills what was started.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupt)
     OUT.mkdir(parents=True, exist_ok=True)
     results["machine"] = machine()
     t0 = time.monotonic()
@@ -593,6 +707,7 @@ def main():
     if wanted(5) or wanted(6):
         scenario_5_6()
     results["total_seconds"] = round(time.monotonic() - t0, 1)
+    results["out_dir"] = str(OUT)
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     import report
     (OUT / "results.md").write_text(report.markdown(results))

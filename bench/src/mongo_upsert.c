@@ -108,9 +108,17 @@ main(int argc, char **argv)
 		lat[i] = now_s() - t1;
 	}
 	double t = now_s() - t0;
+	/* How the cost of one event grows with the collections: the first and the last tenth. */
+	double first = 0, last = 0;
+	long tenth = n / 10 > 0 ? n / 10 : 1;
+	for (long i = 0; i < tenth; i++) {
+		first += lat[i];
+		last += lat[n - 1 - i];
+	}
 	qsort(lat, (size_t)n, sizeof(double), cmp_double);
-	printf("{\"events\": %ld, \"seconds\": %.4f, \"rate\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f}\n",
-	    n, t, n / t, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3);
+	printf("{\"events\": %ld, \"seconds\": %.4f, \"rate\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
+	    "\"first_tenth_mean_ms\": %.4f, \"last_tenth_mean_ms\": %.4f}\n",
+	    n, t, n / t, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3, first / tenth * 1e3, last / tenth * 1e3);
 	mongoc_collection_destroy(coll);
 	mongoc_collection_destroy(hist);
 	mongoc_client_destroy(cl);
