@@ -187,3 +187,25 @@ cli_parse(const struct cli *c, int argc, char **argv, int *argi)
 	}
 	return CLI_RUN;
 }
+
+int
+cli_start(const struct cli *c, int argc, char **argv, int *argi)
+{
+	char err[512];
+	enum cli_action act = cli_parse(c, argc, argv, argi);
+
+	if (act == CLI_EXIT_OK)
+		return 0;
+	if (act == CLI_EXIT_USAGE)
+		return 2;
+	if (config_load(c->settings, err, sizeof(err)) != 0 ||
+	    (c->validate != NULL && c->validate(c->validate_arg, err, sizeof(err)) != 0)) {
+		fprintf(stderr, "%s: %s\n", c->prog, err);
+		return 2;
+	}
+	if (act == CLI_CHECK) {
+		config_dump(stdout, c->settings);
+		return 0;
+	}
+	return -1;
+}

@@ -44,10 +44,20 @@ struct cli {
 	const char *summary;	/* one paragraph printed at the top of --help */
 	const char *commands;	/* extra usage lines for subcommands, or NULL */
 	const struct config_entry *settings;
+	/* Checks across settings after they are loaded, or NULL: validate(validate_arg, ...) fills
+	 * err and returns -1 when they do not fit together. */
+	int (*validate)(const void *validate_arg, char *err, size_t errlen);
+	const void *validate_arg;
 };
 
 /* Handles --help, --version and --check (alias -n) in argv[1]; everything else is left to the
  * caller from *argi on. Prints help or version itself. */
 enum cli_action cli_parse(const struct cli *c, int argc, char **argv, int *argi);
+
+/* The start of every main(): --help, --version, --check, then the settings loaded and validated.
+ * Returns -1 when the process should go on (with *argi at its first command word), else the exit
+ * status for main() to return: 0 after --help, --version or a valid --check, 2 for bad usage or
+ * settings (the reason printed on stderr as "prog: reason"). */
+int cli_start(const struct cli *c, int argc, char **argv, int *argi) __attribute__((warn_unused_result));
 
 #endif

@@ -324,27 +324,14 @@ main(int argc, char **argv)
 	size_t n = 0;
 	char err[1024];
 	const char *cmd;
-	enum cli_action act;
 	PGconn *c;
 	int argi, rc;
 
-	act = cli_parse(&cli, argc, argv, &argi);
-	if (act == CLI_EXIT_OK)
-		return 0;
-	if (act == CLI_EXIT_USAGE)
-		return 2;
-	log_init("migrate", LOG_LEVEL_INFO);
-	if (config_load(settings, err, sizeof(err)) != 0) {
-		log_error("%s", err);
-		return 2;
-	}
+	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
+		return rc;
 	log_init("migrate", level);
 	if (migrations_dir == NULL || *migrations_dir == '\0')
 		migrations_dir = default_dir();
-	if (act == CLI_CHECK) {
-		config_dump(stdout, settings);
-		return 0;
-	}
 	cmd = argi < argc ? argv[argi] : "up";
 	if (strcmp(cmd, "up") != 0 && strcmp(cmd, "status") != 0) {
 		fprintf(stderr, "migrate: unknown command \"%s\"; expected up or status\n", cmd);

@@ -41,20 +41,9 @@ main(int argc, char **argv)
 	natsConnection *nc;
 	char err[512], owner[300], host[256];
 	int argi, rc = 0;
-	enum cli_action act = cli_parse(&cli, argc, argv, &argi);
 
-	if (act == CLI_EXIT_OK)
-		return 0;
-	if (act == CLI_EXIT_USAGE)
-		return 2;
-	if (config_load(settings_table, err, sizeof(err)) != 0) {
-		fprintf(stderr, "notification-consumer: %s\n", err);
-		return 2;
-	}
-	if (act == CLI_CHECK) {
-		config_dump(stdout, settings_table);
-		return 0;
-	}
+	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
+		return rc;
 	if (argi < argc && strcmp(argv[argi], "replay") != 0) {
 		fprintf(stderr, "notification-consumer: unknown command \"%s\"; try --help\n", argv[argi]);
 		return 2;

@@ -61,33 +61,26 @@ warn_limits(const struct relay_settings *s)
 		    "and events wait in the outbox", s->stream_max_bytes);
 }
 
+static int
+check_settings(const void *s, char *err, size_t errlen)
+{
+	return relay_settings_check(s, err, errlen);
+}
+
 int
 main(int argc, char **argv)
 {
 	struct relay_settings s;
 	const struct config_entry *tab = relay_settings_table(&s);
-	const struct cli cli = { "outbox-relay", VERSION, summary, commands, tab };
+	const struct cli cli = { "outbox-relay", VERSION, summary, commands, tab, check_settings, &s };
 	struct httpd_config hc = { 0 };
 	struct relay *relay;
 	struct httpd *httpd;
-	enum cli_action act;
 	char err[512];
-	int argi;
+	int argi, rc;
 
-	act = cli_parse(&cli, argc, argv, &argi);
-	if (act == CLI_EXIT_OK)
-		return 0;
-	if (act == CLI_EXIT_USAGE)
-		return 2;
-	if (config_load(tab, err, sizeof(err)) != 0 ||
-	    relay_settings_check(&s, err, sizeof(err)) != 0) {
-		fprintf(stderr, "outbox-relay: %s\n", err);
-		return 2;
-	}
-	if (act == CLI_CHECK) {
-		config_dump(stdout, tab);
-		return 0;
-	}
+	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
+		return rc;
 	log_init("outbox-relay", s.log_level);
 	if (failpoint_init(err, sizeof(err)) != 0) {
 		log_error("%s", err);

@@ -73,27 +73,14 @@ main(int argc, char **argv)
 {
 	struct httpd *server;
 	char err[1024];
-	enum cli_action act;
 	int64_t next_sweep;
-	int argi;
+	int argi, rc;
 
-	act = cli_parse(&cli, argc, argv, &argi);
-	if (act == CLI_EXIT_OK)
-		return 0;
-	if (act == CLI_EXIT_USAGE)
-		return 2;
+	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
+		return rc;
 	if (argi < argc) {
 		fprintf(stderr, "user-api: unexpected argument \"%s\"; try --help\n", argv[argi]);
 		return 2;
-	}
-	log_init("user-api", LOG_LEVEL_INFO);
-	if (config_load(settings, err, sizeof(err)) != 0) {
-		log_error("%s", err);
-		return 2;
-	}
-	if (act == CLI_CHECK) {
-		config_dump(stdout, settings);
-		return 0;
 	}
 	log_init("user-api", level);
 	if (failpoint_init(err, sizeof(err)) != 0)
