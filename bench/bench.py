@@ -357,6 +357,19 @@ def scenario_1_2():
                   "user_json(bigint, text, text, bigint, timestamptz, timestamptz)",
                   "user_event_payload(bigint, text, text, bigint, timestamptz, boolean)"):
             pg.sql(f"ALTER FUNCTION {f} IMMUTABLE")
+        # An experiment: user-api with as many worker threads (PostgreSQL connections) as
+        # clients, next to the default 8, at 64 clients.
+        log("scenario 1: experiment, user-api with USER_API_THREADS=64 at 64 clients")
+        api64 = st.service("user-api", {**pg.env, "NATS_URL": nats.url, "LOG_LEVEL": "warn",
+                                        "USER_API_THREADS": 64}, "USER_API_PORT")
+        t64 = wrk(api64.url, "post.lua", 64, DURATION, env={"BENCH_RUN": "t64"})
+        before = next(p for p in s1["points"] if p["op"] == "POST" and p["clients"] == 64)
+        s1["threads_64_experiment"] = {"clients": 64, "threads_64_rate": t64["rate"],
+                                       "threads_64_p50_ms": t64["p50_ms"],
+                                       "threads_8_rate": before["ours"]["rate"],
+                                       "pgbench_rate": before["pgbench"]["rate"]}
+        log(f"  {s1['threads_64_experiment']}")
+        api64.stop()
         log("scenario 1: profiled extra run, POST at 16 clients (not in the table)")
         prof = Profile("scenario1-post-16", min(DURATION, 4))
         wrk(api.url, "post.lua", 16, min(DURATION, 4) + 1, env={"BENCH_RUN": "prof"})
@@ -556,8 +569,14 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
                               nice=False, timeout=1800)[0])
     up["cpu"] = meter.stop({"mongo_upsert": child_cpu() - c0})
     log(f"  upsert loop: {up['rate']} events/s")
+    ferret3 = st.add(harness.FerretDB())
+    log("scenario 4: experiment, the upsert loop with the consumer's two reads per new user")
+    up2 = json.loads(run_child([str(TOOLS / "mongo_upsert"), ferret3.uri, str(n), "2"],
+                               nice=False, timeout=1800)[0])
+    log(f"  upsert loop with reads: {up2['rate']} events/s")
+    ferret3.stop()
     results["scenarios"]["4"] = {"events": n, "ours": ours, "fetch_ack_loop": fa,
-                                 "upsert_loop": up,
+                                 "upsert_loop": up, "upsert_loop_with_reads_experiment": up2,
                                  "ratio": round(ours["events_per_s"] / up["rate"], 3)}
     results.setdefault("baseline_parts", {})["upsert"] = {"p50_ms": up["p50_ms"],
                                                           "p99_ms": up["p99_ms"]}

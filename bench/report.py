@@ -57,6 +57,13 @@ def markdown(r: dict) -> str:
                        f"{cpu.get('user-api')} / {cpu.get('postgres')} / {cpu.get('wrk')} of "
                        f"{cpu['machine_capacity_s']} |")
         out.append("")
+        e = s["1"].get("threads_64_experiment")
+        if e:
+            out += [f"Experiment (same run, POST, 64 clients): user-api with USER_API_THREADS=64 "
+                    f"(one PostgreSQL connection per client, as pgbench) did {_f(e['threads_64_rate'])}/s "
+                    f"(p50 {_f(e['threads_64_p50_ms'], 2)} ms), against {_f(e['threads_8_rate'])}/s "
+                    f"with the default 8 threads; pgbench {_f(e['pgbench_rate'])}/s. It runs after "
+                    "the table's points, on a larger users table.", ""]
     if "2" in s:
         out += ["## 2. Cost of the outbox (pgbench, the same statement with and without the outbox row)", "",
                 "| op | clients | with outbox /s | without /s | with / without | p50 ms with | p50 ms without |",
@@ -101,6 +108,11 @@ def markdown(r: dict) -> str:
                 f"| fetch-and-ack-only loop | {_f(x['fetch_ack_loop']['rate'])} | "
                 f"{_f(x['fetch_ack_loop']['seconds'], 2)} |",
                 f"| **ours / upsert loop** | **{x['ratio']:.2f}** | |", ""]
+        e = x.get("upsert_loop_with_reads_experiment")
+        if e:
+            out += [f"Experiment (same run): the upsert loop that also reads the user's document "
+                    f"and its history entry first, as the consumer's history repair does for each "
+                    f"new user: {_f(e['rate'])} events/s.", ""]
     if "5" in s:
         x = s["5"]
         commit, rtt, ups = baseline_parts(r)
@@ -165,13 +177,27 @@ def goals(r: dict) -> list[str]:
     if "1" in s:
         pts = [p for p in s["1"]["points"] if p["clients"] in (16, 64)]
         worst = min(p["ratio"] for p in pts)
+        p16 = next(p for p in s["1"]["points"] if p["op"] == "POST" and p["clients"] == 16)
+        o, b = p16["ours"], p16["pgbench"]
+        n_o, n_b = o["rate"] * o["cpu"]["wall_s"], b["rate"] * b["cpu"]["wall_s"]
+        pg_o = o["cpu"]["postgres"] / n_o * 1e6 if n_o else 0
+        pg_b = b["cpu"]["postgres"] / n_b * 1e6 if n_b else 0
+        api_us = o["cpu"]["user-api"] / n_o * 1e6 if n_o else 0
+        nats_us = o["cpu"].get("nats-server", 0) / n_o * 1e6 if n_o else 0
+        t = s["1"].get("threads_64_experiment")
         out += [f"- Scenario 1, at least 0.8 of pgbench at 16 and 64 clients: lowest ratio "
-                f"{worst:.2f}, {'reached' if worst >= 0.8 else 'not reached'}. user-api runs 8 "
-                "worker threads, so 8 PostgreSQL connections, where pgbench opens one per client; "
-                "each request also pays HTTP parsing, strict JSON validation, a uuid and a "
-                "traceparent, and the nudge publish. The machine's 2 cores are shared by wrk, "
-                "user-api and PostgreSQL (and, during this run, by whatever else ran: see "
-                "`other_processes_s` in results.json); PostgreSQL takes most of them.", ""]
+                f"{worst:.2f}, {'reached' if worst >= 0.8 else 'not reached'}. The machine is "
+                "saturated in both runs (`machine_busy_s` close to `machine_capacity_s` in "
+                "results.json) and PostgreSQL spends the same CPU per write either way "
+                f"(POST at 16 clients: {pg_o:.0f} µs through user-api, {pg_b:.0f} µs from pgbench), "
+                f"but through user-api it gets {o['cpu']['postgres']:.1f} CPU seconds instead of "
+                f"{b['cpu']['postgres']:.1f}: user-api itself takes {api_us:.0f} µs of CPU per "
+                f"request (HTTP, strict JSON validation, uuid, traceparent) and nats-server "
+                f"{nats_us:.0f} µs for the nudge, on the same 2 cores. The ratio is the CPU share "
+                "left to PostgreSQL, a limit of this 2-core machine rather than of a wait in "
+                "user-api"
+                + (f"; more worker threads do not help (64 threads: {t['threads_64_rate']:,.0f}/s, "
+                   f"8 threads: {t['threads_8_rate']:,.0f}/s)" if t else "") + ".", ""]
         out += _profile_block(r, s["1"].get("profile"))
     if "3" in s:
         x = s["3"]
@@ -194,7 +220,11 @@ def goals(r: dict) -> list[str]:
                 f"tenth, {_f(x['upsert_loop'].get('last_tenth_mean_ms'), 1)} ms in the last). The "
                 "consumer also reads the document and its history entry before the first upsert "
                 "of each user in its life (the history repair): with one event per user here, "
-                "that is two more reads per event.", ""]
+                "that is two more reads per event"
+                + (f", and the upsert loop with those two reads runs at "
+                   f"{x['upsert_loop_with_reads_experiment']['rate']:,.1f} events/s, the "
+                   f"consumer's rate: they are the whole gap"
+                   if x.get("upsert_loop_with_reads_experiment") else "") + ".", ""]
         out += _profile_block(r, x["ours"].get("profile"))
     if "5" in s:
         base = baseline_sum(r)
