@@ -40,10 +40,11 @@ main(int argc, char **argv)
 	struct api api;
 	natsConnection *nc;
 	char err[512], owner[300], host[256];
-	int argi, rc = 0;
+	int argi, rc;
 
 	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
 		return rc;
+	rc = 0;
 	if (argi < argc && strcmp(argv[argi], "replay") != 0) {
 		fprintf(stderr, "notification-consumer: unknown command \"%s\"; try --help\n", argv[argi]);
 		return 2;
