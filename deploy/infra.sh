@@ -45,7 +45,7 @@ infra_local() {
 # able to reach that folder; a checkout under /root (mode 700) is out of its reach, and we do
 # not loosen the permissions of folders above the repo. Then, and when the path would be too
 # long for the server's unix socket (kept in the data folder), the data goes to
-# /var/tmp/user-api-dev-<hash of the repo path>/pg and .run/pg is a symlink to it, so the
+# /var/tmp/user-api-dev-<hash of the run folder path>/pg and .run/pg is a symlink to it, so the
 # choice is made once and stays visible in `ls -l .run`.
 pg_datadir() {
 	local link=$RUN_DIR/pg
@@ -59,7 +59,7 @@ pg_datadir() {
 			PGDATA_DIR=$link
 		else
 			local base
-			base=/var/tmp/user-api-dev-$(printf '%s' "$REPO_ROOT" | sha1sum | cut -c1-12)
+			base=/var/tmp/user-api-dev-$(printf '%s' "$RUN_DIR" | sha1sum | cut -c1-12)
 			mkdir -p "$base" && chmod 755 "$base"
 			PGDATA_DIR=$base/pg
 			ln -s "$PGDATA_DIR" "$link"

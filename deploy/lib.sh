@@ -3,7 +3,8 @@
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 TOOLS_DIR=$REPO_ROOT/.tools
-RUN_DIR=$REPO_ROOT/.run
+# RUN_DIR moves the data, logs and pids of make run / make infra (the README test uses its own).
+RUN_DIR=${RUN_DIR:-$REPO_ROOT/.run}
 : "${LOG_TAG:=deploy}"
 
 # Pinned tool versions, used by bootstrap.sh. The harness (test/integration/harness.py) does
