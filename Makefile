@@ -96,8 +96,10 @@ infra: bootstrap
 clean-data:
 	@bash deploy/infra.sh clean-data
 
+# The sanitizer build is part of the test: the consumer's fetch loop is proven under it.
 test: bootstrap
 	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory san
 	@bash test/run.sh
 
 test-unit: all
