@@ -336,27 +336,6 @@ def scenario_1_2():
                                      "without_outbox_p50_ms": bare["p50_ms"],
                                      "ratio": round(base["rate"] / bare["rate"], 3)})
                 log(f"  {bare['rate']}/s: with/without = {s2['points'][-1]['ratio']}")
-        # An experiment for the proposal in docs/benchmarks.md: the JSON functions of migration
-        # 0004 are declared IMMUTABLE but call STABLE functions (to_char, jsonb_build_object on
-        # timestamps), so PostgreSQL cannot inline them and parses their bodies on every call.
-        log("scenario 2: experiment, the JSON functions declared STABLE (pgbench and user-api, 16 clients)")
-        for f in ("rfc3339(timestamptz)",
-                  "user_json(bigint, text, text, bigint, timestamptz, timestamptz)",
-                  "user_event_payload(bigint, text, text, bigint, timestamptz, boolean)"):
-            pg.sql(f"ALTER FUNCTION {f} STABLE")
-        exp = {"clients": 16}
-        exp["pgbench_post"] = pgbench(pg, "post.sql", 16, DURATION)["rate"]
-        exp["pgbench_post_no_outbox"] = pgbench(pg, "post_no_outbox.sql", 16, DURATION)["rate"]
-        exp["user_api_post"] = wrk(api.url, "post.lua", 16, DURATION, env={"BENCH_RUN": "stable"})["rate"]
-        before = next(p for p in s1["points"] if p["op"] == "POST" and p["clients"] == 16)
-        exp["pgbench_post_immutable"] = before["pgbench"]["rate"]
-        exp["user_api_post_immutable"] = before["ours"]["rate"]
-        s2["stable_functions_experiment"] = exp
-        log(f"  {exp}")
-        for f in ("rfc3339(timestamptz)",
-                  "user_json(bigint, text, text, bigint, timestamptz, timestamptz)",
-                  "user_event_payload(bigint, text, text, bigint, timestamptz, boolean)"):
-            pg.sql(f"ALTER FUNCTION {f} IMMUTABLE")
         # An experiment: user-api with as many worker threads (PostgreSQL connections) as
         # clients, next to the default 8, at 64 clients.
         log("scenario 1: experiment, user-api with USER_API_THREADS=64 at 64 clients")
