@@ -40,11 +40,11 @@ def systems():
         s.close()
 
 
-def finish(system, load, kills=0, pauses=0):
+def finish(system, load, kills=0, pauses=0, drain_timeout=60):
     """Stops the writers, checks, stops the services with SIGTERM; returns the report."""
     load.stop()
     system.wait_ready(60)
-    rep = check(system, load.ops, kills=kills, pauses=pauses, drain_timeout=60)
+    rep = check(system, load.ops, kills=kills, pauses=pauses, drain_timeout=drain_timeout)
     print(rep.text())
     for name, rc in system.stop_services().items():
         assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{system.nodes[name].proc.log_tail()}"

@@ -16,10 +16,9 @@ import harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 
-from chaos import sanitizer_reports  # noqa: E402
-from checker import check  # noqa: E402
 from load import LoadGen  # noqa: E402
 from system import STREAM, System, js_call  # noqa: E402
+from test_chaos import finish as chaos_finish  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not all(harness.have_binary(b) for b in ("user-api", "outbox-relay", "notification-consumer",
@@ -45,14 +44,8 @@ def systems():
 
 
 def finish(system, load, kills=0, pauses=0):
-    load.stop()
-    system.wait_ready(60)
-    rep = check(system, load.ops, kills=kills, pauses=pauses, drain_timeout=90)
-    print(rep.text())
-    for name, rc in system.stop_services().items():
-        assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{system.nodes[name].proc.log_tail()}"
-    assert not sanitizer_reports(system)
-    return rep
+    # Two relays, two consumers or a cluster take longer to drain than one of each.
+    return chaos_finish(system, load, kills=kills, pauses=pauses, drain_timeout=90)
 
 
 # --- NATS down longer than the default reconnect budget ---------------------------------------
