@@ -123,7 +123,9 @@ go_find() {
 }
 
 nats_version_ok() { [[ -x $1 && $("$1" --version 2>/dev/null) == "nats-server: $NATS_VERSION" ]]; }
-ferretdb_version_ok() { [[ -x $1 ]] && "$1" --version 2>/dev/null | grep -qx "version: $FERRETDB_VERSION"; }
+# The output is read whole before matching: with pipefail, `| grep -q` could stop reading early
+# and fail the check through the writer's SIGPIPE.
+ferretdb_version_ok() { [[ -x $1 && $'\n'$("$1" --version 2>/dev/null)$'\n' == *$'\n'"version: $FERRETDB_VERSION"$'\n'* ]]; }
 
 # The same pinned binary may already sit in the Go bin folder (an earlier `go install`);
 # copying it saves a build. Only a binary that reports the pinned version is taken.
