@@ -417,7 +417,11 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 	bson_error_t e;
 	bool ok;
 
-	if (!verified_has(s, ev->user_id)) {
+	/* A version 1 event never overwrites a stored document (its filter, version < 1, matches
+	 * none: it inserts, or collides when the document exists), so it needs no repair first; it
+	 * also leaves the user unverified, so the user's next event still checks. This spares a
+	 * backlog of creations two reads per event. */
+	if (ev->version > 1 && !verified_has(s, ev->user_id)) {
 		if (history_repair(s, cl, ev->user_id, err, errlen) != 0)
 			goto out;
 		verified_set(s, ev->user_id, true);
