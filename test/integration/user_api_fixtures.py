@@ -248,9 +248,8 @@ def start_api(pg_db):
         close_api(a)
 
 
-@pytest.fixture
-def fresh_api():
-    """bin/user-api on a new, empty, migrated PostgreSQL of its own."""
+def api_on_new_pg():
+    """bin/user-api on a new, empty, migrated PostgreSQL of its own; closes both after."""
     pg = new_pg()
     pg.start()
     try:
@@ -259,19 +258,18 @@ def fresh_api():
         close_api(a)
     finally:
         pg.close()
+
+
+@pytest.fixture
+def fresh_api():
+    """bin/user-api on a new, empty, migrated PostgreSQL of its own."""
+    yield from api_on_new_pg()
 
 
 @pytest.fixture
 def own_pg_api():
     """Like fresh_api, for tests that stop, kill and restart PostgreSQL under the API."""
-    pg = new_pg()
-    pg.start()
-    try:
-        a = launch(pg)
-        yield a
-        close_api(a)
-    finally:
-        pg.close()
+    yield from api_on_new_pg()
 
 
 @pytest.fixture
