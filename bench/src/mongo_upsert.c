@@ -24,26 +24,33 @@ cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Usage: mongo_upsert <uri> <count> [mode]: mode 0 upserts only, 1 (default) adds the history
- * insert, 2 also first reads the user's document and its history entry by _id, as the consumer's
- * history repair does before the first upsert of each user. */
+/* Usage: mongo_upsert <uri> <count> [mode] [users]: mode 0 upserts only, 1 (default) adds the
+ * history insert, 2 also first reads the user's document and its history entry by _id, as the
+ * consumer's history repair does before the first upsert of each user. Event g (1, 2, ...) is
+ * version (g - 1) / users + 1 of user (g - 1) % users + 1, as the benchmark's outbox fill makes
+ * them; users defaults to count (one version 1 event per user). */
 int
 main(int argc, char **argv)
 {
 	mongoc_client_t *cl;
 	mongoc_collection_t *coll, *hist;
 	bson_error_t e;
-	long n;
+	long n, users;
 	int with_history;
 	char name[64], email[96], eid[64];
 	const char *ts = "2026-11-29T10:00:00.123456Z";
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: mongo_upsert <uri> <count> [mode 0|1|2]\n");
+		fprintf(stderr, "usage: mongo_upsert <uri> <count> [mode 0|1|2] [users]\n");
 		return 2;
 	}
 	n = atol(argv[2]);
 	with_history = argc > 3 ? atoi(argv[3]) : 1;
+	users = argc > 4 ? atol(argv[4]) : n;
+	if (n < 1 || users < 1) {
+		fprintf(stderr, "mongo_upsert: count and users must be at least 1\n");
+		return 2;
+	}
 	mongoc_init();
 	cl = mongoc_client_new(argv[1]);
 	if (cl == NULL) {
@@ -71,19 +78,21 @@ main(int argc, char **argv)
 	double *lat = calloc((size_t)n, sizeof(double));
 	double t0 = now_s();
 	for (long i = 0; i < n; i++) {
-		int64_t id = i + 1;
+		int64_t id = i % users + 1, version = i / users + 1, g = i + 1;
+		const char *type = version == 1 ? "user_created" : "user_updated";
 		double t1 = now_s();
 
 		snprintf(name, sizeof(name), "Bench User %lld", (long long)id);
 		snprintf(email, sizeof(email), "bench-%lld@example.com", (long long)id);
-		snprintf(eid, sizeof(eid), "00000000-0000-4000-8000-%012lld", (long long)id);
-		bson_t *filter = BCON_NEW("_id", BCON_INT64(id), "version", "{", "$lt", BCON_INT64(1), "}");
+		snprintf(eid, sizeof(eid), "00000000-0000-4000-8000-%012lld", (long long)g);
+		bson_t *filter = BCON_NEW("_id", BCON_INT64(id), "version", "{", "$lt", BCON_INT64(version),
+		    "}");
 		bson_t *update = BCON_NEW("$set", "{", "user_id", BCON_INT64(id), "name", BCON_UTF8(name),
-		    "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts), "version", BCON_INT64(1),
-		    "deleted", BCON_BOOL(false), "event_id", BCON_UTF8(eid),
-		    "event_type", BCON_UTF8("user_created"), "committed_at", BCON_UTF8(ts),
+		    "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts),
+		    "version", BCON_INT64(version), "deleted", BCON_BOOL(false), "event_id", BCON_UTF8(eid),
+		    "event_type", BCON_UTF8(type), "committed_at", BCON_UTF8(ts),
 		    "published_at", BCON_UTF8(ts), "applied_at", BCON_UTF8(ts),
-		    "stream_seq", BCON_INT64(id), "}");
+		    "stream_seq", BCON_INT64(g), "}");
 		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
 
 		if (with_history == 2) {
@@ -112,11 +121,11 @@ main(int argc, char **argv)
 		}
 		if (with_history) {
 			bson_t *h = BCON_NEW("_id", BCON_UTF8(eid), "event_id", BCON_UTF8(eid), "user_id", BCON_INT64(id),
-			    "type", BCON_UTF8("user_created"), "version", BCON_INT64(1),
+			    "type", BCON_UTF8(type), "version", BCON_INT64(version),
 			    "name", BCON_UTF8(name), "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts),
 			    "deleted", BCON_BOOL(false), "committed_at", BCON_UTF8(ts),
 			    "published_at", BCON_UTF8(ts), "applied_at", BCON_UTF8(ts),
-			    "stream_seq", BCON_INT64(id));
+			    "stream_seq", BCON_INT64(g), "superseded", BCON_BOOL(false));
 
 			if (!mongoc_collection_insert_one(hist, h, NULL, NULL, &e)) {
 				fprintf(stderr, "mongo_upsert: could not insert history: %s\n", e.message);

@@ -717,7 +717,11 @@ class FerretDB(Process):
     def _argv(self):
         # --debug-addr=- : the debug listener's default is the fixed port 8088, which parallel
         # servers would fight over. --state-dir: its state.json would otherwise land in the cwd.
-        return [tool("FERRETDB"), "--handler=sqlite", f"--sqlite-url=file:{self.data}/",
+        # synchronous(off): no fsync per SQLite commit, as the harness's PostgreSQL runs with
+        # fsync=off; a killed FerretDB loses nothing (the OS holds the writes), only a machine
+        # crash would. FerretDB keeps its other defaults (WAL, busy timeout).
+        return [tool("FERRETDB"), "--handler=sqlite",
+                f"--sqlite-url=file:{self.data}/?_pragma=synchronous(off)",
                 f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.dir}", "--debug-addr=-",
                 "--telemetry=disable", "--log-level=info", *self.args]
 
