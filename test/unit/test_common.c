@@ -1,4 +1,5 @@
 /* Unit tests of the shared code: settings parsing, ids, traceparent, backoff, failpoints. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,6 +95,44 @@ test_trace_and_uuid(void)
 	CHECK(!uuid_valid("not-a-uuid"));
 }
 
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+/* Event ids are version 4, variant RFC 4122, and never repeat, also across the refills of the
+ * random pool (512 bytes: 32 ids) and in another thread. */
+static void *
+make_ids(void *arg)
+{
+	char (*ids)[37] = arg;
+
+	for (int i = 0; i < 500; i++)
+		uuid_new(ids[i]);
+	return NULL;
+}
+
+static void
+test_uuid_unique(void)
+{
+	static char ids[1000][37];
+	pthread_t t;
+	bool shape = true, distinct = true;
+
+	make_ids(ids);
+	CHECK(pthread_create(&t, NULL, make_ids, ids[500]) == 0);
+	pthread_join(t, NULL);
+	for (int i = 0; i < 1000; i++)
+		shape = shape && uuid_valid(ids[i]) && ids[i][14] == '4' &&
+		    strchr("89ab", ids[i][19]) != NULL;
+	CHECK(shape);
+	qsort(ids, 1000, sizeof(ids[0]), cmp_str);
+	for (int i = 1; i < 1000; i++)
+		distinct = distinct && strcmp(ids[i - 1], ids[i]) != 0;
+	CHECK(distinct);
+}
+
 static void
 test_backoff(void)
 {
@@ -162,6 +201,7 @@ main(void)
 	test_load();
 	test_ids();
 	test_trace_and_uuid();
+	test_uuid_unique();
 	test_backoff();
 	test_failpoints();
 	test_metrics();
