@@ -244,6 +244,8 @@ class Profile:
         self.proc.wait()
         parts = []
         for title, args in (("CPU samples per process", ["--sort", "comm", "--percent-limit", "1"]),
+                            ("CPU samples per process and binary (the kernel's share is "
+                             "[kernel.kallsyms])", ["--sort", "comm,dso", "--percent-limit", "0.5"]),
                             ("Top symbols (self time, by process)",
                              ["--sort", "comm,dso,sym", "--percent-limit", "0.7"])):
             r = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "--no-children",

@@ -162,6 +162,32 @@ def markdown(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def kernel_share(r: dict, name: str | None, comm: str) -> float | None:
+    """The share of a process's CPU samples spent in the kernel, from a profile file of the run."""
+    if not name:
+        return None
+    try:
+        from pathlib import Path
+        text = (Path(r.get("out_dir", ".")) / name).read_text()
+    except OSError:
+        return None
+    total = kernel = 0.0
+    keep = False
+    for ln in text.splitlines():
+        if ln.startswith("## CPU samples per process and binary"):
+            keep = True
+            continue
+        if keep and ln.startswith("##"):
+            break
+        f = ln.split()
+        if keep and len(f) >= 3 and f[0].endswith("%") and f[1] == comm:
+            share = float(f[0].rstrip("%"))
+            total += share
+            if f[2] == "[kernel.kallsyms]":
+                kernel += share
+    return kernel / total if total else None
+
+
 def baseline_parts(r: dict):
     """One commit (pgbench POST, 1 client, p50), one JetStream round trip, one upsert (p50)."""
     s, bp = r["scenarios"], r.get("baseline_parts", {})
@@ -191,6 +217,9 @@ def goals(r: dict) -> list[str]:
         pg_b = b["cpu"]["postgres"] / n_b * 1e6 if n_b else 0
         api_us = o["cpu"]["user-api"] / n_o * 1e6 if n_o else 0
         nats_us = o["cpu"].get("nats-server", 0) / n_o * 1e6 if n_o else 0
+        gen_us = o["cpu"].get("wrk", 0) / n_o * 1e6 if n_o else 0
+        pgb_us = b["cpu"].get("pgbench", 0) / n_b * 1e6 if n_b else 0
+        ks = kernel_share(r, s["1"].get("profile"), "MHD-worker")
         t = s["1"].get("threads_64_experiment")
         out += [f"- Scenario 1, at least 0.8 of pgbench at 16 and 64 clients: lowest ratio "
                 f"{worst:.2f}, {'reached' if worst >= 0.8 else 'not reached'}. The machine is "
@@ -199,12 +228,20 @@ def goals(r: dict) -> list[str]:
                 f"(POST at 16 clients: {pg_o:.0f} µs through user-api, {pg_b:.0f} µs from pgbench), "
                 f"but through user-api it gets {o['cpu']['postgres']:.1f} CPU seconds instead of "
                 f"{b['cpu']['postgres']:.1f}: user-api itself takes {api_us:.0f} µs of CPU per "
-                f"request (HTTP, strict JSON validation, uuid, traceparent) and nats-server "
-                f"{nats_us:.0f} µs for the nudge, on the same 2 cores. The ratio is the CPU share "
-                "left to PostgreSQL, a limit of this 2-core machine rather than of a wait in "
-                "user-api"
+                f"request, wrk {gen_us:.0f} µs (pgbench's own client {pgb_us:.0f} µs) and "
+                f"nats-server {nats_us:.0f} µs for the nudge, on the same 2 cores"
+                + (f". {ks * 100:.0f} % of user-api's samples in the profile are in the kernel: "
+                   "each request wakes a worker thread, which sends to PostgreSQL, sleeps until "
+                   "the answer, and wakes wrk with the response (context switches and socket "
+                   "wake-ups); its own code (HTTP parsing, JSON, validation) is the small rest"
+                   if ks is not None else "")
+                + ". The ratio is the CPU share left to PostgreSQL, a limit of this 2-core machine "
+                "shared with the load generator rather than of a wait in user-api"
                 + (f"; more worker threads do not help (64 threads: {t['threads_64_rate']:,.0f}/s, "
-                   f"8 threads: {t['threads_8_rate']:,.0f}/s)" if t else "") + ".", ""]
+                   f"8 threads: {t['threads_8_rate']:,.0f}/s)" if t else "")
+                + ". What would move it: fewer wake-ups per request, by sending the statements of "
+                "several requests to PostgreSQL in one pipeline (libpq pipeline mode) from an "
+                "event loop instead of one blocking round trip per worker.", ""]
         out += _profile_block(r, s["1"].get("profile"))
     if "3" in s:
         x = s["3"]
