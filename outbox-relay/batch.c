@@ -31,18 +31,24 @@ struct outbox_batch {
 	size_t hint;		/* where the next PubAck is looked for: they arrive in order */
 	size_t acked, duplicates, failed, dead;
 	char error[256];
+	bool committing;	/* the claim sent last follows the previous batch's commit */
+	size_t sent;		/* messages handed to the library by the last send */
+	int64_t start_ms;	/* when the first message of the batch was published */
+	int64_t last_ack_ms;	/* when the last PubAck (or failure) came */
 	double publish_seconds;
 	size_t dead_idx[64];	/* rows moved by the last bury, for the caller's log lines */
 	size_t ndead_idx;
 };
 
-/* Builds the JetStream body in PostgreSQL, so that the relay only moves bytes. */
+/* Opens the transaction and claims in one round trip (simple query protocol: two statements,
+ * integers only in the text). The JetStream body is built in PostgreSQL, so that the relay only
+ * moves bytes. The %s is empty or a lower bound on the id (see outbox_batch_claim_send()). */
 static const char claim_sql[] =
-    "SELECT id, event_id::text, subject, headers->>'traceparent', "
+    "BEGIN; SELECT id, event_id::text, subject, headers->>'traceparent', "
     "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', 1, "
     "'occurred_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
     "'payload', payload)::text "
-    "FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+    "FROM outbox %s ORDER BY id LIMIT %ld FOR UPDATE SKIP LOCKED";
 
 static const char bury_sql[] =
     "WITH d AS (DELETE FROM outbox WHERE id = $1 RETURNING *) "
@@ -72,6 +78,9 @@ batch_reset(struct outbox_batch *b)
 	b->hint = 0;
 	b->acked = b->duplicates = b->failed = b->dead = 0;
 	b->error[0] = '\0';
+	b->committing = false;
+	b->sent = 0;
+	b->start_ms = b->last_ack_ms = 0;
 	b->publish_seconds = 0;
 	b->ndead_idx = 0;
 	pthread_mutex_unlock(&b->mu);
@@ -117,6 +126,7 @@ on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure
 		b->hint = i + 1;
 		if (r->state != ROW_PENDING)
 			break;
+		b->last_ack_ms = mono_ms();
 		if (pa != NULL) {
 			/* A duplicate is a positive answer too: the stream has the event. */
 			r->state = ROW_ACKED;
@@ -149,62 +159,114 @@ outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts)
 	opts->PublishAsync.AckHandlerClosure = b;
 }
 
-long
-outbox_batch_claim(struct outbox_batch *b, PGconn *conn, long limit, char *err, size_t errlen)
+int
+outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
+    char *err, size_t errlen)
 {
-	const char *params[1];
-	char lim[24], msg[256];
-	PGresult *r;
-	size_t n;
+	char where[48], sql[sizeof(claim_sql) + 96], msg[256];
 
 	batch_reset(b);
-	r = PQexec(conn, "BEGIN");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		pg_error_text(conn, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not begin a transaction: %s", msg);
-		PQclear(r);
-		return -1;
-	}
-	PQclear(r);
-	snprintf(lim, sizeof(lim), "%ld", limit);
-	params[0] = lim;
-	r = PQexecParams(conn, claim_sql, 1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		pg_error_text(conn, r, msg, sizeof(msg));
+	where[0] = '\0';
+	if (after > 0)
+		snprintf(where, sizeof(where), "WHERE id > %lld", (long long)after);
+	snprintf(sql, sizeof(sql), claim_sql, where, limit);
+	if (!PQsendQuery(conn, sql)) {
+		pg_error_text(conn, NULL, msg, sizeof(msg));
 		snprintf(err, errlen, "could not claim outbox rows: %s", msg);
-		PQclear(r);
 		outbox_batch_rollback(b, conn);
 		return -1;
 	}
-	n = (size_t)PQntuples(r);
-	if (n > b->cap) {
-		struct outbox_row *rows = realloc(b->rows, n * sizeof(*rows));
+	return 0;
+}
 
-		if (rows == NULL) {
-			snprintf(err, errlen, "could not claim outbox rows: out of memory");
+long
+outbox_batch_claim_result(struct outbox_batch *b, PGconn *conn, bool *committed, char *err,
+    size_t errlen)
+{
+	PGresult *r, *rows = NULL;
+	bool committing = b->committing;
+	char msg[256];
+	size_t n;
+
+	/* The commit's results first, if one was sent (up to COMMIT's), then BEGIN's, the rows, and
+	 * NULL; the first error wins, and PostgreSQL skips the statements after it. */
+	b->committing = false;
+	if (committed != NULL)
+		*committed = false;
+	msg[0] = '\0';
+	while ((r = PQgetResult(conn)) != NULL) {
+		ExecStatusType st = PQresultStatus(r);
+
+		if (committing) {
+			if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0) {
+				committing = false;
+				if (committed != NULL)
+					*committed = true;
+			} else if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
+				snprintf(msg, sizeof(msg), "the transaction was rolled back");
+			} else if (st != PGRES_COMMAND_OK && msg[0] == '\0') {
+				pg_error_text(conn, r, msg, sizeof(msg));
+			}
 			PQclear(r);
+			continue;
+		}
+		if (st == PGRES_TUPLES_OK && rows == NULL && msg[0] == '\0') {
+			rows = r;
+			continue;
+		}
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && msg[0] == '\0')
+			pg_error_text(conn, r, msg, sizeof(msg));
+		PQclear(r);
+	}
+	if (committing) {
+		snprintf(err, errlen, "could not commit the batch: %s", msg[0] ? msg : "no answer");
+		PQclear(rows);
+		outbox_batch_rollback(b, conn);
+		return -1;
+	}
+	if (rows == NULL && msg[0] == '\0')
+		pg_error_text(conn, NULL, msg, sizeof(msg));
+	if (msg[0] != '\0') {
+		snprintf(err, errlen, "could not claim outbox rows: %s", msg);
+		PQclear(rows);
+		outbox_batch_rollback(b, conn);
+		return -1;
+	}
+	n = (size_t)PQntuples(rows);
+	if (n > b->cap) {
+		struct outbox_row *more = realloc(b->rows, n * sizeof(*more));
+
+		if (more == NULL) {
+			snprintf(err, errlen, "could not claim outbox rows: out of memory");
+			PQclear(rows);
 			outbox_batch_rollback(b, conn);
 			return -1;
 		}
-		b->rows = rows;
+		b->rows = more;
 		b->cap = n;
 	}
 	pthread_mutex_lock(&b->mu);
-	b->res = r;
+	b->res = rows;
 	for (size_t i = 0; i < n; i++) {
 		struct outbox_row *row = &b->rows[i];
 
-		row->id = PQgetvalue(r, (int)i, 0);
-		row->event_id = PQgetvalue(r, (int)i, 1);
-		row->subject = PQgetvalue(r, (int)i, 2);
-		row->traceparent = PQgetisnull(r, (int)i, 3) ? NULL : PQgetvalue(r, (int)i, 3);
-		row->body = PQgetvalue(r, (int)i, 4);
-		row->body_len = PQgetlength(r, (int)i, 4);
+		row->id = PQgetvalue(rows, (int)i, 0);
+		row->event_id = PQgetvalue(rows, (int)i, 1);
+		row->subject = PQgetvalue(rows, (int)i, 2);
+		row->traceparent = PQgetisnull(rows, (int)i, 3) ? NULL : PQgetvalue(rows, (int)i, 3);
+		row->body = PQgetvalue(rows, (int)i, 4);
+		row->body_len = PQgetlength(rows, (int)i, 4);
 		row->state = ROW_PENDING;
 	}
 	b->n = n;
 	pthread_mutex_unlock(&b->mu);
 	return (long)n;
+}
+
+int64_t
+outbox_batch_last_id(const struct outbox_batch *b)
+{
+	return b->n > 0 ? strtoll(b->rows[b->n - 1].id, NULL, 10) : 0;
 }
 
 size_t
@@ -293,18 +355,16 @@ row_message(const struct outbox_row *row, natsMsg **out)
 	return NATS_OK;
 }
 
-int
-outbox_batch_publish(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *err, size_t errlen)
+void
+outbox_batch_send(struct outbox_batch *b, jsCtx *js, long timeout_ms)
 {
-	jsPubOptions po, wait;
-	int64_t start = mono_ms();
+	jsPubOptions po;
 	natsStatus s = NATS_OK;
-	natsMsgList pending;
 	size_t sent = 0;
-	int rc;
 
 	jsPubOptions_Init(&po);
 	po.MaxWait = timeout_ms;
+	b->start_ms = mono_ms();
 	for (size_t i = 0; i < b->n; i++) {
 		struct outbox_row *row = &b->rows[i];
 		natsMsg *m = NULL;
@@ -324,25 +384,32 @@ outbox_batch_publish(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *e
 		}
 		sent++;
 	}
+	b->sent = sent;
+}
+
+int
+outbox_batch_await(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *err, size_t errlen)
+{
+	jsPubOptions wait;
+	int rc;
+
 	if (FAILPOINT("relay.after_publish_before_acks") != 0) {
 		pthread_mutex_lock(&b->mu);
 		if (b->error[0] == '\0')
 			snprintf(b->error, sizeof(b->error), "could not wait for PubAcks: failpoint");
 		pthread_mutex_unlock(&b->mu);
 	}
-	if (sent > 0) {
+	if (b->sent > 0) {
 		/* Every publish carries MaxWait, so the library times each one out itself; the margin
 		 * only guards against a stuck library. */
 		jsPubOptions_Init(&wait);
 		wait.MaxWait = timeout_ms + 2000;
-		if (js_PublishAsyncComplete(js, &wait) != NATS_OK &&
-		    js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
-			/* Their PubAcks, if any still come, are dropped by the library from now on. */
-			natsMsgList_Destroy(&pending);
-		}
+		if (js_PublishAsyncComplete(js, &wait) != NATS_OK)
+			outbox_batch_forget(b, js);
 	}
 	pthread_mutex_lock(&b->mu);
-	b->publish_seconds = (double)(mono_ms() - start) / 1000.0;
+	b->publish_seconds = (double)((b->acked + b->dead == b->n && b->last_ack_ms > 0 ?
+	    b->last_ack_ms : mono_ms()) - b->start_ms) / 1000.0;
 	rc = (b->acked + b->dead == b->n && b->error[0] == '\0') ? 0 : -1;
 	if (rc != 0) {
 		if (b->error[0] != '\0')
@@ -355,48 +422,77 @@ outbox_batch_publish(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *e
 	return rc;
 }
 
-int
-outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
+void
+outbox_batch_forget(struct outbox_batch *b, jsCtx *js)
 {
-	const char *params[1];
-	char *ids = NULL, msg[256];
-	size_t len = 2, off = 0;
-	PGresult *r;
-	int rc = -1;
+	natsMsgList pending;
 
-	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
-		snprintf(err, errlen, "could not commit the batch: failpoint");
-		goto fail;
-	}
+	(void)b;
+	/* Their PubAcks, if any still come, are dropped by the library from now on. */
+	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+		natsMsgList_Destroy(&pending);
+}
+
+/* The ids of the acknowledged rows as a PostgreSQL array literal; the caller free()s it. */
+static char *
+acked_ids(struct outbox_batch *b)
+{
+	size_t len = 3, off = 0;
+	char *ids;
+
 	pthread_mutex_lock(&b->mu);
 	for (size_t i = 0; i < b->n; i++)
 		len += strlen(b->rows[i].id) + 1;
-	ids = malloc(len + 1);
-	if (ids == NULL) {
-		pthread_mutex_unlock(&b->mu);
-		snprintf(err, errlen, "could not commit the batch: out of memory");
-		goto fail;
+	ids = malloc(len);
+	if (ids != NULL) {
+		ids[off++] = '{';
+		for (size_t i = 0; i < b->n; i++) {
+			if (b->rows[i].state != ROW_ACKED)
+				continue;
+			off += (size_t)sprintf(ids + off, "%s%s", off > 1 ? "," : "", b->rows[i].id);
+		}
+		ids[off++] = '}';
+		ids[off] = '\0';
 	}
-	ids[off++] = '{';
-	for (size_t i = 0; i < b->n; i++) {
-		if (b->rows[i].state != ROW_ACKED)
-			continue;
-		off += (size_t)sprintf(ids + off, "%s%s", off > 1 ? "," : "", b->rows[i].id);
-	}
-	ids[off++] = '}';
-	ids[off] = '\0';
 	pthread_mutex_unlock(&b->mu);
+	return ids;
+}
 
-	params[0] = ids;
+static int
+delete_acked(PGconn *conn, const char *ids, char *err, size_t errlen)
+{
+	const char *params[1] = { ids };
+	char msg[256];
+	PGresult *r;
+
 	r = PQexecParams(conn, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, NULL, params,
 	    NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		pg_error_text(conn, r, msg, sizeof(msg));
 		snprintf(err, errlen, "could not delete the published outbox rows: %s", msg);
 		PQclear(r);
-		goto fail;
+		return -1;
 	}
 	PQclear(r);
+	return 0;
+}
+
+int
+outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
+{
+	char *ids = NULL, msg[256];
+	PGresult *r;
+
+	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
+		snprintf(err, errlen, "could not commit the batch: failpoint");
+		goto fail;
+	}
+	if ((ids = acked_ids(b)) == NULL) {
+		snprintf(err, errlen, "could not commit the batch: out of memory");
+		goto fail;
+	}
+	if (delete_acked(conn, ids, err, errlen) != 0)
+		goto fail;
 	if (FAILPOINT("relay.after_delete_before_commit") != 0) {
 		snprintf(err, errlen, "could not commit the batch: failpoint");
 		goto fail;
@@ -414,7 +510,65 @@ outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errl
 fail:
 	free(ids);
 	outbox_batch_rollback(b, conn);
-	return rc;
+	return -1;
+}
+
+int
+outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
+    struct batch_result *done, char *err, size_t errlen)
+{
+	char *ids = NULL, *sql = NULL, where[48], msg[256];
+	size_t len;
+
+	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
+		snprintf(err, errlen, "could not commit the batch: failpoint");
+		goto fail;
+	}
+	if ((ids = acked_ids(b)) == NULL) {
+		snprintf(err, errlen, "could not commit the batch: out of memory");
+		goto fail;
+	}
+	/* With failpoints armed, the DELETE goes first on its own, so that the failpoint between it
+	 * and the COMMIT still means what it says. */
+	if (failpoints_armed) {
+		if (delete_acked(conn, ids, err, errlen) != 0)
+			goto fail;
+		if (FAILPOINT("relay.after_delete_before_commit") != 0) {
+			snprintf(err, errlen, "could not commit the batch: failpoint");
+			goto fail;
+		}
+	}
+	where[0] = '\0';
+	if (after > 0)
+		snprintf(where, sizeof(where), "WHERE id > %lld", (long long)after);
+	len = strlen(ids) + sizeof(claim_sql) + 160;
+	if ((sql = malloc(len)) == NULL) {
+		snprintf(err, errlen, "could not commit the batch: out of memory");
+		goto fail;
+	}
+	/* The ids are integers that PostgreSQL itself returned: safe to write into the text. */
+	if (failpoints_armed)
+		len = (size_t)snprintf(sql, len, "COMMIT; ");
+	else
+		len = (size_t)snprintf(sql, len, "DELETE FROM outbox WHERE id = ANY('%s'::bigint[]); "
+		    "COMMIT; ", ids);
+	snprintf(sql + len, strlen(ids) + sizeof(claim_sql) + 160 - len, claim_sql, where, limit);
+	outbox_batch_result(b, done);
+	batch_reset(b);
+	if (!PQsendQuery(conn, sql)) {
+		pg_error_text(conn, NULL, msg, sizeof(msg));
+		snprintf(err, errlen, "could not commit the batch: %s", msg);
+		goto fail;
+	}
+	b->committing = true;
+	free(sql);
+	free(ids);
+	return 0;
+fail:
+	free(sql);
+	free(ids);
+	outbox_batch_rollback(b, conn);
+	return -1;
 }
 
 void

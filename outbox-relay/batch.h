@@ -28,11 +28,24 @@ void outbox_batch_free(struct outbox_batch *b);
  * publish through this batch, and the batch must outlive it. */
 void outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts);
 
-/* Opens a transaction on conn and claims up to limit rows, oldest id first, skipping rows another
- * transaction holds. Returns the number claimed (0 leaves the transaction open too), or -1 with
- * err filled (the transaction is then rolled back). */
-long outbox_batch_claim(struct outbox_batch *b, PGconn *conn, long limit, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+/* Starts a claim on conn without waiting for it, so that the caller can publish another batch
+ * while PostgreSQL works: opens a transaction and asks for up to limit rows, oldest id first,
+ * skipping rows another transaction holds. With after > 0 only rows with a higher id are claimed:
+ * the caller passes the last id of the batch claimed just before, still locked, so the claim
+ * starts right behind it instead of stepping over its rows. Returns 0, or -1 with err filled. */
+int outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Waits for the claim that outbox_batch_claim_send() or outbox_batch_commit_claim_send() started.
+ * Returns the number claimed (0 leaves the transaction open too), or -1 with err filled (the
+ * transaction is then rolled back). After outbox_batch_commit_claim_send(), *committed (when not
+ * NULL) says whether the commit went through; when it did not, nothing was claimed either and err
+ * says why the commit failed. */
+long outbox_batch_claim_result(struct outbox_batch *b, PGconn *conn, bool *committed, char *err,
+    size_t errlen) __attribute__((warn_unused_result));
+
+/* The highest id of the claimed rows (they are in id order), or 0 when there are none. */
+int64_t outbox_batch_last_id(const struct outbox_batch *b);
 
 /* Moves the claimed rows that the server could never accept (over max_payload bytes) to
  * outbox_dead, inside the claim's transaction. Returns how many were moved, or -1 with err filled.
@@ -43,16 +56,34 @@ long outbox_batch_bury(struct outbox_batch *b, PGconn *conn, int64_t max_payload
 const char *outbox_batch_dead_id(const struct outbox_batch *b, size_t i, const char **subject,
     size_t *bytes);
 
-/* Publishes every claimed row still pending and waits up to timeout_ms (the MaxWait of each
- * publish) for the PubAcks. Returns 0 when every row got a positive PubAck; otherwise -1 with err
- * naming the first failure. */
-int outbox_batch_publish(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *err,
+/* Publishes every claimed row still pending through js (each with timeout_ms as its MaxWait) and
+ * returns without waiting for the PubAcks, so that the caller can claim the next batch meanwhile.
+ * A publish the library refuses ends the sending and becomes the batch's error, reported by
+ * outbox_batch_await(). */
+void outbox_batch_send(struct outbox_batch *b, jsCtx *js, long timeout_ms);
+
+/* Waits for the PubAcks of what outbox_batch_send() published (each times out after its MaxWait).
+ * Returns 0 when every row got a positive PubAck; otherwise -1 with err naming the first failure,
+ * and the PubAcks still missing are dropped when they come. */
+int outbox_batch_await(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *err,
     size_t errlen) __attribute__((warn_unused_result));
+
+/* Gives up the PubAcks still pending on js without waiting (they are dropped when they come), for
+ * a batch abandoned with its connection. */
+void outbox_batch_forget(struct outbox_batch *b, jsCtx *js);
 
 /* Deletes exactly the acknowledged rows and commits. Returns 0, or -1 with err filled (the
  * transaction is then rolled back or lost with the connection; the rows stay). */
 int outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* outbox_batch_commit() and outbox_batch_claim_send() of the next batch into b, in one round trip
+ * that PostgreSQL works on while the caller publishes: deletes the acknowledged rows, commits,
+ * opens the next transaction and starts the claim. *done gets the counts of the batch being
+ * committed (b is reused for the claim). Collect with outbox_batch_claim_result(). Returns 0, or
+ * -1 with err filled when the commit could not even be sent (the transaction is rolled back). */
+int outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
+    struct batch_result *done, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Rolls the transaction back (the rows stay, nothing is deleted). */
 void outbox_batch_rollback(struct outbox_batch *b, PGconn *conn);

@@ -95,8 +95,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 
-	log_info("starting %s: PostgreSQL %s:%ld/%s, NATS %s, batches of %ld", VERSION, s.pg.host,
-	    s.pg.port, s.pg.db, s.nats_url, s.batch_size);
+	log_info("starting %s: PostgreSQL %s:%ld/%s, NATS %s, batches of %ld, %ld in flight", VERSION,
+	    s.pg.host, s.pg.port, s.pg.db, s.nats_url, s.batch_size, s.pipeline);
 	warn_limits(&s);
 	relay = relay_new(&s, err, sizeof(err));
 	if (relay == NULL)

@@ -22,14 +22,40 @@
 
 enum role { ROLE_ELECTING, ROLE_STANDBY, ROLE_LEADER };
 
+/* Every 16th claim made ahead starts from the oldest row (see relay_step()). */
+#define CLAIM_FROM_OLDEST_EVERY 16
+
+enum slot_state {
+	SLOT_IDLE,			/* no transaction open */
+	SLOT_CLAIMED,			/* rows claimed, not published yet */
+	SLOT_SENT,			/* published; the transaction waits for the PubAcks */
+	SLOT_ACKED,			/* every PubAck in; the delete and commit still to do */
+};
+
+/* One batch of the pipeline. Each slot has its own PostgreSQL connection (the claim's transaction
+ * stays open until the PubAcks are in) and its own JetStream context (js_PublishAsyncComplete
+ * waits per context, and the PubAck handler's closure is the slot's batch). All slots publish on
+ * the one NATS connection, in the order they claimed, so the stream keeps id order. */
+struct slot {
+	struct outbox_batch *batch;
+	jsCtx *js;
+	PGconn *work;
+	enum slot_state state;
+	long claimed;			/* rows of the batch in hand */
+	bool committing;		/* the claim sent last follows the commit of done */
+	struct batch_result done;	/* the batch whose commit went with the claim */
+};
+
 struct relay {
 	const struct relay_settings *s;
 	natsConnection *nc;
-	jsCtx *js;
 	natsSubscription *nudge;
 	struct leader *leader;
-	struct outbox_batch *batch;
-	PGconn *work;			/* the leader's connection for claims and deletes */
+	struct slot slots[RELAY_PIPELINE_MAX];
+	size_t nslots;
+	size_t next;			/* the slot that claims next: the oldest one in flight */
+	struct slot *held;		/* the slot with a claimed batch not yet published, or NULL */
+	unsigned long ahead_claims;
 	bool stream_ready;		/* provisioned since the last failure */
 	int64_t backlog_due_ms;
 	struct backoff backoff;
@@ -86,19 +112,30 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 	backoff_init(&r->backoff, 100, 5000);
 	atomic_store(&r->role, ROLE_ELECTING);
 	snprintf(r->problem, sizeof(r->problem), "starting");
-	r->batch = outbox_batch_new();
+	r->nslots = s->pipeline < 1 ? 1 : s->pipeline > RELAY_PIPELINE_MAX ? RELAY_PIPELINE_MAX :
+	    (size_t)s->pipeline;
+	for (size_t i = 0; i < r->nslots; i++) {
+		r->slots[i].batch = outbox_batch_new();
+		if (r->slots[i].batch == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
 	r->leader = leader_new(&s->pg, "outbox-relay leader lock", s->lock_key);
-	if (r->batch == NULL || r->leader == NULL) {
+	if (r->leader == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
 	r->nc = natsconn_open(s->nats_url, "outbox-relay", err, errlen);
 	if (r->nc == NULL)
 		goto fail;
-	jsOptions_Init(&jo);
-	jo.Wait = s->publish_timeout_ms;
-	outbox_batch_js_options(r->batch, &jo);
-	st = natsConnection_JetStream(&r->js, r->nc, &jo);
+	st = NATS_OK;
+	for (size_t i = 0; i < r->nslots && st == NATS_OK; i++) {
+		jsOptions_Init(&jo);
+		jo.Wait = s->publish_timeout_ms;
+		outbox_batch_js_options(r->slots[i].batch, &jo);
+		st = natsConnection_JetStream(&r->slots[i].js, r->nc, &jo);
+	}
 	if (st == NATS_OK)
 		st = natsConnection_Subscribe(&r->nudge, r->nc, NUDGE_SUBJECT, on_nudge, r);
 	if (st != NATS_OK) {
@@ -141,16 +178,21 @@ relay_free(struct relay *r)
 		natsSubscription_Unsubscribe(r->nudge);
 		natsSubscription_Destroy(r->nudge);
 	}
-	if (r->js != NULL)
-		jsCtx_Destroy(r->js);
+	for (size_t i = 0; i < r->nslots; i++) {
+		if (r->slots[i].js != NULL)
+			jsCtx_Destroy(r->slots[i].js);
+	}
 	if (r->nc != NULL) {
 		natsConnection_Close(r->nc);
 		natsConnection_Destroy(r->nc);
 	}
-	if (r->work != NULL)
-		PQfinish(r->work);
 	leader_free(r->leader);
-	outbox_batch_free(r->batch);
+	/* The batches go last: they are the PubAck handlers' closures. */
+	for (size_t i = 0; i < r->nslots; i++) {
+		if (r->slots[i].work != NULL)
+			PQfinish(r->slots[i].work);
+		outbox_batch_free(r->slots[i].batch);
+	}
 	pthread_cond_destroy(&r->cond);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
@@ -198,12 +240,6 @@ relay_wait(struct relay *r, long ms)
 }
 
 static void
-relay_fail_wait(struct relay *r)
-{
-	shutdown_sleep_ms(backoff_next(&r->backoff));
-}
-
-static void
 become(struct relay *r, enum role role)
 {
 	enum role was = (enum role)atomic_exchange(&r->role, role);
@@ -218,22 +254,23 @@ become(struct relay *r, enum role role)
 }
 
 static void
-drop_work(struct relay *r)
+slot_drop_work(struct slot *s)
 {
-	if (r->work != NULL)
-		PQfinish(r->work);
-	r->work = NULL;
+	if (s->work != NULL)
+		PQfinish(s->work);
+	s->work = NULL;
 }
 
+/* Measured on a slot's connection while it has no transaction open. */
 static void
-backlog_refresh(struct relay *r)
+backlog_refresh(struct relay *r, struct slot *s)
 {
 	PGresult *res;
 
 	if (mono_ms() < r->backlog_due_ms)
 		return;
 	r->backlog_due_ms = mono_ms() + r->s->backlog_interval_ms;
-	res = PQexec(r->work, "SELECT count(*), COALESCE(extract(epoch FROM clock_timestamp() - "
+	res = PQexec(s->work, "SELECT count(*), COALESCE(extract(epoch FROM clock_timestamp() - "
 	    "(SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0) FROM outbox");
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		metrics_set(r->m_backlog, strtod(PQgetvalue(res, 0, 0), NULL));
@@ -241,104 +278,248 @@ backlog_refresh(struct relay *r)
 	} else {
 		char msg[256];
 
-		pg_error_text(r->work, res, msg, sizeof(msg));
+		pg_error_text(s->work, res, msg, sizeof(msg));
 		log_warnx("could not measure the outbox backlog: %s", msg);
-		if (pg_connection_lost(r->work, res))
-			drop_work(r);
+		if (pg_connection_lost(s->work, res))
+			slot_drop_work(s);
 	}
 	PQclear(res);
 }
 
-/* One claim-publish-commit round. Returns the rows claimed, or -1 after a failure (rolled back). */
-static long
-relay_batch(struct relay *r)
+/* Counts a failed batch of slot s and drops its connection when that is what failed. */
+static void
+slot_failed(struct relay *r, struct slot *s, const char *err)
 {
-	struct batch_result res;
+	metrics_add(r->m_batches_failed, 1);
+	set_problem(r, err);
+	s->state = SLOT_IDLE;
+	if (s->work != NULL && PQstatus(s->work) != CONNECTION_OK)
+		slot_drop_work(s);
+}
+
+static void
+count_committed(struct relay *r, const struct batch_result *res)
+{
+	metrics_add(r->m_published, res->acked);
+	metrics_add(r->m_duplicates, res->duplicates);
+	metrics_add(r->m_dead, res->dead);
+	metrics_observe(r->m_batch_size, (double)res->claimed);
+	metrics_observe(r->m_publish_seconds, res->publish_seconds);
+	log_debug("relayed %zu events (%zu duplicates, %zu dead) in %.3fs", res->acked,
+	    res->duplicates, res->dead, res->publish_seconds);
+}
+
+/* Collects the claim started on slot s and moves the rows that can never be published to
+ * outbox_dead. Returns the rows claimed (the slot then holds them, unpublished, when there are
+ * any), or -1 after a failure (rolled back, logged). */
+static long
+slot_claimed(struct relay *r, struct slot *s)
+{
+	bool committed;
 	char err[512];
 	long n, dead;
 
-	n = outbox_batch_claim(r->batch, r->work, r->s->batch_size, err, sizeof(err));
+	n = outbox_batch_claim_result(s->batch, s->work, &committed, err, sizeof(err));
+	if (s->committing) {
+		s->committing = false;
+		if (!committed) {
+			log_warnx("%s; the published events stay in the outbox and are republished "
+			    "(JetStream drops the duplicates)", err);
+			slot_failed(r, s, err);
+			return -1;
+		}
+		count_committed(r, &s->done);
+	}
 	if (n < 0) {
 		log_warnx("%s", err);
-		goto fail_pg;
+		slot_failed(r, s, err);
+		return -1;
 	}
 	if (n == 0) {
-		outbox_batch_rollback(r->batch, r->work);
+		outbox_batch_rollback(s->batch, s->work);
+		s->state = SLOT_IDLE;
 		return 0;
 	}
-	dead = outbox_batch_bury(r->batch, r->work, natsConnection_GetMaxPayload(r->nc), err,
+	dead = outbox_batch_bury(s->batch, s->work, natsConnection_GetMaxPayload(r->nc), err,
 	    sizeof(err));
 	if (dead < 0) {
 		log_warnx("%s", err);
-		outbox_batch_rollback(r->batch, r->work);
-		goto fail_pg;
+		outbox_batch_rollback(s->batch, s->work);
+		slot_failed(r, s, err);
+		return -1;
 	}
 	for (size_t i = 0; i < (size_t)dead; i++) {
 		const char *subject, *event_id;
 		size_t bytes;
 
-		event_id = outbox_batch_dead_id(r->batch, i, &subject, &bytes);
+		event_id = outbox_batch_dead_id(s->batch, i, &subject, &bytes);
 		if (event_id != NULL)
 			log_error("event %s: moved to outbox_dead: its %zu-byte body on \"%s\" is over the "
 			    "server's maximum payload of %" PRId64 " bytes", event_id, bytes, subject,
 			    natsConnection_GetMaxPayload(r->nc));
 	}
-	if (outbox_batch_publish(r->batch, r->js, r->s->publish_timeout_ms, err, sizeof(err)) != 0) {
-		outbox_batch_result(r->batch, &res);
-		outbox_batch_rollback(r->batch, r->work);
-		log_warnx("%s; rolled back the batch of %zu (%zu acknowledged, %zu not), retrying", err,
-		    res.claimed, res.acked, res.failed);
-		metrics_add(r->m_failed, res.failed);
-		metrics_add(r->m_batches_failed, 1);
-		r->stream_ready = false;	/* the stream may be gone: look again */
-		set_problem(r, err);
-		return -1;
-	}
-	if (outbox_batch_commit(r->batch, r->work, err, sizeof(err)) != 0) {
-		log_warnx("%s; the published events stay in the outbox and are republished "
-		    "(JetStream drops the duplicates)", err);
-		goto fail_pg;
-	}
-	outbox_batch_result(r->batch, &res);
-	metrics_add(r->m_published, res.acked);
-	metrics_add(r->m_duplicates, res.duplicates);
-	metrics_add(r->m_dead, res.dead);
-	metrics_observe(r->m_batch_size, (double)res.claimed);
-	metrics_observe(r->m_publish_seconds, res.publish_seconds);
-	log_debug("relayed %zu events (%zu duplicates, %zu dead) in %.3fs", res.acked, res.duplicates,
-	    res.dead, res.publish_seconds);
+	s->state = SLOT_CLAIMED;
+	s->claimed = n;
 	return n;
-fail_pg:
-	metrics_add(r->m_batches_failed, 1);
-	set_problem(r, err);
-	if (PQstatus(r->work) != CONNECTION_OK)
-		drop_work(r);
-	return -1;
 }
 
-/* Makes sure the leader has its work connection. Returns false (after logging and waiting) when
- * PostgreSQL cannot be reached. */
-static bool
-relay_connect(struct relay *r)
+/* Starts a claim on slot s of rows after the id after (0: from the oldest row); when the slot's
+ * batch is acknowledged, its delete and commit go first in the same round trip. Returns 0, or -1
+ * after a failure (logged). */
+static int
+slot_claim_send(struct relay *r, struct slot *s, int64_t after)
 {
 	char err[512];
 
-	if (r->work != NULL)
-		return true;
-	r->work = pg_connect(&r->s->pg, "outbox-relay", err, sizeof(err));
-	if (r->work == NULL) {
+	if (s->state == SLOT_ACKED) {
+		if (outbox_batch_commit_claim_send(s->batch, s->work, r->s->batch_size, after, &s->done,
+		    err, sizeof(err)) != 0) {
+			log_warnx("%s; the published events stay in the outbox and are republished "
+			    "(JetStream drops the duplicates)", err);
+			slot_failed(r, s, err);
+			return -1;
+		}
+		s->committing = true;
+		s->state = SLOT_IDLE;
+		return 0;
+	}
+	if (outbox_batch_claim_send(s->batch, s->work, r->s->batch_size, after, err,
+	    sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		slot_failed(r, s, err);
+		return -1;
+	}
+	return 0;
+}
+
+/* Publishes slot s's claimed batch without waiting for the PubAcks. */
+static void
+slot_send(struct relay *r, struct slot *s)
+{
+	outbox_batch_send(s->batch, s->js, r->s->publish_timeout_ms);
+	s->state = SLOT_SENT;
+}
+
+/* Waits for the PubAcks of slot s's batch; any row without a positive PubAck rolls the whole
+ * batch back. Returns 0 (the slot is then acknowledged, its commit still to do), or -1 after a
+ * failure (logged; the rows stay in the outbox, no transaction open). */
+static int
+slot_await(struct relay *r, struct slot *s)
+{
+	struct batch_result res;
+	char err[512];
+
+	if (outbox_batch_await(s->batch, s->js, r->s->publish_timeout_ms, err, sizeof(err)) != 0) {
+		outbox_batch_result(s->batch, &res);
+		outbox_batch_rollback(s->batch, s->work);
+		log_warnx("%s; rolled back the batch of %zu (%zu acknowledged, %zu not), retrying", err,
+		    res.claimed, res.acked, res.failed);
+		metrics_add(r->m_failed, res.failed);
+		r->stream_ready = false;	/* the stream may be gone: look again */
+		slot_failed(r, s, err);
+		return -1;
+	}
+	s->state = SLOT_ACKED;
+	return 0;
+}
+
+/* Deletes the acknowledged rows of slot s and commits. Returns 0, or -1 after a failure (logged;
+ * the rows stay in the outbox). The slot has no transaction open afterwards. */
+static int
+slot_commit(struct relay *r, struct slot *s)
+{
+	struct batch_result res;
+	char err[512];
+
+	s->state = SLOT_IDLE;
+	if (outbox_batch_commit(s->batch, s->work, err, sizeof(err)) != 0) {
+		log_warnx("%s; the published events stay in the outbox and are republished "
+		    "(JetStream drops the duplicates)", err);
+		slot_failed(r, s, err);
+		return -1;
+	}
+	outbox_batch_result(s->batch, &res);
+	count_committed(r, &res);
+	return 0;
+}
+
+/* Brings slot s to no open transaction: a batch in flight is awaited and committed (or rolled
+ * back), one claimed but not published is rolled back. Returns -1 when a batch failed. */
+static int
+slot_finish(struct relay *r, struct slot *s)
+{
+	switch (s->state) {
+	case SLOT_SENT:
+		if (slot_await(r, s) != 0)
+			return -1;
+		return slot_commit(r, s);
+	case SLOT_ACKED:
+		return slot_commit(r, s);
+	case SLOT_CLAIMED:
+		outbox_batch_rollback(s->batch, s->work);
+		s->state = SLOT_IDLE;
+		return 0;
+	case SLOT_IDLE:
+		break;
+	}
+	return 0;
+}
+
+/* Ends every transaction of the pipeline: the batches in flight are finished oldest first
+ * (committed when acknowledged), a batch claimed but not published is rolled back. Returns -1
+ * when any of them failed. */
+static int
+relay_drain(struct relay *r)
+{
+	int rc = 0;
+
+	for (size_t k = 0; k < r->nslots; k++) {
+		if (slot_finish(r, &r->slots[(r->next + k) % r->nslots]) != 0)
+			rc = -1;
+	}
+	r->held = NULL;
+	return rc;
+}
+
+/* Without the leadership: ends every slot's transaction with its connection at once, and drops
+ * the PubAcks still to come. The next leader republishes those rows. */
+static void
+relay_abandon(struct relay *r)
+{
+	for (size_t i = 0; i < r->nslots; i++) {
+		struct slot *s = &r->slots[i];
+
+		if (s->state == SLOT_SENT)
+			outbox_batch_forget(s->batch, s->js);
+		s->state = SLOT_IDLE;
+		s->committing = false;
+		slot_drop_work(s);
+	}
+	r->held = NULL;
+}
+
+/* Makes sure slot s has its work connection. Returns 0, or how long to wait before trying again
+ * (after logging). */
+static long
+relay_connect(struct relay *r, struct slot *s)
+{
+	char err[512];
+
+	if (s->work != NULL)
+		return 0;
+	s->work = pg_connect(&r->s->pg, "outbox-relay", err, sizeof(err));
+	if (s->work == NULL) {
 		atomic_store(&r->pg_ok, false);
 		log_warnx("%s; retrying", err);
 		set_problem(r, err);
-		relay_fail_wait(r);
-		return false;
+		return backoff_next(&r->backoff);
 	}
-	return true;
+	return 0;
 }
 
-/* Makes sure NATS is connected and the stream provisioned. Returns false (after logging and
- * waiting) when either is missing. */
-static bool
+/* Makes sure NATS is connected and the stream provisioned. Returns 0, or how long to wait before
+ * trying again (after logging). */
+static long
 relay_prepare(struct relay *r)
 {
 	char err[512], note[1024];
@@ -346,15 +527,14 @@ relay_prepare(struct relay *r)
 
 	if (!natsconn_ok(r->nc)) {
 		set_problem(r, "NATS is not connected; events wait in the outbox");
-		shutdown_sleep_ms(200);
-		return false;
+		return 200;
 	}
 	if (!r->stream_ready) {
-		if (stream_provision(r->js, r->s, note, sizeof(note), &warn, err, sizeof(err)) != 0) {
+		if (stream_provision(r->slots[0].js, r->s, note, sizeof(note), &warn, err,
+		    sizeof(err)) != 0) {
 			log_warnx("%s; retrying", err);
 			set_problem(r, err);
-			relay_fail_wait(r);
-			return false;
+			return backoff_next(&r->backoff);
 		}
 		if (note[0] != '\0' && warn)
 			log_warnx("%s", note);
@@ -362,14 +542,135 @@ relay_prepare(struct relay *r)
 			log_info("%s", note);
 		r->stream_ready = true;
 	}
-	return true;
+	return 0;
+}
+
+/* Readies slot s to claim. Its batch in flight is awaited; it is committed here too when the
+ * slot needs its connection idle first (to measure the backlog gauges, also while NATS is away:
+ * that is when the backlog grows) or the claim would wait anyway; otherwise the commit goes with
+ * the claim. Then the connection, NATS and the stream are checked. Returns 0, -1 after a failed
+ * batch, or how long to wait. */
+static long
+slot_ready(struct relay *r, struct slot *s, bool commit_now)
+{
+	long ms;
+
+	if (s->state == SLOT_SENT && slot_await(r, s) != 0)
+		return -1;
+	if (s->state == SLOT_ACKED && (commit_now || mono_ms() >= r->backlog_due_ms ||
+	    !r->stream_ready || !natsconn_ok(r->nc)) && slot_commit(r, s) != 0)
+		return -1;
+	if (s->state == SLOT_IDLE) {
+		if ((ms = relay_connect(r, s)) != 0)
+			return ms;
+		backlog_refresh(r, s);
+		if (s->work == NULL)
+			return 1;
+	}
+	return relay_prepare(r);
+}
+
+static struct slot *
+relay_advance(struct relay *r)
+{
+	struct slot *s = &r->slots[r->next];
+
+	r->next = (r->next + 1) % r->nslots;
+	return s;
+}
+
+/* One step of the leader: publish one batch, and claim the next.
+ *
+ * With a batch in hand that was full (more rows wait) and more than one slot, the next claim is
+ * sent to PostgreSQL first, then the batch in hand is published while PostgreSQL works, then the
+ * claim is collected. The slot that claims holds the oldest batch in flight: its PubAcks have had
+ * a whole step to come, and its delete and commit go in the same round trip as the claim. So
+ * PostgreSQL claims and commits while the relay publishes and JetStream acknowledges.
+ *
+ * The claim made ahead starts right after the last id of the batch in hand (still locked, so
+ * SKIP LOCKED would have to step over all its rows, and over the dead rows of the batch just
+ * committed, which the open transactions keep PostgreSQL from pruning). A row committed late
+ * with a lower id is picked up by the next claim from the oldest row: every
+ * CLAIM_FROM_OLDEST_EVERY-th claim made ahead, and every claim after the pipeline ran dry.
+ *
+ * A partial batch means the outbox is (nearly) empty: everything in flight is finished and the
+ * relay waits for the adaptive poll or a nudge, as without the pipeline. */
+static void
+relay_step(struct relay *r, long *wait_ms)
+{
+	struct slot *c = r->held, *t;
+	int64_t after;
+	long n, ms;
+
+	if (c == NULL) {
+		/* Nothing in hand: claim from the oldest row and wait for it. */
+		t = &r->slots[r->next];
+		if ((ms = slot_ready(r, t, true)) != 0)
+			goto pause;
+		if (slot_claim_send(r, t, 0) != 0 || (n = slot_claimed(r, t)) < 0)
+			goto fail;
+		if (n == 0) {
+			if (relay_drain(r) != 0)
+				goto fail;
+			goto idle;
+		}
+		c = r->held = relay_advance(r);
+	}
+
+	t = NULL;
+	if (r->nslots > 1 && c->claimed >= r->s->batch_size) {
+		t = &r->slots[r->next];
+		if ((ms = slot_ready(r, t, false)) != 0)
+			goto pause;
+		after = ++r->ahead_claims % CLAIM_FROM_OLDEST_EVERY == 0 ? 0 :
+		    outbox_batch_last_id(c->batch);
+		if (slot_claim_send(r, t, after) != 0)
+			goto fail;
+	}
+	slot_send(r, c);
+	r->held = NULL;
+	if (t != NULL) {
+		if ((n = slot_claimed(r, t)) < 0)
+			goto fail;
+		if (n > 0) {
+			r->held = relay_advance(r);
+			goto done;
+		}
+	} else if (c->claimed >= r->s->batch_size) {
+		goto done;	/* without a pipeline: finished before the slot claims again */
+	}
+	/* The outbox is (nearly) empty: finish everything, then wait. */
+	if (relay_drain(r) != 0)
+		goto fail;
+	n = t != NULL ? 0 : c->claimed;
+idle:
+	backoff_reset(&r->backoff);
+	set_problem(r, "");
+	*wait_ms = relay_next_poll(*wait_ms, n, r->s->batch_size, r->s->poll_min_ms,
+	    r->s->poll_max_ms);
+	if (*wait_ms > 0)
+		relay_wait(r, *wait_ms);
+	return;
+done:
+	backoff_reset(&r->backoff);
+	set_problem(r, "");
+	*wait_ms = 0;
+	return;
+fail:
+	ms = backoff_next(&r->backoff);
+pause:
+	if (ms < 0)
+		ms = backoff_next(&r->backoff);
+	(void)relay_drain(r);
+	*wait_ms = 0;
+	shutdown_sleep_ms(ms);
 }
 
 void
 relay_run(struct relay *r)
 {
 	char err[512];
-	long wait_ms = 0, n;
+	long wait_ms = 0;
 	int rc;
 
 	while (!shutdown_requested()) {
@@ -379,46 +680,32 @@ relay_run(struct relay *r)
 			atomic_store(&r->pg_ok, false);
 			if (atomic_load(&r->role) == ROLE_LEADER) {
 				log_warnx("%s; stopped relaying until the lock is taken again", err);
-				drop_work(r);	/* its transaction, if any, ends with it */
+				relay_abandon(r);	/* their transactions end with them */
 			} else {
 				log_warnx("%s; retrying", err);
 			}
 			become(r, ROLE_ELECTING);
 			set_problem(r, err);
-			relay_fail_wait(r);
+			shutdown_sleep_ms(backoff_next(&r->backoff));
 			continue;
 		}
 		atomic_store(&r->pg_ok, true);
 		if (rc == 0) {
+			relay_abandon(r);
 			become(r, ROLE_STANDBY);
 			set_problem(r, "");
 			shutdown_sleep_ms(r->s->lock_poll_ms);
 			continue;
 		}
 		become(r, ROLE_LEADER);
-		if (!relay_connect(r))
-			continue;
-		/* Measured while NATS is away too: that is when the backlog grows. */
-		backlog_refresh(r);
-		if (r->work == NULL || !relay_prepare(r))
-			continue;
-		n = relay_batch(r);
-		if (n < 0) {
-			relay_fail_wait(r);
-			wait_ms = 0;
-			continue;
-		}
-		backoff_reset(&r->backoff);
-		set_problem(r, "");
-		wait_ms = relay_next_poll(wait_ms, n, r->s->batch_size, r->s->poll_min_ms,
-		    r->s->poll_max_ms);
-		if (wait_ms > 0)
-			relay_wait(r, wait_ms);
+		relay_step(r, &wait_ms);
 	}
+	/* The batches in flight are finished (committed when acknowledged) before the lock goes. */
+	(void)relay_drain(r);
 	if (atomic_load(&r->role) == ROLE_LEADER)
 		log_info("giving up the leader lock");
 	leader_release(r->leader);
-	drop_work(r);
+	relay_abandon(r);
 	metrics_set(r->m_leader, 0);
 }
 

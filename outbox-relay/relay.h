@@ -16,8 +16,9 @@ struct relay;
 struct relay *relay_new(const struct relay_settings *s, char *err, size_t errlen);
 void relay_free(struct relay *r);
 
-/* Runs until shutdown_requested(): stands by or leads, and relays batches while leading. The batch
- * in hand when shutdown is asked for is finished (or rolled back) before it returns. */
+/* Runs until shutdown_requested(): stands by or leads, and relays batches while leading, up to
+ * RELAY_PIPELINE of them in flight. The batches in flight when shutdown is asked for are finished
+ * (or rolled back) before it returns. */
 void relay_run(struct relay *r);
 
 /* The /readyz callback: PostgreSQL, NATS, stream and role. Fills *out with a new reference. */

@@ -17,6 +17,8 @@ relay_settings_table(struct relay_settings *s)
 		{ "OUTBOX_RELAY_PORT", CONFIG_INT, &s->port, "8082", 1, 65535, "port of the HTTP server" },
 		{ "RELAY_BATCH_SIZE", CONFIG_INT, &s->batch_size, "500", 1, 10000,
 		    "outbox rows claimed and published per transaction" },
+		{ "RELAY_PIPELINE", CONFIG_INT, &s->pipeline, "2", 1, RELAY_PIPELINE_MAX,
+		    "batches in flight at once, each on its own PostgreSQL connection (1: one at a time)" },
 		{ "RELAY_PUBLISH_TIMEOUT", CONFIG_MS, &s->publish_timeout_ms, "5s", 100, 600000,
 		    "longest wait for a PubAck before the batch is rolled back" },
 		{ "RELAY_DUPLICATE_WINDOW", CONFIG_MS, &s->duplicate_window_ms, "2m", 1000, 86400000,

@@ -8,12 +8,16 @@
 #include "log.h"
 #include "pg.h"
 
+/* The most batches the relay keeps in flight at once (RELAY_PIPELINE). */
+#define RELAY_PIPELINE_MAX 4
+
 struct relay_settings {
 	struct pg_settings pg;
 	const char *nats_url;
 	const char *bind;
 	long port;
 	long batch_size;
+	long pipeline;			/* batches in flight at once, each on its own connection */
 	long publish_timeout_ms;	/* MaxWait of every async publish */
 	long duplicate_window_ms;
 	long stream_replicas;

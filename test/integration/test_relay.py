@@ -603,6 +603,59 @@ def test_backlog_of_20000_rows_drains(relay_db, relay_nats, relays):
     relay.stop()
 
 
+@pytest.mark.parametrize("pipeline", ["1", "2", "3"])
+def test_backlog_of_many_batches_reaches_the_stream_in_id_order(relay_db, relay_nats, relays,
+                                                                 pipeline):
+    # Committed in several transactions, as many writers would; 60 batches of 50.
+    ids = []
+    for _ in range(6):
+        ids += insert_rows(relay_db, 500)
+    relay = relays.start(RELAY_BATCH_SIZE="50", RELAY_PIPELINE=pipeline)
+    wait_drained(relay_db, timeout=60)
+    msgs = read_stream(relay_nats, len(ids))
+    assert stream_count(relay_nats) == len(ids)
+    got = event_ids(msgs)
+    assert_each_once(msgs, ids)
+    assert got == ids, next(f"stream position {i}: {g} where the outbox has {e}"
+                            for i, (g, e) in enumerate(zip(got, ids)) if g != e)
+    m = relay.metrics()
+    assert m["relay_events_published_total"] == len(ids)
+    assert m["relay_batches_failed_total"] == 0
+    relay.stop()
+
+
+def relay_open_transactions(db):
+    """The relay's work sessions that sit in an open transaction."""
+    return sql_one(db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                       "'outbox-relay' AND state LIKE 'idle in transaction%%'")[0]
+
+
+@pytest.mark.parametrize("failpoint", ["relay.after_publish_before_acks",
+                                       "relay.after_acks_before_commit",
+                                       "relay.after_delete_before_commit"])
+def test_failed_batch_in_the_pipeline_loses_nothing_and_leaves_no_transaction_open(
+        relay_db, relay_nats, relays, failpoint):
+    ids = []
+    for _ in range(4):
+        ids += insert_rows(relay_db, 500)
+    # The third batch fails while the fourth is already claimed and the second in flight.
+    relay = relays.start(RELAY_BATCH_SIZE="100", RELAY_PIPELINE="3",
+                         FAILPOINTS=f"{failpoint}=error@3")
+    wait_drained(relay_db, timeout=60)
+    assert_each_once(read_stream(relay_nats, len(ids)), ids)
+    assert stream_count(relay_nats) == len(ids)      # the republished copies were dropped
+    m = relay.metrics()
+    assert m["relay_batches_failed_total"] == 1
+    assert m["relay_events_published_total"] >= len(ids)
+    assert "failpoint" in relay.log()
+    poll(lambda: relay.ready()["status"] == "ready", 10, "the relay to be ready again")
+    # Idle again: none of the relay's sessions holds a transaction (and so no row locks).
+    for _ in range(5):
+        assert relay_open_transactions(relay_db) == 0
+        time.sleep(0.1)
+    relay.stop()
+
+
 def test_oversized_row_goes_to_the_dead_table(relay_db, relay_nats, relays):
     before = insert_rows(relay_db, 2)
     huge = insert_rows(relay_db, 1, pad=1_200_000)   # over nats-server's default 1 MiB max_payload

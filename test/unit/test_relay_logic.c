@@ -66,12 +66,15 @@ test_settings(void)
 	char err[256];
 
 	unsetenv("RELAY_BATCH_SIZE");
+	unsetenv("RELAY_PIPELINE");
 	unsetenv("RELAY_DUPLICATE_WINDOW");
 	unsetenv("RELAY_POLL_MIN");
 	unsetenv("RELAY_POLL_MAX");
 	unsetenv("OUTBOX_RELAY_PORT");
 	CHECK(config_load(tab, err, sizeof(err)) == 0);
 	CHECK(s.port == 8082);
+	CHECK(s.batch_size == 500);
+	CHECK(s.pipeline == 2);
 	CHECK(s.duplicate_window_ms == 120000);
 	CHECK(s.stream_replicas == 1);
 	CHECK(s.stream_max_age_ms == 0 && s.stream_max_bytes == 0);
@@ -86,6 +89,17 @@ test_settings(void)
 	CHECK(config_load(tab, err, sizeof(err)) == -1);
 	CHECK(strstr(err, "RELAY_BATCH_SIZE") != NULL);
 	unsetenv("RELAY_BATCH_SIZE");
+
+	/* 1 is the relay without a pipeline; more than RELAY_PIPELINE_MAX is refused. */
+	setenv("RELAY_PIPELINE", "1", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == 0);
+	CHECK(s.pipeline == 1);
+	setenv("RELAY_PIPELINE", "0", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == -1);
+	setenv("RELAY_PIPELINE", "5", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == -1);
+	CHECK(strstr(err, "RELAY_PIPELINE") != NULL);
+	unsetenv("RELAY_PIPELINE");
 
 	setenv("RELAY_POLL_MIN", "2s", 1);
 	setenv("RELAY_POLL_MAX", "1s", 1);
