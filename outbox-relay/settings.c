@@ -15,7 +15,7 @@ relay_settings_table(struct relay_settings *s)
 		{ "OUTBOX_RELAY_BIND", CONFIG_STRING, &s->bind, "0.0.0.0", 0, 0,
 		    "address of the HTTP server (/healthz, /readyz, /metrics)" },
 		{ "OUTBOX_RELAY_PORT", CONFIG_INT, &s->port, "8082", 1, 65535, "port of the HTTP server" },
-		{ "RELAY_BATCH_SIZE", CONFIG_INT, &s->batch_size, "500", 1, 10000,
+		{ "RELAY_BATCH_SIZE", CONFIG_INT, &s->batch_size, "1000", 1, 10000,
 		    "outbox rows claimed and published per transaction" },
 		{ "RELAY_PIPELINE", CONFIG_INT, &s->pipeline, "2", 1, RELAY_PIPELINE_MAX,
 		    "batches in flight at once, each on its own PostgreSQL connection (1: one at a time)" },

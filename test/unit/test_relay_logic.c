@@ -73,7 +73,7 @@ test_settings(void)
 	unsetenv("OUTBOX_RELAY_PORT");
 	CHECK(config_load(tab, err, sizeof(err)) == 0);
 	CHECK(s.port == 8082);
-	CHECK(s.batch_size == 500);
+	CHECK(s.batch_size == 1000);
 	CHECK(s.pipeline == 2);
 	CHECK(s.duplicate_window_ms == 120000);
 	CHECK(s.stream_replicas == 1);
