@@ -298,6 +298,16 @@ class Stack:
             o.close()
 
 
+def service_default(binary: str, var: str) -> int:
+    """A setting's default as the binary's --help prints it ("VAR  text [default]")."""
+    out = subprocess.run([str(harness.bin_dir() / binary), "--help"], capture_output=True,
+                         text=True, timeout=10).stdout
+    m = re.search(rf"^\s*{var}\s.*\[(\d+)\]\s*$", out, re.M)
+    if not m:
+        raise RuntimeError(f"{binary} --help shows no default for {var}")
+    return int(m.group(1))
+
+
 def new_pg() -> harness.Postgres:
     return harness.Postgres(template=harness.Postgres.template(migrated=True),
                             settings={"max_connections": "200"})
@@ -406,12 +416,12 @@ def scenario_3_4():
         pg.sql("VACUUM ANALYZE outbox")
         # Baseline: the claim-and-delete SQL alone, on a copy of the backlog in a second database.
         pg.sql("CREATE DATABASE bench_copy TEMPLATE users_db", dbname="postgres")
-        batch = 500
-        log("scenario 3: claim-and-delete SQL in pgbench (1 client, batches of 500)")
+        batch = service_default("outbox-relay", "RELAY_BATCH_SIZE")
+        log(f"scenario 3: claim-and-delete SQL in pgbench (1 client, batches of {batch})")
         m = CpuMeter({"postgres": (pg.pid, True)}).start()
         sqlb = pgbench_db(pg, "bench_copy", "claim_delete.sql", 1, -(-n // batch),
                           # pgbench would read :MI and :SS of the literal as variables
-                          {"fmt": 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'})
+                          {"fmt": 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', "batch": batch})
         sqlb["cpu"] = m.stop({"pgbench": sqlb["generator_cpu_s"]})
         left = pg.sql("SELECT count(*) FROM outbox", dbname="bench_copy")[0][0]
         sqlb["rows_per_s"] = round((n - left) / sqlb["elapsed_s"], 1)
@@ -692,10 +702,14 @@ def machine() -> dict:
             "nats_server": first([t["NATS_SERVER"], "--version"]),
             "ferretdb": first([t["FERRETDB"], "--version"]),
             "wrk": first(["wrk", "--version"]) or "wrk",
-            "settings": {"BENCH_SCALE": SCALE, "BENCH_DURATION": DURATION, "BENCH_NICE": NICE,
+            "settings": {"BENCH_SCALE": SCALE, "BENCH_EVENT_USERS": USERS,
+                         "BENCH_DURATION": DURATION, "BENCH_NICE": NICE,
                          "postgres": "fsync=off, full_page_writes=off, synchronous_commit=on "
                                      "(the test harness's settings)",
-                         "user_api_threads": 8, "relay_batch_size": 500,
+                         "ferretdb": "SQLite synchronous(off) (the test harness's settings)",
+                         "user_api_threads": 8,
+                         "relay_batch_size": service_default("outbox-relay", "RELAY_BATCH_SIZE"),
+                         "relay_pipeline": service_default("outbox-relay", "RELAY_PIPELINE"),
                          "consumer_batch": 64}}
 
 
