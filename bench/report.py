@@ -99,6 +99,10 @@ def markdown(r: dict) -> str:
             out += [f"Experiment (same run): the relay with RELAY_BATCH_SIZE=2000 drained "
                     f"{_f(e['rows_per_s'])} rows/s (the default is {x['batch']:,}: fewer rows "
                     "locked and republished after a failed batch).", ""]
+        e = x.get("relay_pipeline_1_experiment")
+        if e:
+            out += [f"Experiment (same run): the relay with RELAY_PIPELINE=1, one batch at a time "
+                    f"as before it pipelined, drained {_f(e['rows_per_s'])} rows/s.", ""]
     if "4" in s:
         x = s["4"]
         up = x["upsert_loop"]
@@ -121,6 +125,15 @@ def markdown(r: dict) -> str:
                 f"| fetch-and-ack-only loop | {x['fetch_ack_loop']['events']:,} | "
                 f"{_f(x['fetch_ack_loop']['rate'])} | {_f(x['fetch_ack_loop']['seconds'], 2)} |",
                 f"| **ours / upsert loop** | | **{x['ratio']:.2f}** | |", ""]
+        if x.get("ferretdb_cost"):
+            out += ["FerretDB's cost of one update by the size of the collection (median of 100, "
+                    "same run): the consumer's version-guarded filter, and a lone string `_id`, "
+                    "the only filter FerretDB 1.24 hands to SQLite.", "",
+                    "| documents | `{_id: id, version: {$lt: v}}` ms | `{_id: \"id\"}` ms |",
+                    "|---:|---:|---:|"]
+            out += [f"| {c['documents']:,} | {_f(c['guarded_update_ms'], 2)} | "
+                    f"{_f(c['string_id_update_ms'], 2)} |" for c in x["ferretdb_cost"]]
+            out.append("")
     if "5" in s:
         x = s["5"]
         commit, rtt, ups = baseline_parts(r)
