@@ -8,6 +8,7 @@ It measures and reports; it asserts no timings. Run it through `make bench` (ben
 Knobs (environment): BENCH_SCALE (1 = 100,000 events in scenarios 3 and 4), BENCH_EVENT_USERS (the
 users those events belong to, default 100), BENCH_APPLY_EVENTS (events of scenario 4, default all
 of scenario 3's stream), BENCH_UPSERT_EVENTS (events of its upsert loop, default 10,000),
+BENCH_FERRETDB_SIZES (collection sizes of FerretDB's cost table, default 10,1000,10000),
 BENCH_DURATION
 (seconds per load point of scenarios 1, 2 and 5, default 5), BENCH_NICE (niceness of the load
 generators, default 5), BENCH_ONLY (comma-separated scenario numbers), BENCH_OUT (results folder).
@@ -47,6 +48,9 @@ USERS = int(os.environ.get("BENCH_EVENT_USERS", "100"))
 # double the longest part of the run.
 APPLY_EVENTS = int(os.environ.get("BENCH_APPLY_EVENTS", "0"))
 UPSERT_EVENTS = int(os.environ.get("BENCH_UPSERT_EVENTS", "10000"))
+# Collection sizes of FerretDB's cost-per-update table (scenario 4).
+FERRETDB_SIZES = [int(x) for x in os.environ.get("BENCH_FERRETDB_SIZES", "10,1000,10000").split(",")
+                  if x.strip()]
 # Scenario 5: writes per load point, at the target rate (the consumer is far slower than the API).
 E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "300"))
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
@@ -226,8 +230,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 class Profile:
-    """A machine-wide `perf record` while a scenario runs; the summary (CPU per process and the top
-    symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is missing or BENCH_PROFILE=0."""
+    """A machine-wide `perf record` while a scenario runs, for at most `seconds`; the summary (CPU
+    per process and the top symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is
+    missing or BENCH_PROFILE=0."""
 
     def __init__(self, name: str, seconds: float, hz: int = 199):
         self.name, self.proc = name, None
@@ -239,8 +244,11 @@ class Profile:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finish(self) -> str | None:
+        """Ends the recording (early, when the scenario ended first) and writes the summary."""
         if self.proc is None:
             return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)   # perf stops its workload and writes its data
         self.proc.wait()
         parts = []
         for title, args in (("CPU samples per process", ["--sort", "comm", "--percent-limit", "1"]),
@@ -595,12 +603,12 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
 def ferretdb_cost(st: Stack) -> list[dict]:
     """What one write costs FerretDB as a collection grows: the median of 100 version-guarded
     updates (the consumer's filter) and of 100 updates by a lone string _id (the only filter
-    FerretDB 1.24 hands to SQLite), on collections of 10, 1,000 and 10,000 documents."""
+    FerretDB 1.24 hands to SQLite), on collections of BENCH_FERRETDB_SIZES documents."""
     ferret = st.add(harness.FerretDB())
     log("scenario 4: FerretDB's cost per update by collection size")
     out = []
     with ferret.client() as c:
-        for size in (10, 1000, 10000):
+        for size in FERRETDB_SIZES:
             guarded, by_str = c.bench_db[f"int_{size}"], c.bench_db[f"str_{size}"]
             guarded.insert_many([{"_id": i, "version": 1} for i in range(size)])
             by_str.insert_many([{"_id": str(i), "version": 1} for i in range(size)])

@@ -21,7 +21,7 @@ def _profile_block(r: dict, name: str | None) -> list[str]:
         return []
     lines, keep = [], False
     for ln in text.splitlines():
-        if ln.startswith("## CPU samples per process"):
+        if ln.strip() == "## CPU samples per process":
             keep = True
             continue
         if keep and ln.startswith("##"):
@@ -265,26 +265,33 @@ def goals(r: dict) -> list[str]:
         cap = x["rows"] / work * cores if work else None
         base = min(x["publish_loop"]["rows_per_s"], x["claim_delete_sql"]["rows_per_s"])
         settings = r.get("machine", {}).get("settings", {})
+        busy = c["machine_busy_s"] / c["machine_capacity_s"] if c.get("machine_capacity_s") else 0
         out += [f"- Scenario 3, at least 0.7 of the smaller baseline: {x['ratio']:.2f}, "
                 f"{'reached' if x['ratio'] >= 0.7 else 'not reached'}. The relay pipelines its "
                 f"batches (RELAY_PIPELINE={settings.get('relay_pipeline', '?')}, batches of "
                 f"{x['batch']:,}): PostgreSQL claims the next batch while JetStream acknowledges the "
-                "one before. What is left is CPU: the drain took "
+                f"one before, and the machine was {busy * 100:.0f} % busy during the drain (from "
+                "the relay's start, with its connecting and the last batch). CPU sets the "
+                "ceiling: the drain took "
                 f"{work:.2f} CPU seconds for {x['rows']:,} rows (PostgreSQL "
                 f"{c.get('postgres', 0):.2f}, nats-server {c.get('nats-server', 0):.2f}, the relay "
                 f"{c.get('outbox-relay', 0):.2f}), so even with both cores busy all the time it "
                 f"could not pass {_f(cap, 0)} rows/s, "
-                f"{cap / base:.2f} of the smaller baseline; each baseline does half of that work "
+                f"{cap / base:.2f} of the smaller baseline, and the idle share above is the rest of "
+                "the gap; each baseline does half of that work "
                 "(the SQL alone, or the publishing alone) with the machine to itself. The relay is "
                 "never the bottleneck of the system: it drains far faster than user-api writes "
                 "(scenario 1) and than the consumer applies (scenario 4).", ""]
         out += _profile_block(r, x["ours"].get("profile"))
     if "4" in s:
         x = s["4"]
+        c = x["ours"]["cpu"]
+        fcores = c.get("ferretdb", 0) / c["wall_s"] if c.get("wall_s") else 0
+        ccores = c.get("notification-consumer", 0) / c["wall_s"] if c.get("wall_s") else 0
         out += [f"- Scenario 4, at least 0.8 of the plain upsert loop: {x['ratio']:.2f}, "
                 f"{'reached' if x['ratio'] >= 0.8 else 'not reached'}. Both are limited by "
-                "FerretDB 1.24 on SQLite, which takes a whole core (the `cpu` of this scenario in "
-                "results.json) while the consumer takes a few percent of one. FerretDB pushes a "
+                f"FerretDB 1.24 on SQLite, which took {fcores:.1f} of the 2 cores during the "
+                f"consumer's run, the consumer {ccores:.2f}. FerretDB pushes a "
                 "filter down to SQLite only when it is a lone string or ObjectId `_id`, so the "
                 "version-guarded update (`_id` and `version: {$lt: v}`) reads and decodes every "
                 "document of the collection in Go; the profile shows FerretDB decoding JSON "
@@ -304,3 +311,16 @@ def goals(r: dict) -> list[str]:
                 "to applied is nearly all of the latency, commit to published stays a few "
                 "milliseconds.", ""]
     return out
+
+
+if __name__ == "__main__":
+    # Renders results.md again from results.json (default: bench/results), e.g. after a change of
+    # the wording here: python3 bench/report.py [results folder]
+    import json
+    import sys
+    from pathlib import Path
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    data = json.loads((folder / "results.json").read_text())
+    data["out_dir"] = str(folder)
+    (folder / "results.md").write_text(markdown(data))
+    print(f"wrote {folder / 'results.md'}")

@@ -2,7 +2,8 @@
 # Installs what building, running and testing need, and only what is missing; a fast no-op
 # when everything is present. `make run` and `make test` call it first.
 #
-# Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl), nats-server and FerretDB
+# Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl, wrk for the benchmarks and
+# their smoke test), nats-server and FerretDB
 # pinned and built from the Go module proxy into .tools/bin, the Python test venv in .venv.
 # It ends by writing .tools/env.sh (PG_BIN, NATS_SERVER, FERRETDB, GO, PATH), which the other
 # deploy scripts source and test/integration/harness.py reads.
@@ -12,7 +13,7 @@ LOG_TAG=bootstrap
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
-	libjansson-dev libmicrohttpd-dev uuid-dev postgresql postgresql-client curl ca-certificates)
+	libjansson-dev libmicrohttpd-dev uuid-dev postgresql postgresql-client curl ca-certificates wrk)
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log
