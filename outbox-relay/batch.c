@@ -477,20 +477,30 @@ delete_acked(PGconn *conn, const char *ids, char *err, size_t errlen)
 	return 0;
 }
 
+/* The ids to delete at the commit of batch b, or NULL (err set) at the failpoint before it or
+ * without memory. */
+static char *
+commit_ids(struct outbox_batch *b, char *err, size_t errlen)
+{
+	char *ids;
+
+	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
+		snprintf(err, errlen, "could not commit the batch: failpoint");
+		return NULL;
+	}
+	if ((ids = acked_ids(b)) == NULL)
+		snprintf(err, errlen, "could not commit the batch: out of memory");
+	return ids;
+}
+
 int
 outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
 {
 	char *ids = NULL, msg[256];
 	PGresult *r;
 
-	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
-		snprintf(err, errlen, "could not commit the batch: failpoint");
+	if ((ids = commit_ids(b, err, errlen)) == NULL)
 		goto fail;
-	}
-	if ((ids = acked_ids(b)) == NULL) {
-		snprintf(err, errlen, "could not commit the batch: out of memory");
-		goto fail;
-	}
 	if (delete_acked(conn, ids, err, errlen) != 0)
 		goto fail;
 	if (FAILPOINT("relay.after_delete_before_commit") != 0) {
@@ -520,14 +530,8 @@ outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit,
 	char *ids = NULL, *sql = NULL, where[48], msg[256];
 	size_t len;
 
-	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
-		snprintf(err, errlen, "could not commit the batch: failpoint");
+	if ((ids = commit_ids(b, err, errlen)) == NULL)
 		goto fail;
-	}
-	if ((ids = acked_ids(b)) == NULL) {
-		snprintf(err, errlen, "could not commit the batch: out of memory");
-		goto fail;
-	}
 	/* With failpoints armed, the DELETE goes first on its own, so that the failpoint between it
 	 * and the COMMIT still means what it says. */
 	if (failpoints_armed) {
