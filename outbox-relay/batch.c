@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "failpoint.h"
+#include "log.h"
 #include "pg.h"
 #include "util.h"
 
@@ -165,6 +166,14 @@ outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_
 {
 	char where[48], sql[sizeof(claim_sql) + 96], msg[256];
 
+	/* A claim starts its own transaction. One still open here would be a batch left behind by
+	 * a bug: BEGIN would only warn and the claim would join it. End it, and say so. */
+	if (PQtransactionStatus(conn) == PQTRANS_INTRANS ||
+	    PQtransactionStatus(conn) == PQTRANS_INERROR) {
+		log_error("a transaction was still open on a work connection before a claim; rolled "
+		    "it back (its rows stay in the outbox)");
+		outbox_batch_rollback(b, conn);
+	}
 	batch_reset(b);
 	where[0] = '\0';
 	if (after > 0)

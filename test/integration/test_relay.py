@@ -621,6 +621,7 @@ def test_backlog_of_many_batches_reaches_the_stream_in_id_order(relay_db, relay_
     m = relay.metrics()
     assert m["relay_events_published_total"] == len(ids)
     assert m["relay_batches_failed_total"] == 0
+    assert "still open" not in relay.log()
     relay.stop()
 
 
@@ -648,6 +649,8 @@ def test_failed_batch_in_the_pipeline_loses_nothing_and_leaves_no_transaction_op
     assert m["relay_batches_failed_total"] == 1
     assert m["relay_events_published_total"] >= len(ids)
     assert "failpoint" in relay.log()
+    # Every batch ended by its own commit or rollback: none was left open for a later claim.
+    assert "still open" not in relay.log()
     poll(lambda: relay.ready()["status"] == "ready", 10, "the relay to be ready again")
     # Idle again: none of the relay's sessions holds a transaction (and so no row locks).
     for _ in range(5):
