@@ -10,8 +10,9 @@ def _f(v, nd=1):
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def _profile_block(r: dict, name: str | None) -> list[str]:
-    """The per-process part of a profile file written by the same run, as an indented block."""
+def _profile_section(r: dict, name: str | None, title: str) -> list[str]:
+    """The non-empty lines of one "## title" section of a profile file of the run ([] without
+    the file)."""
     if not name:
         return []
     try:
@@ -21,16 +22,25 @@ def _profile_block(r: dict, name: str | None) -> list[str]:
         return []
     lines, keep = [], False
     for ln in text.splitlines():
-        if ln.strip() == "## CPU samples per process":
-            keep = True
+        if ln.startswith("##"):
+            if keep:
+                break
+            keep = ln[2:].strip().split(" (")[0] == title   # the title without its remark
             continue
-        if keep and ln.startswith("##"):
-            break
         if keep and ln.strip():
-            lines.append("    " + ln.strip())
+            lines.append(ln.strip())
+    return lines
+
+
+def _profile_block(r: dict, name: str | None) -> list[str]:
+    """The per-process part of a profile file written by the same run, as an indented block."""
+    lines = _profile_section(r, name, "CPU samples per process")
+    if not lines:
+        return []
     return [f"Profile ({name}, `perf record -a`, share of all CPU samples of the machine; "
             "processes this scenario did not start, such as a FerretDB or pytest during scenarios "
-            "1 and 3, are other test runs on the same machine):", ""] + lines[:8] + [""]
+            "1 and 3, are other test runs on the same machine):", ""] + \
+        ["    " + ln for ln in lines[:8]] + [""]
 
 
 def markdown(r: dict) -> str:
@@ -178,23 +188,10 @@ def markdown(r: dict) -> str:
 
 def kernel_share(r: dict, name: str | None, comm: str) -> float | None:
     """The share of a process's CPU samples spent in the kernel, from a profile file of the run."""
-    if not name:
-        return None
-    try:
-        from pathlib import Path
-        text = (Path(r.get("out_dir", ".")) / name).read_text()
-    except OSError:
-        return None
     total = kernel = 0.0
-    keep = False
-    for ln in text.splitlines():
-        if ln.startswith("## CPU samples per process and binary"):
-            keep = True
-            continue
-        if keep and ln.startswith("##"):
-            break
+    for ln in _profile_section(r, name, "CPU samples per process and binary"):
         f = ln.split()
-        if keep and len(f) >= 3 and f[0].endswith("%") and f[1] == comm:
+        if len(f) >= 3 and f[0].endswith("%") and f[1] == comm:
             share = float(f[0].rstrip("%"))
             total += share
             if f[2] == "[kernel.kallsyms]":

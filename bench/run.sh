@@ -24,7 +24,7 @@ mkdir -p bench/bin
 pkgs="libpq libmongoc-1.0 libnats"
 for src in bench/src/*.c; do
 	out="bench/bin/$(basename "$src" .c)"
-	if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+	if [ ! -x "$out" ] || [ "$src" -nt "$out" ] || [ bench/src/bench_util.h -nt "$out" ]; then
 		# shellcheck disable=SC2046
 		${CC:-cc} -std=c17 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wmissing-prototypes \
 		    -Wstrict-prototypes ${WERROR:+-Werror} $(pkg-config --cflags $pkgs) -o "$out" "$src" \

@@ -1,13 +1,9 @@
 -- wrk: POST /users with an email unique per thread and request (thread id + counter), an optional
 -- pause per request (BENCH_DELAY_MS, for a target rate), an optional cap on the requests of each
 -- thread (BENCH_MAX_PER_THREAD), and one JSON line of figures at the end.
-local threads = {}
+-- setup() and done() come from common.lua, next to this file.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 local counter = 0
-
-function setup(thread)
-   thread:set("tid", #threads + 1)
-   table.insert(threads, thread)
-end
 
 function init(args)
    counter = 0
@@ -36,12 +32,4 @@ function response(status, headers, body)
    if max_per_thread > 0 and answers >= max_per_thread then
       wrk.thread:stop()
    end
-end
-
-function done(summary, latency, requests)
-   io.write(string.format('BENCH {"requests": %d, "seconds": %.4f, "non2xx": %d, "errors": %d, ' ..
-      '"p50_ms": %.4f, "p99_ms": %.4f, "max_ms": %.4f}\n',
-      summary.requests, summary.duration / 1e6, summary.errors.status,
-      summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-      latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3))
 end

@@ -6,14 +6,7 @@
 
 #include <nats/nats.h>
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench_util.h"
 
 /* Usage: js_fetch_ack <nats url> <count> [batch] */
 int

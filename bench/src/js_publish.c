@@ -8,6 +8,8 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
+#include "bench_util.h"
+
 /* The relay's own claim query, without the row locks: the same bodies, subjects and headers. */
 static const char rows_sql[] =
     "SELECT id, event_id::text, subject, headers->>'traceparent', "
@@ -17,15 +19,6 @@ static const char rows_sql[] =
     "FROM outbox ORDER BY id";
 
 static long acks, nacks;
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void
 on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -45,14 +38,6 @@ die(const char *what, natsStatus s, jsErrCode jerr)
 	fprintf(stderr, "js_publish: could not %s: %s (JetStream error %d)\n", what,
 	    natsStatus_GetText(s), (int)jerr);
 	exit(1);
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* Usage: js_publish <nats url> <stream config source url> <pg conninfo> [window]

@@ -7,26 +7,10 @@
 
 #include <mongoc/mongoc.h>
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 /* Usage: mongo_upsert <uri> <count> [mode] [users]: mode 0 upserts only, 1 (default) adds the
- * history insert, 2 also first reads the user's document and its history entry by _id, as the
- * consumer's history repair does before the first upsert of each user. Event g (1, 2, ...) is
+ * history insert. Event g (1, 2, ...) is
  * version (g - 1) / users + 1 of user (g - 1) % users + 1, as the benchmark's outbox fill makes
  * them; users defaults to count (one version 1 event per user). */
 int
@@ -41,7 +25,7 @@ main(int argc, char **argv)
 	const char *ts = "2026-11-29T10:00:00.123456Z";
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: mongo_upsert <uri> <count> [mode 0|1|2] [users]\n");
+		fprintf(stderr, "usage: mongo_upsert <uri> <count> [mode 0|1] [users]\n");
 		return 2;
 	}
 	n = atol(argv[2]);
@@ -95,26 +79,6 @@ main(int argc, char **argv)
 		    "stream_seq", BCON_INT64(g), "}");
 		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
 
-		if (with_history == 2) {
-			bson_t *q = BCON_NEW("_id", BCON_INT64(id));
-			bson_t *hq = BCON_NEW("_id", BCON_UTF8(eid));
-			mongoc_cursor_t *c = mongoc_collection_find_with_opts(coll, q, NULL, NULL);
-			mongoc_cursor_t *hc = mongoc_collection_find_with_opts(hist, hq, NULL, NULL);
-			const bson_t *d;
-
-			while (mongoc_cursor_next(c, &d))
-				;
-			while (mongoc_cursor_next(hc, &d))
-				;
-			if (mongoc_cursor_error(c, &e) || mongoc_cursor_error(hc, &e)) {
-				fprintf(stderr, "mongo_upsert: could not read: %s\n", e.message);
-				return 1;
-			}
-			mongoc_cursor_destroy(c);
-			mongoc_cursor_destroy(hc);
-			bson_destroy(q);
-			bson_destroy(hq);
-		}
 		if (!mongoc_collection_update_one(coll, filter, update, opts, NULL, &e)) {
 			fprintf(stderr, "mongo_upsert: could not upsert: %s\n", e.message);
 			return 1;
