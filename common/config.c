@@ -149,7 +149,7 @@ config_dump(FILE *out, const struct config_entry *tab)
 			fprintf(out, "%s=%s\n", e->name, *(bool *)e->target ? "true" : "false");
 			break;
 		case CONFIG_LEVEL:
-			fprintf(out, "%s=%d\n", e->name, (int)*(enum log_level *)e->target);
+			fprintf(out, "%s=%s\n", e->name, log_level_name(*(enum log_level *)e->target));
 			break;
 		}
 	}

@@ -15,6 +15,12 @@ static enum log_level log_threshold = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
+const char *
+log_level_name(enum log_level level)
+{
+	return (size_t)level < sizeof(level_names) / sizeof(level_names[0]) ? level_names[level] : "?";
+}
+
 void
 log_init(const char *procname, enum log_level level)
 {

@@ -7,6 +7,9 @@
 #include <stdint.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* A macro's value as a string literal (XSTR(1000) is "1000"). */
+#define STR_(x) #x
+#define XSTR(x) STR_(x)
 
 /* Milliseconds on the monotonic clock. */
 int64_t mono_ms(void);

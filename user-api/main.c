@@ -60,12 +60,19 @@ static void
 sweep_keys(void)
 {
 	char err[512];
-	long deleted;
+	long deleted, total = 0;
 
-	if (user_store_expire_keys(user_store_get(), &deleted, err, sizeof(err)) != STORE_OK)
-		log_warnx("could not remove expired idempotency keys: %s", err);
-	else if (deleted > 0)
-		log_info("removed %ld expired idempotency keys", deleted);
+	/* Batch after batch until one comes back short, so that keys cannot expire faster than
+	 * they are removed; each batch is its own short statement. */
+	do {
+		if (user_store_expire_keys(user_store_get(), &deleted, err, sizeof(err)) != STORE_OK) {
+			log_warnx("could not remove expired idempotency keys: %s", err);
+			break;
+		}
+		total += deleted;
+	} while (deleted == USER_STORE_EXPIRE_BATCH && !shutdown_requested());
+	if (total > 0)
+		log_info("removed %ld expired idempotency keys", total);
 }
 
 int

@@ -90,7 +90,7 @@ static const struct statement statements[ST_COUNT] = {
 		"DELETE FROM idempotency_keys WHERE key = $1::text AND expires_at <= clock_timestamp()", 1 },
 	[ST_KEYS_EXPIRE] = { "idempotency_expire",
 		"DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
-		"  WHERE expires_at <= clock_timestamp() LIMIT 1000)", 0 },
+		"  WHERE expires_at <= clock_timestamp() LIMIT " XSTR(USER_STORE_EXPIRE_BATCH) ")", 0 },
 };
 
 static struct pg_settings store_pg;

@@ -56,7 +56,8 @@ enum store_result user_store_list(struct user_store *s, int64_t after, long limi
     struct user_result *out, char *err, size_t errlen);
 /* Runs SELECT 1; STORE_OK when PostgreSQL answers. */
 enum store_result user_store_ping(struct user_store *s, char *err, size_t errlen);
-/* Deletes expired idempotency keys, at most a batch at a time. */
+/* Deletes expired idempotency keys, at most USER_STORE_EXPIRE_BATCH at a time. */
+#define USER_STORE_EXPIRE_BATCH 1000
 enum store_result user_store_expire_keys(struct user_store *s, long *deleted, char *err, size_t errlen);
 
 void user_result_release(struct user_result *r);

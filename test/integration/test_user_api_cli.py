@@ -33,10 +33,14 @@ def test_version():
     assert (r.stdout + r.stderr).strip()
 
 
-def test_check_with_good_settings_exits_0(pg_db):
+def test_check_with_good_settings_exits_0_and_prints_the_values(pg_db):
     env = base_env(pg_db)
-    r = run(["--check"], env=env)
+    r = run(["--check"], env={**env, "LOG_LEVEL": "warn"})
     assert r.returncode == 0, (r.stdout, r.stderr)
+    values = dict(ln.split("=", 1) for ln in r.stdout.splitlines() if "=" in ln)
+    assert values["LOG_LEVEL"] == "warn"
+    assert values["POSTGRES_PASSWORD"] == "********"   # never printed
+    assert values["POSTGRES_PORT"] == str(env["POSTGRES_PORT"])
 
 
 @pytest.mark.parametrize("name,value", [
