@@ -305,17 +305,14 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 		if (atomic_exchange(&a->mongo_ok, false))
 			log_warnx("%s; holding the batch until MongoDB answers event=%s", err, ev->event_id);
 		set_text(a, a->mongo_err, err);
-		/* Held messages must not be redelivered meanwhile: each redelivery counts. */
-		for (int i = next; i < n; i++)
-			js_in_progress(a->nc, msgs[i]);
-		if (shutdown_sleep_ms(backoff_next(&b)) || !lease_held(a->lease))
-			return STORE_ERROR;
-		while (!mongo_check(a)) {
+		/* Held messages must not be redelivered meanwhile (each redelivery counts): keep
+		 * them in progress while waiting until MongoDB answers a ping again. */
+		do {
 			for (int i = next; i < n; i++)
 				js_in_progress(a->nc, msgs[i]);
 			if (shutdown_sleep_ms(backoff_next(&b)) || !lease_held(a->lease))
 				return STORE_ERROR;
-		}
+		} while (!mongo_check(a));
 	}
 }
 
@@ -514,8 +511,6 @@ applier_run(void *arg)
 			natsMsg_Destroy(msgs[i]);
 			msgs[i] = NULL;
 		}
-		if (n > 0)
-			lag_update(a);
 		if (atomic_load(&a->mongo_ok))
 			recent_check(a);
 	}

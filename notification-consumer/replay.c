@@ -125,14 +125,16 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 		goto out;
 	}
 	while (seq < until) {
-		int n = js_pull_fetch(pull, msgs, REPLAY_BATCH, 1000, err, sizeof(err));
 		natsMsg *last = NULL;
 		bool stop = false;
+		int n;
 
+		/* Before the fetch: a fetched batch is always handled or handed back below. */
 		if (shutdown_requested()) {
 			log_warnx("replay: interrupted at seq %" PRIu64, seq);
 			goto out;
 		}
+		n = js_pull_fetch(pull, msgs, REPLAY_BATCH, 1000, err, sizeof(err));
 		if (n == -2) {
 			log_warnx("replay: %s", err);
 			goto out;
@@ -270,15 +272,14 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 
 		snprintf(coll, sizeof(coll), "%s_replay", cfg->collection);
 		fresh = store_new(&sc, err, sizeof(err));
-		if (fresh == NULL || store_drop(fresh, coll, err, sizeof(err)) != 0 ||
-		    store_prepare(fresh, err, sizeof(err)) != 0) {
+		/* Its history is the live one, whose indexes store_prepare(live) made above. */
+		if (fresh == NULL || store_drop(fresh, coll, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
 		if (replay_pass(nc, js, fresh, cfg, &start, until, &c, "fresh") != 0)
 			goto out;
-		if (store_swap(fresh, coll, cfg->collection, err, sizeof(err)) != 0 ||
-		    store_prepare(live, err, sizeof(err)) != 0) {
+		if (store_swap(fresh, coll, cfg->collection, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}

@@ -523,7 +523,9 @@ def test_mongodb_down_at_start_is_not_ready_then_catches_up(nats, ferret, servic
     assert c.service.running()
     # Nothing was fetched meanwhile: no delivery spent.
     assert stream.consumer_info().delivered.consumer_seq == 0
-    assert_problem(c.get("/notifications/user/1"), 503)
+    r = c.get("/notifications/user/1")
+    assert_problem(r, 503)
+    assert r.headers["Retry-After"] == "1"
     ferret.start()
     c.wait_version(1, 2, timeout=30)
     poll(lambda: c.ready().status_code == 200, 15, "ready")

@@ -87,6 +87,7 @@ test_poison(void)
 	CHECK(strstr(err, "payload") != NULL);
 	CHECK(parse("{\"type\":\"user_updated\",\"type\":\"user_updated\"}", "user.events.updated", &ev,
 	    err) == -1);
+	CHECK(strstr(err, "not JSON") != NULL);	/* refused for the duplicate, not a missing field */
 	/* Payload fields: missing, wrong type, non-positive, NUL and control characters. */
 	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":1,"
 	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":\"7\",\"name\":\"a\",\"email\":\"b\","
