@@ -52,7 +52,7 @@ unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstr
 
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate
 
-.PHONY: all san unit bootstrap run infra test test-unit test-integration clean clean-data check-deps bench chaos
+.PHONY: all san bootstrap run infra test test-unit test-integration clean clean-data check-deps bench chaos
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
 
 san:

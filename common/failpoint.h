@@ -1,6 +1,6 @@
 /* Named crash points for failure-injection tests, armed only through the FAILPOINTS variable.
  *
- *   FAILPOINTS="relay.after_ack_before_commit=crash;consumer.before_ack=pause(3000)"
+ *   FAILPOINTS="relay.after_acks_before_commit=crash;consumer.before_ack=pause(3000)"
  *
  * Actions: crash (SIGKILL the process at once), pause(MS) (sleep), error (make the call site fail
  * once). An action may end in @N to fire on the N-th hit only (1 is the first). When FAILPOINTS is

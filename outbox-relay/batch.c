@@ -160,6 +160,15 @@ outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts)
 	opts->PublishAsync.AckHandlerClosure = b;
 }
 
+/* The claim's WHERE clause: rows after the id after, or every row (after 0). */
+static void
+claim_where(char *where, size_t size, int64_t after)
+{
+	where[0] = '\0';
+	if (after > 0)
+		snprintf(where, size, "WHERE id > %lld", (long long)after);
+}
+
 int
 outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     char *err, size_t errlen)
@@ -175,9 +184,7 @@ outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_
 		outbox_batch_rollback(b, conn);
 	}
 	batch_reset(b);
-	where[0] = '\0';
-	if (after > 0)
-		snprintf(where, sizeof(where), "WHERE id > %lld", (long long)after);
+	claim_where(where, sizeof(where), after);
 	snprintf(sql, sizeof(sql), claim_sql, where, limit);
 	if (!PQsendQuery(conn, sql)) {
 		pg_error_text(conn, NULL, msg, sizeof(msg));
@@ -486,6 +493,20 @@ delete_acked(PGconn *conn, const char *ids, char *err, size_t errlen)
 	return 0;
 }
 
+/* Deletes the rows of ids in the open transaction; the failpoint between that and the COMMIT
+ * follows. */
+static int
+delete_then_failpoint(PGconn *conn, const char *ids, char *err, size_t errlen)
+{
+	if (delete_acked(conn, ids, err, errlen) != 0)
+		return -1;
+	if (FAILPOINT("relay.after_delete_before_commit") != 0) {
+		snprintf(err, errlen, "could not commit the batch: failpoint");
+		return -1;
+	}
+	return 0;
+}
+
 /* The ids to delete at the commit of batch b, or NULL (err set) at the failpoint before it or
  * without memory. */
 static char *
@@ -508,14 +529,9 @@ outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errl
 	char *ids = NULL, msg[256];
 	PGresult *r;
 
-	if ((ids = commit_ids(b, err, errlen)) == NULL)
+	if ((ids = commit_ids(b, err, errlen)) == NULL ||
+	    delete_then_failpoint(conn, ids, err, errlen) != 0)
 		goto fail;
-	if (delete_acked(conn, ids, err, errlen) != 0)
-		goto fail;
-	if (FAILPOINT("relay.after_delete_before_commit") != 0) {
-		snprintf(err, errlen, "could not commit the batch: failpoint");
-		goto fail;
-	}
 	r = PQexec(conn, "COMMIT");
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		pg_error_text(conn, r, msg, sizeof(msg));
@@ -537,35 +553,27 @@ outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit,
     struct batch_result *done, char *err, size_t errlen)
 {
 	char *ids = NULL, *sql = NULL, where[48], msg[256];
-	size_t len;
+	size_t len, cap;
 
 	if ((ids = commit_ids(b, err, errlen)) == NULL)
 		goto fail;
 	/* With failpoints armed, the DELETE goes first on its own, so that the failpoint between it
 	 * and the COMMIT still means what it says. */
-	if (failpoints_armed) {
-		if (delete_acked(conn, ids, err, errlen) != 0)
-			goto fail;
-		if (FAILPOINT("relay.after_delete_before_commit") != 0) {
-			snprintf(err, errlen, "could not commit the batch: failpoint");
-			goto fail;
-		}
-	}
-	where[0] = '\0';
-	if (after > 0)
-		snprintf(where, sizeof(where), "WHERE id > %lld", (long long)after);
-	len = strlen(ids) + sizeof(claim_sql) + 160;
-	if ((sql = malloc(len)) == NULL) {
+	if (failpoints_armed && delete_then_failpoint(conn, ids, err, errlen) != 0)
+		goto fail;
+	claim_where(where, sizeof(where), after);
+	cap = strlen(ids) + sizeof(claim_sql) + 160;
+	if ((sql = malloc(cap)) == NULL) {
 		snprintf(err, errlen, "could not commit the batch: out of memory");
 		goto fail;
 	}
 	/* The ids are integers that PostgreSQL itself returned: safe to write into the text. */
 	if (failpoints_armed)
-		len = (size_t)snprintf(sql, len, "COMMIT; ");
+		len = (size_t)snprintf(sql, cap, "COMMIT; ");
 	else
-		len = (size_t)snprintf(sql, len, "DELETE FROM outbox WHERE id = ANY('%s'::bigint[]); "
+		len = (size_t)snprintf(sql, cap, "DELETE FROM outbox WHERE id = ANY('%s'::bigint[]); "
 		    "COMMIT; ", ids);
-	snprintf(sql + len, strlen(ids) + sizeof(claim_sql) + 160 - len, claim_sql, where, limit);
+	snprintf(sql + len, cap - len, claim_sql, where, limit);
 	outbox_batch_result(b, done);
 	batch_reset(b);
 	if (!PQsendQuery(conn, sql)) {

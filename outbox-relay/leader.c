@@ -44,12 +44,6 @@ leader_release(struct leader *l)
 	l->leading = false;
 }
 
-bool
-leader_is_leader(const struct leader *l)
-{
-	return l->leading;
-}
-
 int
 leader_try_acquire(struct leader *l, char *err, size_t errlen)
 {

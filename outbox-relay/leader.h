@@ -23,8 +23,6 @@ int leader_try_acquire(struct leader *l, char *err, size_t errlen);
  * forgets the leadership) when it is gone, with err filled. */
 bool leader_alive(struct leader *l, char *err, size_t errlen);
 
-bool leader_is_leader(const struct leader *l);
-
 /* Gives the lock up (by closing its session). */
 void leader_release(struct leader *l);
 

@@ -18,7 +18,6 @@
 #include "stream.h"
 #include "util.h"
 
-#define NUDGE_SUBJECT "outbox.nudge"
 
 enum role { ROLE_ELECTING, ROLE_STANDBY, ROLE_LEADER };
 
@@ -137,7 +136,7 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 		st = natsConnection_JetStream(&r->slots[i].js, r->nc, &jo);
 	}
 	if (st == NATS_OK)
-		st = natsConnection_Subscribe(&r->nudge, r->nc, NUDGE_SUBJECT, on_nudge, r);
+		st = natsConnection_Subscribe(&r->nudge, r->nc, OUTBOX_NUDGE_SUBJECT, on_nudge, r);
 	if (st != NATS_OK) {
 		snprintf(err, errlen, "could not set up JetStream publishing: %s", natsStatus_GetText(st));
 		goto fail;
@@ -297,6 +296,15 @@ slot_failed(struct relay *r, struct slot *s, const char *err)
 		slot_drop_work(s);
 }
 
+/* A batch whose delete or commit failed: its rows stay in the outbox, to be published again. */
+static void
+commit_failed(struct relay *r, struct slot *s, const char *err)
+{
+	log_warnx("%s; the published events stay in the outbox and are republished "
+	    "(JetStream drops the duplicates)", err);
+	slot_failed(r, s, err);
+}
+
 static void
 count_committed(struct relay *r, const struct batch_result *res)
 {
@@ -323,9 +331,7 @@ slot_claimed(struct relay *r, struct slot *s)
 	if (s->committing) {
 		s->committing = false;
 		if (!committed) {
-			log_warnx("%s; the published events stay in the outbox and are republished "
-			    "(JetStream drops the duplicates)", err);
-			slot_failed(r, s, err);
+			commit_failed(r, s, err);
 			return -1;
 		}
 		count_committed(r, &s->done);
@@ -374,9 +380,7 @@ slot_claim_send(struct relay *r, struct slot *s, int64_t after)
 	if (s->state == SLOT_ACKED) {
 		if (outbox_batch_commit_claim_send(s->batch, s->work, r->s->batch_size, after, &s->done,
 		    err, sizeof(err)) != 0) {
-			log_warnx("%s; the published events stay in the outbox and are republished "
-			    "(JetStream drops the duplicates)", err);
-			slot_failed(r, s, err);
+			commit_failed(r, s, err);
 			return -1;
 		}
 		s->committing = true;
@@ -433,9 +437,7 @@ slot_commit(struct relay *r, struct slot *s)
 
 	s->state = SLOT_IDLE;
 	if (outbox_batch_commit(s->batch, s->work, err, sizeof(err)) != 0) {
-		log_warnx("%s; the published events stay in the outbox and are republished "
-		    "(JetStream drops the duplicates)", err);
-		slot_failed(r, s, err);
+		commit_failed(r, s, err);
 		return -1;
 	}
 	outbox_batch_result(s->batch, &res);

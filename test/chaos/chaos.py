@@ -8,7 +8,7 @@ twice or any check failed.
   test/chaos/chaos.py [--duration S] [--seed N] [--threads N] [--rate R] [--targets a,b,...]
                       [--relays N] [--consumers N] [--cluster]
   make chaos DURATION=600 SEED=1234          # the long soak
-  BIN_DIR=bin-san test/chaos/chaos.py ...    # the sanitizer build (make chaos-san)
+  BIN_DIR=bin-san test/chaos/chaos.py ...    # the sanitizer build (make chaos SAN=1)
 
 Replay: every run prints `seed=N`; the same seed gives the same fault schedule (targets, kinds,
 delays) and the same mix of writes. Timing still differs from run to run, so a replay makes the

@@ -9,7 +9,7 @@ request recorded as ok, failed or unknown.
            be committed. The checker requires PostgreSQL and MongoDB to agree on it.
 
 Each writer thread owns its users, so the operations on one user are sequential and each answer
-can be checked against the last known version. Each thread draws from random.Random(seed + i):
+can be checked against the last known version. Each thread draws from random.Random(seed * 1000 + i):
 the same seed gives the same mix of operations (the faults' timing makes the outcomes differ).
 """
 from __future__ import annotations

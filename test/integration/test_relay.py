@@ -472,6 +472,24 @@ def test_killed_between_pubacks_and_commit_republishes_without_duplicates(relay_
     relay.stop()
 
 
+def test_killed_with_two_batches_in_flight_loses_nothing(relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 50)
+    # Killed at the commit of the third batch of 10, while the fourth is already claimed.
+    crashing = relays.start(FAILPOINTS="relay.after_acks_before_commit=crash@3",
+                            RELAY_BATCH_SIZE="10", RELAY_PIPELINE="2", wait_ready=False)
+    assert crashing.wait_exit(15) == -signal.SIGKILL
+    left = [r[0] for r in sql(relay_db, "SELECT event_id::text FROM outbox ORDER BY id")]
+    assert 0 < len(left) < 50
+    assert left == ids[50 - len(left):]              # committed in order: the first batches went
+    assert stream_count(relay_nats) >= 50 - len(left)
+
+    relay = relays.start()
+    wait_drained(relay_db)
+    assert_each_once(read_stream(relay_nats, 50), ids)
+    assert stream_count(relay_nats) == 50           # the republished copies were dropped
+    relay.stop()
+
+
 def test_failed_batch_is_rolled_back_and_retried(relay_db, relay_nats, relays):
     ids = insert_rows(relay_db, 25)
     relay = relays.start(FAILPOINTS="relay.after_delete_before_commit=error")
@@ -522,11 +540,17 @@ def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays)
     relay.stop()
 
 
-def test_standby_takes_over_when_the_leader_is_killed(relay_db, relay_nats, relays):
+def leader_and_standby(relays):
+    """Two relays on one database: the first leads, the second stands by."""
     a = relays.start()
     poll(lambda: a.ready()["checks"]["role"] == "leader", 10, "the first relay to lead")
     b = relays.start()
     poll(lambda: b.ready()["checks"]["role"] == "standby", 10, "the second relay to stand by")
+    return a, b
+
+
+def test_standby_takes_over_when_the_leader_is_killed(relay_db, relay_nats, relays):
+    a, b = leader_and_standby(relays)
 
     writer = Writer(relay_db)
     writer.start()
@@ -545,10 +569,7 @@ def test_standby_takes_over_when_the_leader_is_killed(relay_db, relay_nats, rela
 
 
 def test_leader_lock_session_cut_stops_and_hands_over(relay_db, relay_nats, relays):
-    a = relays.start()
-    poll(lambda: a.ready()["checks"]["role"] == "leader", 10, "the first relay to lead")
-    b = relays.start()
-    poll(lambda: b.ready()["checks"]["role"] == "standby", 10, "the second relay to stand by")
+    a, b = leader_and_standby(relays)
     writer = Writer(relay_db)
     writer.start()
     poll(lambda: stream_count(relay_nats) >= 20, 10, "events to flow")
