@@ -17,6 +17,10 @@ APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev li
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log
+APT_LOG=$TOOLS_DIR/apt.log
+# Where a Go is looked for besides PATH (the test of these steps points them elsewhere).
+GO_PLACES=${GO_PLACES-/usr/local/go/bin/go $HOME/go/bin/go $HOME/sdk/go/bin/go}
+GO_OLD_PLACES=${GO_OLD_PLACES-/usr/lib/go/bin/go /usr/lib/go-1.*/bin/go}
 # Set when Go could not build nats-server and Debian's older package stands in; removing the
 # file makes the next run try Go again.
 NATS_FALLBACK_MARK=$TOOLS_DIR/nats-server.fallback
@@ -26,31 +30,58 @@ notes=()
 
 # --- Debian packages -------------------------------------------------------------------------
 
+# Prints, one a line, the packages among "$@" that dpkg does not list as installed ("ii").
+# dpkg-query exits 1 when it has never heard of one of them, which is the normal case on a
+# fresh machine, and still prints the ones it knows: its status must not end this function
+# (set -e) or hide the answer. An empty answer is trusted only because the loop below asks
+# about every package by name; what dpkg-query does not print is missing.
 apt_missing() {
 	local have
-	have=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "$@" 2>/dev/null |
-		awk '$2 == "ii" { print $1 }')
+	have=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "$@" 2>/dev/null) || true
+	have=$(awk '$2 == "ii" { print $1 }' <<<"$have")
 	local p
 	for p in "$@"; do
-		grep -qx -- "$p" <<<"$have" || printf '%s\n' "$p"
+		grep -qxF -- "$p" <<<"$have" || printf '%s\n' "$p"
 	done
 }
 
-apt_install() {
+# Runs apt-get as root, or through sudo when it can run without a password; dies with the
+# command to run by hand otherwise. Its output goes to $APT_LOG; the tail is shown on failure.
+apt_run() {
 	local sudo=()
 	if ! is_root; then
-		command -v sudo >/dev/null 2>&1 ||
-			die "these Debian packages are missing and installing them needs root or sudo: $*
-    install them with: apt-get install $*"
-		sudo=(sudo)
+		if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true >/dev/null 2>&1; then
+			die "these Debian packages are missing: $APT_WANT
+    installing them needs root (or sudo without a password). As root, run:
+    apt-get update && apt-get install $APT_WANT"
+		fi
+		sudo=(sudo -n)
 	fi
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 "$@" >>"$APT_LOG" 2>&1
+}
+
+apt_fail() { # what
+	tail -n 8 "$APT_LOG" | sed 's/^/    /' >&2
+	if grep -q 'Could not get lock' "$APT_LOG"; then
+		die "$1: another package manager held the dpkg lock for 10 minutes; when it is done, rerun, or run: apt-get install $APT_WANT"
+	fi
+	die "$1 (full log: ${APT_LOG#"$REPO_ROOT"/})
+    when the Debian archive can be reached, run: apt-get update && apt-get install $APT_WANT"
+}
+
+# Installs the packages and checks with dpkg that every one of them is installed now; a run
+# that stops half-way leaves dpkg saying "not installed", so the next run tries again.
+apt_install() {
+	APT_WANT=$*
+	mkdir -p "$(dirname "$APT_LOG")"
+	: >"$APT_LOG"
 	say "installing Debian packages: $*"
-	local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600)
-	"${apt[@]}" update >/dev/null ||
-		die "apt-get update failed: check the network and /etc/apt/sources.list"
-	"${apt[@]}" install -y --no-install-recommends "$@" ||
-		die "could not install Debian packages: $*
-    try by hand: apt-get install $*"
+	apt_run update || apt_fail "apt-get update failed"
+	apt_run install -y --no-install-recommends "$@" || apt_fail "could not install Debian packages: $*"
+	local still
+	still=$(apt_missing "$@")
+	[[ -z $still ]] || apt_fail "apt-get install ended, but these packages are still not installed: $(echo $still)"
+	say "installed Debian packages: $*"
 	changed=1
 }
 
@@ -64,7 +95,7 @@ debian_cluster_stop() {
 		[[ $status == online* ]] || continue
 		warn "stopping the Debian cluster $ver/$name that the postgresql package started on port $port"
 		if is_root; then pg_ctlcluster "$ver" "$name" stop || true
-		else sudo pg_ctlcluster "$ver" "$name" stop || true; fi
+		else sudo -n pg_ctlcluster "$ver" "$name" stop || true; fi
 	done < <(pg_lsclusters -h 2>/dev/null)
 }
 
@@ -87,9 +118,10 @@ packages_step() {
 		warn "not a Debian system: make sure these (or their equivalents) are installed: ${want[*]}"
 		return 0
 	fi
-	local missing
-	mapfile -t missing < <(apt_missing "${want[@]}")
-	((${#missing[@]} == 0)) && return 0
+	local missing out
+	out=$(apt_missing "${want[@]}") || die "could not ask dpkg which packages are installed"
+	mapfile -t missing <<<"$out"
+	[[ -n ${missing[0]:-} ]] || return 0
 	apt_install "${missing[@]}"
 	[[ " ${missing[*]} " == *" postgresql "* ]] && debian_cluster_stop
 	[[ -n $PY ]] || python_pick
@@ -99,28 +131,86 @@ packages_step() {
 # --- Go tools ---------------------------------------------------------------------------------
 
 # Debian 12's golang-go is Go 1.19: too old for both pins (FerretDB v1.24.2 declares go 1.24,
-# nats-server v2.15.2 go 1.26.0), and too old to fetch a newer toolchain by itself (that came
-# with Go 1.21). So it is not installed here; a Go >= 1.21 found on the machine is used, and
-# it fetches the toolchain a module asks for through the module proxy if it has to.
+# nats-server v2.15.2 go 1.26.0), and too old to switch toolchains by itself (that came with
+# Go 1.21). A Go >= 1.21 found on the machine is used as it is (it fetches the toolchain a
+# module asks for through the module proxy if it has to). Without one, go_toolchain_fetch has
+# an older Go (Debian's, installed if need be) download the Go toolchain module
+# golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-amd64 from the module proxy, which is what
+# Go >= 1.21 does itself when it switches, into .tools/go.
 go_find() {
 	if [[ -n $GO_WANTED ]]; then
 		# An explicit GO is the only one tried.
 		GO=$(first_exe "$GO_WANTED") || { GO=; return 1; }
-	else
-		GO=$(first_exe "$(command -v go 2>/dev/null)" /usr/local/go/bin/go /usr/lib/go/bin/go \
-			"$HOME/go/bin/go" "$HOME/sdk/go/bin/go") || { GO=; return 1; }
+		go_version_ok "$GO" || { GO=; return 1; }
+		return 0
 	fi
+	local c
+	# shellcheck disable=SC2086 # GO_PLACES is a list of paths
+	for c in "$(command -v go 2>/dev/null)" $GO_PLACES "$TOOLS_DIR/go/bin/go"; do
+		[[ -n $c && -x $c ]] || continue
+		go_version_ok "$c" && { GO=$c; return 0; }
+	done
+	GO=
+	return 1
+}
+
+# True when $1 runs and is Go >= 1.21; sets GO_VERSION. An older one is noted, not used.
+go_version_ok() {
 	local v
-	v=$("$GO" env GOVERSION 2>/dev/null) || { GO=; return 1; }
+	v=$("$1" env GOVERSION 2>/dev/null) || { notes+=("$1 does not run: not used"); return 1; }
 	GO_VERSION=$v
 	v=${v#go}
 	local major=${v%%.*} rest=${v#*.}
 	local minor=${rest%%[.a-z]*}
+	[[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] || { notes+=("cannot read the version of $1 ($GO_VERSION): not used"); return 1; }
 	if ((major < 1 || (major == 1 && minor < 21))); then
-		notes+=("Go at $GO is $GO_VERSION, older than 1.21: cannot build the pinned tools")
-		GO=
+		notes+=("Go at $1 is $GO_VERSION, older than 1.21: used only to fetch $GO_TOOLCHAIN")
 		return 1
 	fi
+}
+
+# Any Go at all, however old, that can run `go mod download`.
+go_any() {
+	# shellcheck disable=SC2086 # GO_OLD_PLACES is a list of globs
+	local newest=
+	[[ -n $GO_OLD_PLACES ]] && newest=$(ls -d $GO_OLD_PLACES 2>/dev/null | sort -V | tail -n 1)
+	first_exe "$(command -v go 2>/dev/null)" "$newest"
+}
+
+go_toolchain_fetch() {
+	local old dir arch
+	arch=$(uname -m)
+	case $arch in
+	x86_64) arch=amd64 ;;
+	aarch64) arch=arm64 ;;
+	*) die "no Go >= 1.21 found, and bootstrap fetches the Go toolchain only for amd64 and arm64 (this is $arch): install Go >= 1.21 into /usr/local/go and rerun" ;;
+	esac
+	old=$(go_any) || {
+		say "no Go found: installing Debian's golang-go to fetch $GO_TOOLCHAIN with"
+		apt_install golang-go
+		old=$(go_any) || die "golang-go is installed but no go binary was found in /usr/lib/go/bin"
+	}
+	local mod=golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-$arch
+	say "fetching the Go toolchain $GO_TOOLCHAIN with $("$old" version | awk '{print $3}') (go mod download $mod, from the Go module proxy)"
+	local work
+	work=$(mktemp -d "${TMPDIR:-/tmp}/go-toolchain.XXXXXX")
+	dir=$(cd "$work" && go_env_clean "$old" mod download -json "$mod" 2>>"$GO_LOG" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p') || true
+	rm -rf "$work"
+	[[ -n $dir && -f $dir/bin/go ]] || {
+		tail -n 5 "$GO_LOG" | sed 's/^/    /' >&2
+		die "could not fetch $mod from the Go module proxy (log: ${GO_LOG#"$REPO_ROOT"/}); install Go >= 1.21 into /usr/local/go and rerun"
+	}
+	# The module cache keeps files read-only and without their execute bits; copy and restore
+	# them. A copy that stops half-way is never taken: it is renamed into place only when whole.
+	rm -rf "$TOOLS_DIR/go.new"
+	cp -R "$dir" "$TOOLS_DIR/go.new" && chmod -R u+w "$TOOLS_DIR/go.new" &&
+		chmod +x "$TOOLS_DIR/go.new"/bin/* "$TOOLS_DIR/go.new"/pkg/tool/*/* ||
+		die "could not copy the Go toolchain into ${TOOLS_DIR#"$REPO_ROOT"/}/go"
+	rm -rf "$TOOLS_DIR/go" && mv "$TOOLS_DIR/go.new" "$TOOLS_DIR/go"
+	go_version_ok "$TOOLS_DIR/go/bin/go" || die "the fetched Go toolchain in ${TOOLS_DIR#"$REPO_ROOT"/}/go does not run"
+	GO=$TOOLS_DIR/go/bin/go
+	changed=1
 }
 
 nats_version_ok() { [[ -x $1 && $("$1" --version 2>/dev/null) == "nats-server: $NATS_VERSION" ]]; }
@@ -235,7 +325,11 @@ venv_step() {
 	local stamp_file=$VENV/.bootstrap-stamp want
 	want=$(venv_stamp)
 	if [[ -x $VENV/bin/python && -f $stamp_file && $(<"$stamp_file") == "$want" ]]; then
-		return 0
+		# The stamp says complete; a venv whose interpreter no longer runs (its Python was
+		# removed or upgraded) is made again rather than trusted.
+		"$VENV/bin/python" -c '' 2>/dev/null && return 0
+		warn "the test venv in .venv does not run any more: making it again"
+		rm -f "$stamp_file"
 	fi
 	if [[ ! -x $VENV/bin/python || ! -f $stamp_file || $(cut -d' ' -f2 "$stamp_file") != "$(readlink -f "$PY")" ]]; then
 		say "creating the test venv in .venv with $PY"
@@ -295,7 +389,10 @@ main() {
 	GO='' GO_VERSION=''
 	local need_go=1
 	nats_version_ok "$TOOLS_DIR/bin/nats-server" && ferretdb_version_ok "$TOOLS_DIR/bin/ferretdb" && need_go=0
-	((need_go)) && { go_find || true; }
+	if ((need_go)) && ! go_find; then
+		[[ -z $GO_WANTED ]] || die "GO=$GO_WANTED is not a Go >= 1.21: unset GO, or point it at a newer one"
+		go_toolchain_fetch
+	fi
 	nats_step
 	ferretdb_step
 	# Keep GO in env.sh even on the fast path, for whoever wants it; finding it is cheap.
@@ -312,4 +409,7 @@ main() {
 	for n in "${notes[@]}"; do warn "$n"; done
 }
 
-main "$@"
+# Sourced by test/integration/test_bootstrap.py to run one step against stubbed system tools.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	main "$@"
+fi

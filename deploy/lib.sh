@@ -15,6 +15,8 @@ RUN_DIR=${RUN_DIR:-$REPO_ROOT/.run}
 	FERRETDB_VERSION=v1.24.2
 	NATS_MODULE=github.com/nats-io/nats-server/v2
 	NATS_VERSION=v2.15.2
+	# The Go toolchain bootstrap fetches when the machine has no Go >= 1.21 (Debian 12 has 1.19).
+	GO_TOOLCHAIN=go1.26.8
 }
 
 say() { printf '%s: %s\n' "$LOG_TAG" "$*"; }
@@ -51,7 +53,7 @@ pg_bin_search() {
 first_exe() {
 	local f
 	for f in "$@"; do
-		[[ -n $f && -x $f ]] && { printf '%s\n' "$f"; return 0; }
+		[[ -n $f && -f $f && -x $f ]] && { printf '%s\n' "$f"; return 0; }
 	done
 	return 1
 }
