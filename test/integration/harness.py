@@ -5,7 +5,9 @@ stack in .run.
 Tools are found like deploy/lib.sh finds them: PG_BIN / NATS_SERVER / FERRETDB from the
 environment, then .tools/env.sh (written by deploy/bootstrap.sh), then .tools/bin, PATH and
 /usr/lib/postgresql/<newest>/bin. The project's binaries come from $BIN_DIR (default bin/), so the
-sanitizer build can be tested by pointing BIN_DIR at it.
+sanitizer build can be tested by pointing BIN_DIR at it. Tests that scan logs for sanitizer reports
+take theirs from san_binary() (bin-san/, or $SAN_BIN_DIR), which refuses anything but a current
+sanitizer build.
 
 Every process is started in a session of its own and registered; close() (the fixtures call it)
 and an atexit hook kill whatever is still running, so nothing outlives pytest.
@@ -124,6 +126,70 @@ def bin_dir() -> Path:
 
 def have_binary(name: str) -> bool:
     return _exe(str(bin_dir() / name))
+
+
+# --- the sanitizer build -------------------------------------------------------------------------
+
+# What a sanitizer report starts with in a log (ASan, LSan, and UBSan's "file:line: runtime error:").
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "UndefinedBehaviorSanitizer:")
+# The sources each binary is built from (with common/), to tell a sanitizer build that is older
+# than its sources: `make san` would rebuild it.
+_SOURCES = {"user-api": ("user-api",), "outbox-relay": ("outbox-relay",),
+            "notification-consumer": ("notification-consumer",), "migrate": ("migrations",)}
+_san_cache: dict = {}
+
+
+def sanitizer_build(path) -> bool:
+    """Whether the executable at path was built with AddressSanitizer (make san): it links the
+    ASan runtime, so its symbols name __asan_init."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _san_cache:
+        with open(path, "rb") as f:
+            _san_cache[key] = b"__asan_init" in f.read()
+    return _san_cache[key]
+
+
+def san_bin_dir() -> Path:
+    """Where the tests that scan logs for sanitizer reports take the binaries from: $SAN_BIN_DIR,
+    else $BIN_DIR when it holds a sanitizer build (make test-san), else bin-san/."""
+    d = os.environ.get("SAN_BIN_DIR")
+    if d:
+        return Path(d) if os.path.isabs(d) else REPO_ROOT / d
+    if sanitizer_build(bin_dir() / "user-api"):
+        return bin_dir()
+    return REPO_ROOT / "bin-san"
+
+
+def san_binary(name: str) -> Path:
+    """The sanitizer build of one of the project's binaries (san_bin_dir()/name). Raises when it is
+    not built, is not a sanitizer build, or is older than one of its sources: a sanitizer scan
+    of any other binary would pass without having checked anything."""
+    path = san_bin_dir() / name
+    if not _exe(str(path)):
+        raise RuntimeError(f"{path} is not built: make san")
+    if not sanitizer_build(path):
+        raise RuntimeError(f"{path} is not a sanitizer build (no __asan_init): make san, and point "
+                           f"SAN_BIN_DIR at bin-san")
+    built = path.stat().st_mtime
+    for folder in ("common", *_SOURCES.get(name, ())):
+        for src in (REPO_ROOT / folder).glob("*.[ch]"):
+            if src.stat().st_mtime > built:
+                raise RuntimeError(f"{path} is older than {src.relative_to(REPO_ROOT)}: make san")
+    return path
+
+
+def sanitizer_reports(binary, text: str) -> list[str]:
+    """The lines of sanitizer reports in text, the log of binary. Raises when binary is not a
+    sanitizer build, so that a scan can never pass for want of a sanitizer."""
+    if not sanitizer_build(binary):
+        raise RuntimeError(f"{binary} is not a sanitizer build: scanning its log for sanitizer "
+                           f"reports would check nothing")
+    return [line for line in text.splitlines() if any(m in line for m in SANITIZER_MARKERS)]
 
 
 # --- ports and waiting ---------------------------------------------------------------------------

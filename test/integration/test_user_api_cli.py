@@ -1,12 +1,13 @@
-"""bin/user-api as a program: --help, --version, --check, configuration, and shutdown."""
+"""user-api as a program: --help, --version, --check, configuration, and shutdown."""
 import json
 import signal
 import subprocess
 
 import pytest
 
+import harness
 from user_api_fixtures import *  # noqa: F401,F403  (fixtures: pg_db, start_api)
-from user_api_fixtures import USER_API, assert_problem, base_env, unique_email
+from user_api_fixtures import assert_problem, base_env, unique_email, user_api_binary
 
 SETTINGS = ["POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
             "NATS_URL", "USER_API_PORT", "USER_API_BIND", "USER_API_THREADS", "USER_API_MAX_BODY",
@@ -14,8 +15,11 @@ SETTINGS = ["POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWOR
 
 
 def run(args, env=None, timeout=20):
-    return subprocess.run([USER_API] + args, env=env if env is not None else base_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    binary = user_api_binary()
+    r = subprocess.run([binary] + args, env=env if env is not None else base_env(),
+                       capture_output=True, text=True, timeout=timeout)
+    assert not harness.sanitizer_reports(binary, r.stderr), r.stderr
+    return r
 
 
 def test_help_lists_every_setting():

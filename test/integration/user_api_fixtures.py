@@ -1,6 +1,10 @@
-"""Fixtures and helpers of the user-api tests: a migrated database, a running bin/user-api, and a
+"""Fixtures and helpers of the user-api tests: a migrated database, a running user-api, and a
 client that checks answers through HTTP and rows through SQL. Import with
-`from user_api_fixtures import *`."""
+`from user_api_fixtures import *`.
+
+Every user-api test scans the API's log for sanitizer reports when it stops it, so these tests run
+the sanitizer build (harness.san_binary: bin-san/user-api, or $SAN_BIN_DIR; `make test` builds it)
+and fail, rather than check nothing, when it is missing or stale."""
 import contextlib
 import datetime
 import json
@@ -16,7 +20,6 @@ import requests
 import harness
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USER_API = os.environ.get("USER_API_BIN", os.path.join(REPO, os.environ.get("BIN_DIR", "bin"), "user-api"))
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 
@@ -73,7 +76,7 @@ def poll(fn, timeout, what, interval=0.1):
 
 
 def base_env(pg=None, **extra):
-    """Environment for bin/user-api: the settings of pg (a harness.Postgres) or the defaults, and
+    """Environment for user-api: the settings of pg (a harness.Postgres) or the defaults, and
     NATS_URL naming a port where nothing listens (the nudge is optional)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("POSTGRES_", "USER_API_", "NATS_", "LOG_"))}
@@ -85,7 +88,7 @@ def base_env(pg=None, **extra):
 
 
 class UserApi:
-    """A running bin/user-api and the database behind it."""
+    """A running user-api and the database behind it."""
 
     def __init__(self, service, pg):
         self.service = service
@@ -181,14 +184,20 @@ def new_pg():
     return harness.Postgres(template=harness.Postgres.template(migrated=True))
 
 
+def user_api_binary():
+    """The sanitizer build of user-api (harness.san_binary); fails the test when there is none."""
+    try:
+        return str(harness.san_binary("user-api"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
 def launch(pg, **env):
-    """Starts bin/user-api on a free port against pg; returns a UserApi. Waits for /healthz only,
-    so it also works while pg is down."""
+    """Starts the sanitizer build of user-api on a free port against pg; returns a UserApi. Waits
+    for /healthz only, so it also works while pg is down."""
     port = harness.free_port()
-    if not os.path.exists(USER_API):
-        pytest.fail(f"{USER_API} is not built (make)")
     svc = harness.Service("user-api", env=base_env(pg, USER_API_PORT=port, USER_API_BIND="127.0.0.1", **env),
-                          port=port, binary=USER_API)
+                          port=port, binary=user_api_binary())
     svc.start()
     return UserApi(svc, pg)
 
@@ -206,13 +215,13 @@ def close_api(a):
     log = a.service.log_text()
     a.service.close()
     if crashed not in (None, 0, -9):   # 0: the test stopped it; -9: a crash failpoint
-        pytest.fail(f"bin/user-api exited {crashed} during the test; log:\n{log[-4000:]}")
+        pytest.fail(f"{a.service.binary} exited {crashed} during the test; log:\n{log[-4000:]}")
     if rc != 0 and crashed is None:
-        pytest.fail(f"bin/user-api exited {rc} on SIGTERM; log:\n{log[-4000:]}")
-    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-        if marker in log:
-            i = log.index(marker)
-            pytest.fail(f"bin/user-api log has a sanitizer report:\n{log[max(0, i - 200):i + 3000]}")
+        pytest.fail(f"{a.service.binary} exited {rc} on SIGTERM; log:\n{log[-4000:]}")
+    reports = harness.sanitizer_reports(a.service.binary, log)
+    if reports:
+        i = log.index(reports[0])
+        pytest.fail(f"{a.service.binary} log has a sanitizer report:\n{log[max(0, i - 200):i + 3000]}")
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +235,7 @@ def pg_db():
 
 @pytest.fixture(scope="module")
 def api(pg_db):
-    """bin/user-api on the module's PostgreSQL, shared by the tests of the module: tests use
+    """user-api on the module's PostgreSQL, shared by the tests of the module: tests use
     unique emails and compare row counts before and after, never absolute numbers."""
     a = launch(pg_db)
     yield a
@@ -235,7 +244,7 @@ def api(pg_db):
 
 @pytest.fixture
 def start_api(pg_db):
-    """Factory: start_api(**env) starts one more bin/user-api on the module's PostgreSQL; they
+    """Factory: start_api(**env) starts one more user-api on the module's PostgreSQL; they
     are stopped at the end of the test."""
     started = []
 
@@ -249,7 +258,7 @@ def start_api(pg_db):
 
 
 def api_on_new_pg():
-    """bin/user-api on a new, empty, migrated PostgreSQL of its own; closes both after."""
+    """user-api on a new, empty, migrated PostgreSQL of its own; closes both after."""
     pg = new_pg()
     pg.start()
     try:
@@ -262,7 +271,7 @@ def api_on_new_pg():
 
 @pytest.fixture
 def fresh_api():
-    """bin/user-api on a new, empty, migrated PostgreSQL of its own."""
+    """user-api on a new, empty, migrated PostgreSQL of its own."""
     yield from api_on_new_pg()
 
 
@@ -274,7 +283,7 @@ def own_pg_api():
 
 @pytest.fixture
 def api_before_pg():
-    """bin/user-api started while its (migrated) PostgreSQL is down; start_postgres() brings it
+    """user-api started while its (migrated) PostgreSQL is down; start_postgres() brings it
     up."""
     pg = new_pg()
     try:
