@@ -52,7 +52,7 @@ unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstr
 
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate
 
-.PHONY: all san bootstrap run infra test test-unit test-integration clean clean-data check-deps bench chaos
+.PHONY: all san bootstrap run infra test test-unit test-integration test-san clean clean-data check-deps bench chaos
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
 
 san:
@@ -96,21 +96,36 @@ infra: bootstrap
 clean-data:
 	@bash deploy/infra.sh clean-data
 
-# The sanitizer build is part of the test: the consumer's fetch loop is proven under it.
+# The sanitizer build is part of the test: the unit binaries run from bin/ and bin-san/, and the
+# tests that scan logs for sanitizer reports (user-api's, the consumer's fetch loop) run on
+# bin-san/; the rest of the integration suite runs on bin/ (test/run.sh).
 test: bootstrap
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory san
-	@bash test/run.sh
+	@BIN_DIR=$(BIN) bash test/run.sh
 
-test-unit: all
-	@bash test/run.sh unit
+test-unit:
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory san
+	@BIN_DIR=$(BIN) bash test/run.sh unit
 
-test-integration: all
-	@bash test/run.sh integration
+test-integration:
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory san
+	@BIN_DIR=$(BIN) bash test/run.sh integration
+
+# Every test on the sanitizer build (docs/failure-injection.md, "Sanitizers").
+test-san: bootstrap
+	@$(MAKE) --no-print-directory san
+	@BIN_DIR=bin-san bash test/run.sh
 
 # The long failure-injection soak (docs/failure-injection.md): make chaos DURATION=600 SEED=42 [SAN=1]
+# With SAN=1 the whole test suite runs on the sanitizer build first.
 chaos: bootstrap
 	@$(MAKE) --no-print-directory all
+ifeq ($(SAN),1)
+	@BIN_DIR=$(BIN) bash test/run.sh
+endif
 	@BIN_DIR=$(BIN) .venv/bin/python test/chaos/chaos.py --duration $(or $(DURATION),300) $(if $(SEED),--seed $(SEED))
 
 # Every benchmark scenario with its baselines; writes bench/results/ (see docs/benchmarks.md).

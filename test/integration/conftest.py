@@ -3,7 +3,7 @@ all killed at teardown whether the test passed or not. See harness.py for the cl
 
   repo_root  the repository's root (Path), session-wide
   pg         a fresh PostgreSQL with an empty users_db (harness.Postgres)
-  db         a fresh PostgreSQL whose users_db bin/migrate up has migrated; skips if bin/migrate
+  db         a fresh PostgreSQL whose users_db bin/migrate up has migrated; fails if bin/migrate
              is not built. Copied from a template migrated once per session, so it is fast.
   nats       a fresh nats-server with JetStream (harness.Nats)
   ferret     a fresh FerretDB on SQLite (harness.FerretDB)
@@ -49,7 +49,7 @@ def pg():
 @pytest.fixture(scope="session")
 def migrated_template():
     if not harness.have_binary("migrate"):
-        pytest.skip(f"{harness.bin_dir() / 'migrate'} is not built")
+        pytest.fail(f"{harness.bin_dir() / 'migrate'} is not built: make")
     return harness.Postgres.template(migrated=True)
 
 

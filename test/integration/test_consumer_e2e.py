@@ -12,11 +12,6 @@ import requests
 import harness
 from test_consumer_support import Consumer, poll, assert_problem
 
-pytestmark = pytest.mark.skipif(
-    not all(harness.have_binary(b) for b in ("user-api", "outbox-relay", "migrate")),
-    reason="needs bin/user-api, bin/outbox-relay and bin/migrate")
-
-
 class Stack:
     def __init__(self, db, nats, ferret, services):
         self.db, self.nats, self.ferret, self.services = db, nats, ferret, services

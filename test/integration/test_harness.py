@@ -1,10 +1,6 @@
 """The harness starts each server on free ports and each answers; restarts keep data."""
 import asyncio
 
-import pytest
-
-import harness
-
 
 def test_postgres_answers_and_keeps_data_across_kill(pg):
     assert pg.sql("SELECT 1") == [(1,)]
@@ -49,6 +45,4 @@ def test_ferretdb_insert_and_find(ferret):
 
 
 def test_migrated_db(db):
-    if not harness.have_binary("migrate"):
-        pytest.skip("bin/migrate is not built")
     assert db.sql("SELECT count(*) FROM schema_migrations")[0][0] > 0

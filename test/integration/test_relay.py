@@ -281,8 +281,6 @@ class UserApi:
 
 @pytest.fixture
 def user_api(relay_db, relay_nats):
-    if not harness.have_binary("user-api"):
-        pytest.skip("bin/user-api is not built")
     env = {**relay_db.env, "NATS_URL": relay_nats.url, "USER_API_PORT": harness.free_port(),
            "USER_API_BIND": "127.0.0.1", "USER_API_THREADS": "4"}
     svc = harness.Service("user-api", env=env)
