@@ -532,20 +532,27 @@ def test_mongodb_down_at_start_is_not_ready_then_catches_up(nats, ferret, servic
     assert stream.consumer_info().delivered.consumer_seq == 2
 
 
+def lease_role(c):
+    """The consumer check of /readyz: "ok" for the process holding the lease, "standby: ..."
+    for one waiting for it."""
+    return c.ready().json()["checks"]["consumer"]
+
+
 def test_two_processes_one_applies_the_other_stands_by_and_takes_over(nats, ferret, services,
                                                                       stream):
     # A short ack wait: what the killed process held comes back soon, after newer events.
     a = start_consumer(services, nats, ferret, CONSUMER_LEASE_TTL="2s", CONSUMER_ACK_WAIT="3s")
+    poll(lambda: lease_role(a) == "ok", 15, "the first process to hold the lease")
     b = start_consumer(services, nats, ferret, dbname=a.dbname, CONSUMER_LEASE_TTL="2s")
-    checks = {x: x.ready().json()["checks"]["consumer"] for x in (a, b)}
-    assert checks[a] == "ok"
-    assert checks[b].startswith("standby: lease held by ")
+    poll(lambda: lease_role(b).startswith("standby: lease held by "), 15,
+         "the second process to stand by")
+    assert lease_role(a) == "ok"
     w = Writer(stream, users=3, pause=0.05)
     w.start()
     try:
         poll(lambda: w.count >= 60, 20, "writes flowing")
         a.service.kill()  # b takes over within the lease's TTL
-        poll(lambda: b.ready().json()["checks"]["consumer"] == "ok", 15, "the stand-by applying")
+        poll(lambda: lease_role(b) == "ok", 15, "the stand-by applying")
         time.sleep(1)
     finally:
         w.stop()
@@ -564,8 +571,8 @@ def test_two_processes_one_applies_the_other_stands_by_and_takes_over(nats, ferr
 
     # A stopped leader hands over at once; a restarted one stands by.
     c = start_consumer(services, nats, ferret, dbname=a.dbname, CONSUMER_LEASE_TTL="60s")
-    assert c.ready().json()["checks"]["consumer"].startswith("standby")
+    poll(lambda: lease_role(c).startswith("standby"), 15, "the restarted process to stand by")
     assert b.service.stop() == 0
-    poll(lambda: c.ready().json()["checks"]["consumer"] == "ok", 5, "the hand-over")
+    poll(lambda: lease_role(c) == "ok", 5, "the hand-over")
     stream.publish([make_event("user_updated", 1, w.last[1]["version"] + 1)])
     c.wait_version(1, w.last[1]["version"] + 1)

@@ -510,9 +510,10 @@ def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays)
     # out and must roll back.
     os.kill(relay_nats.pid, signal.SIGSTOP)
     try:
-        time.sleep(2.5)  # longer than RELAY_PUBLISH_TIMEOUT, with writes going on
-        assert relay.ready()["status"] == "not ready"
-        assert outbox_count(relay_db) > 0             # the events wait in PostgreSQL
+        # A batch times out after RELAY_PUBLISH_TIMEOUT, with writes going on.
+        poll(lambda: relay.ready()["status"] == "not ready", 15,
+             "/readyz to report the timed-out publishes")
+        poll(lambda: outbox_count(relay_db) > 0, 5, "the events to wait in PostgreSQL")
     finally:
         # Then it dies: whatever it had not read yet is gone, and only rows the relay kept can
         # bring those events back.
