@@ -164,6 +164,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 		if (natsMsg_GetDataLength(m) == 0 &&
 		    natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL) {
 			int code = atoi(status);
+			bool gone;
 
 			natsMsgHeader_Get(m, "Description", &desc);
 			if (code == 100) {
@@ -177,13 +178,13 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 				break;
 			}
 			snprintf(err, errlen, "pull request refused: %s %s", status, desc ? desc : "");
+			/* 409 Consumer Deleted, or 503: nothing answers for the consumer any more. Read
+			 * before the message goes: status and desc point into its headers. */
+			gone = code == 503 || (code == 409 && desc != NULL && strstr(desc, "Deleted") != NULL);
 			natsMsg_Destroy(m);
 			if (n > 0)
 				break;
-			/* 409 Consumer Deleted, or 503: nothing answers for the consumer any more. */
-			if (code == 503 || (code == 409 && desc != NULL && strstr(desc, "Deleted") != NULL))
-				return -2;
-			return -1;
+			return gone ? -2 : -1;
 		}
 		if (natsMsg_GetReply(m) == NULL || strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) != 0) {
 			natsMsg_Destroy(m);
