@@ -102,7 +102,9 @@ try:
 except FileNotFoundError:
     pass
 
-passed = failed = skipped = 0
+# A test's outcome: failed if any of its records failed or errored (a failure and a teardown
+# error are two records of one test), else skipped (with the reason) if skipped, else passed.
+outcome = {}
 for case in ET.parse(results).getroot().iter("testcase"):
     # xunit1 names the file; the class path follows the module's dotted name.
     path = case.get("file", "")
@@ -110,21 +112,29 @@ for case in ET.parse(results).getroot().iter("testcase"):
     cls = case.get("classname", "")
     inner = cls[len(module) + 1:] if module and cls.startswith(module + ".") else ""
     test_id = "::".join(p for p in (path or cls, inner, case.get("name", "")) if p)
-    if case.find("failure") is not None or case.find("error") is not None:
-        failed += 1
-        continue
     skip = case.find("skipped")
-    if skip is None:
-        passed += 1
-        continue
-    reason = " ".join((skip.get("message") or skip.text or "no reason given").split())
-    why = next((w for p, w in allowed if p == test_id or fnmatch.fnmatchcase(test_id, p)), None)
-    if why is None:
-        failed += 1
-        print(f"SKIP NOT ALLOWED {test_id}: {reason} (not in {allowed_file})")
+    if case.find("failure") is not None or case.find("error") is not None:
+        outcome[test_id] = ("failed", None)
+    elif skip is not None and outcome.get(test_id, ("",))[0] != "failed":
+        outcome[test_id] = ("skipped", " ".join(
+            (skip.get("message") or skip.text or "no reason given").split()))
     else:
-        skipped += 1
-        print(f"SKIP {test_id}: {reason} (allowed: {why})")
+        outcome.setdefault(test_id, ("passed", None))
+
+passed = failed = skipped = 0
+for test_id, (state, reason) in outcome.items():
+    if state == "passed":
+        passed += 1
+    elif state == "failed":
+        failed += 1
+    else:
+        why = next((w for p, w in allowed if p == test_id or fnmatch.fnmatchcase(test_id, p)), None)
+        if why is None:
+            failed += 1
+            print(f"SKIP NOT ALLOWED {test_id}: {reason} (not in {allowed_file})")
+        else:
+            skipped += 1
+            print(f"SKIP {test_id}: {reason} (allowed: {why})")
 print(passed, failed, skipped)
 PY
 )

@@ -97,6 +97,25 @@ def services():
     s.close()
 
 
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports():
+    """On a sanitizer build (make test-san), the log of every service a test started is scanned
+    when it is closed, and the output of run_binary(): a report fails the test."""
+    yield
+    found = list(harness.sanitizer_findings)
+    harness.sanitizer_findings.clear()
+    if found:
+        pytest.fail("sanitizer reports:\n" + "\n\n".join(found), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Services of module-scoped fixtures are closed after their last test's check above.
+    if harness.sanitizer_findings:
+        print("\nsanitizer reports after the last test of a module:\n"
+              + "\n\n".join(harness.sanitizer_findings))
+        session.exitstatus = 1
+
+
 def _processes(item):
     for v in getattr(item, "funcargs", {}).values():
         if isinstance(v, harness.Process):

@@ -192,6 +192,21 @@ def sanitizer_reports(binary, text: str) -> list[str]:
     return [line for line in text.splitlines() if any(m in line for m in SANITIZER_MARKERS)]
 
 
+# Reports found in the output of sanitizer builds that Service.close() and run_binary() saw, with
+# the lines that follow each (the stack); conftest fails the test that ran them and empties it.
+sanitizer_findings: list[str] = []
+
+
+def _collect_sanitizer_reports(binary, text: str, where: str):
+    if not sanitizer_build(binary):
+        return
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if any(m in line for m in SANITIZER_MARKERS):
+            sanitizer_findings.append(f"{where}:\n" + "\n".join(lines[i:i + 40]))
+            return
+
+
 # --- ports and waiting ---------------------------------------------------------------------------
 
 _handed_out: set[int] = set()
@@ -875,9 +890,21 @@ class Service(Process):
         _live.discard(self)
         return rc
 
+    def close(self):
+        """As Process.close(); the log of a sanitizer build is scanned first (into
+        sanitizer_findings), so a report fails the test even where the test does not look."""
+        if not self.closed and self.proc is not None:
+            self.kill()
+            _collect_sanitizer_reports(self.binary, self.log_text(), f"{self.name} ({self.log_path})")
+        super().close()
+
 
 def run_binary(name: str, *args: str, env: dict | None = None, timeout: float = 60.0,
                input: str | None = None) -> subprocess.CompletedProcess:
-    """Runs bin/<name> to completion (e.g. `--help`, a check-only mode, replay); text output."""
-    return subprocess.run([str(bin_dir() / name), *args], env=service_env(env or {}), input=input,
-                          capture_output=True, text=True, timeout=timeout)
+    """Runs bin/<name> to completion (e.g. `--help`, a check-only mode, replay); text output.
+    The output of a sanitizer build is scanned into sanitizer_findings."""
+    binary = bin_dir() / name
+    r = subprocess.run([str(binary), *args], env=service_env(env or {}), input=input,
+                       capture_output=True, text=True, timeout=timeout)
+    _collect_sanitizer_reports(binary, r.stdout + r.stderr, f"{name} {' '.join(args)}")
+    return r
