@@ -117,12 +117,6 @@ http_request_id(const struct http_request *req)
 }
 
 void
-http_set_route_label(struct http_request *req, const char *label)
-{
-	req->route_label = label;
-}
-
-void
 http_add_header(struct http_request *req, const char *name, const char *value)
 {
 	if (req->nheaders == MAX_HEADERS)

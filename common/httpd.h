@@ -50,8 +50,6 @@ const char *http_query(const struct http_request *req, const char *name);
 const char *http_body(const struct http_request *req, size_t *len);
 /* The X-Request-Id of the request, or a new uuid; echoed in the response. */
 const char *http_request_id(const struct http_request *req);
-/* Set by the handler so metrics group by route rather than by path. */
-void http_set_route_label(struct http_request *req, const char *label);
 
 /* Response building. A handler answers exactly once. */
 void http_add_header(struct http_request *req, const char *name, const char *value);

@@ -1,7 +1,6 @@
 /* Leveled logging to stderr, one line per call, written with a single write(2) so lines never interleave. */
 #include "log.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +46,7 @@ log_enabled(enum log_level level)
 }
 
 static void
-log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
+log_emit(enum log_level level, const char *fmt, va_list ap)
 {
 	char line[2048];
 	struct timespec ts;
@@ -67,11 +66,6 @@ log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 		if (r > 0)
 			n += (size_t)r;
 	}
-	if (suffix != NULL && n < sizeof(line)) {
-		r = snprintf(line + n, sizeof(line) - n, ": %s", suffix);
-		if (r > 0)
-			n += (size_t)r;
-	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
 	line[n++] = '\n';
@@ -79,47 +73,38 @@ log_emit(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 	(void)!write(STDERR_FILENO, line, n);
 }
 
-#define LOG_BODY(level, suffix)                 \
+#define LOG_BODY(level)                         \
 	do {                                        \
 		va_list ap;                             \
 		if (!log_enabled(level))                \
 			return;                             \
 		va_start(ap, fmt);                      \
-		log_emit(level, suffix, fmt, ap);       \
+		log_emit(level, fmt, ap);               \
 		va_end(ap);                             \
 	} while (0)
 
 void
 log_debug(const char *fmt, ...)
 {
-	LOG_BODY(LOG_LEVEL_DEBUG, NULL);
+	LOG_BODY(LOG_LEVEL_DEBUG);
 }
 
 void
 log_info(const char *fmt, ...)
 {
-	LOG_BODY(LOG_LEVEL_INFO, NULL);
-}
-
-void
-log_warn(const char *fmt, ...)
-{
-	char buf[256];
-	const char *msg = strerror_r(errno, buf, sizeof(buf));
-
-	LOG_BODY(LOG_LEVEL_WARN, msg);
+	LOG_BODY(LOG_LEVEL_INFO);
 }
 
 void
 log_warnx(const char *fmt, ...)
 {
-	LOG_BODY(LOG_LEVEL_WARN, NULL);
+	LOG_BODY(LOG_LEVEL_WARN);
 }
 
 void
 log_error(const char *fmt, ...)
 {
-	LOG_BODY(LOG_LEVEL_ERROR, NULL);
+	LOG_BODY(LOG_LEVEL_ERROR);
 }
 
 void
@@ -128,7 +113,7 @@ fatal(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit(LOG_LEVEL_ERROR, NULL, fmt, ap);
+	log_emit(LOG_LEVEL_ERROR, fmt, ap);
 	va_end(ap);
 	exit(1);
 }

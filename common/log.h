@@ -19,8 +19,6 @@ bool log_enabled(enum log_level level);
 
 void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
-/* Appends ": <strerror(errno)>". */
-void log_warn(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
 /* Logs at error level and exits with status 1. */

@@ -180,8 +180,9 @@ metrics_observe(struct metrics_series *s, double v)
 		;
 }
 
-uint64_t
-metrics_count(const struct metrics_series *s)
+/* The count of a counter or a histogram. */
+static uint64_t
+series_count(const struct metrics_series *s)
 {
 	return s ? atomic_load_explicit(&((struct metrics_series *)s)->count, memory_order_relaxed) : 0;
 }
@@ -213,7 +214,7 @@ render_series(FILE *f, struct metrics_series *s)
 	case SERIES_COUNTER:
 		fputs(s->name, f);
 		render_labels(f, s->labels, NULL);
-		fprintf(f, " %llu\n", (unsigned long long)metrics_count(s));
+		fprintf(f, " %llu\n", (unsigned long long)series_count(s));
 		break;
 	case SERIES_GAUGE:
 		fputs(s->name, f);
@@ -230,13 +231,13 @@ render_series(FILE *f, struct metrics_series *s)
 		}
 		fprintf(f, "%s_bucket", s->name);
 		render_labels(f, s->labels, "le=\"+Inf\"");
-		fprintf(f, " %llu\n", (unsigned long long)metrics_count(s));
+		fprintf(f, " %llu\n", (unsigned long long)series_count(s));
 		fprintf(f, "%s_sum", s->name);
 		render_labels(f, s->labels, NULL);
 		fprintf(f, " %.17g\n", bitsd(atomic_load(&s->bits)));
 		fprintf(f, "%s_count", s->name);
 		render_labels(f, s->labels, NULL);
-		fprintf(f, " %llu\n", (unsigned long long)metrics_count(s));
+		fprintf(f, " %llu\n", (unsigned long long)series_count(s));
 		break;
 	}
 }

@@ -22,7 +22,6 @@ struct metrics_series *metrics_gauge_fn(const char *name, const char *help, cons
 void metrics_add(struct metrics_series *s, uint64_t n);
 void metrics_set(struct metrics_series *s, double v);
 void metrics_observe(struct metrics_series *s, double v);
-uint64_t metrics_count(const struct metrics_series *s);
 
 /* Latency buckets in seconds, from 0.5 ms to 10 s. */
 extern const double metrics_latency_bounds[];
