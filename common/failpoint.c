@@ -11,7 +11,7 @@
 #include "log.h"
 #include "util.h"
 
-enum fp_action { FP_CRASH, FP_PAUSE, FP_ERROR };
+enum fp_action { FP_CRASH, FP_PAUSE, FP_ERROR, FP_ON };
 
 struct failpoint {
 	char name[64];
@@ -58,6 +58,8 @@ parse_one(char *item, char *err, unsigned long errlen)
 		fp->action = FP_CRASH;
 	} else if (strcmp(action, "error") == 0) {
 		fp->action = FP_ERROR;
+	} else if (strcmp(action, "on") == 0) {
+		fp->action = FP_ON;
 	} else if (strncmp(action, "pause(", 6) == 0 && action[strlen(action) - 1] == ')') {
 		fp->action = FP_PAUSE;
 		fp->pause_ms = strtol(action + 6, NULL, 10);
@@ -67,7 +69,7 @@ parse_one(char *item, char *err, unsigned long errlen)
 		}
 	} else {
 		snprintf(err, errlen, "invalid FAILPOINTS action \"%s\" for \"%s\": expected crash, "
-		    "pause(MS) or error", action, item);
+		    "pause(MS), error or on", action, item);
 		return -1;
 	}
 	npoints++;
@@ -128,6 +130,11 @@ failpoint_eval(const char *name)
 			if (atomic_exchange(&fp->fired, true))
 				return 0;
 			log_warnx("failpoint %s: error", name);
+			return -1;
+		case FP_ON:
+			/* Logged once: it may be passed at every event. */
+			if (!atomic_exchange(&fp->fired, true))
+				log_warnx("failpoint %s: on", name);
 			return -1;
 		}
 	}

@@ -157,11 +157,14 @@ test_failpoints(void)
 {
 	char err[256];
 
-	setenv("FAILPOINTS", "a.b=error;c.d=pause(1)@2", 1);
+	setenv("FAILPOINTS", "a.b=error;c.d=pause(1)@2;e.f=on", 1);
 	CHECK(failpoint_init(err, sizeof(err)) == 0);
 	CHECK(failpoints_armed);
 	CHECK(FAILPOINT("a.b") == -1);
 	CHECK(FAILPOINT("a.b") == 0);
+	/* on: every hit, not only the first */
+	CHECK(FAILPOINT("e.f") == -1);
+	CHECK(FAILPOINT("e.f") == -1);
 	CHECK(FAILPOINT("c.d") == 0);
 	CHECK(FAILPOINT("unknown") == 0);
 	setenv("FAILPOINTS", "x=explode", 1);
