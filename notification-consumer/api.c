@@ -1,5 +1,5 @@
 /* GET /notifications, /notifications/user/{id} (with read-your-writes through min_version) and
- * /notifications/user/{id}/events. */
+ * /notifications/user/{id}/events (?include=superseded). */
 #include "api.h"
 
 #include <inttypes.h>
@@ -145,13 +145,21 @@ static void
 list_events(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
+	const char *qinclude = http_query(req, "include");
 	json_t *arr = NULL;
 	int64_t id;
 	char err[512];
 
 	if (!parse_user_id(req, &id))
 		return;
-	if (store_list_events(api->store, id, &arr, err, sizeof(err)) != 0) {
+	/* Applied events only by default: each version once, in order. Superseded ones (stale when
+	 * they arrived, no effect) only on request, so a list never shows a version twice unasked. */
+	if (qinclude != NULL && strcmp(qinclude, "superseded") != 0) {
+		http_reply_problem(req, 400, "include", "include \"%s\" is not known; the one value is "
+		    "superseded", qinclude);
+		return;
+	}
+	if (store_list_events(api->store, id, qinclude != NULL, &arr, err, sizeof(err)) != 0) {
 		reply_store_down(req, err);
 		return;
 	}

@@ -188,6 +188,16 @@ applier_ready(void *arg, json_t **out)
 	return nats && mongo && consumer;
 }
 
+/* True while this process may write to the copy: it holds the lease. For tests only, the
+ * failpoint consumer.apply_without_lease (FAILPOINTS="consumer.apply_without_lease=on") lets a
+ * process write without holding it, as if there were no lease, so a test can show that two
+ * writers are caught; the lease itself keeps running as always. */
+static bool
+may_apply(struct applier *a)
+{
+	return lease_held(a->lease) || FAILPOINT("consumer.apply_without_lease") != 0;
+}
+
 /* Pings MongoDB (and prepares the indexes once); updates the readiness. */
 static bool
 mongo_check(struct applier *a)
@@ -310,7 +320,7 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 		do {
 			for (int i = next; i < n; i++)
 				js_in_progress(a->nc, msgs[i]);
-			if (shutdown_sleep_ms(backoff_next(&b)) || !lease_held(a->lease))
+			if (shutdown_sleep_ms(backoff_next(&b)) || !may_apply(a))
 				return STORE_ERROR;
 		} while (!mongo_check(a));
 	}
@@ -402,7 +412,7 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	char err[512];
 
 	/* Another process may apply once the lease is gone: not one more write. */
-	if (!lease_held(a->lease))
+	if (!may_apply(a))
 		return false;
 	if (!js_meta_parse(natsMsg_GetReply(m), &meta)) {
 		log_warnx("message on \"%s\" without JetStream metadata ignored", natsMsg_GetSubject(m));
@@ -478,7 +488,7 @@ applier_run(void *arg)
 			}
 		}
 		/* A stand-by checks its dependencies too, so /readyz tells the truth. */
-		if (!lease_held(a->lease)) {
+		if (!may_apply(a)) {
 			shutdown_sleep_ms(250);
 			continue;
 		}

@@ -39,7 +39,7 @@ main(int argc, char **argv)
 	struct httpd *httpd;
 	struct api api;
 	natsConnection *nc;
-	char err[512], owner[300], host[256];
+	char err[512], owner[300], host[256], instance[37];
 	int argi, rc;
 
 	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
@@ -49,14 +49,18 @@ main(int argc, char **argv)
 		fprintf(stderr, "notification-consumer: unknown command \"%s\"; try --help\n", argv[argi]);
 		return 2;
 	}
+	if (argi < argc && replay_help(argc - argi, argv + argi))
+		return 0;
 	log_init(argi < argc ? "notification-consumer replay" : "notification-consumer",
 	    settings.log_level);
 	if (failpoint_init(err, sizeof(err)) != 0)
 		fatal("%s", err);
 
 	store_library_init();
+	/* A new id in every life of the process: the history records which process applied what. */
+	uuid_new(instance);
 	sc = (struct store_config){ settings.mongodb_uri, settings.mongodb_db, settings.collection,
-	    settings.history, settings.mongo_timeout_ms, "notification-consumer" };
+	    settings.history, settings.mongo_timeout_ms, "notification-consumer", instance };
 	if ((store = store_new(&sc, err, sizeof(err))) == NULL)
 		fatal("%s", err);
 	if ((nc = natsconn_open(settings.nats_url, "notification-consumer", err, sizeof(err))) == NULL)
@@ -86,8 +90,9 @@ main(int argc, char **argv)
 	    .max_connections = 1024, .max_connections_per_ip = 256 };
 	if ((httpd = httpd_start(&hc, api_routes, &api, applier_ready, applier, err, sizeof(err))) == NULL)
 		fatal("%s", err);
-	log_info("listening on %s:%ld, consuming %s as %s into %s.%s", settings.bind, settings.port,
-	    settings.stream, settings.durable, settings.mongodb_db, settings.collection);
+	log_info("listening on %s:%ld, consuming %s as %s into %s.%s, instance %s", settings.bind,
+	    settings.port, settings.stream, settings.durable, settings.mongodb_db, settings.collection,
+	    instance);
 
 	while (!shutdown_sleep_ms(1000))
 		;

@@ -193,6 +193,25 @@ out:
 	return rc;
 }
 
+bool
+replay_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("Usage: notification-consumer replay [--from-seq N | --from-time RFC3339] "
+			    "[--fresh]\n\n"
+			    "Rebuilds the copy from the stream with an ephemeral consumer of its own, up to the\n"
+			    "stream's last sequence at the start, with the live consumer's version-guarded\n"
+			    "apply (safe next to it). From the first event unless --from-seq or --from-time;\n"
+			    "--fresh fills new collections and swaps them in at the end. Exit status 0, 1 on\n"
+			    "failure, 2 for bad arguments. Settings come from the environment: see\n"
+			    "notification-consumer --help.\n");
+			return true;
+		}
+	}
+	return false;
+}
+
 static int
 usage(void)
 {
@@ -268,7 +287,7 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 		 * event id, so the pass adds what is missing in place, and the swap can never drop an
 		 * entry the live consumer wrote meanwhile. */
 		struct store_config sc = { cfg->mongodb_uri, cfg->mongodb_db, coll, cfg->history,
-		    cfg->mongo_timeout_ms, "notification-consumer-replay" };
+		    cfg->mongo_timeout_ms, "notification-consumer-replay", store_instance(live) };
 
 		snprintf(coll, sizeof(coll), "%s_replay", cfg->collection);
 		fresh = store_new(&sc, err, sizeof(err));

@@ -3,9 +3,14 @@
 #define CONSUMER_REPLAY_H
 
 #include <nats/nats.h>
+#include <stdbool.h>
 
 #include "settings.h"
 #include "store.h"
+
+/* True when the replay command's arguments (argv[0] is "replay") ask for --help; then prints the
+ * command's usage on stdout. Called before anything connects. */
+bool replay_help(int argc, char **argv);
 
 /* Runs the replay command with its own arguments (argv[0] is "replay"); returns the process's
  * exit status. Borrows nc and live. */

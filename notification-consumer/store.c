@@ -26,6 +26,7 @@ struct store {
 	mongoc_client_pool_t *pool;
 	mongoc_uri_t *uri;
 	char *db, *collection, *history;
+	char instance[64];	/* applied_by of what this process writes */
 	pthread_mutex_t lock;	/* guards verified */
 	struct idset verified;
 };
@@ -164,10 +165,20 @@ store_new(const struct store_config *c, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	if (c->instance != NULL)
+		snprintf(s->instance, sizeof(s->instance), "%s", c->instance);
+	else
+		uuid_new(s->instance);
 	return s;
 fail:
 	store_free(s);
 	return NULL;
+}
+
+const char *
+store_instance(const struct store *s)
+{
+	return s->instance;
 }
 
 void
@@ -291,7 +302,26 @@ reply_int(const bson_t *reply, const char *key)
 	return 0;
 }
 
-/* Inserts the history entry of ev; an entry that is already there is fine. */
+/* Counts a second effect of ev on its history entry: the copy took this event again although
+ * the entry was written before (another writer had taken the copy back, or a duplicate found it
+ * behind). Without this the unique event_id would hide every effect after the first. */
+static bool
+history_count_reapplied(mongoc_collection_t *coll, const struct event *ev, uint64_t stream_seq,
+    const char *applied_at, const char *instance, bson_error_t *e)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(ev->event_id));
+	bson_t *update = BCON_NEW("$inc", "{", "reapplied", BCON_INT32(1), "}",
+	    "$set", "{", "reapplied_at", BCON_UTF8(applied_at), "reapplied_by", BCON_UTF8(instance),
+	    "reapplied_seq", BCON_INT64((int64_t)stream_seq), "}");
+	bool ok = mongoc_collection_update_one(coll, filter, update, NULL, NULL, e);
+
+	bson_destroy(filter);
+	bson_destroy(update);
+	return ok;
+}
+
+/* Inserts the history entry of ev; an entry that is already there is fine, except that an
+ * applied event finding its entry there took effect once more, which is counted on it. */
 static int
 history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int64_t published_us,
     uint64_t stream_seq, const char *applied_at, bool superseded, char *err, size_t errlen)
@@ -308,10 +338,12 @@ history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int
 	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
 	    "updated_at", BCON_UTF8(ev->updated_at), "deleted", BCON_BOOL(ev->deleted),
 	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
-	    "applied_at", BCON_UTF8(applied_at), "stream_seq", BCON_INT64((int64_t)stream_seq),
-	    "superseded", BCON_BOOL(superseded));
+	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
+	    "stream_seq", BCON_INT64((int64_t)stream_seq), "superseded", BCON_BOOL(superseded));
 	ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &e);
 	bson_destroy(doc);
+	if (!ok && e.code == DUPLICATE_KEY && !superseded)
+		ok = history_count_reapplied(coll, ev, stream_seq, applied_at, s->instance, &e);
 	mongoc_collection_destroy(coll);
 	if (!ok && e.code != DUPLICATE_KEY) {
 		char why[256];
@@ -342,7 +374,7 @@ static int
 history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size_t errlen)
 {
 	static const char *const keys[] = { "user_id", "version", "name", "email", "updated_at",
-	    "deleted", "committed_at", "published_at", "applied_at", "stream_seq" };
+	    "deleted", "committed_at", "published_at", "applied_at", "applied_by", "stream_seq" };
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
 	mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
 	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
@@ -435,7 +467,8 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
 	    "event_id", BCON_UTF8(ev->event_id), "event_type", BCON_UTF8(ev->type),
 	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
-	    "applied_at", BCON_UTF8(applied_at), "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
+	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
+	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
 	opts = BCON_NEW("upsert", BCON_BOOL(true));
 	bson_destroy(&reply);
 	ok = mongoc_collection_update_one(coll, filter, update, opts, &reply, &e);
@@ -522,8 +555,8 @@ static json_t *
 history_json(const bson_t *doc)
 {
 	static const char *const keys[] = { "event_id", "type", "user_id", "version", "name", "email",
-	    "updated_at", "deleted", "committed_at", "published_at", "applied_at", "stream_seq",
-	    "superseded" };
+	    "updated_at", "deleted", "committed_at", "published_at", "applied_at", "applied_by",
+	    "stream_seq", "superseded" };
 	json_t *o = json_object();
 
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
@@ -598,10 +631,14 @@ store_list_users(struct store *s, int64_t after, long limit, json_t **out, char 
 }
 
 int
-store_list_events(struct store *s, int64_t id, json_t **out, char *err, size_t errlen)
+store_list_events(struct store *s, int64_t id, bool superseded, json_t **out, char *err,
+    size_t errlen)
 {
-	bson_t *filter = BCON_NEW("user_id", BCON_INT64(id));
-	bson_t *opts = BCON_NEW("sort", "{", "version", BCON_INT32(1), "}");
+	/* Entries written before superseded existed lack the field: $ne keeps them. */
+	bson_t *filter = superseded ? BCON_NEW("user_id", BCON_INT64(id)) :
+	    BCON_NEW("user_id", BCON_INT64(id), "superseded", "{", "$ne", BCON_BOOL(true), "}");
+	bson_t *opts = BCON_NEW("sort", "{", "version", BCON_INT32(1), "stream_seq", BCON_INT32(1),
+	    "}");
 	int rc;
 
 	rc = find_json(s, s->history, filter, opts, history_json, out, err, errlen);

@@ -381,8 +381,10 @@ def counts_line(out):
 
 
 def state(c):
-    """The copy as (documents without applied_at, history event ids per user)."""
-    docs = {k: {f: v for f, v in d.items() if f != "applied_at"} for k, d in c.docs().items()}
+    """The copy as (documents without applied_at and applied_by, which name the moment and the
+    process of the apply, history event ids per user)."""
+    docs = {k: {f: v for f, v in d.items() if f not in ("applied_at", "applied_by")}
+            for k, d in c.docs().items()}
     hist = {}
     for h in c.history():
         hist.setdefault(h["user_id"], []).append(h["event_id"])
