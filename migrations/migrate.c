@@ -337,6 +337,21 @@ main(int argc, char **argv)
 		fprintf(stderr, "migrate: unknown command \"%s\"; expected up or status\n", cmd);
 		return 2;
 	}
+	/* The commands take no arguments but --help. */
+	if (argi + 1 < argc) {
+		if (strcmp(argv[argi + 1], "--help") != 0 && strcmp(argv[argi + 1], "-h") != 0) {
+			fprintf(stderr, "migrate: unknown %s argument \"%s\"; try migrate %s --help\n", cmd,
+			    argv[argi + 1], cmd);
+			return 2;
+		}
+		if (strcmp(cmd, "up") == 0)
+			printf("Usage: migrate up\n\nApplies every pending migration, in order, each in its "
+			    "own transaction.\nSettings come from the environment: see migrate --help.\n");
+		else
+			printf("Usage: migrate status\n\nLists the migrations and whether each is applied; "
+			    "changes nothing.\nSettings come from the environment: see migrate --help.\n");
+		return 0;
+	}
 	if (migrations_load(migrations_dir, &list, &n, err, sizeof(err)) != 0)
 		fatal("%s", err);
 	c = pg_connect(&pg, "migrate", err, sizeof(err));

@@ -20,9 +20,7 @@ static const char summary[] =
 
 static const char commands[] =
     "  (none)                          run the relay\n"
-    "  snapshot [--after ID] [--batch N]\n"
-    "                                  write one user_snapshot event per user to the outbox,\n"
-    "                                  in batches; --after resumes after the last id printed\n";
+    SNAPSHOT_USAGE;
 
 /* The relay serves only the built-in /healthz, /readyz and /metrics. */
 static const struct http_route routes[] = { { NULL, NULL, NULL } };
@@ -37,6 +35,15 @@ run_snapshot(const struct relay_settings *s, int argc, char **argv)
 	if (snapshot_parse_args(argc, argv, &o, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		return 2;
+	}
+	if (o.help) {
+		printf("Usage: outbox-relay snapshot [--after ID] [--batch N]\n\n"
+		    "Writes one user_snapshot event (the user's full state at its current version) per\n"
+		    "user to the outbox, --batch users (default 1000) per transaction, in id order.\n"
+		    "Prints \"<events written> <last user id>\" at the end; after an interruption, rerun\n"
+		    "with --after <last user id>. Settings come from the environment: see\n"
+		    "outbox-relay --help.\n");
+		return 0;
 	}
 	log_info("snapshot: writing user_snapshot events for users after id %" PRId64
 	    ", %ld per batch", o.after, o.batch);

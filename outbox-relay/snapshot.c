@@ -29,10 +29,13 @@ snapshot_parse_args(int argc, char **argv, struct snapshot_options *o, char *err
 {
 	o->after = 0;
 	o->batch = 1000;
+	o->help = false;
 	for (int i = 0; i < argc; i++) {
 		long v;
 
-		if (strcmp(argv[i], "--after") == 0 && i + 1 < argc) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			o->help = true;
+		} else if (strcmp(argv[i], "--after") == 0 && i + 1 < argc) {
 			if (config_parse_long(argv[++i], 0, INT64_MAX, &v) != 0) {
 				snprintf(err, errlen, "invalid --after \"%s\": expected a user id", argv[i]);
 				return -1;
@@ -45,8 +48,8 @@ snapshot_parse_args(int argc, char **argv, struct snapshot_options *o, char *err
 			}
 			o->batch = v;
 		} else {
-			snprintf(err, errlen, "unknown snapshot argument \"%s\"; expected --after ID or "
-			    "--batch N", argv[i]);
+			snprintf(err, errlen, "unknown snapshot argument \"%s\"; expected --after ID, "
+			    "--batch N or --help", argv[i]);
 			return -1;
 		}
 	}

@@ -46,9 +46,12 @@ test_snapshot_args(void)
 	char *bad_after[] = { "--after", "x" };
 	char *bad_batch[] = { "--batch", "0" };
 	char *unknown[] = { "--since", "3" };
+	char *help[] = { "--batch", "5", "--help" };
 
 	CHECK(snapshot_parse_args(0, none, &o, err, sizeof(err)) == 0);
-	CHECK(o.after == 0 && o.batch == 1000);
+	CHECK(o.after == 0 && o.batch == 1000 && !o.help);
+	CHECK(snapshot_parse_args(3, help, &o, err, sizeof(err)) == 0);
+	CHECK(o.help);
 	CHECK(snapshot_parse_args(4, ok, &o, err, sizeof(err)) == 0);
 	CHECK(o.after == 42 && o.batch == 7);
 	CHECK(snapshot_parse_args(2, bad_after, &o, err, sizeof(err)) == -1);
