@@ -19,28 +19,28 @@
 #define IDEMPOTENCY_KEY_MAX 200
 
 static void
-reply_store_error(struct http_request *req, enum store_result rc, const char *err)
+reply_store_error(struct http_request *req, enum user_store_result rc, const char *err)
 {
 	switch (rc) {
-	case STORE_NOT_FOUND:
+	case USER_STORE_NOT_FOUND:
 		http_reply_problem(req, 404, NULL, "%s", err);
 		break;
-	case STORE_EMAIL_TAKEN:
+	case USER_STORE_EMAIL_TAKEN:
 		http_reply_problem(req, 409, "email", "%s", err);
 		break;
-	case STORE_STALE:
+	case USER_STORE_STALE:
 		http_reply_problem(req, 412, NULL, "If-Match does not match: %s", err);
 		break;
-	case STORE_KEY_REUSED:
+	case USER_STORE_KEY_REUSED:
 		http_reply_problem(req, 422, "Idempotency-Key",
 		    "this Idempotency-Key was used with another body");
 		break;
-	case STORE_UNAVAILABLE:
+	case USER_STORE_UNAVAILABLE:
 		http_add_header(req, "Retry-After", "1");
 		http_reply_problem(req, 503, NULL, "the user store is unavailable: %s", err);
 		break;
-	case STORE_OK:
-	case STORE_ERROR:
+	case USER_STORE_OK:
+	case USER_STORE_ERROR:
 		log_error("%s %s: %s rid=%s", http_method(req), http_path(req), err, http_request_id(req));
 		http_reply_problem(req, 500, NULL, "the request could not be completed");
 		break;
@@ -184,7 +184,7 @@ users_create(struct http_request *req, void *arg)
 	struct user_result res;
 	struct write_meta m;
 	char traceparent[56], location[48], err[512], if_match[IF_MATCH_MAX];
-	enum store_result rc;
+	enum user_store_result rc;
 
 	(void)arg;
 	write_meta_init(req, &m, traceparent, if_match);
@@ -198,7 +198,7 @@ users_create(struct http_request *req, void *arg)
 	if (!read_user_body(req, &in))
 		return;
 	rc = user_store_create(user_store_get(), &in, &m, &res, err, sizeof(err));
-	if (rc != STORE_OK) {
+	if (rc != USER_STORE_OK) {
 		reply_store_error(req, rc, err);
 		return;
 	}
@@ -228,7 +228,7 @@ users_update(struct http_request *req, void *arg)
 	struct user_result res;
 	struct write_meta m;
 	char traceparent[56], err[512], if_match[IF_MATCH_MAX];
-	enum store_result rc;
+	enum user_store_result rc;
 	int64_t id;
 
 	(void)arg;
@@ -236,7 +236,7 @@ users_update(struct http_request *req, void *arg)
 		return;
 	write_meta_init(req, &m, traceparent, if_match);
 	rc = user_store_update(user_store_get(), id, &in, &m, &res, err, sizeof(err));
-	if (rc != STORE_OK) {
+	if (rc != USER_STORE_OK) {
 		reply_store_error(req, rc, err);
 		return;
 	}
@@ -251,7 +251,7 @@ users_delete(struct http_request *req, void *arg)
 {
 	struct write_meta m;
 	char traceparent[56], err[512], if_match[IF_MATCH_MAX];
-	enum store_result rc;
+	enum user_store_result rc;
 	int64_t id;
 
 	(void)arg;
@@ -259,7 +259,7 @@ users_delete(struct http_request *req, void *arg)
 		return;
 	write_meta_init(req, &m, traceparent, if_match);
 	rc = user_store_delete(user_store_get(), id, &m, err, sizeof(err));
-	if (rc != STORE_OK) {
+	if (rc != USER_STORE_OK) {
 		reply_store_error(req, rc, err);
 		return;
 	}
@@ -273,14 +273,14 @@ users_get(struct http_request *req, void *arg)
 {
 	struct user_result res;
 	char err[512];
-	enum store_result rc;
+	enum user_store_result rc;
 	int64_t id;
 
 	(void)arg;
 	if (!read_id(req, &id))
 		return;
 	rc = user_store_find(user_store_get(), id, &res, err, sizeof(err));
-	if (rc != STORE_OK) {
+	if (rc != USER_STORE_OK) {
 		reply_store_error(req, rc, err);
 		return;
 	}
@@ -320,7 +320,7 @@ users_list(struct http_request *req, void *arg)
 {
 	struct user_result res;
 	char err[512], link[128];
-	enum store_result rc;
+	enum user_store_result rc;
 	int64_t after;
 	long limit;
 
@@ -328,11 +328,11 @@ users_list(struct http_request *req, void *arg)
 	if (!read_page(req, &after, &limit))
 		return;
 	rc = user_store_list(user_store_get(), after, limit, &res, err, sizeof(err));
-	if (rc != STORE_OK) {
+	if (rc != USER_STORE_OK) {
 		reply_store_error(req, rc, err);
 		return;
 	}
-	if (res.count == limit) {
+	if (res.fetched > limit) {
 		snprintf(link, sizeof(link), "</users?after=%lld&limit=%ld>; rel=\"next\"",
 		    (long long)res.last_id, limit);
 		http_add_header(req, "Link", link);
@@ -354,10 +354,10 @@ bool
 user_api_ready(void *arg, json_t **out)
 {
 	char err[512] = "";
-	enum store_result rc = user_store_ping(user_store_get(), err, sizeof(err));
+	enum user_store_result rc = user_store_ping(user_store_get(), err, sizeof(err));
 
 	(void)arg;
-	*out = json_pack("{s:{s:s, s:s}}", "postgres", "status", rc == STORE_OK ? "up" : "down",
-	    "detail", rc == STORE_OK ? "reachable" : err);
-	return rc == STORE_OK;
+	*out = json_pack("{s:{s:s, s:s}}", "postgres", "status", rc == USER_STORE_OK ? "up" : "down",
+	    "detail", rc == USER_STORE_OK ? "reachable" : err);
+	return rc == USER_STORE_OK;
 }

@@ -11,11 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
-#include "util.h"
-
-/* After a failed connect, requests fail fast for this long instead of each trying again. */
-#define RECONNECT_HOLDOFF_MS 250
+#include "random.h"
+#include "shutdown.h"
 
 struct user_store {
 	PGconn *conn;
@@ -78,10 +77,13 @@ static const struct statement statements[ST_COUNT] = {
 	[ST_FIND] = { "user_find",
 		"SELECT u.id, u.version, " USER_JSON "::text FROM users u WHERE u.id = $1::bigint", 1 },
 	[ST_VERSION] = { "user_version", "SELECT version FROM users WHERE id = $1::bigint", 1 },
+	/* One row more than the page: it is not rendered, its presence says a next page exists. */
 	[ST_LIST] = { "user_list",
-		"SELECT coalesce(jsonb_agg(" USER_JSON " ORDER BY u.id), '[]'::jsonb)::text, count(*),"
-		"       coalesce(max(u.id), 0)"
-		"  FROM (SELECT * FROM users WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint) u", 2 },
+		"SELECT coalesce(jsonb_agg(" USER_JSON " ORDER BY u.id) FILTER (WHERE u.n <= $2::bigint),"
+		"                '[]'::jsonb)::text,"
+		"       count(*), coalesce(max(u.id) FILTER (WHERE u.n <= $2::bigint), 0)"
+		"  FROM (SELECT users.*, row_number() OVER (ORDER BY id) AS n FROM users"
+		"         WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint + 1) u", 2 },
 	[ST_KEY_GET] = { "idempotency_get",
 		"SELECT fingerprint = encode(sha256(convert_to($2::text || E'\\n' || $3::text, 'UTF8')), 'hex'),"
 		"       status, response_body, user_id, expires_at > clock_timestamp()"
@@ -90,52 +92,49 @@ static const struct statement statements[ST_COUNT] = {
 		"DELETE FROM idempotency_keys WHERE key = $1::text AND expires_at <= clock_timestamp()", 1 },
 	[ST_KEYS_EXPIRE] = { "idempotency_expire",
 		"DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
-		"  WHERE expires_at <= clock_timestamp() LIMIT " XSTR(USER_STORE_EXPIRE_BATCH) ")", 0 },
+		"  WHERE expires_at <= clock_timestamp() LIMIT $1::bigint)", 1 },
 };
 
-static struct pg_settings store_pg;
-static long store_key_ttl_s;
+static struct user_store_config store_config;
+
+/* Each thread's store lives in thread-local storage, so getting it cannot fail; the key exists
+ * only for its destructor, which closes the thread's connection when the thread exits. */
+static _Thread_local struct user_store thread_store;
 static pthread_key_t store_key;
-static pthread_once_t store_once = PTHREAD_ONCE_INIT;
 
 static void
-store_free(void *p)
+store_release(void *p)
 {
 	struct user_store *s = p;
 
-	if (s->conn)
+	if (s->conn) {
 		PQfinish(s->conn);
-	free(s);
+		s->conn = NULL;
+	}
 }
 
-static void
-store_key_init(void)
+int
+user_store_configure(const struct user_store_config *c, char *err, size_t errlen)
 {
-	if (pthread_key_create(&store_key, store_free) != 0)
-		fatal("could not create the thread key of the user store");
-}
+	int rc;
 
-void
-user_store_configure(const struct pg_settings *pg, long idempotency_ttl_s)
-{
-	store_pg = *pg;
-	store_key_ttl_s = idempotency_ttl_s;
-	pthread_once(&store_once, store_key_init);
+	store_config = *c;
+	if ((rc = pthread_key_create(&store_key, store_release)) != 0) {
+		snprintf(err, errlen, "could not set up the per-thread user stores: %s", strerror(rc));
+		return -1;
+	}
+	return 0;
 }
 
 struct user_store *
 user_store_get(void)
 {
-	struct user_store *s;
+	struct user_store *s = &thread_store;
 
-	pthread_once(&store_once, store_key_init);
-	s = pthread_getspecific(store_key);
-	if (s == NULL) {
-		s = calloc(1, sizeof(*s));
-		if (s == NULL)
-			fatal("out of memory");
-		pthread_setspecific(store_key, s);
-	}
+	/* Registers the destructor with the thread's first call. Should that fail (it cannot for
+	 * the first keys of a process), the connection stays open until the process exits. */
+	if (pthread_getspecific(store_key) == NULL)
+		(void)pthread_setspecific(store_key, s);
 	return s;
 }
 
@@ -163,23 +162,23 @@ store_conn_alive(PGconn *c)
 }
 
 /* Makes sure the store has a live, prepared connection. */
-static enum store_result
+static enum user_store_result
 store_connect(struct user_store *s, char *err, size_t errlen)
 {
 	if (s->conn != NULL && store_conn_alive(s->conn))
-		return STORE_OK;
+		return USER_STORE_OK;
 	if (s->conn != NULL)
 		store_disconnect(s);
 	int64_t failed_at = atomic_load(&store_failed_at_ms);
 
-	if (failed_at != 0 && mono_ms() - failed_at < RECONNECT_HOLDOFF_MS) {
+	if (failed_at != 0 && mono_ms() - failed_at < store_config.reconnect_holdoff_ms) {
 		snprintf(err, errlen, "PostgreSQL is unreachable");
-		return STORE_UNAVAILABLE;
+		return USER_STORE_UNAVAILABLE;
 	}
-	s->conn = pg_connect(&store_pg, "user-api", err, errlen);
+	s->conn = pg_connect(&store_config.pg, "user-api", err, errlen);
 	if (s->conn == NULL) {
 		atomic_store(&store_failed_at_ms, mono_ms());
-		return STORE_UNAVAILABLE;
+		return USER_STORE_UNAVAILABLE;
 	}
 	for (size_t i = 0; i < ST_COUNT; i++) {
 		PGresult *r = PQprepare(s->conn, statements[i].name, statements[i].sql,
@@ -194,23 +193,23 @@ store_connect(struct user_store *s, char *err, size_t errlen)
 			PQclear(r);
 			store_disconnect(s);
 			atomic_store(&store_failed_at_ms, mono_ms());
-			return lost ? STORE_UNAVAILABLE : STORE_ERROR;
+			return lost ? USER_STORE_UNAVAILABLE : USER_STORE_ERROR;
 		}
 		PQclear(r);
 	}
 	atomic_store(&store_failed_at_ms, 0);
 	log_debug("user store connected");
-	return STORE_OK;
+	return USER_STORE_OK;
 }
 
 /* Runs a prepared statement. On failure the result is cleared, err filled, the connection dropped
  * when it is gone, and sqlstate (6 bytes) and constraint (64 bytes), if given, receive the error's
  * code and constraint name. */
-static enum store_result
+static enum user_store_result
 store_exec(struct user_store *s, int st, const char *const *params, PGresult **out,
     char *sqlstate, char *constraint, char *err, size_t errlen)
 {
-	enum store_result rc = store_connect(s, err, errlen);
+	enum user_store_result rc = store_connect(s, err, errlen);
 	PGresult *r;
 	ExecStatusType status;
 
@@ -219,13 +218,13 @@ store_exec(struct user_store *s, int st, const char *const *params, PGresult **o
 		sqlstate[0] = '\0';
 	if (constraint)
 		constraint[0] = '\0';
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
 	r = PQexecPrepared(s->conn, statements[st].name, statements[st].nparams, params, NULL, NULL, 0);
 	status = PQresultStatus(r);
 	if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
 		*out = r;
-		return STORE_OK;
+		return USER_STORE_OK;
 	}
 	{
 		const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -241,12 +240,12 @@ store_exec(struct user_store *s, int st, const char *const *params, PGresult **o
 		if (pg_connection_lost(s->conn, r)) {
 			PQclear(r);
 			store_disconnect(s);
-			return STORE_UNAVAILABLE;
+			return USER_STORE_UNAVAILABLE;
 		}
 		/* Statement timeout, lock timeout, too many connections: transient. */
 		rc = state && (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0 ||
 		    strcmp(state, "53300") == 0 || strcmp(state, "40001") == 0 ||
-		    strcmp(state, "40P01") == 0) ? STORE_UNAVAILABLE : STORE_ERROR;
+		    strcmp(state, "40P01") == 0) ? USER_STORE_UNAVAILABLE : USER_STORE_ERROR;
 		PQclear(r);
 		return rc;
 	}
@@ -258,24 +257,29 @@ field_i64(PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static char *
-field_dup(PGresult *r, int row, int col)
+/* Copies a text field into *out; USER_STORE_ERROR with err filled when memory runs out. */
+static enum user_store_result
+field_dup(PGresult *r, int row, int col, char **out, char *err, size_t errlen)
 {
-	char *s = strdup(PQgetvalue(r, row, col));
-
-	if (s == NULL)
-		fatal("out of memory");
-	return s;
+	*out = strdup(PQgetvalue(r, row, col));
+	if (*out == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return USER_STORE_ERROR;
+	}
+	return USER_STORE_OK;
 }
 
 /* Reads the (id, version, json) row every user statement returns, and clears the result. */
-static void
-take_user(PGresult *r, struct user_result *out)
+static enum user_store_result
+take_user(PGresult *r, struct user_result *out, char *err, size_t errlen)
 {
+	enum user_store_result rc;
+
 	out->id = field_i64(r, 0, 0);
 	out->version = field_i64(r, 0, 1);
-	out->json = field_dup(r, 0, 2);
+	rc = field_dup(r, 0, 2, &out->json, err, errlen);
 	PQclear(r);
+	return rc;
 }
 
 static void
@@ -284,224 +288,235 @@ fmt_i64(char *buf, size_t n, int64_t v)
 	snprintf(buf, n, "%lld", (long long)v);
 }
 
-/* Looks up an idempotency key: STORE_OK with the stored response (status set) when it replays,
- * STORE_KEY_REUSED for another body, STORE_NOT_FOUND when unknown or expired (and removed). */
-static enum store_result
-key_lookup(struct user_store *s, const char *key, const struct user_input *in,
+/* Looks up an idempotency key. USER_STORE_OK with *replay set and out filled with the stored
+ * answer (out->status non-zero) when the key was used with the same body; USER_STORE_OK with
+ * *replay false when the key is unknown or expired (an expired one is removed);
+ * USER_STORE_KEY_REUSED when it was used with another body. */
+static enum user_store_result
+key_lookup(struct user_store *s, const char *key, const struct user_input *in, bool *replay,
     struct user_result *out, char *err, size_t errlen)
 {
 	const char *params[3] = { key, in->name, in->email };
 	PGresult *r;
-	enum store_result rc = store_exec(s, ST_KEY_GET, params, &r, NULL, NULL, err, errlen);
+	enum user_store_result rc = store_exec(s, ST_KEY_GET, params, &r, NULL, NULL, err, errlen);
 
-	if (rc != STORE_OK)
+	*replay = false;
+	if (rc != USER_STORE_OK)
 		return rc;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
-		return STORE_NOT_FOUND;
+		return USER_STORE_OK;
 	}
 	if (strcmp(PQgetvalue(r, 0, 4), "t") != 0) {
 		PQclear(r);
 		rc = store_exec(s, ST_KEY_DROP, params, &r, NULL, NULL, err, errlen);
-		if (rc != STORE_OK)
+		if (rc != USER_STORE_OK)
 			return rc;
 		PQclear(r);
-		return STORE_NOT_FOUND;
+		return USER_STORE_OK;
 	}
 	if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
 		PQclear(r);
-		return STORE_KEY_REUSED;
+		return USER_STORE_KEY_REUSED;
 	}
 	out->status = (unsigned)field_i64(r, 0, 1);
-	out->json = field_dup(r, 0, 2);
 	out->id = field_i64(r, 0, 3);
+	rc = field_dup(r, 0, 2, &out->json, err, errlen);
 	PQclear(r);
-	return STORE_OK;
+	*replay = rc == USER_STORE_OK;
+	return rc;
 }
 
-enum store_result
+enum user_store_result
 user_store_create(struct user_store *s, const struct user_input *in, const struct write_meta *m,
     struct user_result *out, char *err, size_t errlen)
 {
 	char event_id[37], ttl[24], sqlstate[6], constraint[64];
 	const char *params[6] = { in->name, in->email, event_id, m->traceparent, m->idempotency_key, ttl };
-	enum store_result rc;
+	enum user_store_result rc;
+	bool replay;
 	PGresult *r;
 
 	memset(out, 0, sizeof(*out));
 	if (m->idempotency_key != NULL) {
-		rc = key_lookup(s, m->idempotency_key, in, out, err, errlen);
-		if (rc != STORE_NOT_FOUND)
+		rc = key_lookup(s, m->idempotency_key, in, &replay, out, err, errlen);
+		if (rc != USER_STORE_OK || replay)
 			return rc;
 	}
 	uuid_new(event_id);
-	fmt_i64(ttl, sizeof(ttl), store_key_ttl_s);
+	fmt_i64(ttl, sizeof(ttl), store_config.idempotency_ttl_ms / 1000);
 	rc = store_exec(s, ST_CREATE, params, &r, sqlstate, constraint, err, errlen);
-	if (rc == STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
+	if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
 		/* A concurrent request with the same key may have won the race: replay its answer. */
 		if (m->idempotency_key != NULL) {
-			rc = key_lookup(s, m->idempotency_key, in, out, err, errlen);
-			if (rc != STORE_NOT_FOUND)
+			rc = key_lookup(s, m->idempotency_key, in, &replay, out, err, errlen);
+			if (rc != USER_STORE_OK || replay)
 				return rc;
 		}
 		if (strcmp(constraint, "users_email_lower_key") != 0)
-			return STORE_ERROR;
+			return USER_STORE_ERROR;
 		snprintf(err, errlen, "a user with email \"%s\" already exists", in->email);
-		return STORE_EMAIL_TAKEN;
+		return USER_STORE_EMAIL_TAKEN;
 	}
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
-	take_user(r, out);
-	return STORE_OK;
+	return take_user(r, out, err, errlen);
 }
 
 /* After a write matched no row: was the user missing, or at another version? */
-static enum store_result
+static enum user_store_result
 explain_miss(struct user_store *s, int64_t id, char *err, size_t errlen)
 {
 	char idbuf[24];
 	const char *params[1] = { idbuf };
-	enum store_result rc;
+	enum user_store_result rc;
 	PGresult *r;
 
 	fmt_i64(idbuf, sizeof(idbuf), id);
 	rc = store_exec(s, ST_VERSION, params, &r, NULL, NULL, err, errlen);
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
 	if (PQntuples(r) == 0) {
 		snprintf(err, errlen, "user %lld does not exist", (long long)id);
-		rc = STORE_NOT_FOUND;
+		rc = USER_STORE_NOT_FOUND;
 	} else {
 		snprintf(err, errlen, "user %lld is at version %s", (long long)id, PQgetvalue(r, 0, 0));
-		rc = STORE_STALE;
+		rc = USER_STORE_STALE;
 	}
 	PQclear(r);
 	return rc;
 }
 
-enum store_result
+enum user_store_result
 user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
     const struct write_meta *m, struct user_result *out, char *err, size_t errlen)
 {
 	char idbuf[24], event_id[37], sqlstate[6], constraint[64];
 	const char *params[6] = { idbuf, in->name, in->email, m->if_match, event_id, m->traceparent };
-	enum store_result rc;
+	enum user_store_result rc;
 	PGresult *r;
 
 	memset(out, 0, sizeof(*out));
 	fmt_i64(idbuf, sizeof(idbuf), id);
 	uuid_new(event_id);
 	rc = store_exec(s, ST_UPDATE, params, &r, sqlstate, constraint, err, errlen);
-	if (rc == STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
+	if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
 		snprintf(err, errlen, "a user with email \"%s\" already exists", in->email);
-		return STORE_EMAIL_TAKEN;
+		return USER_STORE_EMAIL_TAKEN;
 	}
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
 		return explain_miss(s, id, err, errlen);
 	}
-	take_user(r, out);
-	return STORE_OK;
+	return take_user(r, out, err, errlen);
 }
 
-enum store_result
+enum user_store_result
 user_store_delete(struct user_store *s, int64_t id, const struct write_meta *m, char *err, size_t errlen)
 {
 	char idbuf[24], event_id[37];
 	const char *params[4] = { idbuf, m->if_match, event_id, m->traceparent };
-	enum store_result rc;
+	enum user_store_result rc;
 	PGresult *r;
 
 	fmt_i64(idbuf, sizeof(idbuf), id);
 	uuid_new(event_id);
 	rc = store_exec(s, ST_DELETE, params, &r, NULL, NULL, err, errlen);
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
 		return explain_miss(s, id, err, errlen);
 	}
 	PQclear(r);
-	return STORE_OK;
+	return USER_STORE_OK;
 }
 
-enum store_result
+enum user_store_result
 user_store_find(struct user_store *s, int64_t id, struct user_result *out, char *err, size_t errlen)
 {
 	char idbuf[24];
 	const char *params[1] = { idbuf };
-	enum store_result rc;
+	enum user_store_result rc;
 	PGresult *r;
 
 	memset(out, 0, sizeof(*out));
 	fmt_i64(idbuf, sizeof(idbuf), id);
 	rc = store_exec(s, ST_FIND, params, &r, NULL, NULL, err, errlen);
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
 	if (PQntuples(r) == 0) {
 		PQclear(r);
 		snprintf(err, errlen, "user %lld does not exist", (long long)id);
-		return STORE_NOT_FOUND;
+		return USER_STORE_NOT_FOUND;
 	}
-	take_user(r, out);
-	return STORE_OK;
+	return take_user(r, out, err, errlen);
 }
 
-enum store_result
+enum user_store_result
 user_store_list(struct user_store *s, int64_t after, long limit, struct user_result *out, char *err,
     size_t errlen)
 {
 	char afterbuf[24], limitbuf[24];
 	const char *params[2] = { afterbuf, limitbuf };
-	enum store_result rc;
+	enum user_store_result rc;
 	PGresult *r;
 
 	memset(out, 0, sizeof(*out));
 	fmt_i64(afterbuf, sizeof(afterbuf), after);
 	fmt_i64(limitbuf, sizeof(limitbuf), limit);
 	rc = store_exec(s, ST_LIST, params, &r, NULL, NULL, err, errlen);
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
-	out->json = field_dup(r, 0, 0);
-	out->count = field_i64(r, 0, 1);
+	out->fetched = field_i64(r, 0, 1);
 	out->last_id = field_i64(r, 0, 2);
+	rc = field_dup(r, 0, 0, &out->json, err, errlen);
 	PQclear(r);
-	return STORE_OK;
+	return rc;
 }
 
-enum store_result
+enum user_store_result
 user_store_ping(struct user_store *s, char *err, size_t errlen)
 {
-	enum store_result rc = store_connect(s, err, errlen);
+	enum user_store_result rc = store_connect(s, err, errlen);
 	PGresult *r;
 
-	if (rc != STORE_OK)
+	if (rc != USER_STORE_OK)
 		return rc;
 	r = PQexec(s->conn, "SELECT 1");
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		pg_error_text(s->conn, r, err, errlen);
 		PQclear(r);
 		store_disconnect(s);
-		return STORE_UNAVAILABLE;
+		return USER_STORE_UNAVAILABLE;
 	}
 	PQclear(r);
-	return STORE_OK;
+	return USER_STORE_OK;
 }
 
-enum store_result
+enum user_store_result
 user_store_expire_keys(struct user_store *s, long *deleted, char *err, size_t errlen)
 {
-	PGresult *r;
-	enum store_result rc = store_exec(s, ST_KEYS_EXPIRE, NULL, &r, NULL, NULL, err, errlen);
+	char batchbuf[24];
+	const char *params[1] = { batchbuf };
+	enum user_store_result rc;
+	long n;
 
 	*deleted = 0;
-	if (rc != STORE_OK)
-		return rc;
-	*deleted = strtol(PQcmdTuples(r), NULL, 10);
-	PQclear(r);
-	return STORE_OK;
+	fmt_i64(batchbuf, sizeof(batchbuf), store_config.key_sweep_batch);
+	do {
+		PGresult *r;
+
+		rc = store_exec(s, ST_KEYS_EXPIRE, params, &r, NULL, NULL, err, errlen);
+		if (rc != USER_STORE_OK)
+			return rc;
+		n = strtol(PQcmdTuples(r), NULL, 10);
+		PQclear(r);
+		*deleted += n;
+	} while (n == store_config.key_sweep_batch && !shutdown_requested());
+	return USER_STORE_OK;
 }
 
 void

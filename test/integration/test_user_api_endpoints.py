@@ -161,22 +161,34 @@ def test_list_pagination_with_limit_after_and_link(api):
     assert [u["id"] for u in page] == [created[0]["id"], created[1]["id"]]
     assert r.headers["Link"] == f'</users?after={created[1]["id"]}&limit=2>; rel="next"'
 
-    # Follow the links to the end: every user after start, each once, in id order.
+    # Follow the links to the end: every user after start, each once, in id order, and no link
+    # leads to an empty page.
     seen = []
     url = f"/users?after={start}&limit=2"
     for _ in range(1000):
         r = api.get(url)
         assert r.status_code == 200, r.text
+        assert r.json() or not seen, f"{url} is an empty page"
         seen += [u["id"] for u in r.json()]
         link = r.headers.get("Link")
         if not link:
-            assert len(r.json()) < 2
             break
         m = re.match(r'^<([^>]+)>; rel="next"$', link)
         assert m, link
         url = m.group(1)
     expected = [row[0] for row in api.sql("SELECT id FROM users WHERE id > %s ORDER BY id", (start,))]
     assert seen == expected
+
+
+def test_list_full_last_page_has_no_link(api):
+    """A page that ends at the last user is full, yet there is no next page to link to."""
+    first, second = api.create(), api.create()
+    r = api.get(f"/users?after={first['id'] - 1}&limit=2")
+    assert r.status_code == 200, r.text
+    assert [u["id"] for u in r.json()] == [first["id"], second["id"]]
+    assert "Link" not in r.headers, r.headers["Link"]
+    r = api.get(f"/users?after={first['id'] - 1}&limit=1")
+    assert r.headers["Link"] == f'</users?after={first["id"]}&limit=1>; rel="next"'
 
 
 def test_list_after_last_id_is_empty_without_link(api):

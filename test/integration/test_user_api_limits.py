@@ -92,3 +92,16 @@ def test_idempotency_key_expires(start_api):
     r2 = api.post("/users", json={"name": "TTL 2", "email": unique_email()}, headers={"Idempotency-Key": key})
     assert r2.status_code == 201, r2.text
     assert r2.json()["id"] != r1.json()["id"]
+
+
+def test_expired_keys_are_swept(start_api):
+    """USER_API_KEY_SWEEP_INTERVAL and USER_API_KEY_SWEEP_BATCH at work: five expired keys,
+    removed two per statement, are all gone from the table within a few sweeps."""
+    api = start_api(USER_API_IDEMPOTENCY_TTL="1s", USER_API_KEY_SWEEP_INTERVAL="1s",
+                    USER_API_KEY_SWEEP_BATCH="2")
+    keys = ["sweep-" + uuid.uuid4().hex for _ in range(5)]
+    for k in keys:
+        r = api.post("/users", json={"name": "Sweep", "email": unique_email()}, headers={"Idempotency-Key": k})
+        assert r.status_code == 201, r.text
+    poll(lambda: api.sql_one("SELECT count(*) = 0 FROM idempotency_keys WHERE key = ANY(%s)", (keys,))[0],
+         timeout=15, what="the sweep to remove the expired keys")

@@ -1,0 +1,67 @@
+/* user-api's settings table: every environment variable it reads, with its default, range and help. */
+#include "settings.h"
+
+#include <stdio.h>
+
+#include "config.h"
+#include "pg.h"
+
+/* The table's targets: one per process, copied out by user_api_settings_load(). A static table
+ * bound to a static struct needs no copying at run time and no fixed-size buffer. */
+static struct user_api_settings loaded;
+
+static const struct config_entry table[] = {
+	PG_SETTINGS_ENTRIES(loaded.store.pg),
+	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
+	    "NATS server for the relay's wake-up nudges (optional; empty disables them)" },
+	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "0.0.0.0", 0, 0, "address to listen on" },
+	{ "USER_API_PORT", CONFIG_INT, &loaded.http.port, "8080", 1, 65535, "HTTP port" },
+	{ "USER_API_THREADS", CONFIG_INT, &loaded.http.threads, "8", 1, 256,
+	    "HTTP worker threads, each with its own PostgreSQL connection" },
+	{ "USER_API_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "65536", 64, 16777216,
+	    "largest request body in bytes (413 above)" },
+	{ "USER_API_CONN_TIMEOUT", CONFIG_INT, &loaded.http.conn_timeout_s, "30", 1, 3600,
+	    "seconds an idle or stalled connection is kept" },
+	{ "USER_API_MAX_CONNECTIONS", CONFIG_INT, &loaded.http.max_connections, "1024", 1, 65536,
+	    "concurrent connections in all" },
+	{ "USER_API_MAX_CONNECTIONS_PER_IP", CONFIG_INT, &loaded.http.max_connections_per_ip, "256", 1,
+	    65536, "concurrent connections from one address" },
+	{ "USER_API_RECONNECT_HOLDOFF", CONFIG_MS, &loaded.store.reconnect_holdoff_ms, "250ms", 0, 60000,
+	    "after a failed PostgreSQL connect, requests get 503 at once for this long instead of each "
+	    "trying again" },
+	{ "USER_API_IDEMPOTENCY_TTL", CONFIG_MS, &loaded.store.idempotency_ttl_ms, "24h", 1000,
+	    30L * 24 * 3600 * 1000, "how long an Idempotency-Key is remembered" },
+	{ "USER_API_KEY_SWEEP_INTERVAL", CONFIG_MS, &loaded.key_sweep_interval_ms, "1m", 1000, 86400000,
+	    "how often expired idempotency keys are removed" },
+	{ "USER_API_KEY_SWEEP_BATCH", CONFIG_INT, &loaded.store.key_sweep_batch, "1000", 1, 100000,
+	    "expired idempotency keys removed per statement (batches repeat until one is short)" },
+	{ "USER_API_DRAIN_TIMEOUT", CONFIG_MS, &loaded.drain_ms, "5s", 0, 9000,
+	    "how long in-flight requests may finish at shutdown" },
+	{ "LOG_LEVEL", CONFIG_LEVEL, &loaded.log_level, "info", 0, 0, "debug, info, warn or error" },
+	{ NULL, 0, NULL, NULL, 0, 0, NULL },
+};
+
+static const struct cli cli = {
+	.prog = "user-api",
+	.version = VERSION,
+	.summary = "REST service for users on PostgreSQL. Every create, update and delete writes the\n"
+	    "user row and its outbox event in one transaction; outbox-relay publishes the events.\n"
+	    "Endpoints: GET/POST /users, GET/PUT/DELETE /users/{id}, /healthz, /readyz, /metrics.",
+	.commands = NULL,
+	.settings = table,
+};
+
+int
+user_api_settings_load(int argc, char **argv, struct user_api_settings *out)
+{
+	int argi, rc;
+
+	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
+		return rc;
+	if (argi < argc) {
+		fprintf(stderr, "user-api: unexpected argument \"%s\"; try --help\n", argv[argi]);
+		return 2;
+	}
+	*out = loaded;
+	return -1;
+}
