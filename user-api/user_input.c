@@ -5,50 +5,42 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 #define REPLACEMENT "\xEF\xBF\xBD"
 
+/* Copies at most len bytes of valid UTF-8 src into out (outsize bytes), cut back to a whole
+ * character when it does not fit, so that a long key shown in an answer stays valid UTF-8. */
 static void
-fail(struct input_error *e, unsigned status, const char *field, const char *fmt, const char *arg)
+copy_text(char *out, size_t outsize, const char *src, size_t len)
 {
-	e->status = status;
-	snprintf(e->field, sizeof(e->field), "%s", field ? field : "");
-	snprintf(e->detail, sizeof(e->detail), fmt, arg ? arg : "");
+	if (len > outsize - 1) {
+		len = outsize - 1;
+		while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+			len--;
+	}
+	memcpy(out, src, len);
+	out[len] = '\0';
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if invalid. Rejects overlongs,
- * surrogates and code points above U+10FFFF. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
+/* Fills *e: the status, the field at fault (NULL for none) and the detail. Returns -1, what the
+ * parser returns for every invalid body. */
+static int __attribute__((format(printf, 4, 5)))
+input_fail(struct input_error *e, unsigned status, const char *field, const char *fmt, ...)
 {
-	unsigned c = s[0];
+	va_list ap;
 
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-	if (c >= 0xE0 && c <= 0xEF) {
-		if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
-			return 0;
-		if (c == 0xE0 && s[1] < 0xA0)
-			return 0;
-		if (c == 0xED && s[1] >= 0xA0)
-			return 0;
-		return 3;
-	}
-	if (c >= 0xF0 && c <= 0xF4) {
-		if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
-			return 0;
-		if (c == 0xF0 && s[1] < 0x90)
-			return 0;
-		if (c == 0xF4 && s[1] >= 0x90)
-			return 0;
-		return 4;
-	}
-	return 0;
+	e->status = status;
+	copy_text(e->field, sizeof(e->field), field ? field : "", field ? strlen(field) : 0);
+	va_start(ap, fmt);
+	vsnprintf(e->detail, sizeof(e->detail), fmt, ap);
+	va_end(ap);
+	return -1;
 }
 
 /* Copies body with every invalid UTF-8 byte replaced by U+FFFD; returns NULL when it was valid. */
@@ -195,9 +187,10 @@ find_repaired_field(json_t *obj, char *field, size_t fieldlen)
 	if (!json_is_object(obj))
 		return;
 	json_object_foreach(obj, key, v) {
-		if (strstr(key, REPLACEMENT) != NULL ||
-		    (json_is_string(v) && strstr(json_string_value(v), REPLACEMENT) != NULL)) {
-			snprintf(field, fieldlen, "%s", strstr(key, REPLACEMENT) ? "body" : key);
+		if (strstr(key, REPLACEMENT) != NULL)
+			return;		/* a key is not valid UTF-8: the body as a whole is at fault */
+		if (json_is_string(v) && strstr(json_string_value(v), REPLACEMENT) != NULL) {
+			copy_text(field, fieldlen, key, strlen(key));
 			return;
 		}
 	}
@@ -208,20 +201,14 @@ check_string(json_t *obj, const char *key, struct input_error *e, const char **v
 {
 	json_t *v = json_object_get(obj, key);
 
-	if (v == NULL) {
-		fail(e, 422, key, "\"%s\" is required", key);
-		return -1;
-	}
-	if (!json_is_string(v)) {
-		fail(e, 422, key, "\"%s\" must be a string", key);
-		return -1;
-	}
+	if (v == NULL)
+		return input_fail(e, 422, key, "\"%s\" is required", key);
+	if (!json_is_string(v))
+		return input_fail(e, 422, key, "\"%s\" must be a string", key);
 	*val = json_string_value(v);
 	*len = json_string_length(v);
-	if (memchr(*val, '\0', *len) != NULL) {
-		fail(e, 422, key, "\"%s\" must not contain NUL characters", key);
-		return -1;
-	}
+	if (memchr(*val, '\0', *len) != NULL)
+		return input_fail(e, 422, key, "\"%s\" must not contain NUL characters", key);
 	return 0;
 }
 
@@ -230,6 +217,7 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 {
 	json_error_t jerr;
 	json_t *root = NULL;
+	char field[sizeof(e->field)];
 	const char *key, *name, *email;
 	size_t name_len, email_len;
 	json_t *v;
@@ -237,23 +225,17 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 	size_t rlen = 0;
 	int rc = -1;
 
-	if (len == 0) {
-		fail(e, 400, NULL, "the body is empty; expected a JSON object%s", NULL);
-		return -1;
-	}
+	if (len == 0)
+		return input_fail(e, 400, NULL, "the body is empty; expected a JSON object");
 	repaired = utf8_repair(body, len, &rlen);
 	if (repaired != NULL) {
 		root = json_loadb(repaired, rlen, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 		free(repaired);
-		if (root == NULL) {
-			fail(e, 400, NULL, "the body is not valid JSON (nor valid UTF-8)%s", NULL);
-			return -1;
-		}
-		e->status = 422;
-		find_repaired_field(root, e->field, sizeof(e->field));
-		snprintf(e->detail, sizeof(e->detail), "\"%s\" must be valid UTF-8", e->field);
+		if (root == NULL)
+			return input_fail(e, 400, NULL, "the body is not valid JSON (nor valid UTF-8)");
+		find_repaired_field(root, field, sizeof(field));
 		json_decref(root);
-		return -1;
+		return input_fail(e, 422, field, "\"%s\" must be valid UTF-8", field);
 	}
 	root = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
@@ -266,27 +248,21 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 				size_t n = strcspn(q + 1, "\"");
 
 				if (n > 0 && n < sizeof(dup))
-					snprintf(dup, sizeof(dup), "%.*s", (int)n, q + 1);
+					copy_text(dup, sizeof(dup), q + 1, n);
 			}
-			fail(e, 422, dup, "duplicate key \"%s\"", dup);
-			return -1;
+			return input_fail(e, 422, dup, "duplicate key \"%s\"", dup);
 		}
-		e->status = 400;
-		e->field[0] = '\0';
-		snprintf(e->detail, sizeof(e->detail), "the body is not valid JSON: %s at position %d",
-		    jerr.text, jerr.position);
-		return -1;
+		return input_fail(e, 400, NULL, "the body is not valid JSON: %s at position %d", jerr.text,
+		    jerr.position);
 	}
 	if (!json_is_object(root)) {
-		fail(e, 400, NULL, "the body must be a JSON object%s", NULL);
+		input_fail(e, 400, NULL, "the body must be a JSON object");
 		goto out;
 	}
 	json_object_foreach(root, key, v) {
 		if (strcmp(key, "name") != 0 && strcmp(key, "email") != 0) {
-			char shown[64];
-
-			snprintf(shown, sizeof(shown), "%s", key);
-			fail(e, 422, shown, "unknown field \"%s\"; expected name and email", shown);
+			copy_text(field, sizeof(field), key, strlen(key));
+			input_fail(e, 422, field, "unknown field \"%s\"; expected name and email", field);
 			goto out;
 		}
 	}
@@ -295,27 +271,27 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 		goto out;
 	if (!trim_copy(name, name_len, out->name, sizeof(out->name)) ||
 	    utf8_codepoints(out->name) > USER_NAME_MAX) {
-		fail(e, 422, "name", "\"name\" must be at most 200 characters%s", NULL);
+		input_fail(e, 422, "name", "\"name\" must be at most %d characters", USER_NAME_MAX);
 		goto out;
 	}
 	if (out->name[0] == '\0') {
-		fail(e, 422, "name", "\"name\" must not be empty%s", NULL);
+		input_fail(e, 422, "name", "\"name\" must not be empty");
 		goto out;
 	}
 	if (has_control(out->name, strlen(out->name))) {
-		fail(e, 422, "name", "\"name\" must not contain control characters%s", NULL);
+		input_fail(e, 422, "name", "\"name\" must not contain control characters");
 		goto out;
 	}
 	if (!trim_copy(email, email_len, out->email, sizeof(out->email))) {
-		fail(e, 422, "email", "\"email\" must be at most 254 characters%s", NULL);
+		input_fail(e, 422, "email", "\"email\" must be at most %d characters", USER_EMAIL_MAX);
 		goto out;
 	}
 	if (has_control(out->email, strlen(out->email))) {
-		fail(e, 422, "email", "\"email\" must not contain control characters%s", NULL);
+		input_fail(e, 422, "email", "\"email\" must not contain control characters");
 		goto out;
 	}
 	if (!email_valid(out->email)) {
-		fail(e, 422, "email", "\"email\" is not a valid address%s", NULL);
+		input_fail(e, 422, "email", "\"email\" is not a valid address");
 		goto out;
 	}
 	rc = 0;

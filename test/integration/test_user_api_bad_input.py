@@ -251,6 +251,16 @@ def test_invalid_utf8_in_email_is_422(api):
         assert_problem(raw_post(api, body), 422, field="email")
 
 
+@pytest.mark.parametrize("key", ["é" * 40, "€" * 40, "x" * 300])
+def test_long_unknown_key_is_422_naming_it_in_valid_utf8(api, key):
+    """The answer names the key cut to fit, at a whole character: cut inside one, it was not UTF-8
+    and the answer could not be written as JSON."""
+    body = json.dumps({"name": "N", "email": unique_email(), key: 1}, ensure_ascii=False).encode()
+    with api.unchanged():
+        problem = assert_problem(raw_post(api, body), 422)
+        assert problem["field"] and key.startswith(problem["field"]), problem
+
+
 def test_lone_surrogate_escape_is_rejected(api):
     """\\ud800 is valid JSON syntax but not a Unicode scalar value: it cannot be stored as UTF-8."""
     body = b'{"name": "a\\ud800b", "email": "' + unique_email().encode() + b'"}'

@@ -4,6 +4,7 @@
 
 #include "unit.h"
 #include "user_input.h"
+#include "utf8.h"
 
 static struct input_error e;
 static struct user_input in;
@@ -82,6 +83,61 @@ test_fields(void)
 	expect_error("{\"name\": \"a\", \"email\": \"a\xc0\xaf@b.co\"}", 422, "email");
 }
 
+/* Every byte of s belongs to a valid UTF-8 sequence. */
+static int
+utf8_ok(const char *s)
+{
+	size_t len = strlen(s);
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq((const unsigned char *)s + i, len - i);
+
+		if (n == 0)
+			return 0;
+		i += n;
+	}
+	return 1;
+}
+
+/* A key longer than the field buffer is cut at a whole character, so the answer that shows it is
+ * valid UTF-8 (jansson refuses anything else, and the answer became a 500). */
+static void
+test_long_keys(void)
+{
+	char body[512] = "{\"";
+
+	for (int i = 0; i < 40; i++)
+		strcat(body, "\xC3\xA9");
+	strcat(body, "\": 1, \"name\": \"a\", \"email\": \"a@b.co\"}");
+	CHECK(parse(body) == -1);
+	CHECK(e.status == 422);
+	CHECK(strlen(e.field) == 62);
+	CHECK(utf8_ok(e.field));
+	CHECK(utf8_ok(e.detail));
+	CHECK(strstr(e.detail, "unknown field") != NULL);
+
+	/* The same for a value that is not valid UTF-8 under a long key. */
+	strcpy(body, "{\"name\": \"a\", \"email\": \"a@b.co\", \"");
+	for (int i = 0; i < 40; i++)
+		strcat(body, "\xE2\x82\xAC");
+	strcat(body, "\": \"\xff\"}");
+	CHECK(parse(body) == -1);
+	CHECK(e.status == 422);
+	CHECK(strlen(e.field) == 63);
+	CHECK(utf8_ok(e.field));
+	CHECK(utf8_ok(e.detail));
+}
+
+static void
+test_details(void)
+{
+	CHECK(parse("{\"name\": \"a\", \"email\": \"nope\"}") == -1);
+	CHECK_STR(e.detail, "\"email\" is not a valid address");
+	CHECK(parse("") == -1);
+	CHECK_STR(e.detail, "the body is empty; expected a JSON object");
+	CHECK_STR(e.field, "");
+}
+
 static void
 test_email(void)
 {
@@ -127,5 +183,7 @@ main(void)
 	test_malformed();
 	test_fields();
 	test_email();
+	test_long_keys();
+	test_details();
 	return unit_report("user_input");
 }
