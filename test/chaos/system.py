@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -22,6 +23,34 @@ import harness  # noqa: E402
 STREAM = "USER_EVENTS"
 DURABLE = "notification-consumer"
 MONGO_DB = "notifications_db"
+
+# What PostgreSQL committed, kept for the checker: a copy of every outbox row, made by a trigger
+# in the transaction that inserts the row, so it exists exactly when the users row and the outbox
+# row were committed. Chosen over the load generator's request log, which cannot know the version
+# of a request that got no answer (nor see a write nobody asked for), and over the outbox itself,
+# which the relay empties, or the stream, which is the next hop and itself under test. Installed
+# by the test only; the product's schema and statements are unchanged. SECURITY DEFINER: the
+# services may write the outbox under a role that has no rights on this table.
+COMMITTED_TABLE = "chaos_committed"
+COMMITTED_SQL = f"""
+CREATE TABLE IF NOT EXISTS {COMMITTED_TABLE} (
+    event_id     uuid PRIMARY KEY,
+    aggregate_id bigint NOT NULL,
+    event_type   text NOT NULL,
+    version      bigint NOT NULL,
+    payload      jsonb NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE OR REPLACE FUNCTION {COMMITTED_TABLE}_record() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    INSERT INTO {COMMITTED_TABLE} (event_id, aggregate_id, event_type, version, payload)
+    VALUES (NEW.event_id, NEW.aggregate_id, NEW.event_type, NEW.version, NEW.payload);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS {COMMITTED_TABLE} ON outbox;
+CREATE TRIGGER {COMMITTED_TABLE} AFTER INSERT ON outbox
+    FOR EACH ROW EXECUTE FUNCTION {COMMITTED_TABLE}_record();
+"""
 
 
 def _signal_tree(proc: harness.Process, sig: int):
@@ -124,6 +153,8 @@ class System:
             self.nats.wait_ready()
         self.pg.wait_ready()
         self.ferret.wait_ready()
+        with self.pg.connect() as c:
+            c.execute(COMMITTED_SQL)
         self.nodes["postgres"] = Node("postgres", self.pg, "server")
         if self.cluster:
             for i, s in enumerate(self.nats.servers):
@@ -231,6 +262,19 @@ class System:
                 n.cont()
             if not n.running():
                 n.start(timeout)
+
+    def lease_ttl(self) -> float:
+        """The consumers' CONSUMER_LEASE_TTL in seconds (the product's default unless set)."""
+        v = self.extra_env.get("notification-consumer", {}).get("CONSUMER_LEASE_TTL", "5s")
+        return float(v[:-2]) / 1000 if v.endswith("ms") else float(v.rstrip("s"))
+
+    def consumer_instances(self) -> dict:
+        """{instance id: node name} of every life of every consumer process, from their logs."""
+        out = {}
+        for n in self.services("notification-consumer"):
+            for m in re.finditer(r"instance ([0-9a-f-]{36})", n.log_text()):
+                out[m.group(1)] = n.name
+        return out
 
     def logs(self, lines: int = 30) -> str:
         return "\n".join(f"--- {n.name} ({n.proc.log_path})\n{n.proc.log_tail(lines)}"

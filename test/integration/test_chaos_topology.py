@@ -2,6 +2,7 @@
 reconnect attempts than nats.c's default budget, two relays whose leader keeps being killed, two
 consumer processes on one durable, and a three-server JetStream cluster losing one server, then
 another. Each ends with the checker of test/chaos under concurrent writes through user-api."""
+import collections
 import os
 import socket
 import sys
@@ -16,8 +17,9 @@ import harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 
+from checker import check as chaos_check  # noqa: E402
 from load import LoadGen  # noqa: E402
-from system import STREAM, System, js_call  # noqa: E402
+from system import MONGO_DB, STREAM, System, js_call  # noqa: E402
 from test_chaos import finish as chaos_finish  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -173,13 +175,11 @@ def test_two_relays_leader_killed_again_and_again(systems):
 
 # --- two consumer processes on one durable --------------------------------------------------------
 
-def test_two_consumer_processes_keep_one_writer_per_user(systems):
-    """Two consumer processes on the durable. A backlog of few users written often is waiting
-    when both start, so the two take batches holding events of the same users. One writer per
-    user must hold (or the second process must stand by): every version in the history once,
-    the copy equal to PostgreSQL. (Before the consumer's lease, commit f786f0c, both applied and
-    versions applied out of order never reached the history.)"""
-    system = systems(consumers=2)
+def two_consumers_on_a_backlog(systems, **kw):
+    """Two consumer processes started together on a waiting backlog of few users written often,
+    so that both would take batches holding events of the same users; returns (system, load,
+    the consumer nodes)."""
+    system = systems(consumers=2, **kw)
     consumers = system.services("notification-consumer")
     for c in consumers:
         c.stop()
@@ -190,10 +190,49 @@ def test_two_consumer_processes_keep_one_writer_per_user(systems):
         c.proc.start(wait=False)
     for c in consumers:
         c.proc.wait_ready()
+    return system, load, consumers
+
+
+def appliers(system) -> collections.Counter:
+    """{consumer node name: applied history entries} from the applied_by of each entry."""
+    names = system.consumer_instances()
+    with system.ferret.client() as c:
+        return collections.Counter(
+            names.get(h.get("applied_by"), f"unknown {h.get('applied_by')}")
+            for h in c[MONGO_DB].user_notification_events.find({"superseded": {"$ne": True}}))
+
+
+def test_two_consumer_processes_keep_one_writer_per_user(systems):
+    """Two consumer processes on the durable. One writer per user must hold: the checker finds no
+    two processes applying one user at overlapping times (two_writers, from the process that
+    each history entry names), every version applied once and in order, the copy equal to
+    PostgreSQL. (Before the consumer's lease, commit f786f0c, both applied.)"""
+    system, load, consumers = two_consumers_on_a_backlog(systems)
     rep = finish(system, load)
-    applied = [sum(" applied " in line for line in c.log_text().splitlines()) for c in consumers]
-    print("applied by each consumer process:", applied)
+    by = appliers(system)
+    print("applied by each consumer process:", dict(by))
+    assert rep.figures["two_writers"] == 0, rep.text()
+    assert rep.figures["out_of_order"] == 0 and rep.figures["double"] == 0, rep.text()
     assert rep.passed, rep.text()
+    # The rule had something to judge: every applied entry names one of the two processes.
+    assert set(by) <= {c.name for c in consumers} and sum(by.values()) == rep.figures["applied"], by
+
+
+def test_two_consumer_processes_without_the_lease_are_caught(systems):
+    """The same two processes with the lease bypassed (the test-only failpoint
+    consumer.apply_without_lease): both apply, and the checker must say so. This is what makes
+    the test above able to fail."""
+    system, load, consumers = two_consumers_on_a_backlog(systems, extra_env={
+        "notification-consumer": {"FAILPOINTS": "consumer.apply_without_lease=on",
+                                  "CONSUMER_BATCH": "16"}})
+    rep = chaos_check(system, load.ops, drain_timeout=90)
+    print(rep.text())
+    by = appliers(system)
+    print("applied by each consumer process:", dict(by))
+    assert all(by[c.name] > 0 for c in consumers), by
+    assert not rep.passed
+    assert rep.figures["two_writers"] > 0, rep.text()
+    assert "two_writers: user " in rep.text()
 
 
 def test_two_consumer_processes_each_killed_in_turn_under_writes(systems):
