@@ -221,7 +221,8 @@ def close_api(a):
     reports = harness.sanitizer_reports(a.service.binary, log)
     if reports:
         i = log.index(reports[0])
-        pytest.fail(f"{a.service.binary} log has a sanitizer report:\n{log[max(0, i - 200):i + 3000]}")
+        pytest.fail(f"{a.service.binary} log has a sanitizer report:\n"
+                    f"{log[max(0, i - 200):i + 3000]}")
 
 
 @pytest.fixture(scope="module")
