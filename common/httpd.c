@@ -14,9 +14,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
-#include "util.h"
+#include "random.h"
+#include "utf8.h"
 
 #define MAX_PARAMS 4
 #define MAX_HEADERS 8
@@ -206,21 +208,26 @@ http_reply_empty(struct http_request *req, unsigned status)
 	reply_buffer(req, status, NULL, "", 0, MHD_RESPMEM_PERSISTENT);
 }
 
-void
-http_reply_problem(struct http_request *req, unsigned status, const char *field, const char *fmt, ...)
+static void
+reply_problem(struct http_request *req, unsigned status, const char *field, json_t *extra,
+    const char *fmt, va_list ap)
 {
-	char detail[512];
-	va_list ap;
+	char detail[512], shown[128];
 	json_t *p;
 	char *s;
 
-	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
-	va_end(ap);
+	utf8_scrub(detail);
 	p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", status_title(status),
 	    "status", (int)status, "detail", detail, "request_id", req->request_id);
-	if (p != NULL && field != NULL)
-		json_object_set_new(p, "field", json_string(field));
+	if (p != NULL && field != NULL) {
+		snprintf(shown, sizeof(shown), "%s", field);
+		utf8_scrub(shown);
+		json_object_set_new(p, "field", json_string(shown));
+	}
+	if (p != NULL && extra != NULL)
+		json_object_update_missing(p, extra);
+	json_decref(extra);
 	s = p ? json_dumps(p, JSON_COMPACT) : NULL;
 	json_decref(p);
 	if (s == NULL) {
@@ -230,6 +237,27 @@ http_reply_problem(struct http_request *req, unsigned status, const char *field,
 	if (status >= 500)
 		log_warnx("%s %s: %s rid=%s", req->method, req->path, detail, req->request_id);
 	reply_buffer(req, status, "application/problem+json", s, strlen(s), MHD_RESPMEM_MUST_FREE);
+}
+
+void
+http_reply_problem(struct http_request *req, unsigned status, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	reply_problem(req, status, field, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void
+http_reply_problem_with(struct http_request *req, unsigned status, const char *field, json_t *extra,
+    const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	reply_problem(req, status, field, extra, fmt, ap);
+	va_end(ap);
 }
 
 bool
@@ -250,6 +278,17 @@ http_parse_id(const char *s, int64_t *out)
 		return false;
 	*out = v;
 	return true;
+}
+
+bool
+http_path_id(struct http_request *req, size_t n, const char *noun, int64_t *id)
+{
+	const char *segment = http_param(req, n);
+
+	if (http_parse_id(segment, id))
+		return true;
+	http_reply_problem(req, 404, NULL, "%s \"%.40s\" does not exist", noun, segment ? segment : "");
+	return false;
 }
 
 /* Matches path against pattern segment by segment, capturing "{}" segments. */

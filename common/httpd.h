@@ -1,5 +1,6 @@
 /* The HTTP front of every process: libmicrohttpd on an epoll thread pool, a route table, a body cap
- * enforced while uploading, problem+json errors, and /healthz, /readyz and /metrics built in. */
+ * enforced while uploading, problem+json errors, ids in paths, and /healthz, /readyz and /metrics
+ * built in. List pages are in http_page.h. */
 #ifndef COMMON_HTTPD_H
 #define COMMON_HTTPD_H
 
@@ -58,12 +59,27 @@ void http_reply_json(struct http_request *req, unsigned status, json_t *body);
 void http_reply_text(struct http_request *req, unsigned status, const char *content_type,
     const char *body, size_t len);
 void http_reply_empty(struct http_request *req, unsigned status);
-/* application/problem+json with type about:blank, the status's title and detail. field, if not
- * NULL, is added as "field". */
+/* The one way an error is answered: application/problem+json (RFC 9457) with type about:blank,
+ * the status's title, the detail, and request_id; field, if not NULL, is added as "field" (the
+ * parameter, header or body field at fault). Bytes of the detail or field that are not valid UTF-8
+ * (from a path or query value, or cut by the 512-byte detail) are shown as '?'. A status of 500
+ * or more is also logged. */
 void http_reply_problem(struct http_request *req, unsigned status, const char *field,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The same with more members: those of extra (a JSON object, taken over; NULL for none) are added,
+ * except the standard ones above, which keep their values. For an answer that says more than its
+ * detail, e.g. `{"min_version": 5, "version": 4}` of a read that waited in vain. */
+void http_reply_problem_with(struct http_request *req, unsigned status, const char *field,
+    json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* Parses a positive int64 path id; false for anything else (sign, leading zeros allowed, junk). */
 bool http_parse_id(const char *s, int64_t *out);
+
+/* The n-th "{}" segment of the path as an id (http_parse_id). When it is not one, answers 404
+ * problem+json `<noun> "<segment>" does not exist` and returns false: the handler returns at once.
+ * An id that cannot exist names no resource, so it gets the answer of an id that does not exist,
+ * on every port. */
+bool http_path_id(struct http_request *req, size_t n, const char *noun, int64_t *id)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -8,14 +8,13 @@
 #include <strings.h>
 
 #include "failpoint.h"
+#include "http_page.h"
 #include "log.h"
 #include "nudge.h"
+#include "traceparent.h"
 #include "user_input.h"
 #include "user_store.h"
-#include "util.h"
 
-#define LIST_DEFAULT 100
-#define LIST_MAX 1000
 #define IDEMPOTENCY_KEY_MAX 200
 
 static void
@@ -78,15 +77,6 @@ read_user_body(struct http_request *req, struct user_input *in)
 		return false;
 	}
 	return true;
-}
-
-static bool
-read_id(struct http_request *req, int64_t *id)
-{
-	if (http_parse_id(http_param(req, 0), id))
-		return true;
-	http_reply_problem(req, 400, "id", "the user id must be a positive whole number below 2^63");
-	return false;
 }
 
 /* If-Match into a bigint[] literal of the versions it accepts: NULL when absent or "*", else the
@@ -232,7 +222,7 @@ users_update(struct http_request *req, void *arg)
 	int64_t id;
 
 	(void)arg;
-	if (!read_id(req, &id) || !read_user_body(req, &in))
+	if (!http_path_id(req, 0, "user", &id) || !read_user_body(req, &in))
 		return;
 	write_meta_init(req, &m, traceparent, if_match);
 	rc = user_store_update(user_store_get(), id, &in, &m, &res, err, sizeof(err));
@@ -255,7 +245,7 @@ users_delete(struct http_request *req, void *arg)
 	int64_t id;
 
 	(void)arg;
-	if (!read_id(req, &id))
+	if (!http_path_id(req, 0, "user", &id))
 		return;
 	write_meta_init(req, &m, traceparent, if_match);
 	rc = user_store_delete(user_store_get(), id, &m, err, sizeof(err));
@@ -277,7 +267,7 @@ users_get(struct http_request *req, void *arg)
 	int64_t id;
 
 	(void)arg;
-	if (!read_id(req, &id))
+	if (!http_path_id(req, 0, "user", &id))
 		return;
 	rc = user_store_find(user_store_get(), id, &res, err, sizeof(err));
 	if (rc != USER_STORE_OK) {
@@ -289,54 +279,24 @@ users_get(struct http_request *req, void *arg)
 	user_result_release(&res);
 }
 
-static bool
-read_page(struct http_request *req, int64_t *after, long *limit)
-{
-	const char *a = http_query(req, "after"), *l = http_query(req, "limit");
-	int64_t v;
-
-	*after = 0;
-	*limit = LIST_DEFAULT;
-	if (l != NULL) {
-		if (!http_parse_id(l, &v) || v > LIST_MAX) {
-			http_reply_problem(req, 400, "limit", "limit must be a whole number from 1 to %d", LIST_MAX);
-			return false;
-		}
-		*limit = (long)v;
-	}
-	if (a != NULL) {
-		if (strcmp(a, "0") == 0) {
-			*after = 0;
-		} else if (!http_parse_id(a, after)) {
-			http_reply_problem(req, 400, "after", "after must be a user id (a whole number >= 0)");
-			return false;
-		}
-	}
-	return true;
-}
-
 static void
 users_list(struct http_request *req, void *arg)
 {
+	struct http_page page;
 	struct user_result res;
-	char err[512], link[128];
+	char err[512];
 	enum user_store_result rc;
-	int64_t after;
-	long limit;
 
 	(void)arg;
-	if (!read_page(req, &after, &limit))
+	if (!http_page_read(&page, req))
 		return;
-	rc = user_store_list(user_store_get(), after, limit, &res, err, sizeof(err));
+	rc = user_store_list(user_store_get(), page.after, page.limit, &res, err, sizeof(err));
 	if (rc != USER_STORE_OK) {
 		reply_store_error(req, rc, err);
 		return;
 	}
-	if (res.fetched > limit) {
-		snprintf(link, sizeof(link), "</users?after=%lld&limit=%ld>; rel=\"next\"",
-		    (long long)res.last_id, limit);
-		http_add_header(req, "Link", link);
-	}
+	if (http_page_has_next(&page, res.fetched))
+		http_page_link_next(&page, req, "/users", res.last_id);
 	http_reply_text(req, 200, "application/json", res.json, strlen(res.json));
 	user_result_release(&res);
 }

@@ -152,7 +152,7 @@ def test_every_method_the_server_answers_is_documented(api, path):
 
 def template_matches(template, path):
     """Whether path (possibly with {id}) is served by the documented template, e.g. /users/search
-    by /users/{id} (which answers 400 for it)."""
+    by /users/{id} (which answers 404 for it)."""
     rx = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
     return re.match(rx, path.replace("{id}", "1")) is not None
 

@@ -322,16 +322,30 @@ BAD_IDS = ["abc", "-1", "0", "99999999999999999999", "9223372036854775808", "1%0
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 @pytest.mark.parametrize("bad", BAD_IDS)
-def test_bad_path_id_is_400_or_404_never_500(api, bad, method):
+def test_malformed_path_id_is_404(api, bad, method):
+    """An id that cannot exist names no user: the answer of an id that does not exist, as on
+    the consumer's port."""
     kw = {"json": valid_body()} if method == "PUT" else {}
     with api.unchanged():
-        r = api.request(method, f"/users/{bad}", **kw)
-        assert r.status_code in (400, 404), (r.status_code, r.text)
-        assert_problem(r, r.status_code)
+        assert_problem(api.request(method, f"/users/{bad}", **kw), 404)
 
 
 def test_max_int64_id_is_404(api):
     assert_problem(api.get("/users/9223372036854775807"), 404)
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "/users/%FF", 404),
+    ("GET", "/users/" + "%C3%A9" * 30, 404),
+    ("PATCH", "/users/%FF", 405),
+    ("GET", "/users?limit=%FF", 400),
+    ("GET", "/users?after=%C3", 400),
+])
+def test_bytes_that_are_not_utf8_in_the_url_get_a_problem(api, method, path, status):
+    """A detail that quotes the path or a query value is still JSON when they are not UTF-8 (the
+    answer was a 500 in text/plain)."""
+    with api.unchanged():
+        assert_problem(api.request(method, path), status)
 
 
 # --- routes and methods ------------------------------------------------------------------------
