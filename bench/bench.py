@@ -1,4 +1,5 @@
-"""Benchmarks of issue 5: every hop measured next to a baseline of the same machine, in one run.
+"""The benchmarks (docs/benchmarks.md): every hop measured next to a baseline of the same machine,
+in one run.
 
 Starts its own PostgreSQL, nats-server and FerretDB on free ports in temporary folders (the
 integration harness, test/integration/harness.py) and the binaries of bin/, runs the scenarios,

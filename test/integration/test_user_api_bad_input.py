@@ -1,5 +1,5 @@
-"""user-api bad input (issue 2, section 6): each gets its answer and leaves no row in users or
-outbox."""
+"""user-api bad input: each gets a clear problem+json answer with the status docs/openapi.yaml
+gives it, and leaves no row in users, outbox or idempotency_keys."""
 import json
 import socket
 
