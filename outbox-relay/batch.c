@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "failpoint.h"
 #include "log.h"
 #include "pg.h"
 #include "util.h"
@@ -32,7 +31,9 @@ struct outbox_batch {
 	size_t hint;		/* where the next PubAck is looked for: they arrive in order */
 	size_t acked, duplicates, failed, dead;
 	char error[256];
-	bool committing;	/* the claim sent last follows the previous batch's commit */
+	/* What the round trip in flight on the connection carries, until its answer is read. */
+	bool commit_sent;	/* the delete and COMMIT of the batch before */
+	bool claim_sent;	/* BEGIN and the claim */
 	size_t sent;		/* messages handed to the library by the last send */
 	int64_t start_ms;	/* when the first message of the batch was published */
 	int64_t last_ack_ms;	/* when the last PubAck (or failure) came */
@@ -44,12 +45,12 @@ struct outbox_batch {
 /* Opens the transaction and claims in one round trip (simple query protocol: two statements,
  * integers only in the text). The JetStream body is built in PostgreSQL, so that the relay only
  * moves bytes. The %s is empty or a lower bound on the id (see outbox_batch_claim_send()). */
-static const char claim_sql[] =
-    "BEGIN; SELECT id, event_id::text, subject, headers->>'traceparent', "
-    "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', 1, "
-    "'occurred_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-    "'payload', payload)::text "
-    "FROM outbox %s ORDER BY id LIMIT %ld FOR UPDATE SKIP LOCKED";
+#define CLAIM_SQL \
+    "BEGIN; SELECT id, event_id::text, subject, headers->>'traceparent', " \
+    "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', 1, " \
+    "'occurred_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), " \
+    "'payload', payload)::text " \
+    "FROM outbox %s ORDER BY id LIMIT %ld FOR UPDATE SKIP LOCKED"
 
 static const char bury_sql[] =
     "WITH d AS (DELETE FROM outbox WHERE id = $1 RETURNING *) "
@@ -79,7 +80,7 @@ batch_reset(struct outbox_batch *b)
 	b->hint = 0;
 	b->acked = b->duplicates = b->failed = b->dead = 0;
 	b->error[0] = '\0';
-	b->committing = false;
+	b->commit_sent = b->claim_sent = false;
 	b->sent = 0;
 	b->start_ms = b->last_ack_ms = 0;
 	b->publish_seconds = 0;
@@ -173,7 +174,7 @@ int
 outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     char *err, size_t errlen)
 {
-	char where[48], sql[sizeof(claim_sql) + 96], msg[256];
+	char where[48], sql[sizeof(CLAIM_SQL) + 96], msg[256];
 
 	/* A claim starts its own transaction. One still open here would be a batch left behind by
 	 * a bug: BEGIN would only warn and the claim would join it. End it, and say so. */
@@ -185,30 +186,30 @@ outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_
 	}
 	batch_reset(b);
 	claim_where(where, sizeof(where), after);
-	snprintf(sql, sizeof(sql), claim_sql, where, limit);
+	snprintf(sql, sizeof(sql), CLAIM_SQL, where, limit);
 	if (!PQsendQuery(conn, sql)) {
 		pg_error_text(conn, NULL, msg, sizeof(msg));
 		snprintf(err, errlen, "could not claim outbox rows: %s", msg);
 		outbox_batch_rollback(b, conn);
 		return -1;
 	}
+	b->claim_sent = true;
 	return 0;
 }
 
 long
-outbox_batch_claim_result(struct outbox_batch *b, PGconn *conn, bool *committed, char *err,
+outbox_batch_collect(struct outbox_batch *b, PGconn *conn, enum batch_commit *commit, char *err,
     size_t errlen)
 {
 	PGresult *r, *rows = NULL;
-	bool committing = b->committing;
+	bool committing = b->commit_sent, claiming = b->claim_sent;
 	char msg[256];
 	size_t n;
 
 	/* The commit's results first, if one was sent (up to COMMIT's), then BEGIN's, the rows, and
 	 * NULL; the first error wins, and PostgreSQL skips the statements after it. */
-	b->committing = false;
-	if (committed != NULL)
-		*committed = false;
+	b->commit_sent = b->claim_sent = false;
+	*commit = committing ? BATCH_COMMIT_FAILED : BATCH_COMMIT_NONE;
 	msg[0] = '\0';
 	while ((r = PQgetResult(conn)) != NULL) {
 		ExecStatusType st = PQresultStatus(r);
@@ -216,8 +217,7 @@ outbox_batch_claim_result(struct outbox_batch *b, PGconn *conn, bool *committed,
 		if (committing) {
 			if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0) {
 				committing = false;
-				if (committed != NULL)
-					*committed = true;
+				*commit = BATCH_COMMITTED;
 			} else if (st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
 				snprintf(msg, sizeof(msg), "the transaction was rolled back");
 			} else if (st != PGRES_COMMAND_OK && msg[0] == '\0') {
@@ -237,6 +237,13 @@ outbox_batch_claim_result(struct outbox_batch *b, PGconn *conn, bool *committed,
 	if (committing) {
 		snprintf(err, errlen, "could not commit the batch: %s", msg[0] ? msg : "no answer");
 		PQclear(rows);
+		outbox_batch_rollback(b, conn);
+		return -1;
+	}
+	if (!claiming) {
+		if (msg[0] == '\0')
+			return 0;
+		snprintf(err, errlen, "could not commit the batch: %s", msg);
 		outbox_batch_rollback(b, conn);
 		return -1;
 	}
@@ -409,12 +416,6 @@ outbox_batch_await(struct outbox_batch *b, jsCtx *js, long timeout_ms, char *err
 	jsPubOptions wait;
 	int rc;
 
-	if (FAILPOINT("relay.after_publish_before_acks") != 0) {
-		pthread_mutex_lock(&b->mu);
-		if (b->error[0] == '\0')
-			snprintf(b->error, sizeof(b->error), "could not wait for PubAcks: failpoint");
-		pthread_mutex_unlock(&b->mu);
-	}
 	if (b->sent > 0) {
 		/* Every publish carries MaxWait, so the library times each one out itself; the margin
 		 * only guards against a stuck library. */
@@ -474,106 +475,28 @@ acked_ids(struct outbox_batch *b)
 	return ids;
 }
 
-static int
-delete_acked(PGconn *conn, const char *ids, char *err, size_t errlen)
-{
-	const char *params[1] = { ids };
-	char msg[256];
-	PGresult *r;
-
-	r = PQexecParams(conn, "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1, NULL, params,
-	    NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		pg_error_text(conn, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not delete the published outbox rows: %s", msg);
-		PQclear(r);
-		return -1;
-	}
-	PQclear(r);
-	return 0;
-}
-
-/* Deletes the rows of ids in the open transaction; the failpoint between that and the COMMIT
- * follows. */
-static int
-delete_then_failpoint(PGconn *conn, const char *ids, char *err, size_t errlen)
-{
-	if (delete_acked(conn, ids, err, errlen) != 0)
-		return -1;
-	if (FAILPOINT("relay.after_delete_before_commit") != 0) {
-		snprintf(err, errlen, "could not commit the batch: failpoint");
-		return -1;
-	}
-	return 0;
-}
-
-/* The ids to delete at the commit of batch b, or NULL (err set) at the failpoint before it or
- * without memory. */
-static char *
-commit_ids(struct outbox_batch *b, char *err, size_t errlen)
-{
-	char *ids;
-
-	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
-		snprintf(err, errlen, "could not commit the batch: failpoint");
-		return NULL;
-	}
-	if ((ids = acked_ids(b)) == NULL)
-		snprintf(err, errlen, "could not commit the batch: out of memory");
-	return ids;
-}
-
 int
-outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
-{
-	char *ids = NULL, msg[256];
-	PGresult *r;
-
-	if ((ids = commit_ids(b, err, errlen)) == NULL ||
-	    delete_then_failpoint(conn, ids, err, errlen) != 0)
-		goto fail;
-	r = PQexec(conn, "COMMIT");
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		pg_error_text(conn, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not commit the batch: %s", msg);
-		PQclear(r);
-		goto fail;
-	}
-	PQclear(r);
-	free(ids);
-	return 0;
-fail:
-	free(ids);
-	outbox_batch_rollback(b, conn);
-	return -1;
-}
-
-int
-outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
+outbox_batch_commit_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     struct batch_result *done, char *err, size_t errlen)
 {
 	char *ids = NULL, *sql = NULL, where[48], msg[256];
 	size_t len, cap;
 
-	if ((ids = commit_ids(b, err, errlen)) == NULL)
+	if ((ids = acked_ids(b)) == NULL) {
+		snprintf(err, errlen, "could not commit the batch: out of memory");
 		goto fail;
-	/* With failpoints armed, the DELETE goes first on its own, so that the failpoint between it
-	 * and the COMMIT still means what it says. */
-	if (failpoints_armed && delete_then_failpoint(conn, ids, err, errlen) != 0)
-		goto fail;
+	}
 	claim_where(where, sizeof(where), after);
-	cap = strlen(ids) + sizeof(claim_sql) + 160;
+	cap = strlen(ids) + sizeof(CLAIM_SQL) + 160;
 	if ((sql = malloc(cap)) == NULL) {
 		snprintf(err, errlen, "could not commit the batch: out of memory");
 		goto fail;
 	}
 	/* The ids are integers that PostgreSQL itself returned: safe to write into the text. */
-	if (failpoints_armed)
-		len = (size_t)snprintf(sql, cap, "COMMIT; ");
-	else
-		len = (size_t)snprintf(sql, cap, "DELETE FROM outbox WHERE id = ANY('%s'::bigint[]); "
-		    "COMMIT; ", ids);
-	snprintf(sql + len, cap - len, claim_sql, where, limit);
+	len = (size_t)snprintf(sql, cap, "DELETE FROM outbox WHERE id = ANY('%s'::bigint[]); COMMIT",
+	    ids);
+	if (limit > 0)
+		snprintf(sql + len, cap - len, "; " CLAIM_SQL, where, limit);
 	outbox_batch_result(b, done);
 	batch_reset(b);
 	if (!PQsendQuery(conn, sql)) {
@@ -581,7 +504,8 @@ outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit,
 		snprintf(err, errlen, "could not commit the batch: %s", msg);
 		goto fail;
 	}
-	b->committing = true;
+	b->commit_sent = true;
+	b->claim_sent = limit > 0;
 	free(sql);
 	free(ids);
 	return 0;

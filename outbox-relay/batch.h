@@ -1,4 +1,5 @@
-/* One batch of outbox rows: claimed in a transaction, published asynchronously, deleted once acked. */
+/* One batch of outbox rows: claimed in a transaction, published asynchronously, deleted once acked.
+ * Nothing here knows of failpoints: the relay puts them around these calls. */
 #ifndef RELAY_BATCH_H
 #define RELAY_BATCH_H
 
@@ -36,13 +37,20 @@ void outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts);
 int outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Waits for the claim that outbox_batch_claim_send() or outbox_batch_commit_claim_send() started.
- * Returns the number claimed (0 leaves the transaction open too), or -1 with err filled (the
- * transaction is then rolled back). After outbox_batch_commit_claim_send(), *committed (when not
- * NULL) says whether the commit went through; when it did not, nothing was claimed either and err
- * says why the commit failed. */
-long outbox_batch_claim_result(struct outbox_batch *b, PGconn *conn, bool *committed, char *err,
-    size_t errlen) __attribute__((warn_unused_result));
+/* What became of the commit sent ahead of a claim by outbox_batch_commit_send(). */
+enum batch_commit {
+	BATCH_COMMIT_NONE,	/* no commit was in the round trip */
+	BATCH_COMMITTED,	/* the acknowledged rows are deleted for good */
+	BATCH_COMMIT_FAILED,	/* rolled back: the rows stay in the outbox, nothing was claimed */
+};
+
+/* Reads the answer of the round trip that outbox_batch_claim_send() or
+ * outbox_batch_commit_send() started. *commit says what became of a commit in it. Returns the
+ * number of rows claimed (0 leaves the claim's transaction open too; 0 as well when only a commit
+ * was sent, with no transaction open), or -1 with err filled (the transaction is then rolled
+ * back; after a failed commit, err says why it failed). */
+long outbox_batch_collect(struct outbox_batch *b, PGconn *conn, enum batch_commit *commit,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* The highest id of the claimed rows (they are in id order), or 0 when there are none. */
 int64_t outbox_batch_last_id(const struct outbox_batch *b);
@@ -72,17 +80,13 @@ int outbox_batch_await(struct outbox_batch *b, jsCtx *js, long timeout_ms, char 
  * a batch abandoned with its connection. */
 void outbox_batch_forget(struct outbox_batch *b, jsCtx *js);
 
-/* Deletes exactly the acknowledged rows and commits. Returns 0, or -1 with err filled (the
- * transaction is then rolled back or lost with the connection; the rows stay). */
-int outbox_batch_commit(struct outbox_batch *b, PGconn *conn, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-
-/* outbox_batch_commit() and outbox_batch_claim_send() of the next batch into b, in one round trip
- * that PostgreSQL works on while the caller publishes: deletes the acknowledged rows, commits,
- * opens the next transaction and starts the claim. *done gets the counts of the batch being
- * committed (b is reused for the claim). Collect with outbox_batch_claim_result(). Returns 0, or
- * -1 with err filled when the commit could not even be sent (the transaction is rolled back). */
-int outbox_batch_commit_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
+/* Deletes exactly the acknowledged rows and commits, in one round trip that PostgreSQL works on
+ * while the caller publishes; with limit > 0 the same round trip opens the next transaction and
+ * starts a claim of up to limit rows after the id after (as outbox_batch_claim_send()) into b,
+ * which is reused. *done gets the counts of the batch being committed. Collect with
+ * outbox_batch_collect(). Returns 0, or -1 with err filled when it could not even be sent (the
+ * transaction is rolled back; the rows stay). */
+int outbox_batch_commit_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     struct batch_result *done, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Rolls the transaction back (the rows stay, nothing is deleted). */

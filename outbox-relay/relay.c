@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "batch.h"
+#include "failpoint.h"
 #include "leader.h"
 #include "log.h"
 #include "metrics.h"
@@ -24,11 +25,29 @@ enum role { ROLE_ELECTING, ROLE_STANDBY, ROLE_LEADER };
 /* Every 16th claim made ahead starts from the oldest row (see relay_step()). */
 #define CLAIM_FROM_OLDEST_EVERY 16
 
+/* A slot's batch goes IDLE -> CLAIMING -> CLAIMED -> SENT -> ACKED, and back to CLAIMING (its
+ * commit and the next claim in one round trip) or to IDLE (committed alone, or rolled back). One
+ * function below makes each move; any failure brings the slot back to IDLE with its rows left in
+ * the outbox. */
 enum slot_state {
-	SLOT_IDLE,			/* no transaction open */
+	SLOT_IDLE,			/* no transaction open, nothing in flight */
+	SLOT_CLAIMING,			/* a claim (behind the commit of the batch before, maybe) sent */
 	SLOT_CLAIMED,			/* rows claimed, not published yet */
 	SLOT_SENT,			/* published; the transaction waits for the PubAcks */
 	SLOT_ACKED,			/* every PubAck in; the delete and commit still to do */
+};
+
+/* What a step of the leader, or a part of one, asks the loop to do next. */
+enum step_kind {
+	STEP_CONTINUE,			/* go on: more rows wait, or nothing stands in the way */
+	STEP_IDLE,			/* the outbox is (nearly) empty: wait wait_ms or for a nudge */
+	STEP_FAILED,			/* a batch failed (logged): back off, then try again */
+	STEP_WAIT,			/* a dependency is not ready (logged): wait wait_ms */
+};
+
+struct step {
+	enum step_kind kind;
+	long wait_ms;
 };
 
 /* One batch of the pipeline. Each slot has its own PostgreSQL connection (the claim's transaction
@@ -41,7 +60,6 @@ struct slot {
 	PGconn *work;
 	enum slot_state state;
 	long claimed;			/* rows of the batch in hand */
-	bool committing;		/* the claim sent last follows the commit of done */
 	struct batch_result done;	/* the batch whose commit went with the claim */
 };
 
@@ -55,6 +73,7 @@ struct relay {
 	size_t next;			/* the slot that claims next: the oldest one in flight */
 	struct slot *held;		/* the slot with a claimed batch not yet published, or NULL */
 	unsigned long ahead_claims;
+	long poll_ms;			/* the adaptive poll's current wait */
 	bool stream_ready;		/* provisioned since the last failure */
 	int64_t backlog_due_ms;
 	struct backoff backoff;
@@ -285,6 +304,9 @@ backlog_refresh(struct relay *r, struct slot *s)
 	PQclear(res);
 }
 
+static const struct step step_continue = { STEP_CONTINUE, 0 };
+static const struct step step_failed = { STEP_FAILED, 0 };
+
 /* Counts a failed batch of slot s and drops its connection when that is what failed. */
 static void
 slot_failed(struct relay *r, struct slot *s, const char *err)
@@ -317,25 +339,79 @@ count_committed(struct relay *r, const struct batch_result *res)
 	    res->duplicates, res->dead, res->publish_seconds);
 }
 
-/* Collects the claim started on slot s and moves the rows that can never be published to
- * outbox_dead. Returns the rows claimed (the slot then holds them, unpublished, when there are
- * any), or -1 after a failure (rolled back, logged). */
-static long
-slot_claimed(struct relay *r, struct slot *s)
+/* Logs the rows the last bury of slot s moved to outbox_dead. */
+static void
+log_buried(struct relay *r, struct slot *s, long dead)
 {
-	bool committed;
+	for (size_t i = 0; i < (size_t)dead; i++) {
+		const char *subject, *event_id;
+		size_t bytes;
+
+		event_id = outbox_batch_dead_id(s->batch, i, &subject, &bytes);
+		if (event_id != NULL)
+			log_error("event %s: moved to outbox_dead: its %zu-byte body on \"%s\" is over the "
+			    "server's maximum payload of %" PRId64 " bytes", event_id, bytes, subject,
+			    natsConnection_GetMaxPayload(r->nc));
+	}
+}
+
+/* IDLE or ACKED -> CLAIMING (limit > 0) or IDLE (limit 0, ACKED only): sends a claim of up to
+ * limit rows after the id after (0: from the oldest row). From ACKED the batch's delete and
+ * commit go first in the same round trip. The failpoints sit before and after that round trip is
+ * sent; an error there fails the batch as a lost commit would. Returns 0, or -1 after a failure
+ * (logged; the slot is IDLE, the rows stay in the outbox). */
+static int
+slot_claim(struct relay *r, struct slot *s, long limit, int64_t after)
+{
+	char err[512];
+
+	if (s->state == SLOT_IDLE) {
+		if (outbox_batch_claim_send(s->batch, s->work, limit, after, err, sizeof(err)) != 0) {
+			log_warnx("%s", err);
+			slot_failed(r, s, err);
+			return -1;
+		}
+		s->state = SLOT_CLAIMING;
+		return 0;
+	}
+	if (FAILPOINT("relay.after_acks_before_commit") != 0) {
+		outbox_batch_rollback(s->batch, s->work);
+		commit_failed(r, s, "could not commit the batch: failpoint");
+		return -1;
+	}
+	if (outbox_batch_commit_send(s->batch, s->work, limit, after, &s->done, err,
+	    sizeof(err)) != 0) {
+		commit_failed(r, s, err);
+		return -1;
+	}
+	s->state = SLOT_CLAIMING;
+	if (FAILPOINT("relay.commit_sent_before_result") != 0) {
+		/* The answer is lost with the connection: the commit may or may not have happened. */
+		slot_drop_work(s);
+		commit_failed(r, s, "could not commit the batch: failpoint (connection dropped with the "
+		    "commit in flight)");
+		return -1;
+	}
+	return 0;
+}
+
+/* CLAIMING -> CLAIMED (rows claimed) or IDLE: reads the round trip's answer, counts the batch it
+ * committed, and moves the claimed rows that can never be published to outbox_dead. Returns the
+ * rows claimed, or -1 after a failure (logged; the slot is IDLE, rolled back). */
+static long
+slot_collect(struct relay *r, struct slot *s)
+{
+	enum batch_commit commit;
 	char err[512];
 	long n, dead;
 
-	n = outbox_batch_claim_result(s->batch, s->work, &committed, err, sizeof(err));
-	if (s->committing) {
-		s->committing = false;
-		if (!committed) {
-			commit_failed(r, s, err);
-			return -1;
-		}
-		count_committed(r, &s->done);
+	n = outbox_batch_collect(s->batch, s->work, &commit, err, sizeof(err));
+	if (commit == BATCH_COMMIT_FAILED) {
+		commit_failed(r, s, err);
+		return -1;
 	}
+	if (commit == BATCH_COMMITTED)
+		count_committed(r, &s->done);
 	if (n < 0) {
 		log_warnx("%s", err);
 		slot_failed(r, s, err);
@@ -354,66 +430,38 @@ slot_claimed(struct relay *r, struct slot *s)
 		slot_failed(r, s, err);
 		return -1;
 	}
-	for (size_t i = 0; i < (size_t)dead; i++) {
-		const char *subject, *event_id;
-		size_t bytes;
-
-		event_id = outbox_batch_dead_id(s->batch, i, &subject, &bytes);
-		if (event_id != NULL)
-			log_error("event %s: moved to outbox_dead: its %zu-byte body on \"%s\" is over the "
-			    "server's maximum payload of %" PRId64 " bytes", event_id, bytes, subject,
-			    natsConnection_GetMaxPayload(r->nc));
-	}
+	log_buried(r, s, dead);
 	s->state = SLOT_CLAIMED;
 	s->claimed = n;
 	return n;
 }
 
-/* Starts a claim on slot s of rows after the id after (0: from the oldest row); when the slot's
- * batch is acknowledged, its delete and commit go first in the same round trip. Returns 0, or -1
- * after a failure (logged). */
-static int
-slot_claim_send(struct relay *r, struct slot *s, int64_t after)
-{
-	char err[512];
-
-	if (s->state == SLOT_ACKED) {
-		if (outbox_batch_commit_claim_send(s->batch, s->work, r->s->batch_size, after, &s->done,
-		    err, sizeof(err)) != 0) {
-			commit_failed(r, s, err);
-			return -1;
-		}
-		s->committing = true;
-		s->state = SLOT_IDLE;
-		return 0;
-	}
-	if (outbox_batch_claim_send(s->batch, s->work, r->s->batch_size, after, err,
-	    sizeof(err)) != 0) {
-		log_warnx("%s", err);
-		slot_failed(r, s, err);
-		return -1;
-	}
-	return 0;
-}
-
-/* Publishes slot s's claimed batch without waiting for the PubAcks. */
+/* CLAIMED -> SENT: publishes the batch without waiting for the PubAcks. */
 static void
-slot_send(struct relay *r, struct slot *s)
+slot_publish(struct relay *r, struct slot *s)
 {
 	outbox_batch_send(s->batch, s->js, r->s->publish_timeout_ms);
 	s->state = SLOT_SENT;
 }
 
-/* Waits for the PubAcks of slot s's batch; any row without a positive PubAck rolls the whole
- * batch back. Returns 0 (the slot is then acknowledged, its commit still to do), or -1 after a
- * failure (logged; the rows stay in the outbox, no transaction open). */
+/* SENT -> ACKED: waits for the PubAcks; any row without a positive PubAck rolls the whole batch
+ * back. Returns 0, or -1 after a failure (logged; the slot is IDLE, the rows stay in the
+ * outbox). */
 static int
 slot_await(struct relay *r, struct slot *s)
 {
 	struct batch_result res;
 	char err[512];
+	int rc;
 
-	if (outbox_batch_await(s->batch, s->js, r->s->publish_timeout_ms, err, sizeof(err)) != 0) {
+	if (FAILPOINT("relay.after_publish_before_acks") != 0) {
+		outbox_batch_forget(s->batch, s->js);
+		snprintf(err, sizeof(err), "could not wait for PubAcks: failpoint");
+		rc = -1;
+	} else {
+		rc = outbox_batch_await(s->batch, s->js, r->s->publish_timeout_ms, err, sizeof(err));
+	}
+	if (rc != 0) {
 		outbox_batch_result(s->batch, &res);
 		outbox_batch_rollback(s->batch, s->work);
 		log_warnx("%s; rolled back the batch of %zu (%zu acknowledged, %zu not), retrying", err,
@@ -427,40 +475,39 @@ slot_await(struct relay *r, struct slot *s)
 	return 0;
 }
 
-/* Deletes the acknowledged rows of slot s and commits. Returns 0, or -1 after a failure (logged;
- * the rows stay in the outbox). The slot has no transaction open afterwards. */
+/* ACKED -> IDLE: deletes the acknowledged rows and commits, without a claim behind. Returns 0, or
+ * -1 after a failure (logged; the rows stay in the outbox). */
 static int
 slot_commit(struct relay *r, struct slot *s)
 {
-	struct batch_result res;
-	char err[512];
-
-	s->state = SLOT_IDLE;
-	if (outbox_batch_commit(s->batch, s->work, err, sizeof(err)) != 0) {
-		commit_failed(r, s, err);
+	if (slot_claim(r, s, 0, 0) != 0 || slot_collect(r, s) < 0)
 		return -1;
-	}
-	outbox_batch_result(s->batch, &res);
-	count_committed(r, &res);
 	return 0;
 }
 
-/* Brings slot s to no open transaction: a batch in flight is awaited and committed (or rolled
- * back), one claimed but not published is rolled back. Returns -1 when a batch failed. */
+/* Any state -> IDLE: a batch in flight is awaited and committed (or rolled back), one claimed but
+ * not published is rolled back, a claim in flight is read and rolled back. Returns -1 when a
+ * batch failed. */
 static int
 slot_finish(struct relay *r, struct slot *s)
 {
 	switch (s->state) {
-	case SLOT_SENT:
-		if (slot_await(r, s) != 0)
+	case SLOT_CLAIMING:
+		if (slot_collect(r, s) < 0)
 			return -1;
-		return slot_commit(r, s);
-	case SLOT_ACKED:
-		return slot_commit(r, s);
+		if (s->state == SLOT_IDLE)
+			return 0;
+		/* FALLTHROUGH */
 	case SLOT_CLAIMED:
 		outbox_batch_rollback(s->batch, s->work);
 		s->state = SLOT_IDLE;
 		return 0;
+	case SLOT_SENT:
+		if (slot_await(r, s) != 0)
+			return -1;
+		/* FALLTHROUGH */
+	case SLOT_ACKED:
+		return slot_commit(r, s);
 	case SLOT_IDLE:
 		break;
 	}
@@ -494,34 +541,31 @@ relay_abandon(struct relay *r)
 		if (s->state == SLOT_SENT)
 			outbox_batch_forget(s->batch, s->js);
 		s->state = SLOT_IDLE;
-		s->committing = false;
 		slot_drop_work(s);
 	}
 	r->held = NULL;
 }
 
-/* Makes sure slot s has its work connection. Returns 0, or how long to wait before trying again
- * (after logging). */
-static long
+/* Makes sure slot s has its work connection. */
+static struct step
 relay_connect(struct relay *r, struct slot *s)
 {
 	char err[512];
 
 	if (s->work != NULL)
-		return 0;
+		return step_continue;
 	s->work = pg_connect(&r->s->pg, "outbox-relay", err, sizeof(err));
 	if (s->work == NULL) {
 		atomic_store(&r->pg_ok, false);
 		log_warnx("%s; retrying", err);
 		set_problem(r, err);
-		return backoff_next(&r->backoff);
+		return (struct step){ STEP_WAIT, backoff_next(&r->backoff) };
 	}
-	return 0;
+	return step_continue;
 }
 
-/* Makes sure NATS is connected and the stream provisioned. Returns 0, or how long to wait before
- * trying again (after logging). */
-static long
+/* Makes sure NATS is connected and the stream provisioned. */
+static struct step
 relay_prepare(struct relay *r)
 {
 	char err[512], note[1024];
@@ -529,14 +573,14 @@ relay_prepare(struct relay *r)
 
 	if (!natsconn_ok(r->nc)) {
 		set_problem(r, "NATS is not connected; events wait in the outbox");
-		return 200;
+		return (struct step){ STEP_WAIT, 200 };
 	}
 	if (!r->stream_ready) {
 		if (stream_provision(r->slots[0].js, r->s, note, sizeof(note), &warn, err,
 		    sizeof(err)) != 0) {
 			log_warnx("%s; retrying", err);
 			set_problem(r, err);
-			return backoff_next(&r->backoff);
+			return (struct step){ STEP_WAIT, backoff_next(&r->backoff) };
 		}
 		if (note[0] != '\0' && warn)
 			log_warnx("%s", note);
@@ -544,30 +588,29 @@ relay_prepare(struct relay *r)
 			log_info("%s", note);
 		r->stream_ready = true;
 	}
-	return 0;
+	return step_continue;
 }
 
 /* Readies slot s to claim. Its batch in flight is awaited; it is committed here too when the
  * slot needs its connection idle first (to measure the backlog gauges, also while NATS is away:
  * that is when the backlog grows) or the claim would wait anyway; otherwise the commit goes with
- * the claim. Then the connection, NATS and the stream are checked. Returns 0, -1 after a failed
- * batch, or how long to wait. */
-static long
+ * the claim. Then the connection, NATS and the stream are checked. */
+static struct step
 slot_ready(struct relay *r, struct slot *s, bool commit_now)
 {
-	long ms;
+	struct step st;
 
 	if (s->state == SLOT_SENT && slot_await(r, s) != 0)
-		return -1;
+		return step_failed;
 	if (s->state == SLOT_ACKED && (commit_now || mono_ms() >= r->backlog_due_ms ||
 	    !r->stream_ready || !natsconn_ok(r->nc)) && slot_commit(r, s) != 0)
-		return -1;
+		return step_failed;
 	if (s->state == SLOT_IDLE) {
-		if ((ms = relay_connect(r, s)) != 0)
-			return ms;
+		if ((st = relay_connect(r, s)).kind != STEP_CONTINUE)
+			return st;
 		backlog_refresh(r, s);
 		if (s->work == NULL)
-			return 1;
+			return (struct step){ STEP_WAIT, 1 };
 	}
 	return relay_prepare(r);
 }
@@ -579,6 +622,37 @@ relay_advance(struct relay *r)
 
 	r->next = (r->next + 1) % r->nslots;
 	return s;
+}
+
+/* The outbox is (nearly) empty after a batch of claimed rows: finish everything in flight, then
+ * wait for the adaptive poll or a nudge. */
+static struct step
+relay_settle(struct relay *r, long claimed)
+{
+	if (relay_drain(r) != 0)
+		return step_failed;
+	r->poll_ms = relay_next_poll(r->poll_ms, claimed, r->s->batch_size, r->s->poll_min_ms,
+	    r->s->poll_max_ms);
+	return (struct step){ STEP_IDLE, r->poll_ms };
+}
+
+/* Claims from the oldest row on the next slot and waits for the answer; the slot then holds the
+ * batch in hand. */
+static struct step
+relay_claim_oldest(struct relay *r)
+{
+	struct slot *t = &r->slots[r->next];
+	struct step st;
+	long n;
+
+	if ((st = slot_ready(r, t, true)).kind != STEP_CONTINUE)
+		return st;
+	if (slot_claim(r, t, r->s->batch_size, 0) != 0 || (n = slot_collect(r, t)) < 0)
+		return step_failed;
+	if (n == 0)
+		return relay_settle(r, 0);
+	r->held = relay_advance(r);
+	return step_continue;
 }
 
 /* One step of the leader: publish one batch, and claim the next.
@@ -597,82 +671,67 @@ relay_advance(struct relay *r)
  *
  * A partial batch means the outbox is (nearly) empty: everything in flight is finished and the
  * relay waits for the adaptive poll or a nudge, as without the pipeline. */
-static void
-relay_step(struct relay *r, long *wait_ms)
+static struct step
+relay_step(struct relay *r)
 {
-	struct slot *c = r->held, *t;
+	struct slot *c, *t = NULL;
+	struct step st;
 	int64_t after;
-	long n, ms;
+	long n;
 
-	if (c == NULL) {
-		/* Nothing in hand: claim from the oldest row and wait for it. */
-		t = &r->slots[r->next];
-		if ((ms = slot_ready(r, t, true)) != 0)
-			goto pause;
-		if (slot_claim_send(r, t, 0) != 0 || (n = slot_claimed(r, t)) < 0)
-			goto fail;
-		if (n == 0) {
-			if (relay_drain(r) != 0)
-				goto fail;
-			goto idle;
-		}
-		c = r->held = relay_advance(r);
-	}
-
-	t = NULL;
+	if (r->held == NULL && (st = relay_claim_oldest(r)).kind != STEP_CONTINUE)
+		return st;
+	c = r->held;
 	if (r->nslots > 1 && c->claimed >= r->s->batch_size) {
 		t = &r->slots[r->next];
-		if ((ms = slot_ready(r, t, false)) != 0)
-			goto pause;
+		if ((st = slot_ready(r, t, false)).kind != STEP_CONTINUE)
+			return st;
 		after = ++r->ahead_claims % CLAIM_FROM_OLDEST_EVERY == 0 ? 0 :
 		    outbox_batch_last_id(c->batch);
-		if (slot_claim_send(r, t, after) != 0)
-			goto fail;
+		if (slot_claim(r, t, r->s->batch_size, after) != 0)
+			return step_failed;
 	}
-	slot_send(r, c);
+	slot_publish(r, c);
 	r->held = NULL;
-	if (t != NULL) {
-		if ((n = slot_claimed(r, t)) < 0)
-			goto fail;
-		if (n > 0) {
-			r->held = relay_advance(r);
-			goto done;
-		}
-	} else if (c->claimed >= r->s->batch_size) {
-		goto done;	/* without a pipeline: finished before the slot claims again */
+	if (t == NULL)	/* without a pipeline: a full batch is finished before the slot claims */
+		return c->claimed >= r->s->batch_size ? step_continue : relay_settle(r, c->claimed);
+	if ((n = slot_collect(r, t)) < 0)
+		return step_failed;
+	if (n == 0)
+		return relay_settle(r, 0);
+	r->held = relay_advance(r);
+	return step_continue;
+}
+
+/* Does what a step of the leader asked for. */
+static void
+relay_follow(struct relay *r, struct step st)
+{
+	switch (st.kind) {
+	case STEP_CONTINUE:
+		backoff_reset(&r->backoff);
+		set_problem(r, "");
+		r->poll_ms = 0;
+		break;
+	case STEP_IDLE:
+		backoff_reset(&r->backoff);
+		set_problem(r, "");
+		if (st.wait_ms > 0)
+			relay_wait(r, st.wait_ms);
+		break;
+	case STEP_FAILED:
+	case STEP_WAIT:
+		(void)relay_drain(r);
+		r->poll_ms = 0;
+		shutdown_sleep_ms(st.kind == STEP_FAILED ? backoff_next(&r->backoff) : st.wait_ms);
+		break;
 	}
-	/* The outbox is (nearly) empty: finish everything, then wait. */
-	if (relay_drain(r) != 0)
-		goto fail;
-	n = t != NULL ? 0 : c->claimed;
-idle:
-	backoff_reset(&r->backoff);
-	set_problem(r, "");
-	*wait_ms = relay_next_poll(*wait_ms, n, r->s->batch_size, r->s->poll_min_ms,
-	    r->s->poll_max_ms);
-	if (*wait_ms > 0)
-		relay_wait(r, *wait_ms);
-	return;
-done:
-	backoff_reset(&r->backoff);
-	set_problem(r, "");
-	*wait_ms = 0;
-	return;
-fail:
-	ms = backoff_next(&r->backoff);
-pause:
-	if (ms < 0)
-		ms = backoff_next(&r->backoff);
-	(void)relay_drain(r);
-	*wait_ms = 0;
-	shutdown_sleep_ms(ms);
 }
 
 void
 relay_run(struct relay *r)
 {
 	char err[512];
-	long wait_ms = 0;
 	int rc;
 
 	while (!shutdown_requested()) {
@@ -700,7 +759,7 @@ relay_run(struct relay *r)
 			continue;
 		}
 		become(r, ROLE_LEADER);
-		relay_step(r, &wait_ms);
+		relay_follow(r, relay_step(r));
 	}
 	/* The batches in flight are finished (committed when acknowledged) before the lock goes. */
 	(void)relay_drain(r);

@@ -57,7 +57,7 @@ CRASH_POINTS = [
     ("api", "api.after_commit_before_response", 6),
     ("relay", "relay.after_publish_before_acks", 3),
     ("relay", "relay.after_acks_before_commit", 3),
-    ("relay", "relay.after_delete_before_commit", 3),
+    ("relay", "relay.commit_sent_before_result", 3),
     ("consumer", "consumer.after_fetch_before_apply", 8),
     ("consumer", "consumer.after_write_before_ack", 8),
     ("consumer", "consumer.between_upsert_and_history", 8),

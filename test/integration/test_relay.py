@@ -490,7 +490,7 @@ def test_killed_with_two_batches_in_flight_loses_nothing(relay_db, relay_nats, r
 
 def test_failed_batch_is_rolled_back_and_retried(relay_db, relay_nats, relays):
     ids = insert_rows(relay_db, 25)
-    relay = relays.start(FAILPOINTS="relay.after_delete_before_commit=error")
+    relay = relays.start(FAILPOINTS="relay.after_acks_before_commit=error")
     wait_drained(relay_db)
     assert_each_once(read_stream(relay_nats), ids)
     m = relay.metrics()
@@ -653,7 +653,7 @@ def relay_open_transactions(db):
 
 @pytest.mark.parametrize("failpoint", ["relay.after_publish_before_acks",
                                        "relay.after_acks_before_commit",
-                                       "relay.after_delete_before_commit"])
+                                       "relay.commit_sent_before_result"])
 def test_failed_batch_in_the_pipeline_loses_nothing_and_leaves_no_transaction_open(
         relay_db, relay_nats, relays, failpoint):
     ids = []
@@ -667,7 +667,10 @@ def test_failed_batch_in_the_pipeline_loses_nothing_and_leaves_no_transaction_op
     assert stream_count(relay_nats) == len(ids)      # the republished copies were dropped
     m = relay.metrics()
     assert m["relay_batches_failed_total"] == 1
-    assert m["relay_events_published_total"] >= len(ids)
+    # A commit whose answer was lost with the connection may have gone through: the relay cannot
+    # know, so that batch of 100 is either republished (and counted) or not counted at all.
+    uncounted = 100 if failpoint == "relay.commit_sent_before_result" else 0
+    assert m["relay_events_published_total"] >= len(ids) - uncounted
     assert "failpoint" in relay.log()
     # Every batch ended by its own commit or rollback: none was left open for a later claim.
     assert "still open" not in relay.log()
