@@ -6,7 +6,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 PKGS    := libpq libmongoc-1.0 libnats jansson libmicrohttpd uuid
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 \
-           -Wno-format-nonliteral -Wno-format-truncation
+           -Wno-format-truncation
 ifneq ($(CI),)
 WARN    += -Werror
 endif

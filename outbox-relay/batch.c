@@ -99,12 +99,14 @@ outbox_batch_free(struct outbox_batch *b)
 	free(b);
 }
 
+/* Keeps the first failure of the batch; the caller holds b->mu. */
 static void
-note_error(struct outbox_batch *b, const char *fmt, const char *event_id, const char *subject,
+note_publish_error(struct outbox_batch *b, const char *subject, const char *event_id,
     const char *why)
 {
 	if (b->error[0] == '\0')
-		snprintf(b->error, sizeof(b->error), fmt, subject, event_id, why);
+		snprintf(b->error, sizeof(b->error), "could not publish \"%s\" event %s: %s", subject,
+		    event_id, why);
 }
 
 /* Called by the library for every PubAck, negative ack or timeout. */
@@ -146,7 +148,7 @@ on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure
 				    (int)pae->ErrCode);
 			else
 				snprintf(why, sizeof(why), "no answer");
-			note_error(b, "could not publish \"%s\" event %s: %s", event_id, r->subject, why);
+			note_publish_error(b, r->subject, event_id, why);
 		}
 		break;
 	}
@@ -400,7 +402,7 @@ outbox_batch_send(struct outbox_batch *b, jsCtx *js, long timeout_ms)
 		natsMsg_Destroy(m);	/* a no-op when the library took it */
 		if (s != NATS_OK) {
 			pthread_mutex_lock(&b->mu);
-			note_error(b, "could not publish \"%s\" event %s: %s", row->event_id, row->subject,
+			note_publish_error(b, row->subject, row->event_id,
 			    natsStatus_GetText(s));
 			pthread_mutex_unlock(&b->mu);
 			break;
