@@ -119,15 +119,25 @@ config_load(const struct config_entry *tab, char *err, size_t errlen)
 	return 0;
 }
 
-void
+enum cli_action { CLI_RUN, CLI_EXIT_OK, CLI_EXIT_USAGE, CLI_CHECK };
+
+/* Prints the settings table: name, help line and default. The names make one column as wide as
+ * the longest of this table, so that no name runs into its help text. */
+static void
 config_usage(FILE *out, const struct config_entry *tab)
 {
+	int width = 0;
+
+	for (const struct config_entry *e = tab; e->name != NULL; e++)
+		if ((int)strlen(e->name) > width)
+			width = (int)strlen(e->name);
 	fprintf(out, "Environment (default in brackets):\n");
 	for (const struct config_entry *e = tab; e->name != NULL; e++)
-		fprintf(out, "  %-30s %s [%s]\n", e->name, e->help, e->def ? e->def : "");
+		fprintf(out, "  %-*s  %s [%s]\n", width, e->name, e->help, e->def ? e->def : "");
 }
 
-void
+/* Prints every setting with its effective value; values of names containing PASSWORD are masked. */
+static void
 config_dump(FILE *out, const struct config_entry *tab)
 {
 	for (const struct config_entry *e = tab; e->name != NULL; e++) {
@@ -155,7 +165,9 @@ config_dump(FILE *out, const struct config_entry *tab)
 	}
 }
 
-enum cli_action
+/* Handles --help, --version and --check (alias -n) in argv[1]; everything else is left to the
+ * caller from *argi on. Prints help or version itself. */
+static enum cli_action
 cli_parse(const struct cli *c, int argc, char **argv, int *argi)
 {
 	*argi = 1;

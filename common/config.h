@@ -27,16 +27,10 @@ struct config_entry {
  * a message naming the variable and the value and returns -1. */
 int config_load(const struct config_entry *tab, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-/* Prints the settings table: name, default and help line. */
-void config_usage(FILE *out, const struct config_entry *tab);
-/* Prints every setting with its effective value; values of names containing PASSWORD are masked. */
-void config_dump(FILE *out, const struct config_entry *tab);
 
 int config_parse_long(const char *s, long min, long max, long *out) __attribute__((warn_unused_result));
 int config_parse_ms(const char *s, long min, long max, long *out) __attribute__((warn_unused_result));
 int config_parse_bool(const char *s, bool *out) __attribute__((warn_unused_result));
-
-enum cli_action { CLI_RUN, CLI_EXIT_OK, CLI_EXIT_USAGE, CLI_CHECK };
 
 struct cli {
 	const char *prog;
@@ -49,10 +43,6 @@ struct cli {
 	int (*validate)(const void *validate_arg, char *err, size_t errlen);
 	const void *validate_arg;
 };
-
-/* Handles --help, --version and --check (alias -n) in argv[1]; everything else is left to the
- * caller from *argi on. Prints help or version itself. */
-enum cli_action cli_parse(const struct cli *c, int argc, char **argv, int *argi);
 
 /* The start of every main(): --help, --version, --check, then the settings loaded and validated.
  * Returns -1 when the process should go on (with *argi at its first command word), else the exit

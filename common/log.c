@@ -39,7 +39,7 @@ log_level_parse(const char *s, enum log_level *out)
 	return false;
 }
 
-bool
+static bool
 log_enabled(enum log_level level)
 {
 	return level >= log_threshold;

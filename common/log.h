@@ -13,7 +13,6 @@ void log_init(const char *procname, enum log_level level);
 bool log_level_parse(const char *s, enum log_level *out);
 /* The name log_level_parse takes for level ("info"...). */
 const char *log_level_name(enum log_level level);
-bool log_enabled(enum log_level level);
 
 #define LOG_PRINTF(a, b) __attribute__((format(printf, a, b)))
 

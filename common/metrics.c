@@ -17,8 +17,6 @@ struct metrics_series {
 	enum series_type type;
 	_Atomic uint64_t count;		/* counter value, histogram count */
 	_Atomic uint64_t bits;		/* gauge value or histogram sum, as double bits */
-	double (*fn)(void *);
-	void *arg;
 	double *bounds;
 	size_t nbounds;
 	_Atomic uint64_t *buckets;	/* nbounds entries, non-cumulative */
@@ -126,20 +124,6 @@ metrics_gauge(const char *name, const char *help, const char *labels)
 }
 
 struct metrics_series *
-metrics_gauge_fn(const char *name, const char *help, const char *labels, double (*fn)(void *), void *arg)
-{
-	struct metrics_series *s = series_get(name, help, labels, SERIES_GAUGE, NULL, 0);
-
-	if (s != NULL) {
-		pthread_mutex_lock(&registry_lock);
-		s->fn = fn;
-		s->arg = arg;
-		pthread_mutex_unlock(&registry_lock);
-	}
-	return s;
-}
-
-struct metrics_series *
 metrics_histogram(const char *name, const char *help, const char *labels, const double *bounds,
     size_t nbounds)
 {
@@ -219,7 +203,7 @@ render_series(FILE *f, struct metrics_series *s)
 	case SERIES_GAUGE:
 		fputs(s->name, f);
 		render_labels(f, s->labels, NULL);
-		fprintf(f, " %.17g\n", s->fn ? s->fn(s->arg) : bitsd(atomic_load(&s->bits)));
+		fprintf(f, " %.17g\n", bitsd(atomic_load(&s->bits)));
 		break;
 	case SERIES_HISTOGRAM:
 		for (size_t i = 0; i < s->nbounds; i++) {

@@ -15,9 +15,6 @@ struct metrics_series *metrics_gauge(const char *name, const char *help, const c
 /* bounds: ascending upper bounds, copied; +Inf is implied. */
 struct metrics_series *metrics_histogram(const char *name, const char *help, const char *labels,
     const double *bounds, size_t nbounds);
-/* A gauge whose value is read by calling fn(arg) at render time. */
-struct metrics_series *metrics_gauge_fn(const char *name, const char *help, const char *labels,
-    double (*fn)(void *), void *arg);
 
 void metrics_add(struct metrics_series *s, uint64_t n);
 void metrics_set(struct metrics_series *s, double v);

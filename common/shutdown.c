@@ -37,12 +37,6 @@ shutdown_requested(void)
 	return atomic_load(&shutdown_flag);
 }
 
-void
-shutdown_request(void)
-{
-	atomic_store(&shutdown_flag, true);
-}
-
 bool
 shutdown_sleep_ms(long ms)
 {

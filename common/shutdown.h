@@ -7,7 +7,6 @@
 /* Installs SIGTERM and SIGINT handlers that set the shutdown flag, and ignores SIGPIPE. */
 void shutdown_signals_install(void);
 bool shutdown_requested(void);
-void shutdown_request(void);
 /* Sleeps up to ms milliseconds; returns early (true) when shutdown was requested. */
 bool shutdown_sleep_ms(long ms);
 
