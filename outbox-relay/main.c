@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
 #include "failpoint.h"
 #include "httpd.h"
 #include "log.h"
@@ -13,14 +12,6 @@
 #include "settings.h"
 #include "snapshot.h"
 #include "util.h"
-
-static const char summary[] =
-    "Relays every committed outbox row to the JetStream stream USER_EVENTS at least once, in id\n"
-    "order, deduplicated by event id; one relay per database leads, the others stand by.";
-
-static const char commands[] =
-    "  (none)                          run the relay\n"
-    SNAPSHOT_USAGE;
 
 /* The relay serves only the built-in /healthz, /readyz and /metrics. */
 static const struct http_route routes[] = { { NULL, NULL, NULL } };
@@ -68,25 +59,16 @@ warn_limits(const struct relay_settings *s)
 		    "and events wait in the outbox", s->stream_max_bytes);
 }
 
-static int
-check_settings(const void *s, char *err, size_t errlen)
-{
-	return relay_settings_check(s, err, errlen);
-}
-
 int
 main(int argc, char **argv)
 {
 	struct relay_settings s;
-	const struct config_entry *tab = relay_settings_table(&s);
-	const struct cli cli = { "outbox-relay", VERSION, summary, commands, tab, check_settings, &s };
-	struct httpd_config hc = { 0 };
 	struct relay *relay;
 	struct httpd *httpd;
 	char err[512];
 	int argi, rc;
 
-	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
+	if ((rc = relay_settings_load(argc, argv, &s, &argi)) >= 0)
 		return rc;
 	log_init("outbox-relay", s.log_level);
 	if (failpoint_init(err, sizeof(err)) != 0) {
@@ -109,24 +91,17 @@ main(int argc, char **argv)
 	if (relay == NULL)
 		fatal("%s", err);
 
-	hc.bind = s.bind;
-	hc.port = s.port;
-	hc.threads = 2;
-	hc.max_body = 1024;
-	hc.conn_timeout_s = 10;
-	hc.max_connections = 64;
-	hc.max_connections_per_ip = 32;
-	httpd = httpd_start(&hc, routes, NULL, relay_ready, relay, err, sizeof(err));
+	httpd = httpd_start(&s.http, routes, NULL, relay_ready, relay, err, sizeof(err));
 	if (httpd == NULL) {
 		relay_free(relay);
 		fatal("%s", err);
 	}
-	log_info("listening on %s:%ld", s.bind, s.port);
+	log_info("listening on %s:%ld", s.http.bind, s.http.port);
 
 	relay_run(relay);
 
 	log_info("shutting down");
-	httpd_stop(httpd, 1000);
+	httpd_stop(httpd, s.drain_ms);
 	relay_free(relay);
 	nats_Close();
 	return 0;

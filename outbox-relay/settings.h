@@ -1,10 +1,8 @@
-/* Settings of the outbox relay, read from the environment through one table. */
+/* Settings of outbox-relay, read from the environment through one table that also prints --help. */
 #ifndef RELAY_SETTINGS_H
 #define RELAY_SETTINGS_H
 
-#include <stdbool.h>
-
-#include "config.h"
+#include "httpd.h"
 #include "log.h"
 #include "pg.h"
 
@@ -13,9 +11,9 @@
 
 struct relay_settings {
 	struct pg_settings pg;
+	struct httpd_config http;	/* /healthz, /readyz and /metrics */
+	long drain_ms;			/* how long HTTP requests in flight may finish at shutdown */
 	const char *nats_url;
-	const char *bind;
-	long port;
 	long batch_size;
 	long pipeline;			/* batches in flight at once, each on its own connection */
 	long publish_timeout_ms;	/* MaxWait of every async publish */
@@ -31,12 +29,13 @@ struct relay_settings {
 	enum log_level log_level;
 };
 
-/* The settings table, bound to *s; it ends with a {NULL} entry and lives as long as s. */
-const struct config_entry *relay_settings_table(struct relay_settings *s);
-
-/* Checks what the table alone cannot (relations between values); fills err and returns -1 when
- * the combination is invalid. */
-int relay_settings_check(const struct relay_settings *s, char *err, size_t errlen)
+/* The start of outbox-relay's main(): --help, --version and --check, then every setting read from
+ * the environment into *out (its strings point into the environment or the table's defaults, and
+ * live as long as the process) and checked against each other. Returns -1 when the process should
+ * go on, with *argi at its command word (argc when there is none), else the exit status for main()
+ * to return: 0 after --help, --version or a valid --check, 2 for bad usage or an invalid setting
+ * (the reason printed on stderr). */
+int relay_settings_load(int argc, char **argv, struct relay_settings *out, int *argi)
     __attribute__((warn_unused_result));
 
 #endif
