@@ -44,39 +44,9 @@ leader_release(struct leader *l)
 	l->leading = false;
 }
 
-int
-leader_try_acquire(struct leader *l, char *err, size_t errlen)
-{
-	const char *params[1];
-	char key[24], msg[256];
-	PGresult *r;
-	int rc;
-
-	if (l->leading)
-		return leader_alive(l, err, errlen) ? 1 : -1;
-	if (l->conn == NULL) {
-		l->conn = pg_connect(l->pg, l->appname, err, errlen);
-		if (l->conn == NULL)
-			return -1;
-	}
-	snprintf(key, sizeof(key), "%ld", l->key);
-	params[0] = key;
-	r = PQexecParams(l->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL,
-	    NULL, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		pg_error_text(l->conn, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not ask for the leader lock: %s", msg);
-		PQclear(r);
-		leader_release(l);
-		return -1;
-	}
-	rc = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-	PQclear(r);
-	l->leading = rc;
-	return rc;
-}
-
-bool
+/* Checks that the session holding the lock is still alive; false (the leadership forgotten, err
+ * filled) when it is gone. */
+static bool
 leader_alive(struct leader *l, char *err, size_t errlen)
 {
 	char msg[256];
@@ -98,4 +68,34 @@ leader_alive(struct leader *l, char *err, size_t errlen)
 	}
 	PQclear(r);
 	return true;
+}
+
+enum leader_result
+leader_try_acquire(struct leader *l, char *err, size_t errlen)
+{
+	const char *params[1];
+	char key[24], msg[256];
+	PGresult *r;
+
+	if (l->leading)
+		return leader_alive(l, err, errlen) ? LEADER_LEADING : LEADER_UNKNOWN;
+	if (l->conn == NULL) {
+		l->conn = pg_connect(l->pg, l->appname, err, errlen);
+		if (l->conn == NULL)
+			return LEADER_UNKNOWN;
+	}
+	snprintf(key, sizeof(key), "%ld", l->key);
+	params[0] = key;
+	r = PQexecParams(l->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL,
+	    NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		pg_error_text(l->conn, r, msg, sizeof(msg));
+		snprintf(err, errlen, "could not ask for the leader lock: %s", msg);
+		PQclear(r);
+		leader_release(l);
+		return LEADER_UNKNOWN;
+	}
+	l->leading = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	return l->leading ? LEADER_LEADING : LEADER_STANDBY;
 }

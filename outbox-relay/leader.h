@@ -14,14 +14,19 @@ struct leader;
 struct leader *leader_new(const struct pg_settings *s, const char *appname, long key);
 void leader_free(struct leader *l);
 
-/* Connects if needed and tries to take the lock once, without waiting. Returns 1 when this
- * process is (now) the leader, 0 when another session holds the lock, -1 with err filled when
- * PostgreSQL could not be asked (the session is dropped and reopened on the next call). */
-int leader_try_acquire(struct leader *l, char *err, size_t errlen);
+/* What one try for the lock found. The values are those of the int this used to be, so that a
+ * caller comparing with -1, 0 and 1 reads the same; compare with the names. */
+enum leader_result {
+	LEADER_UNKNOWN = -1,	/* PostgreSQL could not be asked: err filled, the session dropped */
+	LEADER_STANDBY = 0,	/* another session holds the lock */
+	LEADER_LEADING = 1,	/* this process holds the lock (now, or still) */
+};
 
-/* For the leader: checks that the session holding the lock is still alive. Returns false (and
- * forgets the leadership) when it is gone, with err filled. */
-bool leader_alive(struct leader *l, char *err, size_t errlen);
+/* Connects if needed and tries to take the lock once, without waiting. When this process leads
+ * already, its session is checked instead, with a round trip; LEADER_UNKNOWN then means the lock
+ * went with the session. After LEADER_UNKNOWN, the next call opens a new session. */
+enum leader_result leader_try_acquire(struct leader *l, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Gives the lock up (by closing its session). */
 void leader_release(struct leader *l);
