@@ -387,7 +387,9 @@ def test_stream_is_provisioned_with_the_contract_settings(relay_db, relay_nats, 
     assert cfg["discard"] == "new"   # a full stream refuses instead of dropping unread events
     assert stream_count(relay_nats) == 3
     relay.stop()
-    assert "RELAY_STREAM_MAX_BYTES" in relay.log() and "updated stream" in relay.log()
+    # A limit can refuse events: the warning that says so at start is itself the behaviour.
+    assert any(" warn " in l and "RELAY_STREAM_MAX_BYTES" in l for l in relay.log().splitlines()), \
+        relay.log()
 
 
 def test_existing_stream_with_unsafe_differences_is_reported_not_changed(relay_db, relay_nats, relays):
@@ -404,6 +406,7 @@ def test_existing_stream_with_unsafe_differences_is_reported_not_changed(relay_d
     assert cfg["duplicate_window"] == 120 * 10**9           # the safe part was brought in line
     assert event_ids(read_stream(relay_nats)) == ids
     relay.stop()
+    # Nothing but the warning reports what was left alone: the log line is the behaviour.
     warnings = [l for l in relay.log().splitlines() if " warn " in l and "USER_EVENTS" in l]
     assert warnings and "storage is memory, wanted file" in warnings[0], relay.log()
 
@@ -496,7 +499,6 @@ def test_failed_batch_is_rolled_back_and_retried(relay_db, relay_nats, relays):
     m = relay.metrics()
     assert m["relay_batches_failed_total"] == 1
     assert m["relay_events_duplicate_total"] == 25   # the retry republished what the stream had
-    assert "failpoint" in relay.log() and "republished" in relay.log()
     relay.stop()
 
 
@@ -574,20 +576,25 @@ def test_leader_lock_session_cut_stops_and_hands_over(relay_db, relay_nats, rela
     poll(lambda: stream_count(relay_nats) >= 20, 10, "events to flow")
 
     # Cut the leader's lock session from the server side: the lock goes with it.
-    cut = sql(relay_db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    cut = sql(relay_db, "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE application_name = 'outbox-relay leader lock' AND pid IN "
                         "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)")
-    assert cut == [(True,)]
+    assert [c[1] for c in cut] == [True]
     poll(lambda: {a.ready()["checks"]["role"], b.ready()["checks"]["role"]} == {"leader", "standby"}
          and sql_one(relay_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                "AND granted")[0] == 1,
          10, "one relay to lead again")
+    # The cut leader noticed: both relays hold a lock session again, neither the one cut, and only
+    # one of them counts itself the leader.
+    sessions = [r[0] for r in sql(relay_db, "SELECT pid FROM pg_stat_activity "
+                                            "WHERE application_name = 'outbox-relay leader lock'")]
+    assert len(sessions) == 2 and cut[0][0] not in sessions, (sessions, cut)
+    assert a.metrics()["relay_leader"] + b.metrics()["relay_leader"] == 1
     time.sleep(0.5)
     ids = writer.stop()
     wait_drained(relay_db)
     assert_each_once(read_stream(relay_nats, len(ids)), ids)
     assert stream_count(relay_nats) == len(ids)
-    assert "lost the session holding the leader lock" in a.log()
     a.stop()
     b.stop()
 
@@ -671,8 +678,8 @@ def test_failed_batch_in_the_pipeline_loses_nothing_and_leaves_no_transaction_op
     # know, so that batch of 100 is either republished (and counted) or not counted at all.
     uncounted = 100 if failpoint == "relay.commit_sent_before_result" else 0
     assert m["relay_events_published_total"] >= len(ids) - uncounted
-    assert "failpoint" in relay.log()
-    # Every batch ended by its own commit or rollback: none was left open for a later claim.
+    # Every batch ended by its own commit or rollback: none was left open for a later claim (only
+    # the error line of the claim that has to roll one back would tell).
     assert "still open" not in relay.log()
     poll(lambda: relay.ready()["status"] == "ready", 10, "the relay to be ready again")
     # Idle again: none of the relay's sessions holds a transaction (and so no row locks).
@@ -702,7 +709,8 @@ def test_oversized_row_goes_to_the_dead_table(relay_db, relay_nats, relays):
 def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(relay_db, relay_nats, relays):
     ids = insert_rows(relay_db, 30)
     relay = relays.start(FAILPOINTS="relay.after_acks_before_commit=pause(1500)")
-    poll(lambda: "failpoint relay.after_acks_before_commit: pause" in relay.log(), 10,
+    # Held after the PubAcks: every event in the stream, every row still in the outbox.
+    poll(lambda: stream_count(relay_nats) == 30 and outbox_count(relay_db) == 30, 10,
          "the relay to hold a published batch")
     os.kill(relay.svc.pid, signal.SIGTERM)
     assert relay.wait_exit(10) == 0
