@@ -13,8 +13,13 @@ if ! command -v wrk >/dev/null 2>&1; then
 	fi
 fi
 
-pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-if [ ! -x "$pg_bin/pgbench" ] && ! command -v pgbench >/dev/null 2>&1; then
+# PostgreSQL, nats-server and FerretDB as deploy/*.sh and the harness find them (PG_BIN, NATS_SERVER,
+# FERRETDB); bench.py runs pgbench from PG_BIN.
+LOG_TAG=bench
+# shellcheck source=deploy/lib.sh
+. deploy/lib.sh
+tools_load
+if [ ! -x "$PG_BIN/pgbench" ]; then
 	echo "bench: pgbench not found (Debian package postgresql-15 or postgresql-client-15)" >&2
 	exit 1
 fi

@@ -8,7 +8,7 @@ RUN_DIR=${RUN_DIR:-$REPO_ROOT/.run}
 : "${LOG_TAG:=deploy}"
 
 # Pinned tool versions, used by bootstrap.sh. The harness (test/integration/harness.py) does
-# not read them: it only looks the tools up, the same way tools_load does below.
+# not read them: it only looks the tools up, with tools_find below.
 # shellcheck disable=SC2034 # used by bootstrap.sh
 {
 	FERRETDB_MODULE=github.com/FerretDB/FerretDB
@@ -58,24 +58,38 @@ first_exe() {
 	return 1
 }
 
-# Fills PG_BIN, NATS_SERVER and FERRETDB. Each is taken from the environment if set there,
-# else from .tools/env.sh (written by bootstrap.sh), else found by the same search bootstrap.sh
-# does. Dies if one cannot be found. harness.py follows the same order.
-tools_load() {
+# The project's one tool lookup: deploy/*.sh and bench/run.sh call tools_load, and
+# test/integration/harness.py runs tools_find and tools_print. Fills PG_BIN, NATS_SERVER and
+# FERRETDB, each from the environment if set there, else from .tools/env.sh (written by
+# bootstrap.sh), else by the same search bootstrap.sh does; one that cannot be found is left empty.
+tools_find() {
 	local pg=${PG_BIN:-} nats=${NATS_SERVER:-} ferret=${FERRETDB:-}
 	# shellcheck disable=SC1091
 	[[ -f $TOOLS_DIR/env.sh ]] && . "$TOOLS_DIR/env.sh"
 	if [[ -n $pg && -x $pg/postgres ]]; then
 		PG_BIN=$pg
 	elif [[ -z ${PG_BIN:-} || ! -x ${PG_BIN:-}/postgres ]]; then
-		PG_BIN=$(pg_bin_search) ||
-			die "no PostgreSQL server found (looked in /usr/lib/postgresql/*/bin): run deploy/bootstrap.sh"
+		PG_BIN=$(pg_bin_search) || PG_BIN=
 	fi
 	NATS_SERVER=$(first_exe "$nats" "${NATS_SERVER:-}" "$TOOLS_DIR/bin/nats-server" \
-		"$(command -v nats-server 2>/dev/null)") || die "nats-server not found: run deploy/bootstrap.sh"
+		"$(command -v nats-server 2>/dev/null)") || NATS_SERVER=
 	FERRETDB=$(first_exe "$ferret" "${FERRETDB:-}" "$TOOLS_DIR/bin/ferretdb" \
-		"$(command -v ferretdb 2>/dev/null)") || die "ferretdb not found: run deploy/bootstrap.sh"
+		"$(command -v ferretdb 2>/dev/null)") || FERRETDB=
+}
+
+# tools_find, then dies naming a tool that is missing; exports PG_BIN, NATS_SERVER and FERRETDB.
+tools_load() {
+	tools_find
+	[[ -n $PG_BIN ]] ||
+		die "no PostgreSQL server found (looked in /usr/lib/postgresql/*/bin): run deploy/bootstrap.sh"
+	[[ -n $NATS_SERVER ]] || die "nats-server not found: run deploy/bootstrap.sh"
+	[[ -n $FERRETDB ]] || die "ferretdb not found: run deploy/bootstrap.sh"
 	export PG_BIN NATS_SERVER FERRETDB
+}
+
+# What tools_find found, one NAME=path line each (an empty path: not found).
+tools_print() {
+	printf 'PG_BIN=%s\nNATS_SERVER=%s\nFERRETDB=%s\n' "$PG_BIN" "$NATS_SERVER" "$FERRETDB"
 }
 
 # True when something accepts TCP connections on 127.0.0.1:$1. A listener on 0.0.0.0 or on

@@ -2,9 +2,9 @@
 integration tests, each on free ports in a temporary folder of its own, never touching the dev
 stack in .run.
 
-Tools are found like deploy/lib.sh finds them: PG_BIN / NATS_SERVER / FERRETDB from the
-environment, then .tools/env.sh (written by deploy/bootstrap.sh), then .tools/bin, PATH and
-/usr/lib/postgresql/<newest>/bin. The project's binaries come from $BIN_DIR (default bin/), so the
+Tools are found by deploy/lib.sh (tools_find), as deploy/*.sh and bench/run.sh find them: PG_BIN /
+NATS_SERVER / FERRETDB from the environment, then .tools/env.sh (written by deploy/bootstrap.sh),
+then .tools/bin, PATH and /usr/lib/postgresql/<newest>/bin. The project's binaries come from $BIN_DIR (default bin/), so the
 sanitizer build can be tested by pointing BIN_DIR at it. Tests that scan logs for sanitizer reports
 take theirs from san_binary() (bin-san/, or $SAN_BIN_DIR), which refuses anything but a current
 sanitizer build.
@@ -19,7 +19,6 @@ import glob
 import os
 import random
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -44,40 +43,8 @@ STACK_VARS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSW
 
 # --- tools ---------------------------------------------------------------------------------------
 
-def _env_sh() -> dict:
-    """The `export NAME=value` lines of .tools/env.sh."""
-    out = {}
-    try:
-        text = (REPO_ROOT / ".tools" / "env.sh").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
-            try:
-                parts = shlex.split(value)
-            except ValueError:
-                continue
-            if len(parts) == 1:
-                out[name.strip()] = parts[0]
-    return out
-
-
 def _exe(path) -> bool:
     return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def _pg_bin_search() -> str | None:
-    def key(d):
-        v = d.split("/")[-2]
-        return [int(x) if x.isdigit() else 0 for x in v.split(".")]
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=key, reverse=True):
-        if all(_exe(os.path.join(d, b)) for b in ("postgres", "initdb", "pg_ctl")):
-            return d
-    initdb = shutil.which("initdb")
-    if initdb and _exe(os.path.join(os.path.dirname(initdb), "postgres")):
-        return os.path.dirname(initdb)
-    return None
 
 
 _TOOLS: dict | None = None
@@ -93,26 +60,23 @@ def tool(name: str) -> str:
 
 
 def tools() -> dict:
-    """{'PG_BIN', 'NATS_SERVER', 'FERRETDB'}: paths found, None for one that is missing."""
+    """{'PG_BIN', 'NATS_SERVER', 'FERRETDB'}: paths found, None for one that is missing. Looked up
+    once by deploy/lib.sh's tools_find, the project's one tool lookup, in this process's
+    environment."""
     global _TOOLS
     if _TOOLS is not None:
         return _TOOLS
-    sh = _env_sh()
-    t = {}
-    for cand in (os.environ.get("PG_BIN"), sh.get("PG_BIN")):
-        if cand and _exe(os.path.join(cand, "postgres")):
-            t["PG_BIN"] = cand
-            break
-    else:
-        t["PG_BIN"] = _pg_bin_search()
-    for var, name in (("NATS_SERVER", "nats-server"), ("FERRETDB", "ferretdb")):
-        for cand in (os.environ.get(var), sh.get(var), str(REPO_ROOT / ".tools" / "bin" / name),
-                     shutil.which(name)):
-            if _exe(cand):
-                t[var] = cand
-                break
-        else:
-            t[var] = None
+    r = subprocess.run(["bash", "-c", '. "$1" && tools_find && tools_print', "tools",
+                        str(REPO_ROOT / "deploy" / "lib.sh")],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"deploy/lib.sh could not look the tools up (exit {r.returncode}): "
+                           f"{r.stderr.strip()}")
+    t = {"PG_BIN": None, "NATS_SERVER": None, "FERRETDB": None}
+    for line in r.stdout.splitlines():
+        name, _, value = line.partition("=")
+        if name in t:
+            t[name] = value or None
     _TOOLS = t
     return t
 
