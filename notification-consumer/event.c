@@ -10,17 +10,6 @@
 
 #include "util.h"
 
-static const struct {
-	const char *type;
-	const char *subject;
-	enum event_kind kind;
-} kinds[] = {
-	{ "user_created", "user.events.created", EVENT_CREATED },
-	{ "user_updated", "user.events.updated", EVENT_UPDATED },
-	{ "user_deleted", "user.events.deleted", EVENT_DELETED },
-	{ "user_snapshot", "user.events.snapshot", EVENT_SNAPSHOT },
-};
-
 static int
 digits(const char *s, int n, int *out)
 {
@@ -184,11 +173,15 @@ parse_payload(json_t *p, struct event *ev, char *err, size_t errlen)
 	if (get_time(p, "updated_at", ev->updated_at, NULL, err, errlen) != 0)
 		return -1;
 	del = json_object_get(p, "deleted");
-	if (del != NULL && !json_is_boolean(del)) {
+	if (del == NULL) {
+		snprintf(err, errlen, "missing field \"deleted\"");
+		return -1;
+	}
+	if (!json_is_boolean(del)) {
 		snprintf(err, errlen, "field \"deleted\" is not a boolean");
 		return -1;
 	}
-	ev->deleted = del != NULL && json_is_true(del);
+	ev->deleted = json_is_true(del);
 	if (ev->deleted != (ev->kind == EVENT_DELETED)) {
 		snprintf(err, errlen, "%s event with \"deleted\": %s", ev->type,
 		    ev->deleted ? "true" : "false");
@@ -203,15 +196,33 @@ parse_payload(json_t *p, struct event *ev, char *err, size_t errlen)
 	return 0;
 }
 
+/* Version 1 to version 2, in place: "deleted" was present (true) on a deletion only, and version 2
+ * always carries it, so an absent one becomes false. A version 1 deletion without it stays poison
+ * (parse_payload() checks "deleted" against the type). */
+static int
+upcast_v1(json_t *root, char *err, size_t errlen)
+{
+	json_t *p = json_object_get(root, "payload");
+
+	if (!json_is_object(p))
+		return 0;	/* parse_payload() says what is wrong */
+	if (json_object_get(p, "deleted") == NULL &&
+	    json_object_set_new(p, "deleted", json_false()) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 int
 event_parse(const char *data, size_t len, const char *subject, struct event *ev, char *err,
     size_t errlen)
 {
+	const struct event_kind_info *kind;
 	json_error_t jerr;
 	json_t *root;
 	const char *type, *id;
 	int64_t schema;
-	size_t i;
 	int rc = -1;
 
 	memset(ev, 0, sizeof(*ev));
@@ -226,26 +237,27 @@ event_parse(const char *data, size_t len, const char *subject, struct event *ev,
 	}
 	if ((type = get_string(root, "type", err, errlen)) == NULL)
 		goto fail;
-	for (i = 0; i < ARRAY_SIZE(kinds); i++)
-		if (strcmp(kinds[i].type, type) == 0)
-			break;
-	if (i == ARRAY_SIZE(kinds)) {
+	if ((kind = event_kind_by_type(type)) == NULL) {
 		snprintf(err, errlen, "unknown event type \"%.60s\"", type);
 		goto fail;
 	}
-	ev->kind = kinds[i].kind;
-	ev->type = kinds[i].type;
-	if (subject != NULL && strcmp(subject, kinds[i].subject) != 0) {
+	ev->kind = kind->kind;
+	ev->type = kind->type;
+	if (subject != NULL && strcmp(subject, kind->subject) != 0) {
 		snprintf(err, errlen, "%s event on subject \"%.100s\", expected \"%s\"", ev->type, subject,
-		    kinds[i].subject);
+		    kind->subject);
 		goto fail;
 	}
 	if (get_int(root, "schema_version", &schema, err, errlen) != 0)
 		goto fail;
-	if (schema != 1) {
-		snprintf(err, errlen, "unknown schema_version %lld", (long long)schema);
+	if (schema < EVENT_SCHEMA_VERSION_OLDEST || schema > EVENT_SCHEMA_VERSION) {
+		snprintf(err, errlen, "unknown schema_version %lld (this consumer reads %d to %d)",
+		    (long long)schema, EVENT_SCHEMA_VERSION_OLDEST, EVENT_SCHEMA_VERSION);
 		goto fail;
 	}
+	ev->schema_version = (int)schema;
+	if (schema == 1 && upcast_v1(root, err, errlen) != 0)
+		goto fail;
 	if ((id = get_string(root, "event_id", err, errlen)) == NULL)
 		goto fail;
 	if (!uuid_valid(id)) {

@@ -6,11 +6,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum event_kind { EVENT_CREATED, EVENT_UPDATED, EVENT_DELETED, EVENT_SNAPSHOT };
+#include "event_contract.h"
 
 struct event {
 	enum event_kind kind;
 	const char *type;		/* static text: "user_created", ... */
+	int schema_version;		/* as sent; the event is upcast to EVENT_SCHEMA_VERSION */
 	char event_id[37];
 	char occurred_at[40];		/* as sent */
 	int64_t occurred_us;		/* occurred_at in microseconds since the epoch */
@@ -22,7 +23,8 @@ struct event {
 	bool deleted;
 };
 
-/* Parses and validates one event body received on subject. Returns 0, or -1 with err filled with
+/* Parses and validates one event body received on subject, of any schema version from
+ * EVENT_SCHEMA_VERSION_OLDEST to EVENT_SCHEMA_VERSION (older ones are upcast first). Returns 0, or -1 with err filled with
  * the reason the event is poison. On success the caller event_release()s ev. */
 int event_parse(const char *data, size_t len, const char *subject, struct event *ev, char *err,
     size_t errlen) __attribute__((warn_unused_result));

@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "event_contract.h"
+
 struct consumer_settings settings;
 
 const struct config_entry settings_table[] = {
@@ -24,11 +26,11 @@ const struct config_entry settings_table[] = {
 	    "HTTP port" },
 	{ "CONSUMER_HTTP_THREADS", CONFIG_INT, &settings.http_threads, "16", 1, 256,
 	    "HTTP worker threads (a read waiting for min_version holds one)" },
-	{ "CONSUMER_STREAM", CONFIG_STRING, &settings.stream, "USER_EVENTS", 0, 0,
+	{ "CONSUMER_STREAM", CONFIG_STRING, &settings.stream, EVENT_STREAM, 0, 0,
 	    "JetStream stream of user events (created by the relay)" },
 	{ "CONSUMER_DURABLE", CONFIG_STRING, &settings.durable, "notification-consumer", 0, 0,
 	    "name of the durable pull consumer" },
-	{ "CONSUMER_DLQ_STREAM", CONFIG_STRING, &settings.dlq_stream, "USER_EVENTS_DLQ", 0, 0,
+	{ "CONSUMER_DLQ_STREAM", CONFIG_STRING, &settings.dlq_stream, EVENT_DLQ_STREAM, 0, 0,
 	    "stream that receives poison events" },
 	{ "CONSUMER_DLQ_SUBJECT_PREFIX", CONFIG_STRING, &settings.dlq_prefix, "dlq", 0, 0,
 	    "poison events are published on <prefix>.<original subject>" },

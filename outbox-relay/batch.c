@@ -47,7 +47,7 @@ struct outbox_batch {
  * moves bytes. The %s is empty or a lower bound on the id (see outbox_batch_claim_send()). */
 #define CLAIM_SQL \
     "BEGIN; SELECT id, event_id::text, subject, headers->>'traceparent', " \
-    "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', 1, " \
+    "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', schema_version, " \
     "'occurred_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), " \
     "'payload', payload)::text " \
     "FROM outbox %s ORDER BY id LIMIT %ld FOR UPDATE SKIP LOCKED"
@@ -55,9 +55,9 @@ struct outbox_batch {
 static const char bury_sql[] =
     "WITH d AS (DELETE FROM outbox WHERE id = $1 RETURNING *) "
     "INSERT INTO outbox_dead (id, event_id, aggregate_id, event_type, version, subject, headers, "
-    "payload, created_at, reason) "
+    "payload, created_at, reason, schema_version) "
     "SELECT id, event_id, aggregate_id, event_type, version, subject, headers, payload, "
-    "created_at, $2 FROM d";
+    "created_at, $2, schema_version FROM d";
 
 struct outbox_batch *
 outbox_batch_new(void)

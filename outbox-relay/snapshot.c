@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "event_contract.h"
 #include "log.h"
 #include "util.h"
 
@@ -16,11 +17,11 @@ static const char batch_sql[] =
     "WITH u AS (SELECT id, name, email, version, updated_at FROM users WHERE id > $1 "
     "    ORDER BY id LIMIT $2 FOR SHARE), "
     "ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, "
-    "    payload) "
-    "  SELECT gen_random_uuid(), id, 'user_snapshot', version, 'user.events.snapshot', "
+    "    payload, schema_version) "
+    "  SELECT gen_random_uuid(), id, $3::text, version, $4::text, "
     "    jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' || "
     "      substr(md5(random()::text), 1, 16) || '-01'), "
-    "    user_event_payload(id, name, email, version, updated_at, false) "
+    "    user_event_payload(id, name, email, version, updated_at, false), $5::smallint "
     "  FROM u ORDER BY id RETURNING aggregate_id) "
     "SELECT count(*), COALESCE(max(aggregate_id), $1) FROM ins";
 
@@ -77,7 +78,8 @@ snapshot_run(const struct pg_settings *pg, const struct snapshot_options *o, int
     int64_t *last, char *err, size_t errlen)
 {
 	char after[24], lim[24], msg[256];
-	const char *params[2];
+	const char *params[5] = { NULL, NULL, EVENT_TYPE_SNAPSHOT, EVENT_SUBJECT_SNAPSHOT,
+		EVENT_SCHEMA_VERSION_TEXT };
 	PGconn *c;
 	int64_t total = 0;
 	int rc = -1;
@@ -102,7 +104,7 @@ snapshot_run(const struct pg_settings *pg, const struct snapshot_options *o, int
 		params[1] = lim;
 		if (exec_ok(c, "BEGIN", err, errlen) != 0)
 			break;
-		r = PQexecParams(c, batch_sql, 2, NULL, params, NULL, NULL, 0);
+		r = PQexecParams(c, batch_sql, 5, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 			pg_error_text(c, r, msg, sizeof(msg));
 			snprintf(err, errlen, "could not write snapshot events after user %" PRId64 ": %s",

@@ -8,13 +8,13 @@
 
 #define NS_PER_MS 1000000LL
 
-static const char *wanted_subjects[] = { STREAM_SUBJECTS };
+static const char *wanted_subjects[] = { EVENT_STREAM_SUBJECTS };
 
 void
 stream_config_wanted(const struct relay_settings *s, jsStreamConfig *cfg)
 {
 	jsStreamConfig_Init(cfg);
-	cfg->Name = STREAM_NAME;
+	cfg->Name = EVENT_STREAM;
 	cfg->Subjects = wanted_subjects;
 	cfg->SubjectsLen = 1;
 	cfg->Storage = js_FileStorage;
@@ -78,9 +78,9 @@ stream_plan(const jsStreamConfig *have, const jsStreamConfig *want, jsStreamConf
 		appendf(plan->problems, sizeof(plan->problems), "retention is not limits: JetStream "
 		    "cannot change it in place, and interest or work-queue retention can drop events "
 		    "before the consumer exists");
-	if (!subjects_cover(have, STREAM_SUBJECTS))
+	if (!subjects_cover(have, EVENT_STREAM_SUBJECTS))
 		appendf(plan->problems, sizeof(plan->problems), "subjects do not include \"%s\": "
-		    "subjects are not changed on an existing stream", STREAM_SUBJECTS);
+		    "subjects are not changed on an existing stream", EVENT_STREAM_SUBJECTS);
 	if (have->Duplicates != want->Duplicates) {
 		appendf(plan->changes, sizeof(plan->changes), "duplicate window %" PRId64 "ms -> %" PRId64
 		    "ms", have->Duplicates / NS_PER_MS, want->Duplicates / NS_PER_MS);
@@ -148,22 +148,22 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 	note[0] = '\0';
 	*warn = false;
 	stream_config_wanted(s, &want);
-	st = js_GetStreamInfo(&si, js, STREAM_NAME, NULL, &jerr);
+	st = js_GetStreamInfo(&si, js, EVENT_STREAM, NULL, &jerr);
 	if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
 		jerr = 0;
 		st = js_AddStream(&si, js, &want, NULL, &jerr);
 		if (st != NATS_OK) {
 			js_error_text(st, jerr, why, sizeof(why));
-			snprintf(err, errlen, "could not create stream \"%s\": %s", STREAM_NAME, why);
+			snprintf(err, errlen, "could not create stream \"%s\": %s", EVENT_STREAM, why);
 			goto done;
 		}
-		snprintf(note, notelen, "created stream \"%s\" on \"%s\"", STREAM_NAME, STREAM_SUBJECTS);
+		snprintf(note, notelen, "created stream \"%s\" on \"%s\"", EVENT_STREAM, EVENT_STREAM_SUBJECTS);
 		rc = 0;
 		goto done;
 	}
 	if (st != NATS_OK) {
 		js_error_text(st, jerr, why, sizeof(why));
-		snprintf(err, errlen, "could not look up stream \"%s\": %s", STREAM_NAME, why);
+		snprintf(err, errlen, "could not look up stream \"%s\": %s", EVENT_STREAM, why);
 		goto done;
 	}
 	stream_plan(si->Config, &want, &merged, &plan);
@@ -172,10 +172,10 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 		if (st != NATS_OK) {
 			js_error_text(st, jerr, why, sizeof(why));
 			snprintf(note, notelen, "stream \"%s\" left as it is: could not update (%s): %s",
-			    STREAM_NAME, plan.changes, why);
+			    EVENT_STREAM, plan.changes, why);
 			*warn = true;
 		} else {
-			snprintf(note, notelen, "updated stream \"%s\": %s", STREAM_NAME, plan.changes);
+			snprintf(note, notelen, "updated stream \"%s\": %s", EVENT_STREAM, plan.changes);
 		}
 	}
 	if (plan.unsafe) {
@@ -183,11 +183,11 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 
 		*warn = true;
 		snprintf(note + n, notelen - n, "%sstream \"%s\" differs and was left alone: %s",
-		    n > 0 ? "; " : "", STREAM_NAME, plan.problems);
+		    n > 0 ? "; " : "", EVENT_STREAM, plan.problems);
 	}
-	if (!subjects_cover(si->Config, STREAM_SUBJECTS)) {
-		snprintf(err, errlen, "stream \"%s\" exists but does not take \"%s\"", STREAM_NAME,
-		    STREAM_SUBJECTS);
+	if (!subjects_cover(si->Config, EVENT_STREAM_SUBJECTS)) {
+		snprintf(err, errlen, "stream \"%s\" exists but does not take \"%s\"", EVENT_STREAM,
+		    EVENT_STREAM_SUBJECTS);
 		goto done;
 	}
 	rc = 0;

@@ -6,10 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "event_contract.h"
 #include "settings.h"
-
-#define STREAM_NAME "USER_EVENTS"
-#define STREAM_SUBJECTS "user.events.>"
 
 /* What stream_plan() found when comparing an existing stream with the wanted one. */
 struct stream_plan {

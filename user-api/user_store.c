@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "event_contract.h"
 #include "log.h"
 #include "random.h"
 #include "shutdown.h"
@@ -40,40 +41,44 @@ static const struct statement statements[ST_COUNT] = {
 		"WITH u AS ("
 		"  INSERT INTO users (name, email) VALUES ($1::text, $2::text) RETURNING *"
 		"), o AS ("
-		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
-		"  SELECT $3::uuid, u.id, 'user_created', u.version, 'user.events.created',"
+		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload,"
+		"                      schema_version)"
+		"  SELECT $3::uuid, u.id, $7::text, u.version, $8::text,"
 		"         jsonb_build_object('traceparent', $4::text),"
-		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false)"
+		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false), $9::smallint"
 		"  FROM u"
 		"), k AS ("
 		"  INSERT INTO idempotency_keys (key, fingerprint, status, response_body, user_id, expires_at)"
 		"  SELECT $5::text, encode(sha256(convert_to($1::text || E'\\n' || $2::text, 'UTF8')), 'hex'),"
 		"         201, " USER_JSON "::text, u.id, clock_timestamp() + make_interval(secs => $6::float8)"
 		"  FROM u WHERE $5::text IS NOT NULL"
-		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 6 },
+		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 9 },
 	[ST_UPDATE] = { "user_update",
 		"WITH u AS ("
 		"  UPDATE users SET name = $2::text, email = $3::text, version = version + 1,"
 		"                   updated_at = clock_timestamp()"
 		"  WHERE id = $1::bigint AND ($4::bigint[] IS NULL OR version = ANY ($4::bigint[])) RETURNING *"
 		"), o AS ("
-		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
-		"  SELECT $5::uuid, u.id, 'user_updated', u.version, 'user.events.updated',"
+		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload,"
+		"                      schema_version)"
+		"  SELECT $5::uuid, u.id, $7::text, u.version, $8::text,"
 		"         jsonb_build_object('traceparent', $6::text),"
-		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false)"
+		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false), $9::smallint"
 		"  FROM u"
-		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 6 },
+		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 9 },
 	[ST_DELETE] = { "user_delete",
 		"WITH u AS ("
 		"  DELETE FROM users WHERE id = $1::bigint AND ($2::bigint[] IS NULL OR version = ANY ($2::bigint[]))"
 		"  RETURNING *"
 		"), o AS ("
-		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload)"
-		"  SELECT $3::uuid, u.id, 'user_deleted', u.version + 1, 'user.events.deleted',"
+		"  INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, payload,"
+		"                      schema_version)"
+		"  SELECT $3::uuid, u.id, $5::text, u.version + 1, $6::text,"
 		"         jsonb_build_object('traceparent', $4::text),"
-		"         user_event_payload(u.id, u.name, u.email, u.version + 1, clock_timestamp(), true)"
+		"         user_event_payload(u.id, u.name, u.email, u.version + 1, clock_timestamp(), true),"
+		"         $7::smallint"
 		"  FROM u"
-		") SELECT u.id FROM u", 4 },
+		") SELECT u.id FROM u", 7 },
 	[ST_FIND] = { "user_find",
 		"SELECT u.id, u.version, " USER_JSON "::text FROM users u WHERE u.id = $1::bigint", 1 },
 	[ST_VERSION] = { "user_version", "SELECT version FROM users WHERE id = $1::bigint", 1 },
@@ -332,7 +337,8 @@ user_store_create(struct user_store *s, const struct user_input *in, const struc
     struct user_result *out, char *err, size_t errlen)
 {
 	char event_id[37], ttl[24], sqlstate[6], constraint[64];
-	const char *params[6] = { in->name, in->email, event_id, m->traceparent, m->idempotency_key, ttl };
+	const char *params[9] = { in->name, in->email, event_id, m->traceparent, m->idempotency_key, ttl,
+		EVENT_TYPE_CREATED, EVENT_SUBJECT_CREATED, EVENT_SCHEMA_VERSION_TEXT };
 	enum user_store_result rc;
 	bool replay;
 	PGresult *r;
@@ -392,7 +398,8 @@ user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
     const struct write_meta *m, struct user_result *out, char *err, size_t errlen)
 {
 	char idbuf[24], event_id[37], sqlstate[6], constraint[64];
-	const char *params[6] = { idbuf, in->name, in->email, m->if_match, event_id, m->traceparent };
+	const char *params[9] = { idbuf, in->name, in->email, m->if_match, event_id, m->traceparent,
+		EVENT_TYPE_UPDATED, EVENT_SUBJECT_UPDATED, EVENT_SCHEMA_VERSION_TEXT };
 	enum user_store_result rc;
 	PGresult *r;
 
@@ -417,7 +424,8 @@ enum user_store_result
 user_store_delete(struct user_store *s, int64_t id, const struct write_meta *m, char *err, size_t errlen)
 {
 	char idbuf[24], event_id[37];
-	const char *params[4] = { idbuf, m->if_match, event_id, m->traceparent };
+	const char *params[7] = { idbuf, m->if_match, event_id, m->traceparent, EVENT_TYPE_DELETED,
+		EVENT_SUBJECT_DELETED, EVENT_SCHEMA_VERSION_TEXT };
 	enum user_store_result rc;
 	PGresult *r;
 

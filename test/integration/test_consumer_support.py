@@ -31,10 +31,8 @@ def make_event(kind, uid, version, name=None, email=None, event_id=None):
     event_id = event_id or str(uuid.uuid4())
     payload = {"id": uid, "name": name or f"user {uid} v{version}",
                "email": email or f"u{uid}-v{version}@example.com", "version": version,
-               "updated_at": now_rfc3339()}
-    if kind == "user_deleted":
-        payload["deleted"] = True
-    body = {"type": kind, "event_id": event_id, "schema_version": 1, "occurred_at": now_rfc3339(),
+               "updated_at": now_rfc3339(), "deleted": kind == "user_deleted"}
+    body = {"type": kind, "event_id": event_id, "schema_version": 2, "occurred_at": now_rfc3339(),
             "payload": payload}
     headers = {"Nats-Msg-Id": event_id, "Content-Type": "application/json",
                "traceparent": TRACEPARENT}

@@ -26,6 +26,52 @@ body_with(const char *type, const char *payload_extra, const char *envelope_extr
 	return buf;
 }
 
+/* A body as the relay writes it today (schema version 2: "deleted" always present). */
+static char *
+body_v2(const char *type, const char *deleted)
+{
+	static char buf[1024];
+
+	snprintf(buf, sizeof(buf), "{\"type\":\"%s\",\"event_id\":\"" ID "\",\"schema_version\":2,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7,\"name\":\"Ann\",\"email\":\"a@x.io\","
+	    "\"version\":3,\"updated_at\":\"" T "\"%s}}", type, deleted);
+	return buf;
+}
+
+/* The current schema version and the one before it are read; the old one is upcast. */
+static void
+test_schema_versions(void)
+{
+	struct event ev;
+	char err[256];
+
+	CHECK(parse(body_v2("user_updated", ",\"deleted\":false"), "user.events.updated", &ev, err) == 0);
+	CHECK(ev.schema_version == EVENT_SCHEMA_VERSION && !ev.deleted && ev.version == 3);
+	event_release(&ev);
+	CHECK(parse(body_v2("user_deleted", ",\"deleted\":true"), "user.events.deleted", &ev, err) == 0);
+	CHECK(ev.kind == EVENT_DELETED && ev.deleted);
+	event_release(&ev);
+	/* Version 2 must say "deleted"; version 1 said it on deletions only. */
+	CHECK(parse(body_v2("user_updated", ""), "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "deleted") != NULL);
+	CHECK(parse(body_with("user_updated", "", ""), "user.events.updated", &ev, err) == 0);
+	CHECK(ev.schema_version == 1 && !ev.deleted && ev.user_id == 7);
+	event_release(&ev);
+	CHECK(parse(body_with("user_deleted", ",\"deleted\":true", ""), "user.events.deleted", &ev,
+	    err) == 0);
+	CHECK(ev.schema_version == 1 && ev.deleted);
+	event_release(&ev);
+	/* Outside the range this consumer reads: poison, with the range in the reason. */
+	CHECK(EVENT_SCHEMA_VERSION_OLDEST == EVENT_SCHEMA_VERSION - 1);
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":0,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "reads 1 to 2") != NULL);
+	/* Every kind's type and subject come from the one table. */
+	CHECK(event_kind_by_type(EVENT_TYPE_SNAPSHOT)->kind == EVENT_SNAPSHOT);
+	CHECK_STR(event_kind_info(EVENT_DELETED)->subject, EVENT_SUBJECT_DELETED);
+	CHECK(event_kind_by_type("user_renamed") == NULL);
+}
+
 static void
 test_valid(void)
 {
@@ -74,7 +120,7 @@ test_poison(void)
 	    err) == -1);
 	CHECK(parse(body_with("user_updated", ",\"deleted\":\"yes\"", ""), "user.events.updated", &ev,
 	    err) == -1);
-	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":2,"
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":3,"
 	    "\"occurred_at\":\"" T "\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
 	CHECK(strstr(err, "schema_version") != NULL);
 	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"nope\",\"schema_version\":1,"
@@ -144,6 +190,7 @@ int
 main(void)
 {
 	test_valid();
+	test_schema_versions();
 	test_poison();
 	test_times();
 	test_meta();
