@@ -14,12 +14,11 @@ struct leader;
 struct leader *leader_new(const struct pg_settings *s, const char *appname, long key);
 void leader_free(struct leader *l);
 
-/* What one try for the lock found. The values are those of the int this used to be, so that a
- * caller comparing with -1, 0 and 1 reads the same; compare with the names. */
+/* What one try for the lock found. */
 enum leader_result {
-	LEADER_UNKNOWN = -1,	/* PostgreSQL could not be asked: err filled, the session dropped */
-	LEADER_STANDBY = 0,	/* another session holds the lock */
-	LEADER_LEADING = 1,	/* this process holds the lock (now, or still) */
+	LEADER_UNKNOWN,		/* PostgreSQL could not be asked: err filled, the session dropped */
+	LEADER_STANDBY,		/* another session holds the lock */
+	LEADER_LEADING,		/* this process holds the lock (now, or still) */
 };
 
 /* Connects if needed and tries to take the lock once, without waiting. When this process leads

@@ -732,12 +732,12 @@ void
 relay_run(struct relay *r)
 {
 	char err[512];
-	int rc;
+	enum leader_result rc;
 
 	while (!shutdown_requested()) {
 		rc = leader_try_acquire(r->leader, err, sizeof(err));
 
-		if (rc < 0) {
+		if (rc == LEADER_UNKNOWN) {
 			atomic_store(&r->pg_ok, false);
 			if (atomic_load(&r->role) == ROLE_LEADER) {
 				log_warnx("%s; stopped relaying until the lock is taken again", err);
@@ -751,7 +751,7 @@ relay_run(struct relay *r)
 			continue;
 		}
 		atomic_store(&r->pg_ok, true);
-		if (rc == 0) {
+		if (rc == LEADER_STANDBY) {
 			relay_abandon(r);
 			become(r, ROLE_STANDBY);
 			set_problem(r, "");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "event_contract.h"
 #include "snapshot.h"
 
 /* The table's targets: one per process, copied out by relay_settings_load(). A static table bound
@@ -75,7 +76,7 @@ check(const void *arg, char *err, size_t errlen)
 static const struct cli cli = {
 	.prog = "outbox-relay",
 	.version = VERSION,
-	.summary = "Relays every committed outbox row to the JetStream stream USER_EVENTS at least once, in id\n"
+	.summary = "Relays every committed outbox row to the JetStream stream " EVENT_STREAM " at least once, in id\n"
 	    "order, deduplicated by event id; one relay per database leads, the others stand by.",
 	.commands = "  (none)                          run the relay\n"
 	    SNAPSHOT_USAGE,
