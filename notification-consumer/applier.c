@@ -1,5 +1,6 @@
-/* Pulls events in stream order, applies them with a version guard, dead-letters poison, and holds
- * the batch in hand (not burning deliveries) while MongoDB is down. */
+/* Pulls events in stream order, applies each user's versions in order (an event that would skip
+ * one waits for it, up to CONSUMER_GAP_WAIT), dead-letters poison, and holds the batch in hand
+ * (not burning deliveries) while MongoDB is down. */
 #include "applier.h"
 
 #include <errno.h>
@@ -22,6 +23,11 @@
 #define ACK_TIMEOUT_MS 5000
 #define LAG_EVERY_MS 2000
 #define PING_EVERY_MS 2000
+/* An event held back for a missing version comes back after these delays, doubling: soon, for a
+ * version that is right behind it in the stream, and less often while it waits for one that a
+ * crashed process held (that comes back only after the ack wait). */
+#define HOLD_DELAY_FIRST_MS 250
+#define HOLD_DELAY_MAX_MS 4000
 
 /* An applied event kept for a while: FerretDB's update reads then writes, so another writer on
  * the same user (a replay) can take the document back to an older version right after. */
@@ -30,6 +36,16 @@ struct recent {
 	int64_t published_us;
 	uint64_t seq;
 	int64_t at_ms;
+};
+
+/* A message held back because a version of its user before its own is missing: when this process
+ * first held it back, and how often. Its wait counts from that first time, not from the stream's
+ * timestamp: a consumer that lags finds every event older than CONSUMER_GAP_WAIT, and would then
+ * apply an early one at once. */
+struct held {
+	uint64_t seq;
+	int64_t first_ms, last_ms;
+	int times;
 };
 
 struct applier {
@@ -53,12 +69,15 @@ struct applier {
 	size_t nrecent, caprecent;
 	int64_t last_recheck;
 
+	struct held *held;		/* apply thread only; unordered */
+	size_t nheld, capheld;
+
 	pthread_mutex_t wait_lock;	/* guards applied and wakes readers */
 	pthread_cond_t wait_cond;
 	uint64_t applied;
 
 	struct metrics_series *m_applied, *m_stale, *m_dead, *m_errors, *m_pending, *m_ack_pending,
-	    *m_commit_latency, *m_publish_latency, *m_regressions;
+	    *m_commit_latency, *m_publish_latency, *m_regressions, *m_held_back, *m_gaps;
 };
 
 static void
@@ -113,6 +132,11 @@ applier_new(natsConnection *nc, struct store *store, struct lease *lease,
 	    "Attempts to apply an event that MongoDB did not confirm", NULL);
 	a->m_regressions = metrics_counter("consumer_regressions_repaired_total",
 	    "Users another writer took back to an older version, applied again", NULL);
+	a->m_held_back = metrics_counter("consumer_events_held_back_total",
+	    "Times an event was handed back for later because a version of its user before its own "
+	    "was missing", NULL);
+	a->m_gaps = metrics_counter("consumer_version_gaps_total",
+	    "Events applied over missing versions of their user after waiting CONSUMER_GAP_WAIT", NULL);
 	a->m_pending = metrics_gauge("consumer_pending_messages",
 	    "Messages in the stream not yet delivered to the consumer", NULL);
 	a->m_ack_pending = metrics_gauge("consumer_ack_pending_messages",
@@ -297,7 +321,7 @@ dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const cha
  * batch (msgs from index next on) alive meanwhile. STORE_ERROR means it was interrupted. */
 static enum store_result
 apply_until_confirmed(struct applier *a, const struct event *ev, const struct js_meta *meta,
-    natsMsg **msgs, int next, int n)
+    enum store_order order, int64_t *copy_version, natsMsg **msgs, int next, int n)
 {
 	struct backoff b;
 	enum store_result r;
@@ -305,7 +329,8 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 
 	backoff_init(&b, 100, 5000);
 	for (;;) {
-		r = store_apply(a->store, ev, meta->timestamp_ns / 1000, meta->stream_seq, err, sizeof(err));
+		r = store_apply(a->store, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
+		    copy_version, err, sizeof(err));
 		if (r != STORE_ERROR) {
 			if (!atomic_load(&a->mongo_ok))
 				mongo_check(a);
@@ -384,8 +409,10 @@ recent_check(struct applier *a)
 	for (size_t i = 0; i < k; i++) {
 		struct recent *r = &a->recent[i];
 
-		if (versions[i] < r->ev.version && store_apply(a->store, &r->ev, r->published_us, r->seq,
-		    err, sizeof(err)) == STORE_APPLIED) {
+		/* Over the gap: the versions between were applied before, the other writer only
+		 * took the document back. */
+		if (versions[i] < r->ev.version && store_apply(a->store, &r->ev, STORE_OVER_GAP,
+		    r->published_us, r->seq, NULL, err, sizeof(err)) == STORE_APPLIED) {
 			metrics_add(a->m_regressions, 1);
 			log_warnx("user %" PRId64 " was taken back to version %" PRId64 " by another "
 			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, versions[i],
@@ -400,6 +427,107 @@ out:
 	free(versions);
 }
 
+/* Notes that the message of stream sequence seq is held back once more; returns its entry, or
+ * NULL when there is no memory for one. */
+static struct held *
+held_note(struct applier *a, uint64_t seq)
+{
+	int64_t now = mono_ms();
+	struct held *h = NULL;
+
+	for (size_t i = 0; i < a->nheld; i++)
+		if (a->held[i].seq == seq)
+			h = &a->held[i];
+	if (h == NULL) {
+		if (a->nheld == a->capheld) {
+			size_t cap = a->capheld ? a->capheld * 2 : 64;
+			struct held *bigger = realloc(a->held, cap * sizeof(*bigger));
+
+			if (bigger == NULL)
+				return NULL;
+			a->held = bigger;
+			a->capheld = cap;
+		}
+		h = &a->held[a->nheld++];
+		*h = (struct held){ .seq = seq, .first_ms = now };
+	}
+	h->last_ms = now;
+	h->times++;
+	return h;
+}
+
+static void
+held_forget(struct applier *a, uint64_t seq)
+{
+	for (size_t i = 0; i < a->nheld; i++)
+		if (a->held[i].seq == seq) {
+			a->held[i] = a->held[--a->nheld];
+			return;
+		}
+}
+
+/* Forgets messages that did not come back for a long while: another process took them, or they
+ * were acknowledged elsewhere. Should one still come back, its wait starts again. */
+static void
+held_prune(struct applier *a)
+{
+	int64_t old = mono_ms() - a->cfg->gap_wait_ms - 60000;
+
+	for (size_t i = 0; i < a->nheld;)
+		if (a->held[i].last_ms < old)
+			a->held[i] = a->held[--a->nheld];
+		else
+			i++;
+}
+
+/* When a message held back for the h->times-th time comes back: sooner at first, never after its
+ * wait (left_ms > 0) is over. */
+static long
+hold_delay_ms(const struct held *h, long left_ms)
+{
+	long delay = HOLD_DELAY_FIRST_MS;
+
+	for (int i = 1; i < h->times && delay < HOLD_DELAY_MAX_MS; i++)
+		delay *= 2;
+	if (delay > HOLD_DELAY_MAX_MS)
+		delay = HOLD_DELAY_MAX_MS;
+	return delay < left_ms ? delay : left_ms;
+}
+
+/* The event in m is early: a version of its user before its own has not taken effect. Until it
+ * waited CONSUMER_GAP_WAIT the message is handed back with a delay (the events behind it, of other
+ * users, go on) and true returned; after that false, with *waited_ms how long it waited: the
+ * caller applies it over the gap. */
+static bool
+hold_back(struct applier *a, natsMsg *m, const struct event *ev, const struct js_meta *meta,
+    int64_t copy_version, int64_t *waited_ms)
+{
+	struct held *h = held_note(a, meta->stream_seq);
+	int64_t waited;
+	long delay;
+
+	*waited_ms = 0;
+	/* Without memory to count its wait it could wait forever: bounded beats ordered. */
+	if (h == NULL)
+		return false;
+	waited = *waited_ms = mono_ms() - h->first_ms;
+	if (waited >= a->cfg->gap_wait_ms)
+		return false;
+	delay = hold_delay_ms(h, (long)(a->cfg->gap_wait_ms - waited));
+	js_nak(a->nc, m, delay);
+	metrics_add(a->m_held_back, 1);
+	if (h->times == 1)
+		log_info("held back %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 ": the copy is "
+		    "at version %" PRId64 ", waiting for the versions between event=%s", ev->type,
+		    ev->user_id, ev->version, meta->stream_seq, copy_version, ev->event_id);
+	else
+		log_debug("held back %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " again "
+		    "(%d times, %.1fs): the copy is at version %" PRId64 " event=%s", ev->type,
+		    ev->user_id, ev->version, meta->stream_seq, h->times, (double)waited / 1000.0,
+		    copy_version, ev->event_id);
+	return true;
+}
+
 /* Handles msgs[i]; returns false when shutdown, a NATS loss or the loss of the lease
  * interrupted it. */
 static bool
@@ -409,6 +537,8 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	struct js_meta meta;
 	struct event ev;
 	enum store_result r;
+	int64_t copy_version = 0, waited_ms = 0;
+	bool gap = false;
 	char err[512];
 
 	/* Another process may apply once the lease is gone: not one more write. */
@@ -423,11 +553,22 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 		dead_letter(a, m, &meta, err);
 		return true;
 	}
-	r = apply_until_confirmed(a, &ev, &meta, msgs, i, n);
+	r = apply_until_confirmed(a, &ev, &meta, STORE_IN_ORDER, &copy_version, msgs, i, n);
+	if (r == STORE_EARLY) {
+		if (hold_back(a, m, &ev, &meta, copy_version, &waited_ms)) {
+			event_release(&ev);
+			return true;
+		}
+		/* Waited long enough: the missing versions are not coming (dead-lettered, purged,
+		 * past the stream's retention). Applied over the gap, so the user is not stuck. */
+		r = apply_until_confirmed(a, &ev, &meta, STORE_OVER_GAP, NULL, msgs, i, n);
+		gap = r == STORE_APPLIED;
+	}
 	if (r == STORE_ERROR) {
 		event_release(&ev);
 		return false;
 	}
+	held_forget(a, meta.stream_seq);
 	if (r == STORE_APPLIED)
 		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
 	FAILPOINT("consumer.after_write_before_ack");
@@ -447,6 +588,13 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 		metrics_observe(a->m_publish_latency, (now - (double)meta.timestamp_ns / 1e3) / 1e6);
 		log_info("applied %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " event=%s",
 		    ev.type, ev.user_id, ev.version, meta.stream_seq, ev.event_id);
+		if (gap) {
+			metrics_add(a->m_gaps, 1);
+			log_warnx("version gap: user=%" PRId64 " version=%" PRId64 " applied over the copy's "
+			    "version %" PRId64 " (0: no document) after waiting %.1fs for the versions "
+			    "between seq=%" PRIu64 " event=%s", ev.user_id, ev.version, copy_version,
+			    (double)waited_ms / 1000.0, meta.stream_seq, ev.event_id);
+		}
 		recent_add(a, &ev, &meta);
 	} else {
 		metrics_add(a->m_stale, 1);
@@ -523,6 +671,7 @@ applier_run(void *arg)
 		}
 		if (atomic_load(&a->mongo_ok))
 			recent_check(a);
+		held_prune(a);
 	}
 	free(msgs);
 	if (natsconn_ok(a->nc))
@@ -560,6 +709,7 @@ applier_free(struct applier *a)
 	for (size_t i = 0; i < a->nrecent; i++)
 		event_release(&a->recent[i].ev);
 	free(a->recent);
+	free(a->held);
 	js_pull_free(a->pull);
 	jsCtx_Destroy(a->js);
 	pthread_mutex_destroy(&a->lock);

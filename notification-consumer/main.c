@@ -26,6 +26,7 @@ static const struct cli cli = {
 	    "serves the copy on /notifications; the replay command rebuilds it from the stream.",
 	.commands = REPLAY_USAGE,
 	.settings = settings_table,
+	.validate = settings_resolve,
 };
 
 int

@@ -1,5 +1,6 @@
 /* Replays USER_EVENTS into the copy: the same version-guarded apply as the live consumer, so it is
- * safe next to it, with a progress bar on a terminal and progress lines otherwise. */
+ * safe next to it, each user's versions in order where the stream holds them, with a progress bar
+ * on a terminal and progress lines otherwise. */
 #include "replay.h"
 
 #include <inttypes.h>
@@ -18,9 +19,27 @@
 
 #define REPLAY_BATCH 256
 #define PROGRESS_EVERY_MS 2000
+/* How many stream sequences an early event waits for the versions before it. A relay batch that
+ * failed half-way is republished whole (RELAY_BATCH_SIZE 1000, two in flight), so a version
+ * republished behind a later one lands at most a couple of thousand sequences after it. */
+#define REORDER_SEQS 4096
 
 struct replay_counts {
-	uint64_t read, applied, stale, dead;
+	uint64_t read, applied, stale, dead, gaps;
+};
+
+/* An event that came before a version of its user that the copy does not have: a replay reads
+ * the stream once, so it waits in memory, not in the stream. */
+struct held {
+	struct event ev;	/* owned */
+	int64_t published_us;
+	uint64_t seq;
+};
+
+/* The events a pass holds, in stream order. */
+struct reorder {
+	struct held *v;
+	size_t n, cap;
 };
 
 struct progress {
@@ -60,12 +79,92 @@ progress_show(struct progress *p, uint64_t seq, const struct replay_counts *c, b
 	}
 }
 
-/* Applies one message, retrying while MongoDB is down; false on shutdown. */
+/* Applies ev as order allows, retrying while MongoDB is down; false on shutdown. */
 static bool
-replay_one(struct store *st, natsMsg *m, const struct js_meta *meta, struct replay_counts *c)
+apply_retrying(struct store *st, const struct event *ev, enum store_order order,
+    int64_t published_us, uint64_t seq, enum store_result *r)
 {
 	struct backoff b;
+	char err[512];
+
+	backoff_init(&b, 100, 5000);
+	for (;;) {
+		*r = store_apply(st, ev, order, published_us, seq, NULL, err, sizeof(err));
+		if (*r != STORE_ERROR)
+			return true;
+		log_warnx("replay: %s; retrying event=%s", err, ev->event_id);
+		if (shutdown_sleep_ms(backoff_next(&b)))
+			return false;
+	}
+}
+
+static void
+count(struct replay_counts *c, enum store_result r)
+{
+	if (r == STORE_APPLIED)
+		c->applied++;
+	else if (r == STORE_STALE)
+		c->stale++;
+}
+
+static void
+held_remove(struct reorder *ro, size_t i)
+{
+	event_release(&ro->v[i].ev);
+	memmove(ro->v + i, ro->v + i + 1, (ro->n - i - 1) * sizeof(*ro->v));
+	ro->n--;
+}
+
+/* Applies the held events of user id that have become next in line, lowest version first. When
+ * the lowest is still early it waits on, with the user's later ones, unless one of them has a
+ * sequence below force_before (it waited its REORDER_SEQS, or the pass is over): then the lowest
+ * is applied over the gap, never a higher one before it. False on shutdown. */
+static bool
+settle(struct store *st, struct reorder *ro, int64_t id, uint64_t force_before,
+    struct replay_counts *c)
+{
+	for (;;) {
+		size_t low = ro->n;
+		bool due = false;
+		enum store_result r;
+		struct held *h;
+
+		for (size_t i = 0; i < ro->n; i++) {
+			if (ro->v[i].ev.user_id != id)
+				continue;
+			if (low == ro->n || ro->v[i].ev.version < ro->v[low].ev.version)
+				low = i;
+			due = due || ro->v[i].seq < force_before;
+		}
+		if (low == ro->n)
+			return true;
+		h = &ro->v[low];
+		if (!apply_retrying(st, &h->ev, STORE_IN_ORDER, h->published_us, h->seq, &r))
+			return false;
+		if (r == STORE_EARLY) {
+			if (!due)
+				return true;
+			if (!apply_retrying(st, &h->ev, STORE_OVER_GAP, h->published_us, h->seq, &r))
+				return false;
+			if (r == STORE_APPLIED) {
+				c->gaps++;
+				log_debug("replay: user=%" PRId64 " version=%" PRId64 " applied over a gap "
+				    "seq=%" PRIu64 " event=%s", id, h->ev.version, h->seq, h->ev.event_id);
+			}
+		}
+		count(c, r);
+		held_remove(ro, low);
+	}
+}
+
+/* Applies one message, retrying while MongoDB is down, and what it let through of the held
+ * ones; holds it when a version before it is missing. False on shutdown. */
+static bool
+replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_meta *meta,
+    struct replay_counts *c)
+{
 	struct event ev;
+	enum store_result r;
 	char err[512];
 
 	c->read++;
@@ -75,27 +174,63 @@ replay_one(struct store *st, natsMsg *m, const struct js_meta *meta, struct repl
 		log_warnx("replay: poison seq=%" PRIu64 " skipped: %s", meta->stream_seq, err);
 		return true;
 	}
-	backoff_init(&b, 100, 5000);
-	for (;;) {
-		enum store_result r = store_apply(st, &ev, meta->timestamp_ns / 1000, meta->stream_seq,
-		    err, sizeof(err));
+	if (!apply_retrying(st, &ev, STORE_IN_ORDER, meta->timestamp_ns / 1000, meta->stream_seq,
+	    &r)) {
+		event_release(&ev);
+		return false;
+	}
+	if (r == STORE_EARLY) {
+		if (ro->n == ro->cap) {
+			size_t cap = ro->cap ? ro->cap * 2 : 64;
+			struct held *bigger = realloc(ro->v, cap * sizeof(*bigger));
 
-		if (r == STORE_APPLIED) {
-			c->applied++;
-			break;
+			if (bigger == NULL) {
+				/* Not held, then: in stream order, over the gap. */
+				bool ok = apply_retrying(st, &ev, STORE_OVER_GAP, meta->timestamp_ns / 1000,
+				    meta->stream_seq, &r);
+
+				if (r == STORE_APPLIED)
+					c->gaps++;
+				count(c, r);
+				event_release(&ev);
+				return ok;
+			}
+			ro->v = bigger;
+			ro->cap = cap;
 		}
-		if (r == STORE_STALE) {
-			c->stale++;
-			break;
-		}
-		log_warnx("replay: %s; retrying event=%s", err, ev.event_id);
-		if (shutdown_sleep_ms(backoff_next(&b))) {
-			event_release(&ev);
-			return false;
-		}
+		ro->v[ro->n++] = (struct held){ ev, meta->timestamp_ns / 1000, meta->stream_seq };
+		return true;
+	}
+	count(c, r);
+	if (r == STORE_APPLIED && !settle(st, ro, ev.user_id, 0, c)) {
+		event_release(&ev);
+		return false;
 	}
 	event_release(&ev);
+	/* Held events that waited their REORDER_SEQS, oldest first. */
+	while (ro->n > 0 && ro->v[0].seq + REORDER_SEQS <= meta->stream_seq)
+		if (!settle(st, ro, ro->v[0].ev.user_id, meta->stream_seq - REORDER_SEQS + 1, c))
+			return false;
 	return true;
+}
+
+/* At the end of a pass nothing more comes: every held event is applied, over its gap if need
+ * be. False on shutdown. */
+static bool
+flush_held(struct store *st, struct reorder *ro, struct replay_counts *c)
+{
+	while (ro->n > 0)
+		if (!settle(st, ro, ro->v[0].ev.user_id, UINT64_MAX, c))
+			return false;
+	return true;
+}
+
+static void
+reorder_release(struct reorder *ro)
+{
+	for (size_t i = 0; i < ro->n; i++)
+		event_release(&ro->v[i].ev);
+	free(ro->v);
 }
 
 /* One pass over the stream from start up to sequence until, into st. */
@@ -107,6 +242,7 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 	struct progress pg = { .tty = isatty(2), .first = start->seq ? start->seq : 1, .last = until,
 	    .label = label };
 	struct js_pull *pull = NULL;
+	struct reorder ro = { NULL, 0, 0 };
 	uint64_t seq = 0;
 	char name[128], err[512];
 	int rc = -1;
@@ -165,7 +301,7 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 			}
 			if (pg.first == 1 && start->seq == 0 && seq == 0)
 				pg.first = meta.stream_seq;
-			if (!replay_one(st, msgs[i], &meta, c)) {
+			if (!replay_one(st, &ro, msgs[i], &meta, c)) {
 				stop = true;
 				continue;
 			}
@@ -185,9 +321,14 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 		if (stop)
 			break;
 	}
+	if (!flush_held(st, &ro, c)) {
+		log_warnx("replay: interrupted at seq %" PRIu64, seq);
+		goto out;
+	}
 	progress_show(&pg, until, c, true);
 	rc = 0;
 out:
+	reorder_release(&ro);
 	js_pull_free(pull);
 	js_consumer_delete(js, cfg->stream, name);
 	return rc;
@@ -225,7 +366,7 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
     char **argv)
 {
 	struct js_start start = { 0, 0 };
-	struct replay_counts c = { 0, 0, 0, 0 };
+	struct replay_counts c = { 0, 0, 0, 0, 0 };
 	struct store *fresh = NULL;
 	char coll[256], err[512];
 	bool use_fresh = false;
@@ -319,6 +460,10 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 	}
 	rc = 0;
 out:
+	if (c.gaps > 0)
+		log_info("replay: %" PRIu64 " events applied over a gap: the stream did not hold the "
+		    "versions before them (a replay from the middle of the history, or events "
+		    "dead-lettered or past the stream's retention)", c.gaps);
 	fprintf(stderr, "replay %s: read %" PRIu64 ", applied %" PRIu64 ", stale %" PRIu64
 	    ", dead-lettered %" PRIu64 " in %.1fs\n", rc == 0 ? "done" : "failed", c.read, c.applied,
 	    c.stale, c.dead, (double)(mono_ms() - began) / 1000.0);

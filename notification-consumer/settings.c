@@ -2,6 +2,7 @@
 #include "settings.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "event_contract.h"
 
@@ -48,7 +49,27 @@ const struct config_entry settings_table[] = {
 	    "when applied writes are read back to undo another writer's older one" },
 	{ "CONSUMER_LEASE_TTL", CONFIG_MS, &settings.lease_ttl_ms, "5s", 1000, 600000,
 	    "one process applies at a time; a stand-by takes over this long after it vanished" },
+	{ "CONSUMER_GAP_WAIT", CONFIG_MS, &settings.gap_wait_ms, "0", 0, 86400000,
+	    "how long an event waits for a missing earlier version of its user before it is applied "
+	    "anyway (0: twice CONSUMER_ACK_WAIT plus 5s)" },
 	{ "LOG_LEVEL", CONFIG_LEVEL, &settings.log_level, "info", 0, 0,
 	    "debug, info, warn or error" },
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
+
+int
+settings_resolve(const void *arg, char *err, size_t errlen)
+{
+	(void)arg;
+	/* A version that a crashed process held comes back only after the ack wait; twice that
+	 * covers a second crash or pause on the way, and the margin a slow batch. */
+	if (settings.gap_wait_ms == 0)
+		settings.gap_wait_ms = 2 * settings.ack_wait_ms + 5000;
+	if (settings.gap_wait_ms <= settings.ack_wait_ms) {
+		snprintf(err, errlen, "CONSUMER_GAP_WAIT (%ldms) must be longer than CONSUMER_ACK_WAIT "
+		    "(%ldms): a version that a crashed process held comes back only after the ack wait",
+		    settings.gap_wait_ms, settings.ack_wait_ms);
+		return -1;
+	}
+	return 0;
+}

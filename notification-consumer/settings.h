@@ -28,10 +28,15 @@ struct consumer_settings {
 	long read_wait_max_ms;
 	long recheck_ms;
 	long lease_ttl_ms;
+	long gap_wait_ms;	/* never 0 once settings_resolve() ran */
 	enum log_level log_level;
 };
 
 extern struct consumer_settings settings;
 extern const struct config_entry settings_table[];
+
+/* The struct cli validate hook: fills in CONSUMER_GAP_WAIT from CONSUMER_ACK_WAIT when it is 0,
+ * and refuses one that is not longer than the ack wait. arg is unused. */
+int settings_resolve(const void *arg, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

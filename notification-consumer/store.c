@@ -436,18 +436,119 @@ out:
 	return rc;
 }
 
+/* Reads the version of user id's document into *version: 1 when there is one, 0 when there is
+ * none (*version 0), -1 on error. */
+static int
+copy_version_read(mongoc_collection_t *coll, int64_t id, int64_t *version, bson_error_t *e)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
+	bson_t *opts = BCON_NEW("projection", "{", "version", BCON_INT32(1), "}");
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+	const bson_t *doc;
+	bson_iter_t it;
+	int rc = 0;
+
+	*version = 0;
+	if (mongoc_cursor_next(cur, &doc)) {
+		rc = 1;
+		if (bson_iter_init_find(&it, doc, "version") && BSON_ITER_HOLDS_NUMBER(&it))
+			*version = bson_iter_as_int64(&it);
+	} else if (mongoc_cursor_error(cur, e)) {
+		rc = -1;
+	}
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	bson_destroy(filter);
+	return rc;
+}
+
+/* The write of store_apply(). With exact, the filter takes the document only at the version
+ * just before the event's, without upsert; a write that matched nothing then reads the version
+ * to tell stale from early (on FerretDB the filter and the write are not one atomic step, so a
+ * document that is at the previous version by the time of the read was moved by another writer
+ * meanwhile: written again, a few times at most). Otherwise the filter takes any older version
+ * and the upsert inserts a missing document; a document at or past the event's version makes
+ * that insert collide on _id (11000), the same answer on MongoDB and FerretDB. */
+static enum store_result
+write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, bool exact,
+    const bson_t *update, int64_t *copy_version, char *err, size_t errlen)
+{
+	bson_t *filter, *opts;
+	bson_t reply = BSON_INITIALIZER;
+	enum store_result res = STORE_ERROR;
+	char why[256];
+	bson_error_t e;
+
+	if (exact)
+		filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version",
+		    BCON_INT64(ev->version - 1));
+	else
+		filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
+		    BCON_INT64(ev->version), "}");
+	opts = BCON_NEW("upsert", BCON_BOOL(!exact));
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int64_t version;
+		int found;
+
+		bson_destroy(&reply);
+		if (!mongoc_collection_update_one(coll, filter, update, opts, &reply, &e)) {
+			if (e.code == DUPLICATE_KEY) {
+				res = STORE_STALE;
+			} else {
+				error_text(&e, why, sizeof(why));
+				snprintf(err, errlen, "could not apply event %s to %s.%s: %s", ev->event_id,
+				    s->db, s->collection, why);
+			}
+			goto out;
+		}
+		if (!exact) {
+			res = reply_int(&reply, "modifiedCount") + reply_int(&reply, "upsertedCount") > 0 ?
+			    STORE_APPLIED : STORE_STALE;
+			goto out;
+		}
+		if (reply_int(&reply, "matchedCount") > 0) {
+			res = STORE_APPLIED;
+			goto out;
+		}
+		if ((found = copy_version_read(coll, ev->user_id, &version, &e)) < 0) {
+			error_text(&e, why, sizeof(why));
+			snprintf(err, errlen, "could not read the version of user %lld in %s.%s: %s",
+			    (long long)ev->user_id, s->db, s->collection, why);
+			goto out;
+		}
+		if (found && version >= ev->version) {
+			res = STORE_STALE;
+			goto out;
+		}
+		if (!found || version < ev->version - 1) {
+			if (copy_version != NULL)
+				*copy_version = version;
+			res = STORE_EARLY;
+			goto out;
+		}
+		/* At the previous version now: another writer moved it between the two steps. */
+	}
+	snprintf(err, errlen, "could not apply event %s to %s.%s: user %lld changed under every "
+	    "write", ev->event_id, s->db, s->collection, (long long)ev->user_id);
+out:
+	bson_destroy(&reply);
+	bson_destroy(filter);
+	bson_destroy(opts);
+	return res;
+}
+
 enum store_result
-store_apply(struct store *s, const struct event *ev, int64_t published_us, uint64_t stream_seq,
-    char *err, size_t errlen)
+store_apply(struct store *s, const struct event *ev, enum store_order order, int64_t published_us,
+    uint64_t stream_seq, int64_t *copy_version, char *err, size_t errlen)
 {
 	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
+	/* A version 1 event has no version before it, and a snapshot rebases the copy: both take
+	 * the guard "any older version", as every event does over a gap. */
+	bool exact = order == STORE_IN_ORDER && ev->kind != EVENT_SNAPSHOT && ev->version > 1;
 	enum store_result res = STORE_ERROR;
 	char applied_at[32], published_at[32];
-	bson_t *filter = NULL, *update = NULL, *opts = NULL;
-	bson_t reply = BSON_INITIALIZER;
-	bson_error_t e;
-	bool ok;
+	bson_t *update = NULL;
 
 	/* A version 1 event never overwrites a stored document (its filter, version < 1, matches
 	 * none: it inserts, or collides when the document exists), so it needs no repair first; it
@@ -460,8 +561,6 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 	}
 	rfc3339_us(wall_us(), applied_at);
 	rfc3339_us(published_us, published_at);
-	filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
-	    BCON_INT64(ev->version), "}");
 	update = BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
 	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
 	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
@@ -469,46 +568,27 @@ store_apply(struct store *s, const struct event *ev, int64_t published_us, uint6
 	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
 	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
 	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
-	opts = BCON_NEW("upsert", BCON_BOOL(true));
-	bson_destroy(&reply);
-	ok = mongoc_collection_update_one(coll, filter, update, opts, &reply, &e);
-	if (ok) {
-		if (reply_int(&reply, "modifiedCount") + reply_int(&reply, "upsertedCount") > 0)
-			res = STORE_APPLIED;
-		else
-			res = STORE_STALE;
-	} else if (e.code == DUPLICATE_KEY) {
-		/* The upsert's insert collided with the _id: the copy is at or past this version. */
-		res = STORE_STALE;
-	} else {
-		char why[256];
-
-		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not apply event %s to %s.%s: %s", ev->event_id, s->db,
-		    s->collection, why);
-	}
+	res = write_event(s, coll, ev, exact, update, copy_version, err, errlen);
 	if (res == STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
 		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
 		res = STORE_ERROR;
 	} else if (res == STORE_APPLIED &&
 	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, false, err, errlen) != 0) {
-		/* Retried as a whole: the upsert is then stale and the repair above adds the entry. */
+		/* Retried as a whole: the write is then stale and the repair above adds the entry. */
 		res = STORE_ERROR;
 	} else if (res == STORE_STALE &&
 	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, err, errlen) != 0) {
-		/* A stale event the history does not know yet came after a newer one (a redelivery
-		 * after a crash overtaken by new events): it is recorded once, as superseded, so the
-		 * history lists every version; a duplicate finds its entry there and adds nothing. */
+		/* A stale event the history does not know yet arrived after a newer one took effect
+		 * (a snapshot of a version already applied; an event older than one applied over a
+		 * gap): it is recorded once, as superseded, so the history lists every version; a
+		 * duplicate finds its entry there and adds nothing. */
 		res = STORE_ERROR;
 	}
 out:
 	/* The write may have landed without its history entry: check again next time. */
 	if (res == STORE_ERROR)
 		verified_set(s, ev->user_id, false);
-	bson_destroy(&reply);
-	bson_destroy(filter);
 	bson_destroy(update);
-	bson_destroy(opts);
 	mongoc_collection_destroy(coll);
 	mongoc_client_pool_push(s->pool, cl);
 	return res;

@@ -132,8 +132,9 @@ def test_same_event_twice_has_one_effect_and_one_history_entry(nats, ferret, ser
 
 
 def test_out_of_order_versions_and_late_update_after_delete(nats, ferret, services, stream):
-    """Exercises both FerretDB paths of the guarded upsert: a stale event whose upsert insert
-    collides with the _id (11000), and a newer one that matches and updates."""
+    """Exercises the FerretDB paths of the guarded write: a stale event whose upsert insert
+    collides with the _id (11000), a newer one that matches and updates, and one that would skip
+    a version and waits for it (test_consumer_order.py has the rest of that)."""
     c = start_consumer(services, nats, ferret)
     v1, v3, v2 = (make_event("user_created", 1, 1), make_event("user_updated", 1, 3),
                   make_event("user_updated", 1, 2))
@@ -141,16 +142,17 @@ def test_out_of_order_versions_and_late_update_after_delete(nats, ferret, servic
     c2 = make_event("user_created", 2, 1)
     stream.publish([v1, v3, v2, c2, d2, late, make_event("user_created", 9, 1)])
     c.wait_version(9, 1)
+    c.wait_version(1, 3)
     assert c.user(1) == expected_doc(v3[4])
-    # Every event of the user once; v2 came after v3 and took no effect.
+    # Every event of the user once, in version order: v3 came before v2 and waited for it.
     hist = c.history(1)
-    assert [(h["version"], h["superseded"]) for h in hist] == [(1, False), (2, True), (3, False)]
-    assert hist[1]["event_id"] == v2[3]
+    assert [(h["version"], h["superseded"]) for h in hist] == [(1, False), (2, False), (3, False)]
+    assert [h["event_id"] for h in hist] == [v1[3], v2[3], v3[3]]
     assert c.doc(2)["deleted"] is True and c.doc(2)["version"] == 2
     assert_problem(c.get("/notifications/user/2"), 404)
     assert 2 not in [d["user_id"] for d in c.get("/notifications").json()]
-    c.wait_metric("consumer_events_stale_total", 2)
-    c.wait_metric("consumer_events_applied_total", 5)
+    c.wait_metric("consumer_events_stale_total", 1)
+    c.wait_metric("consumer_events_applied_total", 6)
 
 
 def test_guarded_upsert_on_ferretdb_directly(ferret):
@@ -562,8 +564,8 @@ def test_two_processes_one_applies_the_other_stands_by_and_takes_over(nats, ferr
         b.wait_version(uid, payload["version"], timeout=60)
         assert b.user(uid) == expected_doc(payload)
     poll(lambda: stream.consumer_info().num_ack_pending == 0, 20, "all acknowledged")
-    # Every event once in the history (those the killed process held came back after newer
-    # ones and are marked superseded), every version of every user.
+    # Every event once in the history, every version of every user (those the killed process
+    # held came back after newer ones, which waited for them).
     hist = b.history()
     assert len(hist) == w.count and len({h["event_id"] for h in hist}) == w.count
     for uid, payload in w.last.items():
