@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the local infrastructure of the dev stack: PostgreSQL, NATS with JetStream, FerretDB.
+# Runs the local infrastructure of the dev stack: PostgreSQL, NATS with JetStream, FerretDB on a
+# PostgreSQL of its own.
 #
 #   deploy/infra.sh [up]       start all, labelled logs, stay in the foreground; Ctrl-C stops all
 #   deploy/infra.sh start      start all in the background (logs in .run/logs) and return
@@ -7,16 +8,19 @@
 #   deploy/infra.sh status     say what runs
 #   deploy/infra.sh clean-data wipe the data in .run, after checking nothing runs
 #
-# Everything lives in .run: pg (data), nats (JetStream store), ferretdb (SQLite files), logs,
+# Everything lives in .run: pg (the application's data), nats (JetStream store), ferretdb-pg (the
+# PostgreSQL cluster that holds FerretDB's data: database ferretdb, set up by
+# deploy/ferretdb-store.sql, reachable on its unix socket only), ferretdb (FerretDB's state), logs,
 # pids. Data survives restarts. A component whose address the environment points elsewhere is
-# not started: POSTGRES_HOST other than localhost/127.0.0.1, NATS_URL set, MONGODB_URI set.
+# not started: POSTGRES_HOST other than localhost/127.0.0.1, NATS_URL set, MONGODB_URI set (then
+# neither FerretDB nor its PostgreSQL).
 # run.sh sources this file and uses the infra_* functions in its own foreground process.
 set -euo pipefail
 LOG_TAG=${LOG_TAG:-infra}
 # shellcheck source=deploy/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-INFRA_NAMES=(postgres nats ferretdb)
+INFRA_NAMES=(postgres nats ferretdb-pg ferretdb)
 declare -A INFRA_PIDS=()
 INFRA_STOP_REQUESTED=0
 
@@ -35,58 +39,66 @@ infra_local() {
 	case $1 in
 	postgres) ((PG_LOCAL)) ;;
 	nats) ((NATS_LOCAL)) ;;
-	ferretdb) ((MONGO_LOCAL)) ;;
+	ferretdb-pg | ferretdb) ((MONGO_LOCAL)) ;;
 	esac
 }
 
-# --- PostgreSQL data folder -------------------------------------------------------------------
+# --- PostgreSQL data folders ------------------------------------------------------------------
 
-# The data lives in .run/pg. When we are root the server runs as `postgres`, which must be
-# able to reach that folder; a checkout under /root (mode 700) is out of its reach, and we do
-# not loosen the permissions of folders above the repo. Then, and when the path would be too
-# long for the server's unix socket (kept in the data folder), the data goes to
-# /var/tmp/user-api-dev-<hash of the run folder path>/pg and .run/pg is a symlink to it, so the
-# choice is made once and stays visible in `ls -l .run`.
-pg_datadir() {
-	local link=$RUN_DIR/pg
+# pg_datadir_of NAME: the data folder of the cluster .run/NAME (pg: the application's,
+# ferretdb-pg: FerretDB's). When we are root the server runs as `postgres`, which must be able
+# to reach that folder; a checkout under /root (mode 700) is out of its reach, and we do not
+# loosen the permissions of folders above the repo. Then, and when the path would be too long for
+# the server's unix socket (kept in the data folder), the data goes to
+# /var/tmp/user-api-dev-<hash of the run folder path>/NAME and .run/NAME is a symlink to it, so
+# the choice is made once and stays visible in `ls -l .run`.
+pg_datadir_of() {
+	local link=$RUN_DIR/$1
 	if [[ -L $link ]]; then
-		PGDATA_DIR=$(readlink -f "$link")
+		readlink -f "$link"
 	elif [[ -d $link ]]; then
-		PGDATA_DIR=$link
+		printf '%s\n' "$link"
 	else
 		mkdir -p "$RUN_DIR"
 		if ((${#link} <= 80)) && "${AS_PG[@]}" test -x "$RUN_DIR" 2>/dev/null; then
-			PGDATA_DIR=$link
+			printf '%s\n' "$link"
 		else
 			local base
 			base=/var/tmp/user-api-dev-$(printf '%s' "$RUN_DIR" | sha1sum | cut -c1-12)
 			mkdir -p "$base" && chmod 755 "$base"
-			PGDATA_DIR=$base/pg
-			ln -s "$PGDATA_DIR" "$link"
+			ln -s "$base/$1" "$link"
+			printf '%s\n' "$base/$1"
 		fi
 	fi
 }
 
+pg_datadir() { PGDATA_DIR=$(pg_datadir_of pg); }
+ferret_pg_datadir() { FERRET_PGDATA=$(pg_datadir_of ferretdb-pg); }
+
+# pg_initdb DIR LOGNAME [PASSWORD]: a new cluster whose superuser is `postgres`, trusted on the
+# unix socket in the data folder, which only the owner of the data can reach. With a password,
+# password authentication over TCP (what the services use); without one, no TCP login at all.
 pg_initdb() {
-	mkdir -p "$PGDATA_DIR"
-	is_root && chown postgres:postgres "$PGDATA_DIR"
-	chmod 700 "$PGDATA_DIR"
-	"${AS_PG[@]}" test -w "$PGDATA_DIR" ||
-		die "the postgres user cannot write $PGDATA_DIR: remove it (deploy/infra.sh clean-data) and retry"
-	say "initialising PostgreSQL data in $PGDATA_DIR"
-	local pwfile
-	pwfile=$(mktemp)
-	printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
-	is_root && chown postgres "$pwfile"
-	# Password authentication over TCP (what the services use), trust on the unix socket in
-	# the data folder, which only the owner of the data can reach.
-	if ! "${AS_PG[@]}" "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres --pwfile="$pwfile" -E UTF8 \
-		--locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >>"$RUN_DIR/logs/postgres.log" 2>&1; then
-		rm -f "$pwfile"
-		log_tail postgres
-		die "initdb failed in $PGDATA_DIR"
+	local dir=$1 name=$2 pass=${3:-} pwfile= auth_host=reject
+	mkdir -p "$dir"
+	is_root && chown postgres:postgres "$dir"
+	chmod 700 "$dir"
+	"${AS_PG[@]}" test -w "$dir" ||
+		die "the postgres user cannot write $dir: remove it (deploy/infra.sh clean-data) and retry"
+	say "initialising PostgreSQL data in $dir"
+	if [[ -n $pass ]]; then
+		pwfile=$(mktemp)
+		printf '%s\n' "$pass" >"$pwfile"
+		is_root && chown postgres "$pwfile"
+		auth_host=scram-sha-256
 	fi
-	rm -f "$pwfile"
+	if ! "${AS_PG[@]}" "$PG_BIN/initdb" -D "$dir" -U postgres ${pwfile:+--pwfile="$pwfile"} -E UTF8 \
+		--locale=C.UTF-8 --auth-local=trust --auth-host="$auth_host" >>"$RUN_DIR/logs/$name.log" 2>&1; then
+		[[ -z $pwfile ]] || rm -f "$pwfile"
+		log_tail "$name"
+		die "initdb failed in $dir"
+	fi
+	[[ -z $pwfile ]] || rm -f "$pwfile"
 }
 
 # Role and database as the environment names them; the password is set on every start, so a
@@ -101,6 +113,50 @@ pg_setup() {
 		SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
 		 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 	SQL
+}
+
+# --- FerretDB's store ----------------------------------------------------------------------------
+
+# FerretDB keeps its data in PostgreSQL (its postgresql handler), in a cluster of its own so that
+# the copy and the application's database are separate dependencies, as a real MongoDB would be.
+# That cluster listens on no TCP port: FerretDB reaches it on the unix socket in its data folder,
+# as the role ferretdb, which owns the database ferretdb and nothing else. The number only names
+# the socket file (.s.PGSQL.5432), so it cannot clash with anything.
+FERRET_PG_PORT=5432
+
+# The stack before this one kept the copy in FerretDB's SQLite store (.run/ferretdb/*.sqlite),
+# which FerretDB on PostgreSQL would not read: it would start with an empty copy while the
+# consumer's durable position says every event was applied. Refuse, in one line.
+ferret_check_old_store() {
+	compgen -G "$RUN_DIR/ferretdb/*.sqlite" >/dev/null || return 0
+	die "${RUN_DIR#"$REPO_ROOT"/}/ferretdb holds the copy in FerretDB's old SQLite store, which is no longer used (the copy now lives in PostgreSQL): 'make clean-data' removes the dev data (users, stream, copy) and starts afresh"
+}
+
+# Role, database and deploy/ferretdb-store.sql (the GIN index on every collection's _id, the
+# planner setting), on every start: all of it is idempotent, and FerretDB starts after it.
+ferret_store_setup() {
+	local psql=("$PG_BIN/psql" -X -q -h "$FERRET_PGDATA" -p "$FERRET_PG_PORT" -U postgres -v ON_ERROR_STOP=1)
+	PGOPTIONS='-c client_min_messages=warning' "${psql[@]}" -d postgres >/dev/null <<-'SQL' || return 1
+		SELECT 'CREATE ROLE ferretdb LOGIN'
+		 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ferretdb') \gexec
+		SELECT 'CREATE DATABASE ferretdb OWNER ferretdb'
+		 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'ferretdb') \gexec
+	SQL
+	PGOPTIONS='-c client_min_messages=warning' "${psql[@]}" -d ferretdb \
+		-f "$REPO_ROOT/deploy/ferretdb-store.sql" >/dev/null
+}
+
+# FerretDB's --postgresql-url: the socket folder goes in the host parameter, percent-encoded.
+ferret_pg_url() {
+	local LC_ALL=C s=$FERRET_PGDATA out= c i
+	for ((i = 0; i < ${#s}; i++)); do
+		c=${s:i:1}
+		case $c in
+		[A-Za-z0-9/._~-]) out+=$c ;;
+		*) printf -v c '%%%02X' "'$c" && out+=$c ;;
+		esac
+	done
+	printf 'postgres://ferretdb@/ferretdb?host=%s&port=%s\n' "$out" "$FERRET_PG_PORT"
 }
 
 # --- starting and stopping --------------------------------------------------------------------
@@ -140,9 +196,9 @@ pidfile_pid() {
 	pid_alive "$pid" || return 1
 	exe=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
 	case $1 in
-	postgres) [[ $exe == *postgres* ]] ;;
+	postgres | ferretdb-pg) [[ $exe == *postgres\ -D\ * ]] ;;
 	nats) [[ $exe == *nats-server* ]] ;;
-	ferretdb) [[ $exe == *ferretdb* ]] ;;
+	ferretdb) [[ $exe == *ferretdb\ --handler=* ]] ;;
 	*) true ;;
 	esac || return 1
 	printf '%s\n' "$pid"
@@ -168,6 +224,7 @@ infra_check_ports() {
 infra_ready() {
 	case $1 in
 	postgres) "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT" -t 1 ;;
+	ferretdb-pg) "$PG_BIN/pg_isready" -q -h "$FERRET_PGDATA" -p "$FERRET_PG_PORT" -t 1 ;;
 	nats) curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" 2>/dev/null ;;
 	ferretdb) port_in_use "$MONGODB_PORT" ;;
 	esac
@@ -201,10 +258,11 @@ infra_start() {
 	mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
 	infra_check_not_running
 	infra_check_ports
+	((MONGO_LOCAL)) && ferret_check_old_store
 	if ((PG_LOCAL)); then
 		pg_datadir
 		log_rotate postgres
-		[[ -s $PGDATA_DIR/PG_VERSION ]] || pg_initdb
+		[[ -s $PGDATA_DIR/PG_VERSION ]] || pg_initdb "$PGDATA_DIR" postgres "$POSTGRES_PASSWORD"
 		spawn "$mode" postgres "${AS_PG[@]}" "$PG_BIN/postgres" -D "$PGDATA_DIR" -p "$POSTGRES_PORT" \
 			-c listen_addresses=127.0.0.1 -c unix_socket_directories="$PGDATA_DIR"
 	fi
@@ -215,19 +273,31 @@ infra_start() {
 			-sd "$RUN_DIR/nats" -n user-api-dev
 	fi
 	if ((MONGO_LOCAL)); then
-		mkdir -p "$RUN_DIR/ferretdb"
-		log_rotate ferretdb
-		# --debug-addr=- : its debug HTTP listener defaults to the fixed port 8088, which we do
-		# not need and which would clash with anything else there.
-		spawn "$mode" ferretdb "$FERRETDB" --handler=sqlite --sqlite-url="file:$RUN_DIR/ferretdb/" \
-			--listen-addr="127.0.0.1:$MONGODB_PORT" --state-dir="$RUN_DIR/ferretdb" --debug-addr=- \
-			--telemetry=disable --log-level=info
+		ferret_pg_datadir
+		log_rotate ferretdb-pg
+		[[ -s $FERRET_PGDATA/PG_VERSION ]] || pg_initdb "$FERRET_PGDATA" ferretdb-pg
+		spawn "$mode" ferretdb-pg "${AS_PG[@]}" "$PG_BIN/postgres" -D "$FERRET_PGDATA" -p "$FERRET_PG_PORT" \
+			-c listen_addresses= -c unix_socket_directories="$FERRET_PGDATA"
 	fi
 
 	local ok=1
 	((PG_LOCAL)) && { infra_wait_ready postgres 120 && pg_setup || ok=0; }
 	((ok && NATS_LOCAL)) && { infra_wait_ready nats 30 || ok=0; }
-	((ok && MONGO_LOCAL)) && { infra_wait_ready ferretdb 30 || ok=0; }
+	if ((ok && MONGO_LOCAL)); then
+		if infra_wait_ready ferretdb-pg 120 && ferret_store_setup; then
+			mkdir -p "$RUN_DIR/ferretdb"
+			log_rotate ferretdb
+			# --debug-addr=- : its debug HTTP listener defaults to the fixed port 8088, which we
+			# do not need and which would clash with anything else there.
+			spawn "$mode" ferretdb "$FERRETDB" --handler=postgresql --postgresql-url="$(ferret_pg_url)" \
+				--listen-addr="127.0.0.1:$MONGODB_PORT" --state-dir="$RUN_DIR/ferretdb" --debug-addr=- \
+				--telemetry=disable --log-level=info
+			infra_wait_ready ferretdb 30 || ok=0
+		else
+			((INFRA_STOP_REQUESTED)) || say "could not set up FerretDB's database in $FERRET_PGDATA"
+			ok=0
+		fi
+	fi
 	if ((!ok)); then
 		infra_stop
 		return 1
@@ -245,7 +315,7 @@ infra_start() {
 		say "nats      external at $NATS_URL (NATS_URL is set): not started"
 	fi
 	if ((MONGO_LOCAL)); then
-		say "ferretdb  at mongodb://127.0.0.1:$MONGODB_PORT/ (SQLite in $rel/ferretdb)"
+		say "ferretdb  at mongodb://127.0.0.1:$MONGODB_PORT/ (PostgreSQL store: database ferretdb in $FERRET_PGDATA, unix socket only)"
 	else
 		say "mongodb   external at $MONGODB_URI (MONGODB_URI is set): FerretDB not started"
 	fi
@@ -255,7 +325,7 @@ infra_start() {
 # names (the `stop` action, for a `start` in the background or a run in another terminal).
 infra_stop() {
 	local n pid
-	for n in ferretdb nats postgres; do
+	for n in ferretdb ferretdb-pg nats postgres; do
 		pid=${INFRA_PIDS[$n]:-}
 		if [[ -z $pid && ${1:-} == --pidfiles ]]; then
 			pid=$(pidfile_pid "$n") || { rm -f "$RUN_DIR/pids/$n.pid"; continue; }
@@ -264,11 +334,18 @@ infra_stop() {
 		unset "INFRA_PIDS[$n]"
 		if pid_alive "$pid"; then
 			say "stopping $n (pid $pid)"
-			if [[ $n == postgres ]]; then
-				[[ -n ${PGDATA_DIR:-} ]] || pg_datadir
+			if [[ $n == postgres || $n == ferretdb-pg ]]; then
+				local dir
+				if [[ $n == postgres ]]; then
+					[[ -n ${PGDATA_DIR:-} ]] || pg_datadir
+					dir=$PGDATA_DIR
+				else
+					[[ -n ${FERRET_PGDATA:-} ]] || ferret_pg_datadir
+					dir=$FERRET_PGDATA
+				fi
 				# Fast shutdown: roll back open transactions, checkpoint, exit.
-				"${AS_PG[@]}" "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -t 60 >/dev/null 2>&1 || true
-				pid_stop postgres "$pid" INT 30
+				"${AS_PG[@]}" "$PG_BIN/pg_ctl" stop -D "$dir" -m fast -w -t 60 >/dev/null 2>&1 || true
+				pid_stop "$n" "$pid" INT 30
 			else
 				pid_stop "$n" "$pid" TERM 10
 			fi
@@ -302,21 +379,25 @@ infra_clean_data() {
 		fi
 	done
 	tools_load
-	if [[ -e $RUN_DIR/pg ]]; then
-		pg_datadir
-		if [[ -f $PGDATA_DIR/postmaster.pid ]] &&
-			pid=$(head -n 1 "$PGDATA_DIR/postmaster.pid") && pid_alive "$pid"; then
-			die "a PostgreSQL server (pid $pid) still uses $PGDATA_DIR: stop it first"
+	local name dir
+	for name in pg ferretdb-pg; do
+		[[ -e $RUN_DIR/$name ]] || continue
+		dir=$(pg_datadir_of "$name")
+		if [[ -f $dir/postmaster.pid ]] &&
+			pid=$(head -n 1 "$dir/postmaster.pid") && pid_alive "$pid"; then
+			die "a PostgreSQL server (pid $pid) still uses $dir: stop it first"
 		fi
-		if [[ -L $RUN_DIR/pg ]]; then
-			case $PGDATA_DIR in
-			/var/tmp/user-api-dev-*/pg) rm -rf "$PGDATA_DIR" && rmdir "${PGDATA_DIR%/pg}" 2>/dev/null || true ;;
-			*) warn "not removing $PGDATA_DIR (.run/pg points there, outside /var/tmp/user-api-dev-*)" ;;
-			esac
-		fi
-	fi
-	rm -rf "$RUN_DIR/pg" "$RUN_DIR/nats" "$RUN_DIR/ferretdb" "$RUN_DIR/logs" "$RUN_DIR/pids"
-	say "removed the data in ${RUN_DIR#"$REPO_ROOT"/} (PostgreSQL, NATS, FerretDB) and the logs"
+	done
+	for name in pg ferretdb-pg; do
+		[[ -L $RUN_DIR/$name ]] || continue
+		dir=$(pg_datadir_of "$name")
+		case $dir in
+		/var/tmp/user-api-dev-*/"$name") rm -rf "$dir" && rmdir "${dir%/"$name"}" 2>/dev/null || true ;;
+		*) warn "not removing $dir (.run/$name points there, outside /var/tmp/user-api-dev-*)" ;;
+		esac
+	done
+	rm -rf "$RUN_DIR/pg" "$RUN_DIR/ferretdb-pg" "$RUN_DIR/nats" "$RUN_DIR/ferretdb" "$RUN_DIR/logs" "$RUN_DIR/pids"
+	say "removed the data in ${RUN_DIR#"$REPO_ROOT"/} (PostgreSQL, NATS, FerretDB and its PostgreSQL) and the logs"
 }
 
 # Foreground: the process supervises its children until a signal or until one of them dies.

@@ -6,7 +6,8 @@ all killed at teardown whether the test passed or not. See harness.py for the cl
   db         a fresh PostgreSQL whose users_db bin/migrate up has migrated; fails if bin/migrate
              is not built. Copied from a template migrated once per session, so it is fast.
   nats       a fresh nats-server with JetStream (harness.Nats)
-  ferret     a fresh FerretDB on SQLite (harness.FerretDB)
+  ferret     a fresh FerretDB on PostgreSQL: a database of its own on the session's FerretDB store
+             (harness.FerretDB, harness.ferretdb_store)
   services   a factory: services.start("user-api", env, args=...) -> harness.Service, stopped
              (killed) at teardown
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import glob
+import itertools
 import os
 import random
 import re
@@ -24,8 +25,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import requests
@@ -753,26 +756,73 @@ class NatsCluster:
 
 # --- FerretDB ------------------------------------------------------------------------------------
 
+# The set-up the dev stack applies to FerretDB's database (deploy/infra.sh): the GIN index on the
+# _id of every collection table FerretDB creates, and plan_cache_mode = force_custom_plan.
+FERRETDB_STORE_SQL = REPO_ROOT / "deploy" / "ferretdb-store.sql"
+
+_store: Postgres | None = None
+_store_lock = threading.Lock()
+_store_seq = itertools.count(1)
+
+
+def ferretdb_store() -> Postgres:
+    """The PostgreSQL server that holds the data of every FerretDB this process starts, one
+    database each, with the role ferretdb that FerretDB logs in as (on the unix socket, trusted).
+    Started on first use and kept for the whole session, so a FerretDB costs a CREATE DATABASE
+    rather than a server; killed at exit like every other server, and started again should it
+    have died."""
+    global _store
+    with _store_lock:
+        if _store is None:
+            store = Postgres(settings={"max_connections": "300"})
+            store.start()
+            store.sql("CREATE ROLE ferretdb LOGIN", dbname="postgres")
+            _store = store
+        elif not _store.running():
+            _store.start()
+        return _store
+
+
 class FerretDB(Process):
-    """FerretDB with the SQLite backend in dir/data; same port and data across restarts."""
+    """FerretDB on its PostgreSQL backend, as `make run` runs it: its data in a database of its own
+    (self.database) on ferretdb_store(), set up by deploy/ferretdb-store.sql before FerretDB first
+    starts. Same port and data across restarts (a kill or a stop leaves the database alone);
+    close() drops the database, unless KEEP_TEST_DIRS keeps it for a post-mortem."""
     name = "ferretdb"
 
     def __init__(self, port: int | None = None, args: list[str] | tuple = (), dir=None):
         super().__init__(dir)
         self._ports_chosen_here = port is None
         self.port = port or free_port()
-        self.data = self.dir / "data"
-        self.data.mkdir(exist_ok=True)
         self.args = list(args)
+        self.database = f"ferretdb_{next(_store_seq)}"
+        self.store: Postgres | None = None
+        self._database_made = False
+
+    def _prepare(self):
+        self.store = ferretdb_store()
+        if self._database_made:
+            return
+        self.store.sql(f'CREATE DATABASE "{self.database}" OWNER ferretdb', dbname="postgres")
+        with self.store.connect(self.database) as c:
+            c.execute("SET client_min_messages = warning")
+            c.execute(FERRETDB_STORE_SQL.read_text())
+        self._database_made = True
+
+    def start(self, wait: bool = True, timeout: float | None = None):
+        self._prepare()
+        return super().start(wait, timeout)
+
+    @property
+    def postgresql_url(self) -> str:
+        """FerretDB's --postgresql-url: the store's unix socket, as the role ferretdb."""
+        return (f"postgres://ferretdb@/{self.database}?host={quote(str(self.store.dir), safe='/')}"
+                f"&port={self.store.port}")
 
     def _argv(self):
         # --debug-addr=- : the debug listener's default is the fixed port 8088, which parallel
         # servers would fight over. --state-dir: its state.json would otherwise land in the cwd.
-        # synchronous(off): no fsync per SQLite commit, as the harness's PostgreSQL runs with
-        # fsync=off; a killed FerretDB loses nothing (the OS holds the writes), only a machine
-        # crash would. FerretDB keeps its other defaults (WAL, busy timeout).
-        return [tool("FERRETDB"), "--handler=sqlite",
-                f"--sqlite-url=file:{self.data}/?_pragma=synchronous(off)",
+        return [tool("FERRETDB"), "--handler=postgresql", f"--postgresql-url={self.postgresql_url}",
                 f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.dir}", "--debug-addr=-",
                 "--telemetry=disable", "--log-level=info", *self.args]
 
@@ -786,6 +836,17 @@ class FerretDB(Process):
             c.admin.command("ping")
         return True
 
+    def close(self):
+        if self.closed:
+            return
+        super().close()
+        if self._database_made and not KEEP_DIRS and self.store is not None and self.store.running():
+            try:
+                self.store.sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)',
+                               dbname="postgres")
+            except psycopg.Error:
+                pass  # the store goes at exit anyway
+
     @property
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
@@ -795,6 +856,11 @@ class FerretDB(Process):
         import pymongo
         kw.setdefault("serverSelectionTimeoutMS", 5000)
         return pymongo.MongoClient(self.uri, **kw)
+
+    def pg_connect(self) -> psycopg.Connection:
+        """A new autocommit connection, as the superuser, to the PostgreSQL database that holds
+        this FerretDB's data; the caller closes it."""
+        return self.store.connect(self.database)
 
 
 # --- the project's binaries ----------------------------------------------------------------------
