@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 
 import harness  # noqa: E402
 
+BINARIES = ("user-api", "outbox-relay", "notification-consumer", "migrate")
 STREAM = "USER_EVENTS"
 DURABLE = "notification-consumer"
 MONGO_DB = "notifications_db"
@@ -137,6 +138,10 @@ class System:
         return self
 
     def _start(self):
+        # A binary that is not built fails the run here, loudly, rather than halfway through.
+        missing = [b for b in BINARIES if not harness.have_binary(b)]
+        if missing:
+            raise RuntimeError(f"not built in {harness.bin_dir()}: {', '.join(missing)} (make)")
         self.pg = harness.Postgres(template=harness.Postgres.template(migrated=True))
         if self.cluster:
             self.nats = harness.NatsCluster(3, name="chaos")

@@ -14,15 +14,10 @@ import harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chaos"))
 
-from chaos import run as nemesis_run, sanitizer_reports  # noqa: E402
+from chaos import run as nemesis_run, sanitizer_build, sanitizer_reports  # noqa: E402
 from checker import check  # noqa: E402
 from load import LoadGen  # noqa: E402
 from system import MONGO_DB, System  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    not all(harness.have_binary(b) for b in ("user-api", "outbox-relay", "notification-consumer",
-                                              "migrate")),
-    reason="the binaries are not built")
 
 SEED = int(os.environ.get("CHAOS_SEED") or 4242)
 
@@ -41,14 +36,17 @@ def systems():
 
 
 def finish(system, load, kills=0, pauses=0, drain_timeout=60):
-    """Stops the writers, checks, stops the services with SIGTERM; returns the report."""
+    """Stops the writers, checks, stops the services with SIGTERM; returns the report. On a
+    sanitizer build (make test-san) their logs are scanned for reports; on any other there is
+    nothing a scan could find, and none is made."""
     load.stop()
     system.wait_ready(60)
     rep = check(system, load.ops, kills=kills, pauses=pauses, drain_timeout=drain_timeout)
     print(rep.text())
     for name, rc in system.stop_services().items():
         assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{system.nodes[name].proc.log_tail()}"
-    assert not sanitizer_reports(system)
+    if sanitizer_build(system):
+        assert not sanitizer_reports(system)
     return rep
 
 

@@ -22,11 +22,6 @@ from load import LoadGen  # noqa: E402
 from system import MONGO_DB, STREAM, System, js_call  # noqa: E402
 from test_chaos import finish as chaos_finish  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    not all(harness.have_binary(b) for b in ("user-api", "outbox-relay", "notification-consumer",
-                                              "migrate")),
-    reason="the binaries are not built")
-
 SEED = int(os.environ.get("CHAOS_SEED") or 4242)
 # nats.c's default: natsOptions_SetMaxReconnect 60 (then the connection is closed for good).
 NATS_C_DEFAULT_MAX_RECONNECT = 60

@@ -20,11 +20,6 @@ from checker import applied_time, check  # noqa: E402
 from load import LoadGen  # noqa: E402
 from system import MONGO_DB, STREAM, System, js_call, read_stream  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    not all(harness.have_binary(b) for b in ("user-api", "outbox-relay", "notification-consumer",
-                                              "migrate")),
-    reason="the binaries are not built")
-
 SEED = 4242
 
 
