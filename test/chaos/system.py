@@ -89,6 +89,25 @@ class Node:
             self.cont()
         return self.proc.stop(timeout)
 
+    def term(self, limit: float = 10.0) -> tuple[int | None, float]:
+        """SIGTERM, as an operator's stop: returns (exit status, seconds until it exited). A process
+        still running after limit seconds is SIGKILLed (status -9), as a service manager would."""
+        t0 = time.monotonic()
+        rc = self.stop(limit)
+        return rc, time.monotonic() - t0
+
+    def restart_with(self, env: dict, timeout: float = 60.0):
+        """Stops a service with SIGTERM if it runs, lays env over its environment (a value of None
+        removes the variable) and starts it again; later restarts keep the change."""
+        if self.running():
+            self.stop(12)
+        for k, v in env.items():
+            if v is None:
+                self.proc.env.pop(k, None)
+            else:
+                self.proc.env[k] = str(v)
+        self.start(timeout)
+
     def pause(self):
         _signal_tree(self.proc, signal.SIGSTOP)
         self.paused = True
@@ -272,6 +291,27 @@ class System:
         """The consumers' CONSUMER_LEASE_TTL in seconds (the product's default unless set)."""
         v = self.extra_env.get("notification-consumer", {}).get("CONSUMER_LEASE_TTL", "5s")
         return float(v[:-2]) / 1000 if v.endswith("ms") else float(v.rstrip("s"))
+
+    def lease_holder(self) -> Node | None:
+        """The consumer process that holds the lease now (its /readyz says "ok" for the consumer
+        check; a stand-by names the holder there), or None."""
+        import requests
+        for n in self.services("notification-consumer"):
+            if not n.running() or n.paused:
+                continue
+            try:
+                r = requests.get(n.proc.url + "/readyz", timeout=2)
+                if r.json()["checks"]["consumer"] == "ok":
+                    return n
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+        return None
+
+    def stream_info(self):
+        """nats-py's StreamInfo of USER_EVENTS (config and state)."""
+        async def fn(js):
+            return await js.stream_info(STREAM)
+        return js_call(self.nats_url(), fn)
 
     def consumer_instances(self) -> dict:
         """{instance id: node name} of every life of every consumer process, from their logs."""
