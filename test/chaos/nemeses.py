@@ -189,10 +189,10 @@ def republish_after_window(system: System, window_s: float, timeout: float = 30.
 def fill_stream(system: System, hold_s: float = 3.0, headroom_msgs: int = 5,
                 timeout: float = 30.0, log=print) -> dict | None:
     """Every relay is restarted with RELAY_STREAM_MAX_BYTES a few messages above what the stream
-    holds (measured while no relay runs, so the stream cannot grow meanwhile, and never below what
-    it holds: a limit lowered below the stream's size would make JetStream delete the oldest
-    events). The stream then refuses new events (discard new) as soon as the writes fill it; the
-    relay rolls its batch back and retries, and the writes wait in the outbox. After hold_s more
+    holds (measured while no relay runs, so the stream cannot grow meanwhile): the refusal comes
+    from the writes of the run, a few events later, not from the restart. The stream then refuses
+    new events (discard new); the relay rolls its batch back and retries, and the writes wait in
+    the outbox. After hold_s more
     of that, every relay is restarted with its former setting, and the relay updates the stream
     (stream.c: max bytes can change in place) so that it accepts again.
 
