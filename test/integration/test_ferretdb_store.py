@@ -62,6 +62,10 @@ def test_versioned_upserts_find_the_document_through_the_gin_index(ferret):
         table = collection_table(pg, DB, COLL)
         indexes = gin_indexes(pg, DB, table)
     assert len(indexes) == 1, f"GIN indexes on {DB}.{table}: {indexes}"
+    with ferret.pg_connect() as pg:
+        options = pg.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+                             (f'"{DB}"."{indexes[0]}"',)).fetchone()[0]
+    assert "fastupdate=off" in (options or []), options  # no pending list for lookups to read
     # (Building the two indexes of the new table counted as two sequential scans.)
     seq0, idx0 = scans(ferret, DB, table, indexes[0])
 
