@@ -78,7 +78,6 @@ get_user(struct http_request *req, void *arg)
 	int64_t id, deadline, version = 0;
 	json_t *doc = NULL;
 	char err[512], etag[40], *body;
-	int found;
 
 	if (!parse_user_id(req, &id))
 		return;
@@ -95,13 +94,11 @@ get_user(struct http_request *req, void *arg)
 	deadline = mono_ms() + wait_ms;
 	for (;;) {
 		json_decref(doc);
-		doc = NULL;
-		found = store_get_user(api->store, id, &doc, err, sizeof(err));
-		if (found < 0) {
+		if (store_get_user(api->store, id, &doc, err, sizeof(err)) != 0) {
 			reply_store_down(req, err);
 			return;
 		}
-		version = found ? json_integer_value(json_object_get(doc, "version")) : 0;
+		version = doc != NULL ? json_integer_value(json_object_get(doc, "version")) : 0;
 		if (min_version == 0 || version >= min_version || mono_ms() >= deadline ||
 		    shutdown_requested())
 			break;
@@ -130,7 +127,7 @@ get_user(struct http_request *req, void *arg)
 		free(body);
 		return;
 	}
-	if (!found || json_is_true(json_object_get(doc, "deleted"))) {
+	if (doc == NULL || json_is_true(json_object_get(doc, "deleted"))) {
 		json_decref(doc);
 		http_reply_problem(req, 404, NULL, "no user %" PRId64, id);
 		return;

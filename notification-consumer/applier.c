@@ -280,17 +280,17 @@ lag_update(struct applier *a)
 	int64_t ack_pending;
 	char err[256];
 
-	int rc = js_consumer_lag(a->js, a->cfg->stream, a->cfg->durable, &pending, &ack_pending, err,
-	    sizeof(err));
-
-	if (rc == -2) {
+	switch (js_consumer_lag(a->js, a->cfg->stream, a->cfg->durable, &pending, &ack_pending, err,
+	    sizeof(err))) {
+	case JS_OK:
+		break;
+	case JS_CONSUMER_GONE:
 		/* Deleted under us: set it up again before the next fetch. */
 		log_warnx("jetstream: %s", err);
 		atomic_store(&a->consumer_ok, false);
 		set_text(a, a->consumer_err, err);
 		return;
-	}
-	if (rc != 0) {
+	case JS_FAILED:
 		log_debug("jetstream: %s", err);
 		return;
 	}
@@ -317,24 +317,25 @@ dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const cha
 	    natsMsg_GetSubject(m), reason);
 }
 
-/* Applies one event until MongoDB confirms, shutdown, or the lease is lost; keeps the rest of the
- * batch (msgs from index next on) alive meanwhile. STORE_ERROR means it was interrupted. */
-static enum store_result
+/* Applies one event until MongoDB confirms, keeping the rest of the batch (msgs from index next
+ * on) alive meanwhile, and stores what it did in *r (never COPY_STORE_ERROR). Returns false when
+ * shutdown or the loss of the lease interrupted it first. */
+static bool
 apply_until_confirmed(struct applier *a, const struct event *ev, const struct js_meta *meta,
-    enum store_order order, int64_t *copy_version, natsMsg **msgs, int next, int n)
+    enum copy_store_order order, int64_t *copy_version, natsMsg **msgs, int next, int n,
+    enum copy_store_result *r)
 {
 	struct backoff b;
-	enum store_result r;
 	char err[512];
 
 	backoff_init(&b, 100, 5000);
 	for (;;) {
-		r = store_apply(a->store, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
+		*r = store_apply(a->store, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
 		    copy_version, err, sizeof(err));
-		if (r != STORE_ERROR) {
+		if (*r != COPY_STORE_ERROR) {
 			if (!atomic_load(&a->mongo_ok))
 				mongo_check(a);
-			return r;
+			return true;
 		}
 		metrics_add(a->m_errors, 1);
 		if (atomic_exchange(&a->mongo_ok, false))
@@ -346,7 +347,7 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 			for (int i = next; i < n; i++)
 				js_in_progress(a->nc, msgs[i]);
 			if (shutdown_sleep_ms(backoff_next(&b)) || !may_apply(a))
-				return STORE_ERROR;
+				return false;
 		} while (!mongo_check(a));
 	}
 }
@@ -411,8 +412,8 @@ recent_check(struct applier *a)
 
 		/* Over the gap: the versions between were applied before, the other writer only
 		 * took the document back. */
-		if (versions[i] < r->ev.version && store_apply(a->store, &r->ev, STORE_OVER_GAP,
-		    r->published_us, r->seq, NULL, err, sizeof(err)) == STORE_APPLIED) {
+		if (versions[i] < r->ev.version && store_apply(a->store, &r->ev, COPY_STORE_OVER_GAP,
+		    r->published_us, r->seq, NULL, err, sizeof(err)) == COPY_STORE_APPLIED) {
 			metrics_add(a->m_regressions, 1);
 			log_warnx("user %" PRId64 " was taken back to version %" PRId64 " by another "
 			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, versions[i],
@@ -536,7 +537,7 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	natsMsg *m = msgs[i];
 	struct js_meta meta;
 	struct event ev;
-	enum store_result r;
+	enum copy_store_result r;
 	int64_t copy_version = 0, waited_ms = 0;
 	bool gap = false;
 	char err[512];
@@ -553,34 +554,30 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 		dead_letter(a, m, &meta, err);
 		return true;
 	}
-	r = apply_until_confirmed(a, &ev, &meta, STORE_IN_ORDER, &copy_version, msgs, i, n);
-	if (r == STORE_EARLY) {
+	if (!apply_until_confirmed(a, &ev, &meta, COPY_STORE_IN_ORDER, &copy_version, msgs, i, n, &r))
+		goto interrupted;
+	if (r == COPY_STORE_EARLY) {
 		if (hold_back(a, m, &ev, &meta, copy_version, &waited_ms)) {
 			event_release(&ev);
 			return true;
 		}
 		/* Waited long enough: the missing versions are not coming (dead-lettered, purged,
 		 * past the stream's retention). Applied over the gap, so the user is not stuck. */
-		r = apply_until_confirmed(a, &ev, &meta, STORE_OVER_GAP, NULL, msgs, i, n);
-		gap = r == STORE_APPLIED;
-	}
-	if (r == STORE_ERROR) {
-		event_release(&ev);
-		return false;
+		if (!apply_until_confirmed(a, &ev, &meta, COPY_STORE_OVER_GAP, NULL, msgs, i, n, &r))
+			goto interrupted;
+		gap = r == COPY_STORE_APPLIED;
 	}
 	held_forget(a, meta.stream_seq);
-	if (r == STORE_APPLIED)
+	if (r == COPY_STORE_APPLIED)
 		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
 	FAILPOINT("consumer.after_write_before_ack");
 	if (js_ack_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0) {
 		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev.event_id);
 		/* Without NATS every further ack would wait its timeout: hand the batch back. */
-		if (!natsconn_ok(a->nc)) {
-			event_release(&ev);
-			return false;
-		}
+		if (!natsconn_ok(a->nc))
+			goto interrupted;
 	}
-	if (r == STORE_APPLIED) {
+	if (r == COPY_STORE_APPLIED) {
 		double now = (double)wall_us();
 
 		metrics_add(a->m_applied, 1);
@@ -604,6 +601,9 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	}
 	event_release(&ev);
 	return true;
+interrupted:
+	event_release(&ev);
+	return false;
 }
 
 static void *
@@ -617,6 +617,7 @@ applier_run(void *arg)
 
 	backoff_init(&b, 100, 5000);
 	while (msgs != NULL && !shutdown_requested()) {
+		enum js_result fetched;
 		int n, i;
 
 		if (!natsconn_ok(a->nc)) {
@@ -644,11 +645,11 @@ applier_run(void *arg)
 			last_lag = mono_ms();
 			lag_update(a);
 		}
-		n = js_pull_fetch(a->pull, msgs, (int)a->cfg->batch, a->cfg->fetch_expiry_ms, err,
-		    sizeof(err));
-		if (n < 0) {
+		fetched = js_pull_fetch(a->pull, msgs, (int)a->cfg->batch, a->cfg->fetch_expiry_ms, &n,
+		    err, sizeof(err));
+		if (fetched != JS_OK) {
 			log_warnx("jetstream: %s", err);
-			if (n == -2) {
+			if (fetched == JS_CONSUMER_GONE) {
 				atomic_store(&a->consumer_ok, false);
 				set_text(a, a->consumer_err, err);
 			}

@@ -115,11 +115,14 @@ js_pull_free(struct js_pull *p)
 	free(p);
 }
 
-int
-js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char *err, size_t errlen)
+enum js_result
+js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *count, char *err,
+    size_t errlen)
 {
 	int n = 0;
 	natsStatus s;
+
+	*count = 0;
 
 	/* One request is open at a time: a new one only when the last was answered in full, ended
 	 * by the server, or is surely expired; until then its messages keep arriving in the inbox. */
@@ -131,7 +134,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 		s = natsConnection_PublishRequestString(p->nc, p->next_subject, p->inbox, req);
 		if (s != NATS_OK) {
 			snprintf(err, errlen, "could not send the pull request: %s", natsStatus_GetText(s));
-			return -1;
+			return JS_FAILED;
 		}
 		p->open = max;
 		/* The server ends the request with a 408 when it expires; the margin covers the trip. */
@@ -159,7 +162,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 			if (n > 0)
 				break;
 			snprintf(err, errlen, "could not read the pull inbox: %s", natsStatus_GetText(s));
-			return -1;
+			return JS_FAILED;
 		}
 		if (natsMsg_GetDataLength(m) == 0 &&
 		    natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL) {
@@ -184,7 +187,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 			natsMsg_Destroy(m);
 			if (n > 0)
 				break;
-			return gone ? -2 : -1;
+			return gone ? JS_CONSUMER_GONE : JS_FAILED;
 		}
 		if (natsMsg_GetReply(m) == NULL || strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) != 0) {
 			natsMsg_Destroy(m);
@@ -193,7 +196,8 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char 
 		msgs[n++] = m;
 		p->open--;
 	}
-	return n;
+	*count = n;
+	return JS_OK;
 }
 
 static int
@@ -429,7 +433,7 @@ fail:
 	return rc;
 }
 
-int
+enum js_result
 js_consumer_lag(jsCtx *js, const char *stream, const char *name, uint64_t *pending,
     int64_t *ack_pending, char *err, size_t errlen)
 {
@@ -440,19 +444,19 @@ js_consumer_lag(jsCtx *js, const char *stream, const char *name, uint64_t *pendi
 	s = js_GetConsumerInfo(&ci, js, stream, name, NULL, &jerr);
 	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr) {
 		snprintf(err, errlen, "consumer %s on %s not found", name, stream);
-		return -2;
+		return JS_CONSUMER_GONE;
 	}
 	if (s != NATS_OK) {
 		char why[256];
 
 		status_text(s, jerr, why, sizeof(why));
 		snprintf(err, errlen, "could not read consumer %s: %s", name, why);
-		return -1;
+		return JS_FAILED;
 	}
 	*pending = ci->NumPending;
 	*ack_pending = ci->NumAckPending;
 	jsConsumerInfo_Destroy(ci);
-	return 0;
+	return JS_OK;
 }
 
 int

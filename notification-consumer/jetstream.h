@@ -26,6 +26,14 @@ struct js_meta {
  * form with domain and account hash. Returns false when reply is not such a subject. */
 bool js_meta_parse(const char *reply, struct js_meta *m);
 
+/* What a request about a consumer came to, where "failed" and "the consumer is gone" call for
+ * different answers. */
+enum js_result {
+	JS_OK,
+	JS_FAILED,		/* not made, not answered, or refused: err says why; try again later */
+	JS_CONSUMER_GONE,	/* the consumer (or its stream) does not exist: set it up again */
+};
+
 struct js_pull;
 
 /* Subscribes a private inbox for pull requests to stream/consumer. The caller js_pull_free()s the
@@ -34,12 +42,12 @@ struct js_pull *js_pull_new(natsConnection *nc, const char *stream, const char *
     char *err, size_t errlen);
 void js_pull_free(struct js_pull *p);
 
-/* Asks for up to max messages, waiting at most expires_ms, and stores them in msgs (the caller
- * natsMsg_Destroy()s each). Returns the number of messages (0 when none came), -2 when the
- * consumer is gone, or -1 with err filled when the request could not be made or the server
- * refused it. */
-int js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, char *err,
-    size_t errlen) __attribute__((warn_unused_result));
+/* Asks for up to max messages, waiting at most expires_ms, and stores them in msgs and their number
+ * in *n (0 when none came; the caller natsMsg_Destroy()s each). JS_OK; JS_CONSUMER_GONE, or
+ * JS_FAILED when the request could not be made or the server refused it, both with err filled and
+ * *n 0. */
+enum js_result js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *n,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Acknowledges m and waits for the server to confirm it. */
 int js_ack_sync(natsConnection *nc, natsMsg *m, long timeout_ms, char *err, size_t errlen)
@@ -77,8 +85,9 @@ int js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream
     __attribute__((warn_unused_result));
 
 /* Reads the consumer's lag: messages not yet delivered and delivered but not acknowledged.
- * Returns -2 when the consumer (or its stream) does not exist. */
-int js_consumer_lag(jsCtx *js, const char *stream, const char *name, uint64_t *pending,
+ * JS_OK; JS_CONSUMER_GONE when the consumer (or its stream) does not exist, JS_FAILED when the
+ * server could not tell, both with err filled. */
+enum js_result js_consumer_lag(jsCtx *js, const char *stream, const char *name, uint64_t *pending,
     int64_t *ack_pending, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Where an ephemeral consumer starts. */

@@ -79,10 +79,11 @@ progress_show(struct progress *p, uint64_t seq, const struct replay_counts *c, b
 	}
 }
 
-/* Applies ev as order allows, retrying while MongoDB is down; false on shutdown. */
+/* Applies ev as order allows, retrying while MongoDB is down, and stores what it did in *r (never
+ * COPY_STORE_ERROR); false when shutdown interrupted it first. */
 static bool
-apply_retrying(struct store *st, const struct event *ev, enum store_order order,
-    int64_t published_us, uint64_t seq, enum store_result *r)
+apply_retrying(struct store *st, const struct event *ev, enum copy_store_order order,
+    int64_t published_us, uint64_t seq, enum copy_store_result *r)
 {
 	struct backoff b;
 	char err[512];
@@ -90,7 +91,7 @@ apply_retrying(struct store *st, const struct event *ev, enum store_order order,
 	backoff_init(&b, 100, 5000);
 	for (;;) {
 		*r = store_apply(st, ev, order, published_us, seq, NULL, err, sizeof(err));
-		if (*r != STORE_ERROR)
+		if (*r != COPY_STORE_ERROR)
 			return true;
 		log_warnx("replay: %s; retrying event=%s", err, ev->event_id);
 		if (shutdown_sleep_ms(backoff_next(&b)))
@@ -99,11 +100,11 @@ apply_retrying(struct store *st, const struct event *ev, enum store_order order,
 }
 
 static void
-count(struct replay_counts *c, enum store_result r)
+count(struct replay_counts *c, enum copy_store_result r)
 {
-	if (r == STORE_APPLIED)
+	if (r == COPY_STORE_APPLIED)
 		c->applied++;
-	else if (r == STORE_STALE)
+	else if (r == COPY_STORE_STALE)
 		c->stale++;
 }
 
@@ -126,7 +127,7 @@ settle(struct store *st, struct reorder *ro, int64_t id, uint64_t force_before,
 	for (;;) {
 		size_t low = ro->n;
 		bool due = false;
-		enum store_result r;
+		enum copy_store_result r;
 		struct held *h;
 
 		for (size_t i = 0; i < ro->n; i++) {
@@ -139,14 +140,14 @@ settle(struct store *st, struct reorder *ro, int64_t id, uint64_t force_before,
 		if (low == ro->n)
 			return true;
 		h = &ro->v[low];
-		if (!apply_retrying(st, &h->ev, STORE_IN_ORDER, h->published_us, h->seq, &r))
+		if (!apply_retrying(st, &h->ev, COPY_STORE_IN_ORDER, h->published_us, h->seq, &r))
 			return false;
-		if (r == STORE_EARLY) {
+		if (r == COPY_STORE_EARLY) {
 			if (!due)
 				return true;
-			if (!apply_retrying(st, &h->ev, STORE_OVER_GAP, h->published_us, h->seq, &r))
+			if (!apply_retrying(st, &h->ev, COPY_STORE_OVER_GAP, h->published_us, h->seq, &r))
 				return false;
-			if (r == STORE_APPLIED) {
+			if (r == COPY_STORE_APPLIED) {
 				c->gaps++;
 				log_debug("replay: user=%" PRId64 " version=%" PRId64 " applied over a gap "
 				    "seq=%" PRIu64 " event=%s", id, h->ev.version, h->seq, h->ev.event_id);
@@ -164,7 +165,7 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
     struct replay_counts *c)
 {
 	struct event ev;
-	enum store_result r;
+	enum copy_store_result r;
 	char err[512];
 
 	c->read++;
@@ -174,24 +175,25 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
 		log_warnx("replay: poison seq=%" PRIu64 " skipped: %s", meta->stream_seq, err);
 		return true;
 	}
-	if (!apply_retrying(st, &ev, STORE_IN_ORDER, meta->timestamp_ns / 1000, meta->stream_seq,
+	if (!apply_retrying(st, &ev, COPY_STORE_IN_ORDER, meta->timestamp_ns / 1000, meta->stream_seq,
 	    &r)) {
 		event_release(&ev);
 		return false;
 	}
-	if (r == STORE_EARLY) {
+	if (r == COPY_STORE_EARLY) {
 		if (ro->n == ro->cap) {
 			size_t cap = ro->cap ? ro->cap * 2 : 64;
 			struct held *bigger = realloc(ro->v, cap * sizeof(*bigger));
 
 			if (bigger == NULL) {
 				/* Not held, then: in stream order, over the gap. */
-				bool ok = apply_retrying(st, &ev, STORE_OVER_GAP, meta->timestamp_ns / 1000,
+				bool ok = apply_retrying(st, &ev, COPY_STORE_OVER_GAP, meta->timestamp_ns / 1000,
 				    meta->stream_seq, &r);
 
-				if (r == STORE_APPLIED)
+				if (ok && r == COPY_STORE_APPLIED)
 					c->gaps++;
-				count(c, r);
+				if (ok)
+					count(c, r);
 				event_release(&ev);
 				return ok;
 			}
@@ -202,7 +204,7 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
 		return true;
 	}
 	count(c, r);
-	if (r == STORE_APPLIED && !settle(st, ro, ev.user_id, 0, c)) {
+	if (r == COPY_STORE_APPLIED && !settle(st, ro, ev.user_id, 0, c)) {
 		event_release(&ev);
 		return false;
 	}
@@ -262,6 +264,7 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 	}
 	while (seq < until) {
 		natsMsg *last = NULL;
+		enum js_result fetched;
 		bool stop = false;
 		int n;
 
@@ -270,12 +273,12 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 			log_warnx("replay: interrupted at seq %" PRIu64, seq);
 			goto out;
 		}
-		n = js_pull_fetch(pull, msgs, REPLAY_BATCH, 1000, err, sizeof(err));
-		if (n == -2) {
+		fetched = js_pull_fetch(pull, msgs, REPLAY_BATCH, 1000, &n, err, sizeof(err));
+		if (fetched == JS_CONSUMER_GONE) {
 			log_warnx("replay: %s", err);
 			goto out;
 		}
-		if (n < 0) {
+		if (fetched == JS_FAILED) {
 			log_warnx("replay: %s", err);
 			if (shutdown_sleep_ms(1000))
 				goto out;
@@ -287,16 +290,17 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 
 			/* Nothing left before until (e.g. a start time after the last event). */
 			if (js_consumer_lag(js, cfg->stream, name, &pending, &ack_pending, err,
-			    sizeof(err)) == 0 && pending == 0)
+			    sizeof(err)) == JS_OK && pending == 0)
 				break;
 			continue;
 		}
 		for (int i = 0; i < n; i++) {
 			struct js_meta meta;
 
-			if (stop || !js_meta_parse(natsMsg_GetReply(msgs[i]), &meta) ||
-			    meta.stream_seq > until) {
-				stop = stop || meta.stream_seq > until;
+			if (stop || !js_meta_parse(natsMsg_GetReply(msgs[i]), &meta))
+				continue;
+			if (meta.stream_seq > until) {
+				stop = true;
 				continue;
 			}
 			if (pg.first == 1 && start->seq == 0 && seq == 0)

@@ -436,10 +436,11 @@ out:
 	return rc;
 }
 
-/* Reads the version of user id's document into *version: 1 when there is one, 0 when there is
- * none (*version 0), -1 on error. */
+/* Reads whether user id has a document into *found, and its version into *version (0 without
+ * one). Returns 0, or -1 with e filled. */
 static int
-copy_version_read(mongoc_collection_t *coll, int64_t id, int64_t *version, bson_error_t *e)
+copy_version_read(mongoc_collection_t *coll, int64_t id, bool *found, int64_t *version,
+    bson_error_t *e)
 {
 	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
 	bson_t *opts = BCON_NEW("projection", "{", "version", BCON_INT32(1), "}");
@@ -448,9 +449,10 @@ copy_version_read(mongoc_collection_t *coll, int64_t id, int64_t *version, bson_
 	bson_iter_t it;
 	int rc = 0;
 
+	*found = false;
 	*version = 0;
 	if (mongoc_cursor_next(cur, &doc)) {
-		rc = 1;
+		*found = true;
 		if (bson_iter_init_find(&it, doc, "version") && BSON_ITER_HOLDS_NUMBER(&it))
 			*version = bson_iter_as_int64(&it);
 	} else if (mongoc_cursor_error(cur, e)) {
@@ -469,13 +471,13 @@ copy_version_read(mongoc_collection_t *coll, int64_t id, int64_t *version, bson_
  * meanwhile: written again, a few times at most). Otherwise the filter takes any older version
  * and the upsert inserts a missing document; a document at or past the event's version makes
  * that insert collide on _id (11000), the same answer on MongoDB and FerretDB. */
-static enum store_result
+static enum copy_store_result
 write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, bool exact,
     const bson_t *update, int64_t *copy_version, char *err, size_t errlen)
 {
 	bson_t *filter, *opts;
 	bson_t reply = BSON_INITIALIZER;
-	enum store_result res = STORE_ERROR;
+	enum copy_store_result res = COPY_STORE_ERROR;
 	char why[256];
 	bson_error_t e;
 
@@ -488,12 +490,12 @@ write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, 
 	opts = BCON_NEW("upsert", BCON_BOOL(!exact));
 	for (int attempt = 0; attempt < 3; attempt++) {
 		int64_t version;
-		int found;
+		bool found;
 
 		bson_destroy(&reply);
 		if (!mongoc_collection_update_one(coll, filter, update, opts, &reply, &e)) {
 			if (e.code == DUPLICATE_KEY) {
-				res = STORE_STALE;
+				res = COPY_STORE_STALE;
 			} else {
 				error_text(&e, why, sizeof(why));
 				snprintf(err, errlen, "could not apply event %s to %s.%s: %s", ev->event_id,
@@ -503,27 +505,27 @@ write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, 
 		}
 		if (!exact) {
 			res = reply_int(&reply, "modifiedCount") + reply_int(&reply, "upsertedCount") > 0 ?
-			    STORE_APPLIED : STORE_STALE;
+			    COPY_STORE_APPLIED : COPY_STORE_STALE;
 			goto out;
 		}
 		if (reply_int(&reply, "matchedCount") > 0) {
-			res = STORE_APPLIED;
+			res = COPY_STORE_APPLIED;
 			goto out;
 		}
-		if ((found = copy_version_read(coll, ev->user_id, &version, &e)) < 0) {
+		if (copy_version_read(coll, ev->user_id, &found, &version, &e) != 0) {
 			error_text(&e, why, sizeof(why));
 			snprintf(err, errlen, "could not read the version of user %lld in %s.%s: %s",
 			    (long long)ev->user_id, s->db, s->collection, why);
 			goto out;
 		}
 		if (found && version >= ev->version) {
-			res = STORE_STALE;
+			res = COPY_STORE_STALE;
 			goto out;
 		}
 		if (!found || version < ev->version - 1) {
 			if (copy_version != NULL)
 				*copy_version = version;
-			res = STORE_EARLY;
+			res = COPY_STORE_EARLY;
 			goto out;
 		}
 		/* At the previous version now: another writer moved it between the two steps. */
@@ -537,16 +539,16 @@ out:
 	return res;
 }
 
-enum store_result
-store_apply(struct store *s, const struct event *ev, enum store_order order, int64_t published_us,
-    uint64_t stream_seq, int64_t *copy_version, char *err, size_t errlen)
+enum copy_store_result
+store_apply(struct store *s, const struct event *ev, enum copy_store_order order,
+    int64_t published_us, uint64_t stream_seq, int64_t *copy_version, char *err, size_t errlen)
 {
 	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
 	/* A version 1 event has no version before it, and a snapshot rebases the copy: both take
 	 * the guard "any older version", as every event does over a gap. */
-	bool exact = order == STORE_IN_ORDER && ev->kind != EVENT_SNAPSHOT && ev->version > 1;
-	enum store_result res = STORE_ERROR;
+	bool exact = order == COPY_STORE_IN_ORDER && ev->kind != EVENT_SNAPSHOT && ev->version > 1;
+	enum copy_store_result res = COPY_STORE_ERROR;
 	char applied_at[32], published_at[32];
 	bson_t *update = NULL;
 
@@ -569,24 +571,24 @@ store_apply(struct store *s, const struct event *ev, enum store_order order, int
 	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
 	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
 	res = write_event(s, coll, ev, exact, update, copy_version, err, errlen);
-	if (res == STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
+	if (res == COPY_STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
 		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
-		res = STORE_ERROR;
-	} else if (res == STORE_APPLIED &&
+		res = COPY_STORE_ERROR;
+	} else if (res == COPY_STORE_APPLIED &&
 	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, false, err, errlen) != 0) {
 		/* Retried as a whole: the write is then stale and the repair above adds the entry. */
-		res = STORE_ERROR;
-	} else if (res == STORE_STALE &&
+		res = COPY_STORE_ERROR;
+	} else if (res == COPY_STORE_STALE &&
 	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, err, errlen) != 0) {
 		/* A stale event the history does not know yet arrived after a newer one took effect
 		 * (a snapshot of a version already applied; an event older than one applied over a
 		 * gap): it is recorded once, as superseded, so the history lists every version; a
 		 * duplicate finds its entry there and adds nothing. */
-		res = STORE_ERROR;
+		res = COPY_STORE_ERROR;
 	}
 out:
 	/* The write may have landed without its history entry: check again next time. */
-	if (res == STORE_ERROR)
+	if (res == COPY_STORE_ERROR)
 		verified_set(s, ev->user_id, false);
 	bson_destroy(update);
 	mongoc_collection_destroy(coll);
@@ -687,13 +689,10 @@ store_get_user(struct store *s, int64_t id, json_t **out, char *err, size_t errl
 	bson_destroy(filter);
 	if (rc != 0)
 		return -1;
-	if (json_array_size(arr) == 0) {
-		json_decref(arr);
-		return 0;
-	}
-	*out = json_incref(json_array_get(arr, 0));
+	if (json_array_size(arr) > 0)
+		*out = json_incref(json_array_get(arr, 0));
 	json_decref(arr);
-	return 1;
+	return 0;
 }
 
 int

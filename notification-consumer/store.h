@@ -39,25 +39,26 @@ int store_ping(struct store *s, char *err, size_t errlen) __attribute__((warn_un
 /* Creates the history's unique event_id index and its (user_id, version) index; idempotent. */
 int store_prepare(struct store *s, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-enum store_result {
-	STORE_APPLIED,	/* the copy moved to the event's version */
-	STORE_STALE,	/* the copy was already at or past it: no effect */
-	STORE_EARLY,	/* a version between the copy's and the event's is missing: not applied */
-	STORE_ERROR,	/* MongoDB did not confirm: try again later */
+/* What applying an event did to the copy (not user-api's enum user_store_result). */
+enum copy_store_result {
+	COPY_STORE_APPLIED,	/* the copy moved to the event's version */
+	COPY_STORE_STALE,	/* the copy was already at or past it: no effect */
+	COPY_STORE_EARLY,	/* a version between the copy's and the event's is missing: not applied */
+	COPY_STORE_ERROR,	/* MongoDB did not confirm: try again later */
 };
 
 /* Which versions an event may move the copy from. */
-enum store_order {
+enum copy_store_order {
 	/* Only from the version just before the event's (no document for a version 1): an event of
-	 * a later version is STORE_EARLY and changes nothing, so a user's versions take effect in
-	 * order and none is skipped. A user_snapshot is a full-state rebase and applies over any
+	 * a later version is COPY_STORE_EARLY and changes nothing, so a user's versions take effect
+	 * in order and none is skipped. A user_snapshot is a full-state rebase and applies over any
 	 * older version. One write per event; only a write that matched nothing reads the
 	 * document, to tell a stale event from an early one. */
-	STORE_IN_ORDER,
+	COPY_STORE_IN_ORDER,
 	/* From any older version, over a gap: for an event that waited its time for the versions
 	 * before it (CONSUMER_GAP_WAIT), a replay's, and writing again what another writer took
 	 * back. */
-	STORE_OVER_GAP,
+	COPY_STORE_OVER_GAP,
 };
 
 /* Applies ev as order allows: the full state, guarded by the version; a duplicate or an older
@@ -67,13 +68,15 @@ enum store_order {
  * "superseded" for a stale event it did not know; an early event writes nothing. An event that
  * takes effect again after its entry was written (another writer took the copy back) is counted
  * on that entry as "reapplied", so the history shows every effect, not only the first. On
- * STORE_EARLY *copy_version (unless NULL) is the version the copy is at, 0 without a
- * document. */
-enum store_result store_apply(struct store *s, const struct event *ev, enum store_order order,
-    int64_t published_us, uint64_t stream_seq, int64_t *copy_version, char *err, size_t errlen);
+ * COPY_STORE_EARLY *copy_version (unless NULL) is the version the copy is at, 0 without a
+ * document; on COPY_STORE_ERROR err says why. */
+enum copy_store_result store_apply(struct store *s, const struct event *ev,
+    enum copy_store_order order, int64_t published_us, uint64_t stream_seq, int64_t *copy_version,
+    char *err, size_t errlen);
 
-/* Reads user id into *out (a new reference the caller json_decref()s) as {user_id, name, email,
- * updated_at, version, deleted}. Returns 1 when found, 0 when absent, -1 on error. */
+/* Reads user id into *out as {user_id, name, email, updated_at, version, deleted}: a new reference
+ * the caller json_decref()s, or NULL when the copy has no document of the user. Returns 0, or -1
+ * with err filled. */
 int store_get_user(struct store *s, int64_t id, json_t **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Up to limit users with id > after that are not deleted, in id order, as a new JSON array. */
