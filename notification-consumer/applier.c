@@ -20,14 +20,8 @@
 #include "natsconn.h"
 #include "util.h"
 
-#define ACK_TIMEOUT_MS 5000
-#define LAG_EVERY_MS 2000
-#define PING_EVERY_MS 2000
-/* An event held back for a missing version comes back after these delays, doubling: soon, for a
- * version that is right behind it in the stream, and less often while it waits for one that a
- * crashed process held (that comes back only after the ack wait). */
-#define HOLD_DELAY_FIRST_MS 250
-#define HOLD_DELAY_MAX_MS 4000
+/* A poison event that could not be dead-lettered comes back after this delay, to be tried again. */
+#define DEAD_LETTER_RETRY_MS 1000
 
 /* An applied event kept for a while: FerretDB's update reads then writes, so another writer on
  * the same user (a replay) can take the document back to an older version right after. */
@@ -106,7 +100,7 @@ applier_new(natsConnection *nc, struct store *store, struct lease *lease,
 	a->lease = lease;
 	a->cfg = cfg;
 	jsOptions_Init(&jo);
-	jo.Wait = 5000;
+	jo.Wait = cfg->nats_timeout_ms;
 	s = natsConnection_JetStream(&a->js, nc, &jo);
 	if (s != NATS_OK) {
 		snprintf(err, errlen, "could not open a JetStream context: %s", natsStatus_GetText(s));
@@ -303,14 +297,14 @@ dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const cha
 {
 	char err[512];
 
-	if (js_dlq_publish(a->js, m, a->cfg->dlq_prefix, a->cfg->stream, meta, reason, err,
-	    sizeof(err)) != 0) {
+	if (js_dlq_publish(a->js, m, a->cfg->dlq_prefix, a->cfg->stream, meta, reason,
+	    a->cfg->nats_timeout_ms, err, sizeof(err)) != 0) {
 		/* Not lost: it comes back after the delay and is tried again. */
 		log_warnx("poison seq=%" PRIu64 " kept: %s", meta->stream_seq, err);
-		js_nak(a->nc, m, 1000);
+		js_nak(a->nc, m, DEAD_LETTER_RETRY_MS);
 		return;
 	}
-	if (js_term_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0)
+	if (js_term_sync(a->nc, m, a->cfg->nats_timeout_ms, err, sizeof(err)) != 0)
 		log_warnx("poison seq=%" PRIu64 ": %s", meta->stream_seq, err);
 	metrics_add(a->m_dead, 1);
 	log_warnx("dead-lettered seq=%" PRIu64 " subject=\"%s\": %s", meta->stream_seq,
@@ -328,7 +322,7 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 	struct backoff b;
 	char err[512];
 
-	backoff_init(&b, 100, 5000);
+	backoff_init(&b, a->cfg->backoff_min_ms, a->cfg->backoff_max_ms);
 	for (;;) {
 		*r = store_apply(a->store, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
 		    copy_version, err, sizeof(err));
@@ -481,17 +475,19 @@ held_prune(struct applier *a)
 			i++;
 }
 
-/* When a message held back for the h->times-th time comes back: sooner at first, never after its
- * wait (left_ms > 0) is over. */
+/* When a message held back for the h->times-th time comes back, doubling from
+ * CONSUMER_HOLD_DELAY_MIN up to CONSUMER_HOLD_DELAY_MAX: soon, for a version that is right behind
+ * it in the stream, and less often while it waits for one that a crashed process held (that comes
+ * back only after the ack wait); never after its wait (left_ms > 0) is over. */
 static long
-hold_delay_ms(const struct held *h, long left_ms)
+hold_delay_ms(const struct applier *a, const struct held *h, long left_ms)
 {
-	long delay = HOLD_DELAY_FIRST_MS;
+	long delay = a->cfg->hold_delay_min_ms, max = a->cfg->hold_delay_max_ms;
 
-	for (int i = 1; i < h->times && delay < HOLD_DELAY_MAX_MS; i++)
+	for (int i = 1; i < h->times && delay < max; i++)
 		delay *= 2;
-	if (delay > HOLD_DELAY_MAX_MS)
-		delay = HOLD_DELAY_MAX_MS;
+	if (delay > max)
+		delay = max;
 	return delay < left_ms ? delay : left_ms;
 }
 
@@ -514,7 +510,7 @@ hold_back(struct applier *a, natsMsg *m, const struct event *ev, const struct js
 	waited = *waited_ms = mono_ms() - h->first_ms;
 	if (waited >= a->cfg->gap_wait_ms)
 		return false;
-	delay = hold_delay_ms(h, (long)(a->cfg->gap_wait_ms - waited));
+	delay = hold_delay_ms(a, h, (long)(a->cfg->gap_wait_ms - waited));
 	js_nak(a->nc, m, delay);
 	metrics_add(a->m_held_back, 1);
 	if (h->times == 1)
@@ -571,7 +567,7 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	if (r == COPY_STORE_APPLIED)
 		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
 	FAILPOINT("consumer.after_write_before_ack");
-	if (js_ack_sync(a->nc, m, ACK_TIMEOUT_MS, err, sizeof(err)) != 0) {
+	if (js_ack_sync(a->nc, m, a->cfg->nats_timeout_ms, err, sizeof(err)) != 0) {
 		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev.event_id);
 		/* Without NATS every further ack would wait its timeout: hand the batch back. */
 		if (!natsconn_ok(a->nc))
@@ -615,7 +611,7 @@ applier_run(void *arg)
 	int64_t last_lag = 0, last_ping = 0;
 	char err[512];
 
-	backoff_init(&b, 100, 5000);
+	backoff_init(&b, a->cfg->backoff_min_ms, a->cfg->backoff_max_ms);
 	while (msgs != NULL && !shutdown_requested()) {
 		enum js_result fetched;
 		int n, i;
@@ -629,7 +625,7 @@ applier_run(void *arg)
 			continue;
 		}
 		/* Never fetch while MongoDB does not answer: the messages would only wait in hand. */
-		if (!atomic_load(&a->mongo_ok) || mono_ms() - last_ping >= PING_EVERY_MS) {
+		if (!atomic_load(&a->mongo_ok) || mono_ms() - last_ping >= a->cfg->ping_interval_ms) {
 			last_ping = mono_ms();
 			if (!mongo_check(a)) {
 				shutdown_sleep_ms(backoff_next(&b));
@@ -641,7 +637,7 @@ applier_run(void *arg)
 			shutdown_sleep_ms(250);
 			continue;
 		}
-		if (mono_ms() - last_lag >= LAG_EVERY_MS) {
+		if (mono_ms() - last_lag >= a->cfg->lag_interval_ms) {
 			last_lag = mono_ms();
 			lag_update(a);
 		}

@@ -362,7 +362,7 @@ js_dlq_ensure(jsCtx *js, const char *name, const char *prefix, char *err, size_t
 
 int
 js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream,
-    const struct js_meta *meta, const char *reason, char *err, size_t errlen)
+    const struct js_meta *meta, const char *reason, long timeout_ms, char *err, size_t errlen)
 {
 	char subject[512], num[32], msgid[96];
 	const char **keys = NULL;
@@ -417,7 +417,7 @@ js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream,
 	if (s != NATS_OK)
 		goto fail;
 	jsPubOptions_Init(&po);
-	po.MaxWait = 5000;
+	po.MaxWait = timeout_ms;
 	s = js_PublishMsg(&pa, js, out, &po, &jerr);
 	jsPubAck_Destroy(pa);
 	if (s == NATS_OK)
@@ -472,6 +472,8 @@ js_ephemeral_new(jsCtx *js, const char *stream, const struct js_start *start, ch
 	cc.AckPolicy = js_AckAll;
 	cc.MaxDeliver = -1;
 	cc.MaxAckPending = -1;
+	/* Fixed, not settings: replay acknowledges each batch as a whole, well within a minute, and
+	 * the server removes the consumer a minute after a crashed replay stopped pulling. */
 	cc.AckWait = 60LL * 1000000000LL;
 	cc.InactiveThreshold = 60LL * 1000000000LL;
 	cc.Description = "notification-consumer replay";

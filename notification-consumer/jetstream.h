@@ -49,7 +49,7 @@ void js_pull_free(struct js_pull *p);
 enum js_result js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *n,
     char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Acknowledges m and waits for the server to confirm it. */
+/* Acknowledges m and waits up to timeout_ms for the server to confirm it. */
 int js_ack_sync(natsConnection *nc, natsMsg *m, long timeout_ms, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Fire-and-forget negative ack: redeliver after delay_ms (0: at once). */
@@ -79,9 +79,9 @@ int js_dlq_ensure(jsCtx *js, const char *name, const char *prefix, char *err, si
     __attribute__((warn_unused_result));
 
 /* Publishes m to "<prefix>.<its subject>" with its headers plus Dlq-Reason, Dlq-Stream,
- * Dlq-Subject, Dlq-Sequence and Dlq-Delivered; waits for the PubAck. */
+ * Dlq-Subject, Dlq-Sequence and Dlq-Delivered; waits up to timeout_ms for the PubAck. */
 int js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream,
-    const struct js_meta *meta, const char *reason, char *err, size_t errlen)
+    const struct js_meta *meta, const char *reason, long timeout_ms, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Reads the consumer's lag: messages not yet delivered and delivered but not acknowledged.

@@ -23,6 +23,7 @@ struct lease {
 	char subject[256];
 	char *owner;
 	long ttl_ms;
+	long timeout_ms;		/* of each read or write */
 	bool stream_ok;
 	uint64_t seq;			/* our last record, for the release */
 	atomic_llong held_until;	/* monotonic ms; 0 when not held */
@@ -34,8 +35,8 @@ struct lease {
 };
 
 struct lease *
-lease_new(natsConnection *nc, const char *durable, const char *owner, long ttl_ms, char *err,
-    size_t errlen)
+lease_new(natsConnection *nc, const char *durable, const char *owner, long ttl_ms,
+    long timeout_ms, char *err, size_t errlen)
 {
 	struct lease *l = calloc(1, sizeof(*l));
 	jsOptions jo;
@@ -47,9 +48,10 @@ lease_new(natsConnection *nc, const char *durable, const char *owner, long ttl_m
 	}
 	l->nc = nc;
 	l->ttl_ms = ttl_ms;
+	l->timeout_ms = timeout_ms;
 	snprintf(l->subject, sizeof(l->subject), "consumer.lease.%s", durable);
 	jsOptions_Init(&jo);
-	jo.Wait = 2000;
+	jo.Wait = timeout_ms;
 	if (natsConnection_JetStream(&l->js, nc, &jo) != NATS_OK) {
 		snprintf(err, errlen, "could not open a JetStream context for the lease");
 		free(l->owner);
@@ -120,7 +122,7 @@ lease_write(struct lease *l, uint64_t seq, int64_t until_us)
 		s = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", expect);
 	if (s == NATS_OK) {
 		jsPubOptions_Init(&po);
-		po.MaxWait = 2000;
+		po.MaxWait = l->timeout_ms;
 		s = js_PublishMsg(&pa, l->js, m, &po, NULL);
 	}
 	if (s == NATS_OK)

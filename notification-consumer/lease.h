@@ -10,9 +10,10 @@
 struct lease;
 
 /* owner names this process; a restarted process with the same owner (host and port) takes its
- * lease back at once. Borrows nc. The caller lease_free()s the result. */
+ * lease back at once. timeout_ms bounds the wait for each read or write of the lease. Borrows nc.
+ * The caller lease_free()s the result. */
 struct lease *lease_new(natsConnection *nc, const char *durable, const char *owner, long ttl_ms,
-    char *err, size_t errlen);
+    long timeout_ms, char *err, size_t errlen);
 /* Starts the renewing thread. */
 int lease_start(struct lease *l, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* True while this process may apply: the lease was renewed less than a TTL (minus a margin) ago

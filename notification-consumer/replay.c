@@ -11,21 +11,23 @@
 #include <unistd.h>
 
 #include "applier.h"
+#include "config.h"
 #include "event.h"
-#include "jetstream.h"
 #include "log.h"
 #include "natsconn.h"
+#include "settings.h"
 #include "util.h"
-
-#define REPLAY_BATCH 256
-#define PROGRESS_EVERY_MS 2000
-/* How many stream sequences an early event waits for the versions before it. A relay batch that
- * failed half-way is republished whole (RELAY_BATCH_SIZE 1000, two in flight), so a version
- * republished behind a later one lands at most a couple of thousand sequences after it. */
-#define REORDER_SEQS 4096
 
 struct replay_counts {
 	uint64_t read, applied, stale, dead, gaps;
+};
+
+/* What one pass needs besides the store it fills. */
+struct replay {
+	natsConnection *nc;
+	jsCtx *js;
+	const struct consumer_settings *cfg;
+	struct replay_counts *c;
 };
 
 /* An event that came before a version of its user that the copy does not have: a replay reads
@@ -36,16 +38,21 @@ struct held {
 	uint64_t seq;
 };
 
-/* The events a pass holds, in stream order. */
+/* The events a pass holds, in stream order, each at most CONSUMER_REPLAY_REORDER_WINDOW
+ * sequences: a relay batch that failed half-way is republished whole (RELAY_BATCH_SIZE 1000, two
+ * in flight), so a version republished behind a later one lands at most a couple of thousand
+ * sequences after it. */
 struct reorder {
 	struct held *v;
 	size_t n, cap;
+	uint64_t window;	/* sequences an early event waits */
 };
 
 struct progress {
 	bool tty;
 	uint64_t first, last;	/* stream sequences the pass covers */
 	int64_t last_print;
+	long every_ms;		/* between lines when not on a terminal */
 	const char *label;
 };
 
@@ -54,7 +61,8 @@ progress_show(struct progress *p, uint64_t seq, const struct replay_counts *c, b
 {
 	double frac = 1.0;
 
-	if (!final && mono_ms() - p->last_print < (p->tty ? 100 : PROGRESS_EVERY_MS))
+	/* A bar on a terminal is redrawn ten times a second. */
+	if (!final && mono_ms() - p->last_print < (p->tty ? 100 : p->every_ms))
 		return;
 	p->last_print = mono_ms();
 	if (p->last > p->first && seq >= p->first)
@@ -82,13 +90,13 @@ progress_show(struct progress *p, uint64_t seq, const struct replay_counts *c, b
 /* Applies ev as order allows, retrying while MongoDB is down, and stores what it did in *r (never
  * COPY_STORE_ERROR); false when shutdown interrupted it first. */
 static bool
-apply_retrying(struct store *st, const struct event *ev, enum copy_store_order order,
-    int64_t published_us, uint64_t seq, enum copy_store_result *r)
+apply_retrying(struct store *st, const struct consumer_settings *cfg, const struct event *ev,
+    enum copy_store_order order, int64_t published_us, uint64_t seq, enum copy_store_result *r)
 {
 	struct backoff b;
 	char err[512];
 
-	backoff_init(&b, 100, 5000);
+	backoff_init(&b, cfg->backoff_min_ms, cfg->backoff_max_ms);
 	for (;;) {
 		*r = store_apply(st, ev, order, published_us, seq, NULL, err, sizeof(err));
 		if (*r != COPY_STORE_ERROR)
@@ -118,12 +126,14 @@ held_remove(struct reorder *ro, size_t i)
 
 /* Applies the held events of user id that have become next in line, lowest version first. When
  * the lowest is still early it waits on, with the user's later ones, unless one of them has a
- * sequence below force_before (it waited its REORDER_SEQS, or the pass is over): then the lowest
- * is applied over the gap, never a higher one before it. False on shutdown. */
+ * sequence below force_before (it waited its window, or the pass is over): then the lowest is
+ * applied over the gap, never a higher one before it. False on shutdown. */
 static bool
-settle(struct store *st, struct reorder *ro, int64_t id, uint64_t force_before,
-    struct replay_counts *c)
+settle(const struct replay *rp, struct store *st, struct reorder *ro, int64_t id,
+    uint64_t force_before)
 {
+	struct replay_counts *c = rp->c;
+
 	for (;;) {
 		size_t low = ro->n;
 		bool due = false;
@@ -140,12 +150,14 @@ settle(struct store *st, struct reorder *ro, int64_t id, uint64_t force_before,
 		if (low == ro->n)
 			return true;
 		h = &ro->v[low];
-		if (!apply_retrying(st, &h->ev, COPY_STORE_IN_ORDER, h->published_us, h->seq, &r))
+		if (!apply_retrying(st, rp->cfg, &h->ev, COPY_STORE_IN_ORDER, h->published_us, h->seq,
+		    &r))
 			return false;
 		if (r == COPY_STORE_EARLY) {
 			if (!due)
 				return true;
-			if (!apply_retrying(st, &h->ev, COPY_STORE_OVER_GAP, h->published_us, h->seq, &r))
+			if (!apply_retrying(st, rp->cfg, &h->ev, COPY_STORE_OVER_GAP, h->published_us,
+			    h->seq, &r))
 				return false;
 			if (r == COPY_STORE_APPLIED) {
 				c->gaps++;
@@ -161,9 +173,10 @@ settle(struct store *st, struct reorder *ro, int64_t id, uint64_t force_before,
 /* Applies one message, retrying while MongoDB is down, and what it let through of the held
  * ones; holds it when a version before it is missing. False on shutdown. */
 static bool
-replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_meta *meta,
-    struct replay_counts *c)
+replay_one(const struct replay *rp, struct store *st, struct reorder *ro, natsMsg *m,
+    const struct js_meta *meta)
 {
+	struct replay_counts *c = rp->c;
 	struct event ev;
 	enum copy_store_result r;
 	char err[512];
@@ -175,8 +188,8 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
 		log_warnx("replay: poison seq=%" PRIu64 " skipped: %s", meta->stream_seq, err);
 		return true;
 	}
-	if (!apply_retrying(st, &ev, COPY_STORE_IN_ORDER, meta->timestamp_ns / 1000, meta->stream_seq,
-	    &r)) {
+	if (!apply_retrying(st, rp->cfg, &ev, COPY_STORE_IN_ORDER, meta->timestamp_ns / 1000,
+	    meta->stream_seq, &r)) {
 		event_release(&ev);
 		return false;
 	}
@@ -187,8 +200,8 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
 
 			if (bigger == NULL) {
 				/* Not held, then: in stream order, over the gap. */
-				bool ok = apply_retrying(st, &ev, COPY_STORE_OVER_GAP, meta->timestamp_ns / 1000,
-				    meta->stream_seq, &r);
+				bool ok = apply_retrying(st, rp->cfg, &ev, COPY_STORE_OVER_GAP,
+				    meta->timestamp_ns / 1000, meta->stream_seq, &r);
 
 				if (ok && r == COPY_STORE_APPLIED)
 					c->gaps++;
@@ -204,14 +217,14 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
 		return true;
 	}
 	count(c, r);
-	if (r == COPY_STORE_APPLIED && !settle(st, ro, ev.user_id, 0, c)) {
+	if (r == COPY_STORE_APPLIED && !settle(rp, st, ro, ev.user_id, 0)) {
 		event_release(&ev);
 		return false;
 	}
 	event_release(&ev);
-	/* Held events that waited their REORDER_SEQS, oldest first. */
-	while (ro->n > 0 && ro->v[0].seq + REORDER_SEQS <= meta->stream_seq)
-		if (!settle(st, ro, ro->v[0].ev.user_id, meta->stream_seq - REORDER_SEQS + 1, c))
+	/* Held events that waited their window, oldest first. */
+	while (ro->n > 0 && ro->v[0].seq + ro->window <= meta->stream_seq)
+		if (!settle(rp, st, ro, ro->v[0].ev.user_id, meta->stream_seq - ro->window + 1))
 			return false;
 	return true;
 }
@@ -219,10 +232,10 @@ replay_one(struct store *st, struct reorder *ro, natsMsg *m, const struct js_met
 /* At the end of a pass nothing more comes: every held event is applied, over its gap if need
  * be. False on shutdown. */
 static bool
-flush_held(struct store *st, struct reorder *ro, struct replay_counts *c)
+flush_held(const struct replay *rp, struct store *st, struct reorder *ro)
 {
 	while (ro->n > 0)
-		if (!settle(st, ro, ro->v[0].ev.user_id, UINT64_MAX, c))
+		if (!settle(rp, st, ro, ro->v[0].ev.user_id, UINT64_MAX))
 			return false;
 	return true;
 }
@@ -237,31 +250,39 @@ reorder_release(struct reorder *ro)
 
 /* One pass over the stream from start up to sequence until, into st. */
 static int
-replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consumer_settings *cfg,
-    const struct js_start *start, uint64_t until, struct replay_counts *c, const char *label)
+replay_pass(const struct replay *rp, struct store *st, const struct js_start *start,
+    uint64_t until, const char *label)
 {
-	natsMsg *msgs[REPLAY_BATCH];
+	const struct consumer_settings *cfg = rp->cfg;
+	natsMsg **msgs = NULL;
 	struct progress pg = { .tty = isatty(2), .first = start->seq ? start->seq : 1, .last = until,
-	    .label = label };
+	    .every_ms = cfg->replay_progress_ms, .label = label };
 	struct js_pull *pull = NULL;
-	struct reorder ro = { NULL, 0, 0 };
+	struct reorder ro = { NULL, 0, 0, (uint64_t)cfg->replay_reorder_seqs };
+	struct backoff b;
 	uint64_t seq = 0;
-	char name[128], err[512];
+	char name[128] = "", err[512];
 	int rc = -1;
 
 	if (until == 0 || (start->seq > until)) {
-		progress_show(&pg, until, c, true);
+		progress_show(&pg, until, rp->c, true);
 		return 0;
 	}
-	if (js_ephemeral_new(js, cfg->stream, start, name, sizeof(name), err, sizeof(err)) != 0) {
-		log_warnx("replay: %s", err);
+	if ((msgs = calloc((size_t)cfg->replay_batch, sizeof(*msgs))) == NULL) {
+		log_warnx("replay: out of memory");
 		return -1;
 	}
-	pull = js_pull_new(nc, cfg->stream, name, err, sizeof(err));
+	if (js_ephemeral_new(rp->js, cfg->stream, start, name, sizeof(name), err, sizeof(err)) != 0) {
+		log_warnx("replay: %s", err);
+		free(msgs);
+		return -1;
+	}
+	pull = js_pull_new(rp->nc, cfg->stream, name, err, sizeof(err));
 	if (pull == NULL) {
 		log_warnx("replay: %s", err);
 		goto out;
 	}
+	backoff_init(&b, cfg->backoff_min_ms, cfg->backoff_max_ms);
 	while (seq < until) {
 		natsMsg *last = NULL;
 		enum js_result fetched;
@@ -273,23 +294,25 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 			log_warnx("replay: interrupted at seq %" PRIu64, seq);
 			goto out;
 		}
-		fetched = js_pull_fetch(pull, msgs, REPLAY_BATCH, 1000, &n, err, sizeof(err));
+		fetched = js_pull_fetch(pull, msgs, (int)cfg->replay_batch, cfg->fetch_expiry_ms, &n,
+		    err, sizeof(err));
 		if (fetched == JS_CONSUMER_GONE) {
 			log_warnx("replay: %s", err);
 			goto out;
 		}
 		if (fetched == JS_FAILED) {
 			log_warnx("replay: %s", err);
-			if (shutdown_sleep_ms(1000))
+			if (shutdown_sleep_ms(backoff_next(&b)))
 				goto out;
 			continue;
 		}
+		backoff_reset(&b);
 		if (n == 0) {
 			uint64_t pending;
 			int64_t ack_pending;
 
 			/* Nothing left before until (e.g. a start time after the last event). */
-			if (js_consumer_lag(js, cfg->stream, name, &pending, &ack_pending, err,
+			if (js_consumer_lag(rp->js, cfg->stream, name, &pending, &ack_pending, err,
 			    sizeof(err)) == JS_OK && pending == 0)
 				break;
 			continue;
@@ -305,19 +328,20 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 			}
 			if (pg.first == 1 && start->seq == 0 && seq == 0)
 				pg.first = meta.stream_seq;
-			if (!replay_one(st, &ro, msgs[i], &meta, c)) {
+			if (!replay_one(rp, st, &ro, msgs[i], &meta)) {
 				stop = true;
 				continue;
 			}
 			seq = meta.stream_seq;
 			last = msgs[i];
 		}
-		if (last != NULL && js_ack_sync(nc, last, 5000, err, sizeof(err)) != 0)
+		if (last != NULL && js_ack_sync(rp->nc, last, cfg->nats_timeout_ms, err,
+		    sizeof(err)) != 0)
 			log_debug("replay: %s", err);
 		for (int i = 0; i < n; i++)
 			natsMsg_Destroy(msgs[i]);
 		if (seq < until)
-			progress_show(&pg, seq, c, false);
+			progress_show(&pg, seq, rp->c, false);
 		if (shutdown_requested()) {
 			log_warnx("replay: interrupted at seq %" PRIu64, seq);
 			goto out;
@@ -325,36 +349,18 @@ replay_pass(natsConnection *nc, jsCtx *js, struct store *st, const struct consum
 		if (stop)
 			break;
 	}
-	if (!flush_held(st, &ro, c)) {
+	if (!flush_held(rp, st, &ro)) {
 		log_warnx("replay: interrupted at seq %" PRIu64, seq);
 		goto out;
 	}
-	progress_show(&pg, until, c, true);
+	progress_show(&pg, until, rp->c, true);
 	rc = 0;
 out:
 	reorder_release(&ro);
 	js_pull_free(pull);
-	js_consumer_delete(js, cfg->stream, name);
+	js_consumer_delete(rp->js, cfg->stream, name);
+	free(msgs);
 	return rc;
-}
-
-bool
-replay_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			printf("Usage: notification-consumer replay [--from-seq N | --from-time RFC3339] "
-			    "[--fresh]\n\n"
-			    "Rebuilds the copy from the stream with an ephemeral consumer of its own, up to the\n"
-			    "stream's last sequence at the start, with the live consumer's version-guarded\n"
-			    "apply (safe next to it). From the first event unless --from-seq or --from-time;\n"
-			    "--fresh fills new collections and swaps them in at the end. Exit status 0, 1 on\n"
-			    "failure, 2 for bad arguments. Settings come from the environment: see\n"
-			    "notification-consumer --help.\n");
-			return true;
-		}
-	}
-	return false;
 }
 
 static int
@@ -366,22 +372,26 @@ usage(void)
 }
 
 int
-replay_main(natsConnection *nc, struct store *live, const struct consumer_settings *cfg, int argc,
-    char **argv)
+replay_parse_args(int argc, char **argv, struct replay_options *o)
 {
-	struct js_start start = { 0, 0 };
-	struct replay_counts c = { 0, 0, 0, 0, 0 };
-	struct store *fresh = NULL;
-	char coll[256], err[512];
-	bool use_fresh = false;
-	uint64_t until = 0, until2 = 0;
-	int64_t began = mono_ms(), deadline;
-	jsCtx *js = NULL;
-	int rc = 1;
-
+	*o = (struct replay_options){ { 0, 0 }, false };
+	/* --help anywhere wins over whatever else is there. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			printf("Usage: notification-consumer replay [--from-seq N | --from-time RFC3339] "
+			    "[--fresh]\n\n"
+			    "Rebuilds the copy from the stream with an ephemeral consumer of its own, up to the\n"
+			    "stream's last sequence at the start, with the live consumer's version-guarded\n"
+			    "apply (safe next to it). From the first event unless --from-seq or --from-time;\n"
+			    "--fresh fills new collections and swaps them in at the end. Exit status 0, 1 on\n"
+			    "failure, 2 for bad arguments. Settings come from the environment: see\n"
+			    "notification-consumer --help.\n");
+			return 0;
+		}
+	}
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--fresh") == 0) {
-			use_fresh = true;
+			o->fresh = true;
 		} else if (strcmp(argv[i], "--from-seq") == 0 && i + 1 < argc) {
 			long v;
 
@@ -389,7 +399,7 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 				fprintf(stderr, "replay: --from-seq \"%s\" is not a positive sequence\n", argv[i]);
 				return 2;
 			}
-			start.seq = (uint64_t)v;
+			o->start.seq = (uint64_t)v;
 		} else if (strcmp(argv[i], "--from-time") == 0 && i + 1 < argc) {
 			int64_t us;
 
@@ -398,22 +408,39 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 				    "1970 and 2262\n", argv[i]);
 				return 2;
 			}
-			start.time_ns = us * 1000;
+			o->start.time_ns = us * 1000;
 		} else {
 			return usage();
 		}
 	}
-	if (start.seq > 0 && start.time_ns > 0)
+	if (o->start.seq > 0 && o->start.time_ns > 0)
 		return usage();
+	return -1;
+}
 
-	deadline = mono_ms() + 10000;
+int
+replay_run(natsConnection *nc, struct store *live, const struct consumer_settings *cfg,
+    const struct replay_options *o)
+{
+	struct replay_counts c = { 0, 0, 0, 0, 0 };
+	struct replay rp = { nc, NULL, cfg, &c };
+	struct store *fresh = NULL;
+	char coll[256], err[512];
+	uint64_t until = 0, until2 = 0;
+	int64_t began = mono_ms(), deadline;
+	jsOptions jo;
+	int rc = 1;
+
+	deadline = mono_ms() + cfg->replay_connect_timeout_ms;
 	while (!natsconn_ok(nc)) {
 		if (mono_ms() >= deadline || shutdown_sleep_ms(100)) {
 			log_error("replay: could not connect to NATS at \"%s\"", cfg->nats_url);
 			return 1;
 		}
 	}
-	if (natsConnection_JetStream(&js, nc, NULL) != NATS_OK) {
+	jsOptions_Init(&jo);
+	jo.Wait = cfg->nats_timeout_ms;
+	if (natsConnection_JetStream(&rp.js, nc, &jo) != NATS_OK) {
 		log_error("replay: could not open a JetStream context");
 		return 1;
 	}
@@ -421,45 +448,47 @@ replay_main(natsConnection *nc, struct store *live, const struct consumer_settin
 		log_error("replay: %s", err);
 		goto out;
 	}
-	if (js_stream_last_seq(js, cfg->stream, &until, err, sizeof(err)) != 0) {
+	if (js_stream_last_seq(rp.js, cfg->stream, &until, err, sizeof(err)) != 0) {
 		log_error("replay: %s", err);
 		goto out;
 	}
 	log_info("replay: %s up to seq %" PRIu64 " into %s", cfg->stream, until,
-	    use_fresh ? "fresh collections" : "the live collections");
-	if (use_fresh) {
+	    o->fresh ? "fresh collections" : "the live collections");
+	if (o->fresh) {
 		/* Only the users' documents are rebuilt aside: the history is append-only with a unique
 		 * event id, so the pass adds what is missing in place, and the swap can never drop an
 		 * entry the live consumer wrote meanwhile. */
-		struct store_config sc = { cfg->mongodb_uri, cfg->mongodb_db, coll, cfg->history,
-		    cfg->mongo_timeout_ms, "notification-consumer-replay", store_instance(live) };
+		struct store_config sc = cfg->store;
 
-		snprintf(coll, sizeof(coll), "%s_replay", cfg->collection);
+		snprintf(coll, sizeof(coll), "%s_replay", cfg->store.collection);
+		sc.collection = coll;
+		sc.appname = "notification-consumer-replay";
+		sc.instance = store_instance(live);
 		fresh = store_new(&sc, err, sizeof(err));
 		/* Its history is the live one, whose indexes store_prepare(live) made above. */
 		if (fresh == NULL || store_drop(fresh, coll, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
-		if (replay_pass(nc, js, fresh, cfg, &start, until, &c, "fresh") != 0)
+		if (replay_pass(&rp, fresh, &o->start, until, "fresh") != 0)
 			goto out;
-		if (store_swap(fresh, coll, cfg->collection, err, sizeof(err)) != 0) {
+		if (store_swap(fresh, coll, cfg->store.collection, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
 		log_info("replay: fresh collection swapped in");
 		/* Events the live consumer applied to the old collections while the pass ran. */
-		if (js_stream_last_seq(js, cfg->stream, &until2, err, sizeof(err)) != 0) {
+		if (js_stream_last_seq(rp.js, cfg->stream, &until2, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
 		if (until2 > until) {
 			struct js_start catchup = { until + 1, 0 };
 
-			if (replay_pass(nc, js, live, cfg, &catchup, until2, &c, "catch-up") != 0)
+			if (replay_pass(&rp, live, &catchup, until2, "catch-up") != 0)
 				goto out;
 		}
-	} else if (replay_pass(nc, js, live, cfg, &start, until, &c, "live") != 0) {
+	} else if (replay_pass(&rp, live, &o->start, until, "live") != 0) {
 		goto out;
 	}
 	rc = 0;
@@ -472,6 +501,6 @@ out:
 	    ", dead-lettered %" PRIu64 " in %.1fs\n", rc == 0 ? "done" : "failed", c.read, c.applied,
 	    c.stale, c.dead, (double)(mono_ms() - began) / 1000.0);
 	store_free(fresh);
-	jsCtx_Destroy(js);
+	jsCtx_Destroy(rp.js);
 	return rc;
 }

@@ -5,21 +5,31 @@
 #include <nats/nats.h>
 #include <stdbool.h>
 
-#include "settings.h"
+#include "jetstream.h"
 #include "store.h"
 
-/* True when the replay command's arguments (argv[0] is "replay") ask for --help; then prints the
- * command's usage on stdout. Called before anything connects. */
-bool replay_help(int argc, char **argv);
-
-/* Runs the replay command with its own arguments (argv[0] is "replay"); returns the process's
- * exit status. Borrows nc and live. */
-int replay_main(natsConnection *nc, struct store *live, const struct consumer_settings *cfg,
-    int argc, char **argv);
+struct consumer_settings;
 
 #define REPLAY_USAGE \
 	"  replay [--from-seq N | --from-time RFC3339] [--fresh]\n" \
 	"      rebuild the copy from the stream (from the first event by default); --fresh fills new\n" \
 	"      collections and swaps them in at the end; safe next to the running consumer\n"
+
+struct replay_options {
+	struct js_start start;	/* --from-seq or --from-time; zero: from the first event */
+	bool fresh;		/* --fresh: fill new collections and swap them in at the end */
+};
+
+/* Reads the replay command's arguments (argv[0] is "replay") into *o. Returns -1 when the command
+ * should run, else the exit status for main() to return: 0 after --help (the usage printed on
+ * stdout), 2 for bad arguments (the reason printed on stderr). It starts nothing, so main() calls
+ * it before anything else. */
+int replay_parse_args(int argc, char **argv, struct replay_options *o)
+    __attribute__((warn_unused_result));
+
+/* Runs the replay command as *o says; returns the process's exit status. Borrows nc, live and
+ * cfg. */
+int replay_run(natsConnection *nc, struct store *live, const struct consumer_settings *cfg,
+    const struct replay_options *o);
 
 #endif
