@@ -8,10 +8,8 @@
 #include <string.h>
 
 #include "config.h"
+#include "http_page.h"
 #include "util.h"
-
-#define LIMIT_DEFAULT 100
-#define LIMIT_MAX 1000
 
 static void
 reply_store_down(struct http_request *req, const char *err)
@@ -24,49 +22,28 @@ static void
 list_users(struct http_request *req, void *arg)
 {
 	struct api *api = arg;
-	const char *qlimit = http_query(req, "limit"), *qafter = http_query(req, "after");
-	long limit = LIMIT_DEFAULT;
-	int64_t after = 0;
+	struct http_page page;
 	json_t *arr = NULL;
 	char err[512];
 
-	if (qlimit != NULL && config_parse_long(qlimit, 1, LIMIT_MAX, &limit) != 0) {
-		http_reply_problem(req, 400, "limit", "limit \"%s\" is not a whole number from 1 to %d",
-		    qlimit, LIMIT_MAX);
+	if (!http_page_read(&page, req))
 		return;
-	}
-	if (qafter != NULL && strcmp(qafter, "0") != 0 && !http_parse_id(qafter, &after)) {
-		http_reply_problem(req, 400, "after", "after \"%s\" is not a user id", qafter);
-		return;
-	}
 	/* One more than asked tells whether a next page exists. */
-	if (store_list_users(api->store, after, limit + 1, &arr, err, sizeof(err)) != 0) {
+	if (store_list_users(api->store, page.after, page.limit + 1, &arr, err, sizeof(err)) != 0) {
 		reply_store_down(req, err);
 		return;
 	}
-	if ((long)json_array_size(arr) > limit) {
-		char link[128];
+	if (http_page_has_next(&page, (int64_t)json_array_size(arr))) {
 		json_t *last;
 
-		json_array_remove(arr, (size_t)limit);
-		last = json_array_get(arr, (size_t)limit - 1);
-		snprintf(link, sizeof(link), "</notifications?after=%" PRId64 "&limit=%ld>; rel=\"next\"",
-		    (int64_t)json_integer_value(json_object_get(last, "user_id")), limit);
-		http_add_header(req, "Link", link);
+		json_array_remove(arr, (size_t)page.limit);
+		last = json_array_get(arr, (size_t)page.limit - 1);
+		http_page_link_next(&page, req, "/notifications",
+		    (int64_t)json_integer_value(json_object_get(last, "user_id")));
 	}
 	for (size_t i = 0; i < json_array_size(arr); i++)
 		json_object_del(json_array_get(arr, i), "deleted");
 	http_reply_json(req, 200, arr);
-}
-
-static bool
-parse_user_id(struct http_request *req, int64_t *id)
-{
-	if (!http_parse_id(http_param(req, 0), id)) {
-		http_reply_problem(req, 404, NULL, "no user \"%s\"", http_param(req, 0));
-		return false;
-	}
-	return true;
 }
 
 static void
@@ -77,9 +54,9 @@ get_user(struct http_request *req, void *arg)
 	long min_version = 0, wait_ms = api->wait_max_ms;
 	int64_t id, deadline, version = 0;
 	json_t *doc = NULL;
-	char err[512], etag[40], *body;
+	char err[512], etag[40];
 
-	if (!parse_user_id(req, &id))
+	if (!http_path_id(req, 0, "user", &id))
 		return;
 	if (qmin != NULL && config_parse_long(qmin, 1, INT64_MAX, &min_version) != 0) {
 		http_reply_problem(req, 400, "min_version", "min_version \"%s\" is not a positive version",
@@ -106,25 +83,11 @@ get_user(struct http_request *req, void *arg)
 		applier_wait_applied(api->applier, 100);
 	}
 	if (min_version > 0 && version < min_version) {
-		json_t *p = json_pack("{s:s, s:s, s:i, s:s, s:I, s:I, s:s}", "type", "about:blank",
-		    "title", "Gateway Timeout", "status", 504, "detail", "", "min_version",
-		    (json_int_t)min_version, "version", (json_int_t)version, "request_id",
-		    http_request_id(req));
-		char detail[160];
-
-		snprintf(detail, sizeof(detail), "user %" PRId64 " is at version %" PRId64
-		    ", not yet %ld after %ldms", id, version, min_version, wait_ms);
-		json_object_set_new(p, "detail", json_string(detail));
 		json_decref(doc);
-		body = json_dumps(p, JSON_COMPACT);
-		json_decref(p);
 		http_add_header(req, "Retry-After", "1");
-		if (body == NULL) {
-			http_reply_problem(req, 504, NULL, "%s", detail);
-			return;
-		}
-		http_reply_text(req, 504, "application/problem+json", body, strlen(body));
-		free(body);
+		http_reply_problem_with(req, 504, NULL, json_pack("{s:I, s:I}", "min_version",
+		    (json_int_t)min_version, "version", (json_int_t)version), "user %" PRId64 " is at "
+		    "version %" PRId64 ", not yet %ld after %ldms", id, version, min_version, wait_ms);
 		return;
 	}
 	if (doc == NULL || json_is_true(json_object_get(doc, "deleted"))) {
@@ -147,7 +110,7 @@ list_events(struct http_request *req, void *arg)
 	int64_t id;
 	char err[512];
 
-	if (!parse_user_id(req, &id))
+	if (!http_path_id(req, 0, "user", &id))
 		return;
 	/* Applied events only by default: each version once, in order. Superseded ones (stale when
 	 * they arrived, no effect) only on request, so a list never shows a version twice unasked. */

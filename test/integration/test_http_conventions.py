@@ -56,8 +56,9 @@ def check_ids_in_paths(t):
 
 
 def check_bad_page_parameters(t):
-    for q in ("limit=0", "limit=1001", "limit=-1", "limit=x", "limit=", "limit=1.5",
-              "after=-1", "after=abc", "after=", "after=1x", "after=99999999999999999999"):
+    for q in ("limit=0", "limit=1001", "limit=-1", "limit=+5", "limit= 5", "limit=x", "limit=",
+              "limit=1.5", "after=-1", "after=+1", "after=abc", "after=", "after=1x",
+              "after=99999999999999999999"):
         body = assert_problem(t.get(f"{t.list_path}?{q}"), 400)
         assert body["field"] == q.split("=")[0], (q, body)
 
