@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "failpoint.h"
 #include "log.h"
@@ -268,22 +270,54 @@ store_prepare(struct store *s, char *err, size_t errlen)
 	    "}", "name", BCON_UTF8("user_id_version")), err, errlen);
 }
 
+/* The driver's own messages as lines of the process's log, each at the level the driver gave it. */
 static void
 on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
 {
 	(void)arg;
-	/* The driver's own warnings repeat what the failed call reports, once per retry. */
-	if (level <= MONGOC_LOG_LEVEL_ERROR)
+	switch (level) {
+	case MONGOC_LOG_LEVEL_ERROR:
+	case MONGOC_LOG_LEVEL_CRITICAL:
+		log_error("mongoc %s: %s", domain, message);
+		break;
+	case MONGOC_LOG_LEVEL_WARNING:
 		log_warnx("mongoc %s: %s", domain, message);
-	else
+		break;
+	case MONGOC_LOG_LEVEL_MESSAGE:
+	case MONGOC_LOG_LEVEL_INFO:
+		log_info("mongoc %s: %s", domain, message);
+		break;
+	default:
 		log_debug("mongoc %s: %s", domain, message);
+		break;
+	}
+}
+
+/* mongoc_init() keeps the driver's counters, for the mongoc-stat tool, in the shared memory segment
+ * /dev/shm/mongoc-<pid>, which only a clean exit removes. A process killed by SIGKILL leaves its
+ * segment behind, and a later process with the same pid cannot make its own: the driver then warns
+ * "Falling back to malloc for counters." Debian's libmongoc runs mongoc_init() from a constructor
+ * too, before main() and before any handler of ours, so that warning reaches stderr as raw text,
+ * even for --help. Removing the name at once leaves nothing behind for a kill: the mapping stays,
+ * so the counters work as before, only mongoc-stat cannot find them (the process has /metrics).
+ * A leftover of an earlier process with our pid goes the same way. MONGOC_DISABLE_SHM=1 in the
+ * environment spares the segment altogether. */
+static void
+counters_unlink(void)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "/mongoc-%u", (unsigned)getpid());
+	(void)shm_unlink(name);
 }
 
 void
 store_library_init(void)
 {
-	mongoc_init();
+	/* Before mongoc_init(), so that whatever it says is a line of our log. */
 	mongoc_log_set_handler(on_mongoc_log, NULL);
+	mongoc_init();
+	counters_unlink();
 }
 
 void

@@ -12,7 +12,9 @@
 
 struct store;
 
-/* Once per process, before any store_new() / after the last store_free(). */
+/* Once per process, before any store_new() / after the last store_free(). The init sets up the
+ * MongoDB driver, with its log messages as lines of ours: call it only once the arguments are
+ * read, so that --help answers without it. */
 void store_library_init(void);
 void store_library_cleanup(void);
 

@@ -2,6 +2,7 @@
 relay publishes them are applied once in effect, served on the read API, poison goes to the DLQ,
 outages and crashes lose nothing, and replay rebuilds the copy."""
 import json
+import os
 import signal
 import threading
 import time
@@ -298,6 +299,18 @@ def test_cli_help_version_check():
     assert r.returncode == 2
     r = harness.run_binary("notification-consumer", "replay", "--from-time", "2999-01-01T00:00:00Z")
     assert r.returncode == 2 and "--from-time" in r.stderr
+
+
+def test_a_killed_consumer_leaves_no_driver_segment_behind(nats, ferret, services, stream):
+    """The MongoDB driver keeps its counters in /dev/shm/mongoc-<pid>, which only a clean exit
+    removes. One left by a kill makes the next process with that pid, even `replay --help`, print
+    the driver's "Falling back to malloc for counters." on stderr before main() runs. The consumer
+    removes the name when it starts, so a kill leaves nothing behind."""
+    c = start_consumer(services, nats, ferret)
+    segment = f"/dev/shm/mongoc-{c.service.pid}"
+    assert not os.path.exists(segment)
+    c.service.kill()
+    assert not os.path.exists(segment)
 
 
 class Writer(threading.Thread):
