@@ -310,6 +310,15 @@ def _sweep_abandoned():
                     except OSError:
                         pass
             shutil.rmtree(d, ignore_errors=True)
+    # mongoc's shared-memory counters (/dev/shm/mongoc-<pid>) of processes that were SIGKILLed
+    # before the consumer unlinked its segment at start: a new process that gets the same pid
+    # finds it and warns on stderr.
+    for f in glob.glob("/dev/shm/mongoc-*"):
+        try:
+            if _pid_gone(int(f.rsplit("-", 1)[1])):
+                os.unlink(f)
+        except (OSError, ValueError):
+            pass
 
 
 def _children(pid: int) -> list[int]:
