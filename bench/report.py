@@ -221,7 +221,7 @@ def baseline_sum(r: dict):
 
 
 def goals(r: dict) -> list[str]:
-    """Each goal of the issue: reached or not, and what limits it, with the profile of this run."""
+    """Each performance goal (docs/benchmarks.md): reached or not, and what limits it, with the profile of this run."""
     s = r["scenarios"]
     out = ["## Goals and what limits them", ""]
     if "1" in s:
