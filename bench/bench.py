@@ -489,6 +489,11 @@ def scenario_3_4():
         for key, extra in (("relay_batch_2000_experiment", {"RELAY_BATCH_SIZE": 2000}),
                            ("relay_pipeline_1_experiment", {"RELAY_PIPELINE": 1})):
             exps[key] = {**extra, "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, extra)}
+        # The cost of deploy/nats-server.conf's sync_interval: always (every run above has it):
+        # the same drain to a server on its defaults (a sync every 2 minutes).
+        exps["relay_nats_sync_default_experiment"] = {
+            "nats_sync_interval": "120s (default)",
+            "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, {}, {"config": None})}
         base = min(pub["rows_per_s"], sqlb["rows_per_s"])
         results["scenarios"]["3"] = {"rows": n, "batch": batch, "ours": ours, "publish_loop": pub,
                                      "claim_delete_sql": sqlb,
@@ -502,11 +507,14 @@ def scenario_3_4():
         st.close()
 
 
-def relay_drain_experiment(st: Stack, pg, relay_env: dict, n: int, extra: dict) -> float:
-    """Refills the outbox and times a relay with extra settings draining it to a fresh server."""
-    nats = st.add(harness.Nats())
+def relay_drain_experiment(st: Stack, pg, relay_env: dict, n: int, extra: dict,
+                           nats_kw: dict | None = None) -> float:
+    """Refills the outbox and times a relay with extra settings draining it to a fresh server
+    (started with nats_kw: config=None runs it on nats-server's defaults)."""
+    nats = st.add(harness.Nats(**(nats_kw or {})))
     pg.sql(FILL_SQL, n, USERS, USERS)
-    what = ", ".join(f"{k}={v}" for k, v in extra.items())
+    what = ", ".join([f"{k}={v}" for k, v in extra.items()] +
+                     [f"nats {k}={v}" for k, v in (nats_kw or {}).items()])
     log(f"scenario 3: experiment, the relay with {what}")
     relay = harness.Service("outbox-relay", {**relay_env, "NATS_URL": nats.url, **extra,
                                              "OUTBOX_RELAY_PORT": harness.free_port()})

@@ -269,7 +269,8 @@ infra_start() {
 	if ((NATS_LOCAL)); then
 		mkdir -p "$RUN_DIR/nats"
 		log_rotate nats
-		spawn "$mode" nats "$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
+		spawn "$mode" nats "$NATS_SERVER" -c "$REPO_ROOT/deploy/nats-server.conf" -js -a 127.0.0.1 \
+			-p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
 			-sd "$RUN_DIR/nats" -n user-api-dev
 	fi
 	if ((MONGO_LOCAL)); then

@@ -34,6 +34,9 @@ import psycopg
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The local stack's nats-server configuration (sync_interval: always); Nats(config=None) runs
+# the server on its defaults instead, as the benchmark does to measure the difference.
+NATS_CONFIG = REPO_ROOT / "deploy" / "nats-server.conf"
 IS_ROOT = os.geteuid() == 0
 # Keep the temporary folders (data, logs) after the test for a post-mortem.
 KEEP_DIRS = os.environ.get("KEEP_TEST_DIRS", "") not in ("", "0")
@@ -682,7 +685,8 @@ def migrate(pg: Postgres, *args: str, timeout: float = 60.0) -> subprocess.Compl
 # --- NATS ----------------------------------------------------------------------------------------
 
 class Nats(Process):
-    """nats-server with JetStream, store in dir/store; same ports and store across restarts.
+    """nats-server with JetStream and deploy/nats-server.conf (a PubAck only after the fsync),
+    store in dir/store; same ports and store across restarts.
     For a cluster member pass cluster_port, routes (nats://host:port of the others' cluster ports)
     and cluster_name; NatsCluster does that for you."""
     name = "nats"
@@ -690,9 +694,10 @@ class Nats(Process):
     def __init__(self, port: int | None = None, monitor_port: int | None = None,
                  server_name: str | None = None, cluster_port: int | None = None,
                  routes: list[str] | None = None, cluster_name: str = "test",
-                 args: list[str] | tuple = (), dir=None):
+                 args: list[str] | tuple = (), dir=None, config: Path | None = NATS_CONFIG):
         super().__init__(dir)
         self._ports_chosen_here = port is None and monitor_port is None and cluster_port is None
+        self.config = config
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
         self.server_name = server_name or f"test-{os.getpid()}-{self.dir.name}"
@@ -703,7 +708,8 @@ class Nats(Process):
         self.store = self.dir / "store"
 
     def _argv(self):
-        argv = [tool("NATS_SERVER"), "-js", "-a", "127.0.0.1", "-p", str(self.port),
+        argv = [tool("NATS_SERVER"), *(["-c", str(self.config)] if self.config else []),
+                "-js", "-a", "127.0.0.1", "-p", str(self.port),
                 "-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.server_name]
         if self.cluster_port:
             argv += ["--cluster_name", self.cluster_name,

@@ -34,6 +34,12 @@ def test_nats_jetstream_answers(nats):
     assert nats.port == port and nats.varz("healthz")["status"] == "ok"
 
 
+def test_nats_syncs_every_write_to_disk(nats):
+    """The harness runs nats-server with deploy/nats-server.conf, as make run does: a PubAck comes
+    only after the message is on disk (the default syncs every 2 minutes)."""
+    assert nats.varz("varz")["jetstream"]["config"]["sync_always"] is True
+
+
 def test_ferretdb_insert_and_find(ferret):
     with ferret.client() as c:
         c.notifications_db.t.insert_one({"_id": 1, "name": "a"})

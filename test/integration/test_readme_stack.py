@@ -89,6 +89,9 @@ def test_make_run_serves_the_readme_curl_examples():
             "updated_at": updated["updated_at"]}
         listing = requests.get(copy + "/notifications", timeout=2).json()
         assert [d["user_id"] for d in listing] == [1]
+        # make run's nats-server syncs every write (deploy/nats-server.conf)
+        varz = requests.get(f"http://127.0.0.1:{ports['NATS_MONITOR_PORT']}/varz", timeout=2).json()
+        assert varz["jetstream"]["config"]["sync_always"] is True
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
