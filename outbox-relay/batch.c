@@ -1,6 +1,7 @@
-/* Relays one batch of committed outbox rows to JetStream; a row is deleted only after its PubAck. */
+/* Relays one batch of committed outbox rows to JetStream; a row is marked published only after its PubAck. */
 #include "batch.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ struct outbox_row {
 	const char *body;
 	int body_len;
 	enum row_state state;
+	uint64_t seq;		/* the stream sequence of its positive PubAck */
+	bool duplicate;		/* that PubAck said the stream had it already */
 };
 
 struct outbox_batch {
@@ -31,8 +34,9 @@ struct outbox_batch {
 	size_t hint;		/* where the next PubAck is looked for: they arrive in order */
 	size_t acked, duplicates, failed, dead;
 	char error[256];
+	int js_error;		/* the JetStream error code of the first negative PubAck, or 0 */
 	/* What the round trip in flight on the connection carries, until its answer is read. */
-	bool commit_sent;	/* the delete and COMMIT of the batch before */
+	bool commit_sent;	/* the marking and COMMIT of the batch before */
 	bool claim_sent;	/* BEGIN and the claim */
 	size_t sent;		/* messages handed to the library by the last send */
 	int64_t start_ms;	/* when the first message of the batch was published */
@@ -44,13 +48,15 @@ struct outbox_batch {
 
 /* Opens the transaction and claims in one round trip (simple query protocol: two statements,
  * integers only in the text). The JetStream body is built in PostgreSQL, so that the relay only
- * moves bytes. The %s is empty or a lower bound on the id (see outbox_batch_claim_send()). */
+ * moves bytes. Only waiting rows (published_at IS NULL) are claimed, through the partial index
+ * that holds them alone, however many published rows are kept. The %s is empty or a lower bound
+ * on the id (see outbox_batch_claim_send()). */
 #define CLAIM_SQL \
     "BEGIN; SELECT id, event_id::text, subject, headers->>'traceparent', " \
     "json_build_object('type', event_type, 'event_id', event_id, 'schema_version', schema_version, " \
     "'occurred_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), " \
     "'payload', payload)::text " \
-    "FROM outbox %s ORDER BY id LIMIT %ld FOR UPDATE SKIP LOCKED"
+    "FROM outbox WHERE published_at IS NULL%s ORDER BY id LIMIT %ld FOR UPDATE SKIP LOCKED"
 
 static const char bury_sql[] =
     "WITH d AS (DELETE FROM outbox WHERE id = $1 RETURNING *) "
@@ -80,6 +86,7 @@ batch_reset(struct outbox_batch *b)
 	b->hint = 0;
 	b->acked = b->duplicates = b->failed = b->dead = 0;
 	b->error[0] = '\0';
+	b->js_error = 0;
 	b->commit_sent = b->claim_sent = false;
 	b->sent = 0;
 	b->start_ms = b->last_ack_ms = 0;
@@ -132,14 +139,19 @@ on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure
 			break;
 		b->last_ack_ms = mono_ms();
 		if (pa != NULL) {
-			/* A duplicate is a positive answer too: the stream has the event. */
+			/* A duplicate is a positive answer too: the stream has the event, at the
+			 * sequence the PubAck names. */
 			r->state = ROW_ACKED;
+			r->seq = pa->Sequence;
+			r->duplicate = pa->Duplicate;
 			b->acked++;
 			if (pa->Duplicate)
 				b->duplicates++;
 		} else {
 			r->state = ROW_FAILED;
 			b->failed++;
+			if (pae != NULL && b->js_error == 0)
+				b->js_error = (int)pae->ErrCode;
 			if (pae != NULL && pae->Err == NATS_TIMEOUT)
 				snprintf(why, sizeof(why), "no PubAck in time");
 			else if (pae != NULL)
@@ -163,13 +175,13 @@ outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts)
 	opts->PublishAsync.AckHandlerClosure = b;
 }
 
-/* The claim's WHERE clause: rows after the id after, or every row (after 0). */
+/* The claim's extra condition: rows after the id after, or every waiting row (after 0). */
 static void
 claim_where(char *where, size_t size, int64_t after)
 {
 	where[0] = '\0';
 	if (after > 0)
-		snprintf(where, size, "WHERE id > %lld", (long long)after);
+		snprintf(where, size, " AND id > %lld", (long long)after);
 }
 
 int
@@ -452,51 +464,73 @@ outbox_batch_forget(struct outbox_batch *b, jsCtx *js)
 		natsMsgList_Destroy(&pending);
 }
 
-/* The ids of the acknowledged rows as a PostgreSQL array literal; the caller free()s it. */
+/* The statement that marks exactly the acknowledged rows published, each with the stream
+ * sequence of its PubAck, as two PostgreSQL array literals of the same length; the caller
+ * free()s it. */
 static char *
-acked_ids(struct outbox_batch *b)
+mark_sql(struct outbox_batch *b)
 {
-	size_t len = 3, off = 0;
-	char *ids;
+	static const char head[] = "UPDATE outbox AS o SET published_seq = a.seq, "
+	    "published_at = statement_timestamp() FROM unnest('{";
+	static const char mid[] = "}'::bigint[], '{";
+	static const char tail[] = "}'::bigint[]) AS a (id, seq) WHERE o.id = a.id";
+	size_t len = sizeof(head) + sizeof(mid) + sizeof(tail), off, n = 0;
+	char *sql;
 
 	pthread_mutex_lock(&b->mu);
 	for (size_t i = 0; i < b->n; i++)
-		len += strlen(b->rows[i].id) + 1;
-	ids = malloc(len);
-	if (ids != NULL) {
-		ids[off++] = '{';
+		len += strlen(b->rows[i].id) + 1 + 21;
+	sql = malloc(len);
+	if (sql != NULL) {
+		off = (size_t)sprintf(sql, "%s", head);
 		for (size_t i = 0; i < b->n; i++) {
-			if (b->rows[i].state != ROW_ACKED)
-				continue;
-			off += (size_t)sprintf(ids + off, "%s%s", off > 1 ? "," : "", b->rows[i].id);
+			if (b->rows[i].state == ROW_ACKED)
+				off += (size_t)sprintf(sql + off, "%s%s", n++ > 0 ? "," : "", b->rows[i].id);
 		}
-		ids[off++] = '}';
-		ids[off] = '\0';
+		off += (size_t)sprintf(sql + off, "%s", mid);
+		n = 0;
+		for (size_t i = 0; i < b->n; i++) {
+			if (b->rows[i].state == ROW_ACKED)
+				off += (size_t)sprintf(sql + off, "%s%" PRIu64, n++ > 0 ? "," : "",
+				    b->rows[i].seq);
+		}
+		sprintf(sql + off, "%s", tail);
 	}
 	pthread_mutex_unlock(&b->mu);
-	return ids;
+	return sql;
+}
+
+void
+outbox_batch_scan_acks(struct outbox_batch *b, struct watch_acks *acks)
+{
+	pthread_mutex_lock(&b->mu);
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->rows[i].state == ROW_ACKED && !b->rows[i].duplicate)
+			watch_ack(acks, b->rows[i].seq);
+	}
+	pthread_mutex_unlock(&b->mu);
 }
 
 int
 outbox_batch_commit_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     struct batch_result *done, char *err, size_t errlen)
 {
-	char *ids = NULL, *sql = NULL, where[48], msg[256];
+	char *mark = NULL, *sql = NULL, where[48], msg[256];
 	size_t len, cap;
 
-	if ((ids = acked_ids(b)) == NULL) {
+	if ((mark = mark_sql(b)) == NULL) {
 		snprintf(err, errlen, "could not commit the batch: out of memory");
 		goto fail;
 	}
 	claim_where(where, sizeof(where), after);
-	cap = strlen(ids) + sizeof(CLAIM_SQL) + 160;
+	cap = strlen(mark) + sizeof(CLAIM_SQL) + 160;
 	if ((sql = malloc(cap)) == NULL) {
 		snprintf(err, errlen, "could not commit the batch: out of memory");
 		goto fail;
 	}
-	/* The ids are integers that PostgreSQL itself returned: safe to write into the text. */
-	len = (size_t)snprintf(sql, cap, "DELETE FROM outbox WHERE id = ANY('%s'::bigint[]); COMMIT",
-	    ids);
+	/* The ids are integers that PostgreSQL itself returned, the sequences integers: safe to
+	 * write into the text. */
+	len = (size_t)snprintf(sql, cap, "%s; COMMIT", mark);
 	if (limit > 0)
 		snprintf(sql + len, cap - len, "; " CLAIM_SQL, where, limit);
 	outbox_batch_result(b, done);
@@ -509,11 +543,11 @@ outbox_batch_commit_send(struct outbox_batch *b, PGconn *conn, long limit, int64
 	b->commit_sent = true;
 	b->claim_sent = limit > 0;
 	free(sql);
-	free(ids);
+	free(mark);
 	return 0;
 fail:
 	free(sql);
-	free(ids);
+	free(mark);
 	outbox_batch_rollback(b, conn);
 	return -1;
 }
@@ -537,5 +571,6 @@ outbox_batch_result(struct outbox_batch *b, struct batch_result *out)
 	out->failed = b->n - b->acked - b->dead;
 	out->dead = b->dead;
 	out->publish_seconds = b->publish_seconds;
+	out->js_error = b->js_error;
 	pthread_mutex_unlock(&b->mu);
 }

@@ -1,4 +1,5 @@
-/* One batch of outbox rows: claimed in a transaction, published asynchronously, deleted once acked.
+/* One batch of outbox rows: claimed in a transaction, published asynchronously, marked published
+ * (stream sequence and time) once acked; the rows stay for the relay's retention and sweep.
  * Nothing here knows of failpoints: the relay puts them around these calls. */
 #ifndef RELAY_BATCH_H
 #define RELAY_BATCH_H
@@ -8,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "watch.h"
 
 struct outbox_batch;
 
@@ -19,6 +22,7 @@ struct batch_result {
 	size_t failed;		/* rows without a positive PubAck */
 	size_t dead;		/* rows moved to outbox_dead */
 	double publish_seconds;	/* from the first publish to the last PubAck */
+	int js_error;		/* the JetStream error code of the first negative PubAck, or 0 */
 };
 
 /* Returns a new, empty batch; the caller outbox_batch_free()s it. */
@@ -30,8 +34,8 @@ void outbox_batch_free(struct outbox_batch *b);
 void outbox_batch_js_options(struct outbox_batch *b, jsOptions *opts);
 
 /* Starts a claim on conn without waiting for it, so that the caller can publish another batch
- * while PostgreSQL works: opens a transaction and asks for up to limit rows, oldest id first,
- * skipping rows another transaction holds. With after > 0 only rows with a higher id are claimed:
+ * while PostgreSQL works: opens a transaction and asks for up to limit waiting (not yet published)
+ * rows, oldest id first, skipping rows another transaction holds. With after > 0 only rows with a higher id are claimed:
  * the caller passes the last id of the batch claimed just before, still locked, so the claim
  * starts right behind it instead of stepping over its rows. Returns 0, or -1 with err filled. */
 int outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
@@ -40,7 +44,7 @@ int outbox_batch_claim_send(struct outbox_batch *b, PGconn *conn, long limit, in
 /* What became of the commit sent ahead of a claim by outbox_batch_commit_send(). */
 enum batch_commit {
 	BATCH_COMMIT_NONE,	/* no commit was in the round trip */
-	BATCH_COMMITTED,	/* the acknowledged rows are deleted for good */
+	BATCH_COMMITTED,	/* the acknowledged rows are marked published for good */
 	BATCH_COMMIT_FAILED,	/* rolled back: the rows stay in the outbox, nothing was claimed */
 };
 
@@ -80,8 +84,12 @@ int outbox_batch_await(struct outbox_batch *b, jsCtx *js, long timeout_ms, char 
  * a batch abandoned with its connection. */
 void outbox_batch_forget(struct outbox_batch *b, jsCtx *js);
 
-/* Deletes exactly the acknowledged rows and commits, in one round trip that PostgreSQL works on
- * while the caller publishes; with limit > 0 the same round trip opens the next transaction and
+/* Feeds the stream sequences of the batch's fresh (not duplicate) PubAcks to acks, in the order the
+ * rows were published, so that the caller sees a stream that went back while it published. */
+void outbox_batch_scan_acks(struct outbox_batch *b, struct watch_acks *acks);
+
+/* Marks exactly the acknowledged rows published (the stream sequence of each PubAck, the time)
+ * and commits, in one round trip that PostgreSQL works on while the caller publishes; with limit > 0 the same round trip opens the next transaction and
  * starts a claim of up to limit rows after the id after (as outbox_batch_claim_send()) into b,
  * which is reused. *done gets the counts of the batch being committed. Collect with
  * outbox_batch_collect(). Returns 0, or -1 with err filled when it could not even be sent (the
@@ -89,7 +97,7 @@ void outbox_batch_forget(struct outbox_batch *b, jsCtx *js);
 int outbox_batch_commit_send(struct outbox_batch *b, PGconn *conn, long limit, int64_t after,
     struct batch_result *done, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Rolls the transaction back (the rows stay, nothing is deleted). */
+/* Rolls the transaction back (the rows stay waiting, nothing is marked). */
 void outbox_batch_rollback(struct outbox_batch *b, PGconn *conn);
 
 /* The counts of the last batch. */

@@ -16,14 +16,23 @@
 #include "metrics.h"
 #include "natsconn.h"
 #include "pg.h"
+#include "retained.h"
 #include "stream.h"
 #include "util.h"
+#include "watch.h"
 
 
 enum role { ROLE_ELECTING, ROLE_STANDBY, ROLE_LEADER };
 
 /* Every 16th claim made ahead starts from the oldest row (see relay_step()). */
 #define CLAIM_FROM_OLDEST_EVERY 16
+
+/* The wait before the next sweep once one found less than a full batch past RELAY_RETAIN. */
+#define SWEEP_PAUSE_MS 1000
+
+/* The reasons a restore can have, as labels of relay_stream_restores_total. */
+static const enum watch_reason restore_reasons[] = { WATCH_MISSING, WATCH_RECREATED,
+	WATCH_WENT_BACK, WATCH_PURGED };
 
 /* A slot's batch goes IDLE -> CLAIMING -> CLAIMED -> SENT -> ACKED, and back to CLAIMING (its
  * commit and the next claim in one round trip) or to IDLE (committed alone, or rolled back). One
@@ -34,7 +43,7 @@ enum slot_state {
 	SLOT_CLAIMING,			/* a claim (behind the commit of the batch before, maybe) sent */
 	SLOT_CLAIMED,			/* rows claimed, not published yet */
 	SLOT_SENT,			/* published; the transaction waits for the PubAcks */
-	SLOT_ACKED,			/* every PubAck in; the delete and commit still to do */
+	SLOT_ACKED,			/* every PubAck in; the marking and commit still to do */
 };
 
 /* What a step of the leader, or a part of one, asks the loop to do next. */
@@ -76,7 +85,20 @@ struct relay {
 	long poll_ms;			/* the adaptive poll's current wait */
 	bool stream_ready;		/* provisioned since the last failure */
 	int64_t backlog_due_ms;
+	int64_t sweep_due_ms;
 	struct backoff backoff;
+
+	/* The stream watch (see relay_check()). */
+	int64_t check_due_ms;		/* the next periodic check */
+	bool check_now;			/* a check before the next claim: new leadership, a NATS
+					 * reconnect, a stream created, or PubAcks that went back */
+	bool stream_created;		/* the relay created the stream since the last check */
+	uint64_t reconnects;		/* the NATS connection's reconnects at the last check */
+	natsStatistics *stats;
+	struct watch_acks acks;		/* fresh PubAcks since the last check */
+	uint64_t held_first;		/* the first sequence of the purge whose held rows were logged */
+	bool sealed;			/* the stream was sealed at the last check (logged once) */
+	double gap_events;
 
 	pthread_mutex_t mu;		/* guards nudged and problem */
 	pthread_cond_t cond;
@@ -87,6 +109,9 @@ struct relay {
 
 	struct metrics_series *m_leader, *m_backlog, *m_oldest, *m_published, *m_duplicates,
 	    *m_failed, *m_batches_failed, *m_dead, *m_batch_size, *m_publish_seconds;
+	struct metrics_series *m_kept, *m_kept_oldest, *m_swept, *m_checks, *m_restored, *m_gap,
+	    *m_refused_full, *m_refused_sealed;
+	struct metrics_series *m_restores[ARRAY_SIZE(restore_reasons)];
 };
 
 static const double batch_bounds[] = { 1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000 };
@@ -117,6 +142,7 @@ struct relay *
 relay_new(const struct relay_settings *s, char *err, size_t errlen)
 {
 	struct relay *r = calloc(1, sizeof(*r));
+	char labels[64];
 	jsOptions jo;
 	natsStatus st;
 
@@ -156,18 +182,43 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 	}
 	if (st == NATS_OK)
 		st = natsConnection_Subscribe(&r->nudge, r->nc, OUTBOX_NUDGE_SUBJECT, on_nudge, r);
+	if (st == NATS_OK)
+		st = natsStatistics_Create(&r->stats);
 	if (st != NATS_OK) {
 		snprintf(err, errlen, "could not set up JetStream publishing: %s", natsStatus_GetText(st));
 		goto fail;
 	}
 
 	r->m_leader = metrics_gauge("relay_leader", "1 while this relay holds the leader lock", NULL);
-	r->m_backlog = metrics_gauge("relay_outbox_backlog", "Rows waiting in the outbox (refreshed "
-	    "periodically by the leader)", NULL);
+	r->m_backlog = metrics_gauge("relay_outbox_backlog", "Rows waiting in the outbox, not "
+	    "published yet (refreshed periodically by the leader)", NULL);
 	r->m_oldest = metrics_gauge("relay_outbox_oldest_age_seconds", "Age of the oldest row waiting "
 	    "in the outbox (refreshed periodically by the leader)", NULL);
+	r->m_kept = metrics_gauge("relay_outbox_retained", "Published rows kept in the outbox for "
+	    "RELAY_RETAIN (refreshed periodically by the leader)", NULL);
+	r->m_kept_oldest = metrics_gauge("relay_outbox_retained_oldest_age_seconds", "Time since the "
+	    "oldest kept row was published (refreshed periodically by the leader)", NULL);
+	r->m_swept = metrics_counter("relay_events_swept_total", "Published rows deleted after "
+	    "RELAY_RETAIN", NULL);
+	r->m_checks = metrics_counter("relay_stream_checks_total", "Checks of the stream against what "
+	    "it acknowledged", NULL);
+	for (size_t i = 0; i < ARRAY_SIZE(restore_reasons); i++) {
+		snprintf(labels, sizeof(labels), "reason=\"%s\"", watch_reason_label(restore_reasons[i]));
+		r->m_restores[i] = metrics_counter("relay_stream_restores_total", "Times the stream was "
+		    "found without events it had acknowledged, and kept rows were published again",
+		    labels);
+	}
+	r->m_restored = metrics_counter("relay_events_restored_total", "Kept rows published again "
+	    "because the stream lost them", NULL);
+	r->m_gap = metrics_gauge("relay_stream_gap_events", "Events the stream lost that no kept row "
+	    "could restore (older than RELAY_RETAIN), found since start; outbox-relay snapshot refills",
+	    NULL);
+	r->m_refused_full = metrics_counter("relay_stream_refusals_total", "Batches the stream refused "
+	    "(rolled back and retried)", "reason=\"full\"");
+	r->m_refused_sealed = metrics_counter("relay_stream_refusals_total", "Batches the stream "
+	    "refused (rolled back and retried)", "reason=\"sealed\"");
 	r->m_published = metrics_counter("relay_events_published_total", "Events acknowledged by "
-	    "JetStream and removed from the outbox", NULL);
+	    "JetStream and marked published in the outbox", NULL);
 	r->m_duplicates = metrics_counter("relay_events_duplicate_total", "Events JetStream already "
 	    "had (acknowledged as duplicates)", NULL);
 	r->m_failed = metrics_counter("relay_events_failed_total", "Events without a positive PubAck "
@@ -204,6 +255,7 @@ relay_free(struct relay *r)
 		natsConnection_Close(r->nc);
 		natsConnection_Destroy(r->nc);
 	}
+	natsStatistics_Destroy(r->stats);
 	leader_free(r->leader);
 	/* The batches go last: they are the PubAck handlers' closures. */
 	for (size_t i = 0; i < r->nslots; i++) {
@@ -265,9 +317,14 @@ become(struct relay *r, enum role role)
 	if (was == role)
 		return;
 	metrics_set(r->m_leader, role == ROLE_LEADER ? 1 : 0);
-	if (role == ROLE_LEADER)
+	if (role == ROLE_LEADER) {
+		/* Another leader may have published meanwhile: look at the stream before claiming. */
+		r->check_now = true;
 		log_info("became the leader: relaying the outbox");
-	else if (role == ROLE_STANDBY)
+	} else {
+		memset(&r->acks, 0, sizeof(r->acks));
+	}
+	if (role == ROLE_STANDBY)
 		log_info("standing by: another relay holds the leader lock");
 }
 
@@ -283,25 +340,49 @@ slot_drop_work(struct slot *s)
 static void
 backlog_refresh(struct relay *r, struct slot *s)
 {
-	PGresult *res;
+	struct outbox_gauges g;
+	char err[512];
 
 	if (mono_ms() < r->backlog_due_ms)
 		return;
 	r->backlog_due_ms = mono_ms() + r->s->backlog_interval_ms;
-	res = PQexec(s->work, "SELECT count(*), COALESCE(extract(epoch FROM clock_timestamp() - "
-	    "(SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0) FROM outbox");
-	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-		metrics_set(r->m_backlog, strtod(PQgetvalue(res, 0, 0), NULL));
-		metrics_set(r->m_oldest, strtod(PQgetvalue(res, 0, 1), NULL));
-	} else {
-		char msg[256];
-
-		pg_error_text(s->work, res, msg, sizeof(msg));
-		log_warnx("could not measure the outbox backlog: %s", msg);
-		if (pg_connection_lost(s->work, res))
+	if (retained_measure(s->work, &g, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		if (PQstatus(s->work) != CONNECTION_OK)
 			slot_drop_work(s);
+		return;
 	}
-	PQclear(res);
+	metrics_set(r->m_backlog, g.waiting);
+	metrics_set(r->m_oldest, g.waiting_age_s);
+	metrics_set(r->m_kept, g.kept);
+	metrics_set(r->m_kept_oldest, g.kept_age_s);
+}
+
+/* Deletes published rows past RELAY_RETAIN on slot s's connection while it has no transaction
+ * open: one bounded statement per call, in the leader's loop, so that a sweep never runs while a
+ * check decides what to publish again. While it finds full batches it goes on at the next step
+ * (one batch of sweeping per batch relayed), else a second later. */
+static void
+relay_sweep(struct relay *r, struct slot *s)
+{
+	char err[512];
+	long n;
+
+	if (mono_ms() < r->sweep_due_ms)
+		return;
+	n = retained_sweep(s->work, EVENT_STREAM, r->s->retain_ms, r->s->sweep_batch, err,
+	    sizeof(err));
+	if (n < 0) {
+		log_warnx("%s", err);
+		r->sweep_due_ms = mono_ms() + SWEEP_PAUSE_MS;
+		if (PQstatus(s->work) != CONNECTION_OK)
+			slot_drop_work(s);
+		return;
+	}
+	metrics_add(r->m_swept, (uint64_t)n);
+	r->sweep_due_ms = n >= r->s->sweep_batch ? 0 : mono_ms() + SWEEP_PAUSE_MS;
+	if (n > 0)
+		log_debug("swept %ld published rows kept longer than RELAY_RETAIN", n);
 }
 
 static const struct step step_continue = { STEP_CONTINUE, 0 };
@@ -318,7 +399,7 @@ slot_failed(struct relay *r, struct slot *s, const char *err)
 		slot_drop_work(s);
 }
 
-/* A batch whose delete or commit failed: its rows stay in the outbox, to be published again. */
+/* A batch whose marking or commit failed: its rows stay waiting, to be published again. */
 static void
 commit_failed(struct relay *r, struct slot *s, const char *err)
 {
@@ -356,7 +437,7 @@ log_buried(struct relay *r, struct slot *s, long dead)
 }
 
 /* IDLE or ACKED -> CLAIMING (limit > 0) or IDLE (limit 0, ACKED only): sends a claim of up to
- * limit rows after the id after (0: from the oldest row). From ACKED the batch's delete and
+ * limit rows after the id after (0: from the oldest row). From ACKED the batch's marking and
  * commit go first in the same round trip. The failpoints sit before and after that round trip is
  * sent; an error there fails the batch as a lost commit would. Returns 0, or -1 after a failure
  * (logged; the slot is IDLE, the rows stay in the outbox). */
@@ -444,9 +525,29 @@ slot_publish(struct relay *r, struct slot *s)
 	s->state = SLOT_SENT;
 }
 
+/* What a negative PubAck of the stream itself means for the operator, appended to the batch's
+ * failure line, and the refusal counted. */
+static const char *
+refusal(struct relay *r, int js_error)
+{
+	switch (js_error) {
+	case JSStreamStoreFailedErr:
+		metrics_add(r->m_refused_full, 1);
+		return "; the stream refuses to store events (full: a limit such as RELAY_STREAM_MAX_BYTES "
+		    "is reached, or its storage is): they wait in the outbox until it has room";
+	case JSStreamSealedErr:
+		metrics_add(r->m_refused_sealed, 1);
+		return "; the stream is sealed and takes no more events: they wait in the outbox until "
+		    "it is replaced (deleted, the relay creates it anew and publishes every kept row again)";
+	default:
+		return "";
+	}
+}
+
 /* SENT -> ACKED: waits for the PubAcks; any row without a positive PubAck rolls the whole batch
- * back. Returns 0, or -1 after a failure (logged; the slot is IDLE, the rows stay in the
- * outbox). */
+ * back. The sequences of the fresh PubAcks go to the stream watch, in the order the batches were
+ * claimed: one at or below an earlier one means the stream went back, and asks for a check.
+ * Returns 0, or -1 after a failure (logged; the slot is IDLE, the rows stay in the outbox). */
 static int
 slot_await(struct relay *r, struct slot *s)
 {
@@ -464,19 +565,22 @@ slot_await(struct relay *r, struct slot *s)
 	if (rc != 0) {
 		outbox_batch_result(s->batch, &res);
 		outbox_batch_rollback(s->batch, s->work);
-		log_warnx("%s; rolled back the batch of %zu (%zu acknowledged, %zu not), retrying", err,
-		    res.claimed, res.acked, res.failed);
+		log_warnx("%s; rolled back the batch of %zu (%zu acknowledged, %zu not), retrying%s",
+		    err, res.claimed, res.acked, res.failed, refusal(r, res.js_error));
 		metrics_add(r->m_failed, res.failed);
 		r->stream_ready = false;	/* the stream may be gone: look again */
 		slot_failed(r, s, err);
 		return -1;
 	}
+	outbox_batch_scan_acks(s->batch, &r->acks);
+	if (r->acks.back_low > 0)
+		r->check_now = true;
 	s->state = SLOT_ACKED;
 	return 0;
 }
 
-/* ACKED -> IDLE: deletes the acknowledged rows and commits, without a claim behind. Returns 0, or
- * -1 after a failure (logged; the rows stay in the outbox). */
+/* ACKED -> IDLE: marks the acknowledged rows published and commits, without a claim behind.
+ * Returns 0, or -1 after a failure (logged; the rows stay waiting). */
 static int
 slot_commit(struct relay *r, struct slot *s)
 {
@@ -569,14 +673,14 @@ static struct step
 relay_prepare(struct relay *r)
 {
 	char err[512], note[1024];
-	bool warn;
+	bool warn, created;
 
 	if (!natsconn_ok(r->nc)) {
 		set_problem(r, "NATS is not connected; events wait in the outbox");
 		return (struct step){ STEP_WAIT, 200 };
 	}
 	if (!r->stream_ready) {
-		if (stream_provision(r->slots[0].js, r->s, note, sizeof(note), &warn, err,
+		if (stream_provision(r->slots[0].js, r->s, note, sizeof(note), &warn, &created, err,
 		    sizeof(err)) != 0) {
 			log_warnx("%s; retrying", err);
 			set_problem(r, err);
@@ -587,14 +691,19 @@ relay_prepare(struct relay *r)
 		else if (note[0] != '\0')
 			log_info("%s", note);
 		r->stream_ready = true;
+		if (created) {
+			/* A new stream holds none of the kept rows: the next check publishes them. */
+			r->stream_created = true;
+			r->check_now = true;
+		}
 	}
 	return step_continue;
 }
 
 /* Readies slot s to claim. Its batch in flight is awaited; it is committed here too when the
  * slot needs its connection idle first (to measure the backlog gauges, also while NATS is away:
- * that is when the backlog grows) or the claim would wait anyway; otherwise the commit goes with
- * the claim. Then the connection, NATS and the stream are checked. */
+ * that is when the backlog grows, or to sweep) or the claim would wait anyway; otherwise the
+ * commit goes with the claim. Then the connection, NATS and the stream are checked. */
 static struct step
 slot_ready(struct relay *r, struct slot *s, bool commit_now)
 {
@@ -603,12 +712,15 @@ slot_ready(struct relay *r, struct slot *s, bool commit_now)
 	if (s->state == SLOT_SENT && slot_await(r, s) != 0)
 		return step_failed;
 	if (s->state == SLOT_ACKED && (commit_now || mono_ms() >= r->backlog_due_ms ||
-	    !r->stream_ready || !natsconn_ok(r->nc)) && slot_commit(r, s) != 0)
+	    mono_ms() >= r->sweep_due_ms || !r->stream_ready || !natsconn_ok(r->nc)) &&
+	    slot_commit(r, s) != 0)
 		return step_failed;
 	if (s->state == SLOT_IDLE) {
 		if ((st = relay_connect(r, s)).kind != STEP_CONTINUE)
 			return st;
 		backlog_refresh(r, s);
+		if (s->work != NULL)
+			relay_sweep(r, s);
 		if (s->work == NULL)
 			return (struct step){ STEP_WAIT, 1 };
 	}
@@ -655,12 +767,161 @@ relay_claim_oldest(struct relay *r)
 	return step_continue;
 }
 
+static uint64_t
+nats_reconnects(struct relay *r)
+{
+	uint64_t in_msgs, in_bytes, out_msgs, out_bytes, reconnects = r->reconnects;
+
+	if (natsConnection_GetStats(r->nc, r->stats) == NATS_OK)
+		(void)natsStatistics_GetCounts(r->stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes,
+		    &reconnects);
+	return reconnects;
+}
+
+/* A check is due every RELAY_STREAM_CHECK_INTERVAL, and before anything more is claimed after a
+ * NATS reconnect (the server may have restarted from a store that lost its tail), a new leadership,
+ * a stream the relay created, or PubAcks that went back. It needs NATS; without it the claim path
+ * waits anyway. */
+static bool
+relay_check_due(struct relay *r)
+{
+	if (!natsconn_ok(r->nc))
+		return false;
+	if (nats_reconnects(r) != r->reconnects)
+		r->check_now = true;
+	return r->check_now || mono_ms() >= r->check_due_ms;
+}
+
+/* Says what the check found beyond the restore itself: rows held back for the duplicate window,
+ * a gap no kept row can fill, a sealed stream. */
+static void
+check_report(struct relay *r, const struct stream_look *look, const struct watch_verdict *v,
+    const struct retained_restore *res)
+{
+	uint64_t first, last;
+
+	if (res->held > 0 && r->held_first != look->first_seq) {
+		r->held_first = look->first_seq;
+		log_warnx("stream \"%s\" no longer holds %ld kept events below its first sequence %"
+		    PRIu64 " (purged): they are published again in %.0fs, once its duplicate window "
+		    "(%" PRId64 "ms) has passed for them, as until then JetStream drops them as copies of "
+		    "the purged messages", EVENT_STREAM, res->held, look->first_seq, res->held_s,
+		    look->duplicates_ms);
+	}
+	if (watch_gap(v, res->kept_min, &first, &last)) {
+		r->gap_events += (double)(last - first + 1);
+		metrics_set(r->m_gap, r->gap_events);
+		log_error("stream \"%s\" lost the events at sequences %" PRIu64 "-%" PRIu64 " (%" PRIu64
+		    " events), older than every row the outbox keeps (RELAY_RETAIN %ldms): they cannot be "
+		    "published again; run `outbox-relay snapshot` to publish every user's current state",
+		    EVENT_STREAM, first, last, last - first + 1, r->s->retain_ms);
+	}
+	if (look->sealed && !r->sealed)
+		log_error("stream \"%s\" is sealed: it takes no more events, which wait in the outbox "
+		    "until it is replaced (deleted, the relay creates it anew and publishes every kept "
+		    "row again)", EVENT_STREAM);
+	r->sealed = look->sealed;
+}
+
+/* Compares the stream with what the relay knows was acknowledged; sets waiting again the kept rows
+ * the stream lost (the claims then publish them, oldest first, with their event ids), reports what
+ * no kept row can restore, and records what it saw. The pipeline is drained first, so that the
+ * marks in PostgreSQL and the PubAcks seen are all there is in flight.
+ *
+ * What the relay knows survives it: the stream's creation time, first sequence and highest
+ * acknowledged sequence are recorded in outbox_stream at every check, and every kept row carries
+ * the sequence of its PubAck. */
+static struct step
+relay_check(struct relay *r)
+{
+	struct slot *s = &r->slots[r->next];
+	struct stream_look look;
+	struct retained_view view;
+	struct watch_known known;
+	struct watch_seen seen;
+	struct watch_verdict v;
+	struct retained_restore res;
+	char err[512], note[1024], why[256];
+	uint64_t reconnects;
+	struct step st;
+	bool warn, created;
+
+	if (relay_drain(r) != 0)
+		return step_failed;
+	if ((st = relay_connect(r, s)).kind != STEP_CONTINUE || (st = relay_prepare(r)).kind !=
+	    STEP_CONTINUE)
+		return st;
+	reconnects = nats_reconnects(r);
+	if (stream_inspect(r->slots[0].js, r->s, &look, note, sizeof(note), &warn, err,
+	    sizeof(err)) != 0)
+		goto wait;
+	if (note[0] != '\0')
+		warn ? log_warnx("%s", note) : log_info("%s", note);
+	if (look.created_now)
+		r->stream_created = true;	/* remembered should this check fail below */
+	if (retained_load(s->work, EVENT_STREAM, &view, err, sizeof(err)) != 0)
+		goto wait;
+	known.recorded = view.recorded;
+	known.created_ns = view.created_ns;
+	known.first_seq = view.first_seq;
+	known.high_seq = view.high_seq;
+	if (view.kept_max > known.high_seq)
+		known.high_seq = view.kept_max;
+	if (r->acks.high > known.high_seq)
+		known.high_seq = r->acks.high;
+	known.back_to = r->acks.back_low > 0 ? r->acks.back_low - 1 : 0;
+	seen.created_now = r->stream_created;
+	seen.created_ns = look.created_ns;
+	seen.first_seq = look.first_seq;
+	seen.last_seq = look.last_seq;
+	seen.ages = look.max_age_ms > 0;
+	watch_judge(&known, &seen, &v);
+	if (v.reason == WATCH_RECREATED) {
+		/* Someone else made it: bring its settings in line where that is safe, and say so. */
+		if (stream_provision(r->slots[0].js, r->s, note, sizeof(note), &warn, &created, err,
+		    sizeof(err)) != 0)
+			goto wait;
+		if (note[0] != '\0')
+			warn ? log_warnx("%s", note) : log_info("%s", note);
+	}
+	if (retained_apply(s->work, EVENT_STREAM, &v, &seen, look.duplicates_ms, look.max_age_ms,
+	    &res, err, sizeof(err)) != 0)
+		goto wait;
+
+	metrics_add(r->m_checks, 1);
+	r->acks.high = v.high_seq;
+	r->acks.back_low = 0;
+	r->stream_created = false;
+	r->check_now = false;
+	r->reconnects = reconnects;
+	r->check_due_ms = mono_ms() + r->s->stream_check_ms;
+	if (res.restored > 0) {
+		enum watch_reason reason = v.reason == WATCH_INTACT ? WATCH_PURGED : v.reason;
+
+		watch_describe(&known, &seen, &v, why, sizeof(why));
+		log_warnx("restored %ld events to stream \"%s\": %s; they are published again, oldest "
+		    "first, with their event ids", res.restored, EVENT_STREAM, why);
+		for (size_t i = 0; i < ARRAY_SIZE(restore_reasons); i++)
+			if (restore_reasons[i] == reason)
+				metrics_add(r->m_restores[i], 1);
+		metrics_add(r->m_restored, (uint64_t)res.restored);
+	}
+	check_report(r, &look, &v, &res);
+	return step_continue;
+wait:
+	log_warnx("%s; checking the stream again before relaying", err);
+	set_problem(r, err);
+	if (s->work != NULL && PQstatus(s->work) != CONNECTION_OK)
+		slot_drop_work(s);
+	return (struct step){ STEP_WAIT, backoff_next(&r->backoff) };
+}
+
 /* One step of the leader: publish one batch, and claim the next.
  *
  * With a batch in hand that was full (more rows wait) and more than one slot, the next claim is
  * sent to PostgreSQL first, then the batch in hand is published while PostgreSQL works, then the
  * claim is collected. The slot that claims holds the oldest batch in flight: its PubAcks have had
- * a whole step to come, and its delete and commit go in the same round trip as the claim. So
+ * a whole step to come, and its marking and commit go in the same round trip as the claim. So
  * PostgreSQL claims and commits while the relay publishes and JetStream acknowledges.
  *
  * The claim made ahead starts right after the last id of the batch in hand (still locked, so
@@ -670,7 +931,9 @@ relay_claim_oldest(struct relay *r)
  * CLAIM_FROM_OLDEST_EVERY-th claim made ahead, and every claim after the pipeline ran dry.
  *
  * A partial batch means the outbox is (nearly) empty: everything in flight is finished and the
- * relay waits for the adaptive poll or a nudge, as without the pipeline. */
+ * relay waits for the adaptive poll or a nudge, as without the pipeline.
+ *
+ * When a check of the stream is due, it comes first, with the pipeline drained (relay_check()). */
 static struct step
 relay_step(struct relay *r)
 {
@@ -679,6 +942,8 @@ relay_step(struct relay *r)
 	int64_t after;
 	long n;
 
+	if (relay_check_due(r) && (st = relay_check(r)).kind != STEP_CONTINUE)
+		return st;
 	if (r->held == NULL && (st = relay_claim_oldest(r)).kind != STEP_CONTINUE)
 		return st;
 	c = r->held;

@@ -53,6 +53,14 @@ static const struct config_entry table[] = {
 	    "how often a standby tries to become the leader" },
 	{ "RELAY_BACKLOG_INTERVAL", CONFIG_MS, &loaded.backlog_interval_ms, "2s", 100, 600000,
 	    "how often the backlog gauges are refreshed" },
+	{ "RELAY_RETAIN", CONFIG_MS, &loaded.retain_ms, "5m", 1000, 2592000000L,
+	    "how long published rows are kept, to publish again what the stream loses (longer than "
+	    "RELAY_DUPLICATE_WINDOW and the server's sync interval)" },
+	{ "RELAY_SWEEP_BATCH", CONFIG_INT, &loaded.sweep_batch, "1000", 1, 100000,
+	    "most published rows deleted by one sweep statement (its own short transaction)" },
+	{ "RELAY_STREAM_CHECK_INTERVAL", CONFIG_MS, &loaded.stream_check_ms, "5s", 100, 600000,
+	    "how often the leader checks that the stream still holds what it acknowledged (also "
+	    "after every NATS reconnect)" },
 	{ "RELAY_LOCK_KEY", CONFIG_INT, &loaded.lock_key, "7305463", -2147483647L, 2147483647L,
 	    "PostgreSQL advisory lock key that elects the leader" },
 	{ "LOG_LEVEL", CONFIG_LEVEL, &loaded.log_level, "info", 0, 0, "debug, info, warn or error" },
@@ -68,6 +76,16 @@ check(const void *arg, char *err, size_t errlen)
 	if (s->poll_min_ms > s->poll_max_ms) {
 		snprintf(err, errlen, "invalid RELAY_POLL_MIN %ldms: more than RELAY_POLL_MAX %ldms",
 		    s->poll_min_ms, s->poll_max_ms);
+		return -1;
+	}
+	/* Events a purge removed can be published again only once JetStream forgets their ids (the
+	 * duplicate window, and a second to spare, after they were published), at the next check:
+	 * their rows must still be kept then. */
+	if (s->retain_ms <= s->duplicate_window_ms + s->stream_check_ms + 1000) {
+		snprintf(err, errlen, "invalid RELAY_RETAIN %ldms: published rows must be kept longer than "
+		    "RELAY_DUPLICATE_WINDOW (%ldms) plus RELAY_STREAM_CHECK_INTERVAL (%ldms) and a second, "
+		    "or events lost in a purge could be swept before they are published again",
+		    s->retain_ms, s->duplicate_window_ms, s->stream_check_ms);
 		return -1;
 	}
 	return 0;

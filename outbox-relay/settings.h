@@ -25,6 +25,9 @@ struct relay_settings {
 	long poll_max_ms;
 	long lock_poll_ms;		/* how often a standby tries to take the leader lock */
 	long backlog_interval_ms;	/* how often the backlog gauges are refreshed */
+	long retain_ms;			/* how long published rows are kept (longer than the window) */
+	long sweep_batch;		/* most published rows deleted per sweep statement */
+	long stream_check_ms;		/* how often the leader checks the stream for lost events */
 	long lock_key;			/* advisory lock key naming "the relay of this database" */
 	enum log_level log_level;
 };

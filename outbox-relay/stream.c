@@ -1,4 +1,4 @@
-/* Provisions USER_EVENTS idempotently: created when missing, updated where safe, reported where not. */
+/* Provisions USER_EVENTS idempotently (created when missing, updated where safe, reported where not) and reads its state. */
 #include "stream.h"
 
 #include <inttypes.h>
@@ -135,7 +135,7 @@ js_error_text(natsStatus s, jsErrCode jerr, char *out, size_t outlen)
 
 int
 stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t notelen,
-    bool *warn, char *err, size_t errlen)
+    bool *warn, bool *created, char *err, size_t errlen)
 {
 	jsStreamConfig want, merged;
 	jsStreamInfo *si = NULL, *updated = NULL;
@@ -147,6 +147,7 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 
 	note[0] = '\0';
 	*warn = false;
+	*created = false;
 	stream_config_wanted(s, &want);
 	st = js_GetStreamInfo(&si, js, EVENT_STREAM, NULL, &jerr);
 	if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
@@ -158,6 +159,7 @@ stream_provision(jsCtx *js, const struct relay_settings *s, char *note, size_t n
 			goto done;
 		}
 		snprintf(note, notelen, "created stream \"%s\" on \"%s\"", EVENT_STREAM, EVENT_STREAM_SUBJECTS);
+		*created = true;
 		rc = 0;
 		goto done;
 	}
@@ -195,4 +197,40 @@ done:
 	jsStreamInfo_Destroy(si);
 	jsStreamInfo_Destroy(updated);
 	return rc;
+}
+
+int
+stream_inspect(jsCtx *js, const struct relay_settings *s, struct stream_look *out, char *note,
+    size_t notelen, bool *warn, char *err, size_t errlen)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus st;
+	char why[256];
+
+	memset(out, 0, sizeof(*out));
+	note[0] = '\0';
+	*warn = false;
+	st = js_GetStreamInfo(&si, js, EVENT_STREAM, NULL, &jerr);
+	if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+		if (stream_provision(js, s, note, notelen, warn, &out->created_now, err, errlen) != 0)
+			return -1;
+		jerr = 0;
+		st = js_GetStreamInfo(&si, js, EVENT_STREAM, NULL, &jerr);
+	}
+	if (st != NATS_OK) {
+		js_error_text(st, jerr, why, sizeof(why));
+		snprintf(err, errlen, "could not look up stream \"%s\": %s", EVENT_STREAM, why);
+		jsStreamInfo_Destroy(si);
+		return -1;
+	}
+	out->created_ns = si->Created;
+	/* A new, empty stream says 0; its first event will be 1. */
+	out->first_seq = si->State.FirstSeq > 0 ? si->State.FirstSeq : 1;
+	out->last_seq = si->State.LastSeq;
+	out->max_age_ms = si->Config->MaxAge / NS_PER_MS;
+	out->duplicates_ms = si->Config->Duplicates / NS_PER_MS;
+	out->sealed = si->Config->Sealed;
+	jsStreamInfo_Destroy(si);
+	return 0;
 }

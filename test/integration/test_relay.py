@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -56,8 +57,14 @@ def sql_one(db, query, params=None):
     return rows[0]
 
 
-def outbox_count(db):
-    return sql_one(db, "SELECT count(*) FROM outbox")[0]
+def pending_count(db):
+    """Rows not published yet (the view migrations/0007 made for readers like this one)."""
+    return sql_one(db, "SELECT count(*) FROM outbox_pending")[0]
+
+
+def kept_count(db):
+    """Published rows the relay keeps for RELAY_RETAIN."""
+    return sql_one(db, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")[0]
 
 
 def insert_rows(db, n, aggregate=None, event_type="user_updated", traceparent=TRACEPARENT, pad=0):
@@ -179,6 +186,15 @@ class Relay:
                 out[name] = float(value)
         return out
 
+    def metric(self, name, **labels):
+        """One series of /metrics, its labels given as keywords; 0 when it is not there."""
+        series = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+                         if labels else "")
+        for line in requests.get(self.svc.url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     def stop(self):
         rc = self.svc.stop(timeout=10)
         assert rc == 0, f"outbox-relay exited {rc} on SIGTERM:\n{self.svc.log_tail()}"
@@ -290,7 +306,13 @@ def user_api(relay_db, relay_nats):
 
 
 def wait_drained(db, timeout=30):
-    poll(lambda: outbox_count(db) == 0, timeout, "the outbox to be empty")
+    poll(lambda: pending_count(db) == 0, timeout, "every outbox row to be published")
+
+
+def js_api(server, what, body=None):
+    """A JetStream API request ($JS.API.<what>) to the test's server; returns its answer."""
+    data = json.dumps(body).encode() if body is not None else b""
+    return asyncio.run(server.reader._request(f"$JS.API.{what}", data))
 
 
 def event_ids(msgs):
@@ -461,7 +483,7 @@ def test_killed_between_pubacks_and_commit_republishes_without_duplicates(relay_
     crashing = relays.start(FAILPOINTS="relay.after_acks_before_commit=crash", wait_ready=False)
     assert crashing.wait_exit(15) == -signal.SIGKILL
     # The batch was acknowledged but never committed: the rows are still there, the stream has them.
-    assert outbox_count(relay_db) == 50
+    assert pending_count(relay_db) == 50
     assert stream_count(relay_nats) == 50
 
     relay = relays.start()
@@ -479,7 +501,7 @@ def test_killed_with_two_batches_in_flight_loses_nothing(relay_db, relay_nats, r
     crashing = relays.start(FAILPOINTS="relay.after_acks_before_commit=crash@3",
                             RELAY_BATCH_SIZE="10", RELAY_PIPELINE="2", wait_ready=False)
     assert crashing.wait_exit(15) == -signal.SIGKILL
-    left = [r[0] for r in sql(relay_db, "SELECT event_id::text FROM outbox ORDER BY id")]
+    left = [r[0] for r in sql(relay_db, "SELECT event_id::text FROM outbox_pending ORDER BY id")]
     assert 0 < len(left) < 50
     assert left == ids[50 - len(left):]              # committed in order: the first batches went
     assert stream_count(relay_nats) >= 50 - len(left)
@@ -515,7 +537,7 @@ def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays)
         # A batch times out after RELAY_PUBLISH_TIMEOUT, with writes going on.
         poll(lambda: relay.ready()["status"] == "not ready", 15,
              "/readyz to report the timed-out publishes")
-        poll(lambda: outbox_count(relay_db) > 0, 5, "the events to wait in PostgreSQL")
+        poll(lambda: pending_count(relay_db) > 0, 5, "the events to wait in PostgreSQL")
     finally:
         # Then it dies: whatever it had not read yet is gone, and only rows the relay kept can
         # bring those events back.
@@ -525,7 +547,7 @@ def test_nats_down_longer_than_the_publish_timeout(relay_db, relay_nats, relays)
     assert ready["status"] == "not ready"
     assert relay.metrics()["relay_batches_failed_total"] >= 1
     # The backlog gauges keep being measured while NATS is away.
-    waiting = outbox_count(relay_db)
+    waiting = pending_count(relay_db)
     metrics = poll(lambda: (lambda m: m if m["relay_outbox_backlog"] >= waiting else None)(relay.metrics()),
                    5, "the backlog gauge to show the waiting rows")
     assert metrics["relay_outbox_oldest_age_seconds"] > 0
@@ -580,15 +602,20 @@ def test_leader_lock_session_cut_stops_and_hands_over(relay_db, relay_nats, rela
                         "WHERE application_name = 'outbox-relay leader lock' AND pid IN "
                         "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)")
     assert [c[1] for c in cut] == [True]
+
+    def sessions():
+        return [r[0] for r in sql(relay_db, "SELECT pid FROM pg_stat_activity "
+                                            "WHERE application_name = 'outbox-relay leader lock'")]
+    # The cut leader notices (at its next step, which can take a while when a batch waits for its
+    # PubAcks): both relays hold a lock session again, neither the one cut, one lock is granted,
+    # and only one of them counts itself the leader. Polled as a whole: right after the cut the
+    # standby may already lead while the cut one still says "leader" without a session.
     poll(lambda: {a.ready()["checks"]["role"], b.ready()["checks"]["role"]} == {"leader", "standby"}
          and sql_one(relay_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                               "AND granted")[0] == 1,
+                               "AND granted")[0] == 1
+         and len(sessions()) == 2,
          10, "one relay to lead again")
-    # The cut leader noticed: both relays hold a lock session again, neither the one cut, and only
-    # one of them counts itself the leader.
-    sessions = [r[0] for r in sql(relay_db, "SELECT pid FROM pg_stat_activity "
-                                            "WHERE application_name = 'outbox-relay leader lock'")]
-    assert len(sessions) == 2 and cut[0][0] not in sessions, (sessions, cut)
+    assert cut[0][0] not in sessions(), (sessions(), cut)
     assert a.metrics()["relay_leader"] + b.metrics()["relay_leader"] == 1
     time.sleep(0.5)
     ids = writer.stop()
@@ -710,12 +737,12 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(relay_db, relay_nats,
     ids = insert_rows(relay_db, 30)
     relay = relays.start(FAILPOINTS="relay.after_acks_before_commit=pause(1500)")
     # Held after the PubAcks: every event in the stream, every row still in the outbox.
-    poll(lambda: stream_count(relay_nats) == 30 and outbox_count(relay_db) == 30, 10,
+    poll(lambda: stream_count(relay_nats) == 30 and pending_count(relay_db) == 30, 10,
          "the relay to hold a published batch")
     os.kill(relay.svc.pid, signal.SIGTERM)
     assert relay.wait_exit(10) == 0
     # The batch in hand was committed, not abandoned: nothing left to republish.
-    assert outbox_count(relay_db) == 0
+    assert pending_count(relay_db) == 0
     assert_each_once(read_stream(relay_nats), ids)
     poll(lambda: sql_one(relay_db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0] == 0,
          5, "the leader lock to be released")
@@ -753,7 +780,8 @@ def test_snapshot_emits_one_event_per_user_and_resumes(relay_db, relay_nats, rel
     r = relays.run_cli("snapshot", "--after", str(users[19][0]), "--batch", "2")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["5", str(users[-1][0])]
-    assert sql(relay_db, "SELECT aggregate_id FROM outbox ORDER BY id") == [(u[0],) for u in users[20:]]
+    assert sql(relay_db, "SELECT aggregate_id FROM outbox_pending ORDER BY id") == \
+        [(u[0],) for u in users[20:]]
 
     bad = relays.run_cli("snapshot", "--after", "x")
     assert bad.returncode == 2 and "invalid --after" in bad.stderr
@@ -843,3 +871,286 @@ def test_per_user_order_under_concurrent_load(relay_db, relay_nats, relays, user
     versions = [json.loads(m["data"])["payload"]["version"] for m in msgs
                 if json.loads(m["data"])["payload"]["id"] == hot["id"]]
     assert versions == list(range(1, 202)), versions[:20]
+
+
+# --- kept rows, the sweep, and the stream watch -------------------------------------------------
+
+# A short duplicate window and frequent checks, and rows kept long enough that none is swept
+# during the test (unless it says otherwise).
+WATCH = {"RELAY_DUPLICATE_WINDOW": "1s", "RELAY_RETAIN": "60s", "RELAY_STREAM_CHECK_INTERVAL": "300ms"}
+
+
+def log_lines(relay, *words):
+    """The lines of the relay's log that hold every one of words."""
+    return [l for l in relay.log().splitlines() if all(w in l for w in words)]
+
+
+def test_published_rows_are_marked_kept_and_swept_after_retain(relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 30)
+    relay = relays.start(RELAY_DUPLICATE_WINDOW="1s", RELAY_RETAIN="3s",
+                         RELAY_STREAM_CHECK_INTERVAL="300ms")
+    wait_drained(relay_db)
+    published = time.monotonic()
+    # Kept, not deleted: each row says at which stream sequence its event is, and since when.
+    rows = sql(relay_db, "SELECT event_id::text, published_seq, published_at FROM outbox ORDER BY id")
+    assert [r[0] for r in rows] == ids
+    for eid, seq, at in rows:
+        assert at is not None
+        assert relay_nats.get_msg(seq)["headers"]["Nats-Msg-Id"] == eid
+    m = poll(lambda: (lambda m: m if m["relay_outbox_retained"] == 30 else None)(relay.metrics()),
+             5, "the retained gauge")
+    assert m["relay_outbox_backlog"] == 0              # the backlog counts waiting rows only
+    assert m["relay_outbox_oldest_age_seconds"] == 0
+    assert m["relay_outbox_retained_oldest_age_seconds"] > 0
+    assert m["relay_events_swept_total"] == 0
+
+    # Swept once RELAY_RETAIN has passed, not before; the stream keeps its events.
+    poll(lambda: kept_count(relay_db) == 0, 10, "the published rows to be swept")
+    assert time.monotonic() - published > 2.5
+    m = relay.metrics()
+    assert m["relay_events_swept_total"] == 30
+    assert stream_count(relay_nats) == 30
+    poll(lambda: relay.metrics()["relay_outbox_retained"] == 0, 5, "the retained gauge to fall")
+    relay.stop()
+
+
+SWEEP_LOG = """
+CREATE TABLE sweep_log (txid bigint, deleted int);
+CREATE FUNCTION sweep_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO sweep_log SELECT txid_current(), count(*) FROM gone;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER sweep_log AFTER DELETE ON outbox REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION sweep_log();
+"""
+
+
+def test_sweep_deletes_in_bounded_batches_and_keeps_younger_rows(relay_db, relay_nats, relays):
+    old = insert_rows(relay_db, 2000)
+    young = insert_rows(relay_db, 50)
+    relay = relays.start(**WATCH)
+    wait_drained(relay_db)
+    relay.stop()
+    # As if the first 2,000 were published an hour ago; every statement that deletes outbox rows
+    # is recorded with its transaction and how many it deleted.
+    sql(relay_db, "UPDATE outbox SET published_at = published_at - interval '1 hour' "
+                  "WHERE event_id = ANY(%s::uuid[])", (old,))
+    sql(relay_db, SWEEP_LOG)
+
+    relay = relays.start(RELAY_SWEEP_BATCH="100", **WATCH)
+    poll(lambda: kept_count(relay_db) == 50, 20, "the old rows to be swept")
+    time.sleep(1.5)   # more sweeps, which must find nothing
+    assert sorted(r[0] for r in sql(relay_db, "SELECT event_id::text FROM outbox")) == sorted(young)
+    log = sql(relay_db, "SELECT txid, deleted FROM sweep_log WHERE deleted > 0")
+    assert sum(d for _, d in log) == 2000
+    assert max(d for _, d in log) <= 100                 # bounded batches
+    assert len(log) >= 20 and len({t for t, _ in log}) == len(log)   # each its own transaction
+    assert relay.metrics()["relay_events_swept_total"] == 2000
+    assert stream_count(relay_nats) == 2050
+    relay.stop()
+
+
+def test_the_claim_reads_only_the_waiting_rows(relay_db, relay_nats, relays):
+    insert_rows(relay_db, 20000)
+    relay = relays.start(**WATCH)
+    wait_drained(relay_db, timeout=90)
+    relay.stop()
+    assert kept_count(relay_db) == 20000
+    # Vacuumed, as autovacuum would (the entries the marking left dead in the index are gone):
+    # the steady state, which published rows kept do not change.
+    sql(relay_db, "VACUUM ANALYZE outbox")
+    relay = relays.start(**WATCH)
+    sql(relay_db, "SELECT pg_stat_reset()")
+    later = insert_rows(relay_db, 10)
+    wait_drained(relay_db)
+    assert stream_count(relay_nats) == 20010
+    assert relay.metrics()["relay_events_published_total"] == 10   # none of the kept rows again
+    assert event_ids(read_stream(relay_nats))[-10:] == later
+    # The claims went through the index of waiting rows, and read a few of its entries rather
+    # than stepping over the 20,000 published rows.
+
+    def pending_index():
+        rows = sql(relay_db, "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes "
+                             "WHERE indexrelname = 'outbox_pending_id'")
+        return rows[0] if rows and rows[0][0] > 0 else None
+    scans, read = poll(pending_index, 5, "the statistics of the waiting rows' index")
+    assert read < 1000, (scans, read)
+    relay.stop()
+
+
+def test_stream_purged_under_the_relay_is_restored(relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 40)
+    relay = relays.start(**WATCH)
+    wait_drained(relay_db)
+    assert stream_count(relay_nats) == 40
+    assert js_api(relay_nats, "STREAM.PURGE.USER_EVENTS").get("success"), "purge"
+    assert stream_count(relay_nats) == 0
+    more = insert_rows(relay_db, 10)          # writes go on meanwhile
+
+    poll(lambda: relay.metric("relay_events_restored_total") == 40, 20, "the 40 events restored")
+    wait_drained(relay_db)
+    poll(lambda: stream_count(relay_nats) == 50, 10, "every event back in the stream")
+    assert_each_once(read_stream(relay_nats), ids + more)
+    assert relay.metric("relay_stream_restores_total", reason="purged") == 1
+    assert relay.metric("relay_stream_gap_events") == 0
+    lines = log_lines(relay, "restored 40 events", "purged")
+    assert len(lines) == 1, relay.log()
+    # Published within the duplicate window before the purge, they were held back until JetStream
+    # forgot their ids (it drops them as duplicates until then), and the log said so.
+    assert " warn " in lines[0] and "first sequence" in lines[0] and " 41" in lines[0], lines[0]
+    assert len(log_lines(relay, "no longer holds 40 kept events", "duplicate window")) <= 1
+    # Published again: every row kept, at the sequence its event has now.
+    for eid, seq in sql(relay_db, "SELECT event_id::text, published_seq FROM outbox"):
+        assert relay_nats.get_msg(seq)["headers"]["Nats-Msg-Id"] == eid
+    relay.stop()
+
+
+def test_stream_deleted_under_the_relay_is_created_again_and_restored(relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 40)
+    relay = relays.start(**WATCH)
+    wait_drained(relay_db)
+    assert js_api(relay_nats, "STREAM.DELETE.USER_EVENTS").get("success"), "delete"
+
+    poll(lambda: relay.metric("relay_events_restored_total") == 40, 20, "the 40 events restored")
+    wait_drained(relay_db)
+    poll(lambda: stream_count(relay_nats) == 40, 10, "every event back in the stream")
+    assert_each_once(read_stream(relay_nats), ids)
+    assert relay.metric("relay_stream_restores_total", reason="missing") == 1
+    assert len(log_lines(relay, "restored 40 events", "the stream was missing")) == 1, relay.log()
+    relay.stop()
+
+
+def test_stream_recreated_with_other_settings_while_the_relay_was_away_is_restored(
+        relay_db, relay_nats, relays):
+    ids = insert_rows(relay_db, 25)
+    relay = relays.start(**WATCH)
+    wait_drained(relay_db)
+    relay.stop()
+    # Deleted and made again by someone else, with another duplicate window and two events of
+    # its own: the relay learns it from the creation time it recorded, not from the sequences.
+    assert js_api(relay_nats, "STREAM.DELETE.USER_EVENTS").get("success")
+    made = js_api(relay_nats, "STREAM.CREATE.USER_EVENTS",
+                  {"name": "USER_EVENTS", "subjects": ["user.events.>"], "storage": "file",
+                   "retention": "limits", "duplicate_window": 30 * 10**9})
+    assert "error" not in made, made
+    asyncio.run(_publish_foreign(relay_nats, 30))
+
+    relay = relays.start(**WATCH)
+    poll(lambda: relay.metric("relay_events_restored_total") == 25, 20, "the 25 events restored")
+    wait_drained(relay_db)
+    poll(lambda: stream_count(relay_nats) == 55, 10, "every event back in the stream")
+    assert_each_once([m for m in read_stream(relay_nats) if m["headers"].get("Nats-Msg-Id")], ids)
+    assert relay.metric("relay_stream_restores_total", reason="recreated") == 1
+    assert len(log_lines(relay, "restored 25 events", "deleted and created anew")) == 1, relay.log()
+    # Its settings were brought in line where that is safe, and the log says so.
+    assert relay_nats.stream_config()["duplicate_window"] == 10**9
+    assert log_lines(relay, "updated stream", "duplicate window 30000ms -> 1000ms"), relay.log()
+    relay.stop()
+
+
+async def _publish_foreign(server, n):
+    """n messages without a Nats-Msg-Id, as another publisher would write them."""
+    nc = await nats.connect(server.url, connect_timeout=2, allow_reconnect=False)
+    try:
+        js = nc.jetstream()
+        for i in range(n):
+            await js.publish("user.events.other", f"{i}".encode())
+    finally:
+        await nc.close()
+
+
+def test_stream_that_went_back_to_an_older_store_is_restored(relay_db, relay_nats, relays):
+    relay = relays.start(**WATCH)
+    first = insert_rows(relay_db, 20)
+    wait_drained(relay_db)
+    relay_nats.stop()
+    older = relay_nats.dir / "store-older"
+    shutil.copytree(relay_nats.store, older)
+    relay_nats.start()
+    second = insert_rows(relay_db, 30)
+    wait_drained(relay_db)
+    assert stream_count(relay_nats) == 50
+
+    # The server dies and comes back from a store that lost its last 30 events, as a disk that
+    # had not synced them would; writes go on all along, so new events can take the sequences the
+    # lost ones had before the relay looks.
+    writer = Writer(relay_db)
+    writer.start()
+    relay_nats.kill()
+    shutil.rmtree(relay_nats.store)
+    shutil.copytree(older, relay_nats.store)
+    time.sleep(0.5)
+    relay_nats.start()
+    poll(lambda: relay.metric("relay_events_restored_total") >= 30, 20, "the lost events restored")
+    time.sleep(0.5)
+    later = writer.stop()
+    wait_drained(relay_db)
+    everything = first + second + later
+    poll(lambda: stream_count(relay_nats) == len(everything), 15, "every event in the stream")
+    assert_each_once(read_stream(relay_nats), everything)
+    assert relay.metric("relay_stream_restores_total", reason="went_back") >= 1
+    assert relay.metric("relay_stream_gap_events") == 0
+    lines = log_lines(relay, "restored", "the stream went back to sequence")
+    assert lines and " warn " in lines[0], relay.log()
+    relay.stop()
+
+
+def test_loss_older_than_the_kept_rows_is_reported_as_a_gap(relay_db, relay_nats, relays):
+    relay = relays.start(RELAY_DUPLICATE_WINDOW="1s", RELAY_RETAIN="3s",
+                         RELAY_STREAM_CHECK_INTERVAL="300ms")
+    old = insert_rows(relay_db, 20)
+    wait_drained(relay_db)
+    poll(lambda: kept_count(relay_db) == 0, 15, "the first rows to be swept")
+    kept = insert_rows(relay_db, 10)
+    wait_drained(relay_db)
+    assert js_api(relay_nats, "STREAM.PURGE.USER_EVENTS").get("success")
+
+    poll(lambda: relay.metric("relay_stream_gap_events") == 20, 15, "the gap to be reported")
+    poll(lambda: relay.metric("relay_events_restored_total") == 10, 15, "the kept rows restored")
+    poll(lambda: stream_count(relay_nats) == 10, 10, "the kept events back in the stream")
+    assert_each_once(read_stream(relay_nats), kept)
+    errors = log_lines(relay, " error ", "sequences 1-20 (20 events)")
+    assert len(errors) == 1, relay.log()
+    assert "outbox-relay snapshot" in errors[0] and "RELAY_RETAIN" in errors[0], errors[0]
+    relay.stop()
+    assert old
+
+
+def test_sealed_stream_refuses_without_losing_a_row_or_spinning(relay_db, relay_nats, relays):
+    first = insert_rows(relay_db, 5)
+    relay = relays.start(**WATCH)
+    wait_drained(relay_db)
+    cfg = relay_nats.stream_config()
+    sealed = js_api(relay_nats, "STREAM.UPDATE.USER_EVENTS", {**cfg, "sealed": True})
+    assert "error" not in sealed, sealed
+    more = insert_rows(relay_db, 10)
+
+    poll(lambda: relay.metric("relay_stream_refusals_total", reason="sealed") >= 1, 10,
+         "the refusal to be counted")
+    failed = relay.metrics()["relay_batches_failed_total"]
+    time.sleep(3)
+    # Backing off, not spinning: a handful of attempts in 3 s, and nothing lost.
+    assert relay.metrics()["relay_batches_failed_total"] - failed <= 8
+    assert pending_count(relay_db) == 10
+    ready = relay.ready()
+    assert ready["status"] == "not ready" and "sealed" in ready["checks"]["problem"], ready
+    assert log_lines(relay, " error ", "is sealed: it takes no more events"), relay.log()
+    assert log_lines(relay, "invalid operation on sealed stream", "the stream is sealed"), relay.log()
+
+    # Replaced: the relay creates it anew and publishes everything kept and waiting, once each.
+    assert js_api(relay_nats, "STREAM.DELETE.USER_EVENTS").get("success")
+    wait_drained(relay_db)
+    poll(lambda: stream_count(relay_nats) == 15, 15, "every event in the new stream")
+    assert_each_once(read_stream(relay_nats), first + more)
+    poll(lambda: relay.ready()["status"] == "ready", 10, "the relay to be ready again")
+    relay.stop()
+
+
+def test_retain_shorter_than_the_duplicate_window_is_refused(relays):
+    r = relays.run_cli("--check", RELAY_RETAIN="1m")
+    assert r.returncode == 2 and "RELAY_RETAIN" in r.stderr and "RELAY_DUPLICATE_WINDOW" in r.stderr
+    r = relays.run_cli("--check", RELAY_RETAIN="2m", RELAY_DUPLICATE_WINDOW="2m")
+    assert r.returncode == 2 and "RELAY_RETAIN" in r.stderr
+    r = relays.run_cli("--check")
+    assert r.returncode == 0 and "RELAY_RETAIN=300000ms" in r.stdout

@@ -80,7 +80,8 @@ test_settings(void)
 		"OUTBOX_RELAY_MAX_CONNECTIONS", "OUTBOX_RELAY_MAX_CONNECTIONS_PER_IP",
 		"OUTBOX_RELAY_DRAIN_TIMEOUT", "RELAY_BATCH_SIZE", "RELAY_PIPELINE",
 		"RELAY_DUPLICATE_WINDOW", "RELAY_STREAM_REPLICAS", "RELAY_STREAM_MAX_AGE",
-		"RELAY_STREAM_MAX_BYTES", "RELAY_POLL_MIN", "RELAY_POLL_MAX", "LOG_LEVEL" };
+		"RELAY_STREAM_MAX_BYTES", "RELAY_POLL_MIN", "RELAY_POLL_MAX", "RELAY_RETAIN",
+		"RELAY_SWEEP_BATCH", "RELAY_STREAM_CHECK_INTERVAL", "LOG_LEVEL" };
 	struct relay_settings s;
 	int argi;
 
@@ -97,6 +98,7 @@ test_settings(void)
 	CHECK(s.duplicate_window_ms == 120000);
 	CHECK(s.stream_replicas == 1);
 	CHECK(s.stream_max_age_ms == 0 && s.stream_max_bytes == 0);
+	CHECK(s.retain_ms == 300000 && s.sweep_batch == 1000 && s.stream_check_ms == 5000);
 	CHECK_STR(s.nats_url, "nats://localhost:4222");
 	CHECK(s.log_level == LOG_LEVEL_INFO);
 
@@ -104,12 +106,38 @@ test_settings(void)
 	CHECK(load(&s, 4, snapshot, &argi) == -1 && argi == 1);
 	CHECK(load(&s, 2, unknown, &argi) == 2);
 
-	setenv("RELAY_DUPLICATE_WINDOW", "5m", 1);
+	setenv("RELAY_DUPLICATE_WINDOW", "3m", 1);
 	setenv("OUTBOX_RELAY_THREADS", "4", 1);
 	CHECK(load(&s, 1, argv, &argi) == -1);
-	CHECK(s.duplicate_window_ms == 300000);
+	CHECK(s.duplicate_window_ms == 180000);
 	CHECK(s.http.threads == 4);
 	unsetenv("OUTBOX_RELAY_THREADS");
+
+	/* Published rows are kept longer than the duplicate window and a check interval (and a
+	 * second), or the settings are refused. */
+	setenv("RELAY_DUPLICATE_WINDOW", "5m", 1);
+	CHECK(load(&s, 1, argv, &argi) == 2);
+	setenv("RELAY_RETAIN", "5m1s", 1);
+	CHECK(load(&s, 1, argv, &argi) == 2);	/* not a duration */
+	setenv("RELAY_RETAIN", "306s", 1);
+	CHECK(load(&s, 1, argv, &argi) == 2);	/* 5m + 5s + 1s is not enough */
+	setenv("RELAY_RETAIN", "307s", 1);
+	CHECK(load(&s, 1, argv, &argi) == -1);
+	CHECK(s.retain_ms == 307000);
+	setenv("RELAY_DUPLICATE_WINDOW", "1s", 1);
+	setenv("RELAY_STREAM_CHECK_INTERVAL", "300ms", 1);
+	setenv("RELAY_RETAIN", "2300ms", 1);
+	CHECK(load(&s, 1, argv, &argi) == 2);
+	setenv("RELAY_RETAIN", "3s", 1);
+	setenv("RELAY_SWEEP_BATCH", "50", 1);
+	CHECK(load(&s, 1, argv, &argi) == -1);
+	CHECK(s.retain_ms == 3000 && s.sweep_batch == 50 && s.stream_check_ms == 300);
+	setenv("RELAY_SWEEP_BATCH", "0", 1);
+	CHECK(load(&s, 1, argv, &argi) == 2);
+	unsetenv("RELAY_SWEEP_BATCH");
+	unsetenv("RELAY_STREAM_CHECK_INTERVAL");
+	unsetenv("RELAY_RETAIN");
+	setenv("RELAY_DUPLICATE_WINDOW", "3m", 1);
 
 	setenv("RELAY_BATCH_SIZE", "0", 1);
 	CHECK(load(&s, 1, argv, &argi) == 2);
