@@ -121,7 +121,9 @@ main(int argc, char **argv)
 
 	jsPubOptions po;
 	jsPubOptions_Init(&po);
-	po.MaxWait = 5000;
+	/* Long enough for a server that syncs every write (deploy/nats-server.conf): a timeout here
+	 * would count a message the server still stores as a nack. */
+	po.MaxWait = 60000;
 	double t0 = now_s();
 	for (int i = 0; i < n; i++) {
 		natsMsg *m = NULL;
