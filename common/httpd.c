@@ -31,6 +31,7 @@ struct httpd {
 	void *ready_arg;
 	long max_body;
 	atomic_int active;
+	atomic_int suspended;
 };
 
 struct http_request {
@@ -50,6 +51,9 @@ struct http_request {
 	int64_t start_ms;
 	size_t nheaders;
 	char *hnames[MAX_HEADERS], *hvalues[MAX_HEADERS];
+	http_handler_fn resumed;	/* set while suspended; worker thread only */
+	void *ctx;
+	void (*ctx_free)(void *);
 };
 
 static const char *
@@ -116,6 +120,40 @@ const char *
 http_request_id(const struct http_request *req)
 {
 	return req->request_id;
+}
+
+void
+http_set_context(struct http_request *req, void *ctx, void (*free_fn)(void *))
+{
+	if (req->ctx != NULL && req->ctx_free != NULL)
+		req->ctx_free(req->ctx);
+	req->ctx = ctx;
+	req->ctx_free = free_fn;
+}
+
+void *
+http_context(const struct http_request *req)
+{
+	return req->ctx;
+}
+
+void
+http_suspend(struct http_request *req, http_handler_fn resumed)
+{
+	req->resumed = resumed;
+	atomic_fetch_add(&req->h->suspended, 1);
+	MHD_suspend_connection(req->conn);
+}
+
+void
+http_resume(struct http_request *req)
+{
+	/* Read before the resume: from then on the worker thread may answer and free req. */
+	struct httpd *h = req->h;
+	struct MHD_Connection *conn = req->conn;
+
+	atomic_fetch_sub(&h->suspended, 1);
+	MHD_resume_connection(conn);
 }
 
 void
@@ -399,7 +437,7 @@ dispatch(struct http_request *req)
 			route_match(r->pattern, req->path, req, true);
 			req->route_label = r->pattern;
 			r->handler(req, req->h->arg);
-			if (!req->replied)
+			if (!req->replied && req->resumed == NULL)
 				http_reply_problem(req, 500, NULL, "the handler gave no answer");
 			return;
 		}
@@ -504,6 +542,16 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 	if (req->replied)
 		return MHD_YES;
+	/* Called again after http_resume(): the handler goes on where it suspended. */
+	if (req->resumed != NULL) {
+		http_handler_fn resumed = req->resumed;
+
+		req->resumed = NULL;
+		resumed(req, h->arg);
+		if (!req->replied && req->resumed == NULL)
+			http_reply_problem(req, 500, NULL, "the handler gave no answer");
+		return MHD_YES;
+	}
 	if (req->too_large) {
 		http_reply_problem(req, 413, NULL, "the body is larger than %ld bytes", h->max_body);
 		return MHD_YES;
@@ -532,6 +580,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 		free(req->hvalues[i]);
 	}
 	free(req->body);
+	if (req->ctx != NULL && req->ctx_free != NULL)
+		req->ctx_free(req->ctx);
 	free(req);
 	*con_cls = NULL;
 }
@@ -609,7 +659,8 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	h->ready = ready;
 	h->ready_arg = ready_arg;
 	h->max_body = cfg->max_body;
-	h->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+	h->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
+	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
 	    (uint16_t)cfg->port, NULL, NULL, on_request, h,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
@@ -640,6 +691,9 @@ httpd_stop(struct httpd *h, long drain_ms)
 	fd = MHD_quiesce_daemon(h->daemon);
 	while (atomic_load(&h->active) > 0 && mono_ms() < deadline)
 		usleep(10 * 1000);
+	/* A bug of the caller, which libmicrohttpd answers with abort(): say what it was first. */
+	if (atomic_load(&h->suspended) > 0)
+		log_warnx("http: %d requests still suspended at stop", atomic_load(&h->suspended));
 	MHD_stop_daemon(h->daemon);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);

@@ -38,7 +38,8 @@ typedef bool (*http_ready_fn)(void *arg, json_t **out);
  * err filled on failure. */
 struct httpd *httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
     http_ready_fn ready, void *ready_arg, char *err, size_t errlen);
-/* Stops accepting, lets in-flight requests finish for up to drain_ms, then stops. */
+/* Stops accepting, lets in-flight requests finish for up to drain_ms, then stops. Suspended
+ * requests count as in flight; the caller resumes them before (see http_suspend()). */
 void httpd_stop(struct httpd *h, long drain_ms);
 
 /* Request accessors. Strings live as long as the request. */
@@ -71,6 +72,26 @@ void http_reply_problem(struct http_request *req, unsigned status, const char *f
  * detail, e.g. `{"min_version": 5, "version": 4}` of a read that waited in vain. */
 void http_reply_problem_with(struct http_request *req, unsigned status, const char *field,
     json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* A handler that cannot answer yet (it waits for something another thread will report) suspends
+ * its request instead of blocking a worker thread: it calls http_suspend() and returns without
+ * answering, and the connection then holds no thread. Later any thread calls http_resume(), once,
+ * and a worker thread calls resumed(req, arg), arg being the routes' argument: it answers, or
+ * suspends again. http_resume() must come after http_suspend() (libmicrohttpd's behaviour is
+ * undefined otherwise): a caller racing with the handler orders the two under a lock of its own.
+ * After http_resume() the caller must not touch req: it may be answered and freed at once.
+ * While suspended, a connection does not time out (its timeout starts again at the resume), counts
+ * against the connection limits, and its client's disconnect is not seen. Every suspended request
+ * must be resumed before httpd_stop() begins: libmicrohttpd aborts the process when stopped with
+ * a connection still suspended. */
+void http_suspend(struct http_request *req, http_handler_fn resumed);
+void http_resume(struct http_request *req);
+
+/* State a handler keeps across suspensions: ctx lives until the request completes, then
+ * free_fn(ctx) is called (unless free_fn is NULL) in the completion callback. One per request; a
+ * second call replaces (and frees) the first. */
+void http_set_context(struct http_request *req, void *ctx, void (*free_fn)(void *));
+void *http_context(const struct http_request *req);
 
 /* Parses a positive int64 path id; false for anything else (sign, leading zeros allowed, junk). */
 bool http_parse_id(const char *s, int64_t *out);
