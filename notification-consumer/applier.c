@@ -72,6 +72,9 @@ struct applier {
 
 	struct metrics_series *m_applied, *m_stale, *m_dead, *m_errors, *m_pending, *m_ack_pending,
 	    *m_commit_latency, *m_publish_latency, *m_regressions, *m_held_back, *m_gaps;
+
+	applier_copy_at_fn copy_at;	/* told of each version the copy reached; may be NULL */
+	void *copy_at_arg;
 };
 
 static void
@@ -180,6 +183,13 @@ applier_wait_applied(struct applier *a, long ms)
 			break;
 	}
 	pthread_mutex_unlock(&a->wait_lock);
+}
+
+void
+applier_on_copy_at(struct applier *a, applier_copy_at_fn fn, void *arg)
+{
+	a->copy_at = fn;
+	a->copy_at_arg = arg;
 }
 
 bool
@@ -566,6 +576,9 @@ handle(struct applier *a, natsMsg **msgs, int i, int n)
 	held_forget(a, meta.stream_seq);
 	if (r == COPY_STORE_APPLIED)
 		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
+	/* Applied or stale, MongoDB confirmed that the copy is at this version or past it. */
+	if (a->copy_at != NULL)
+		a->copy_at(a->copy_at_arg, ev.user_id, ev.version);
 	FAILPOINT("consumer.after_write_before_ack");
 	if (js_ack_sync(a->nc, m, a->cfg->nats_timeout_ms, err, sizeof(err)) != 0) {
 		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev.event_id);

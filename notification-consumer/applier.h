@@ -28,7 +28,14 @@ void applier_free(struct applier *a);
 /* The http_ready_fn of the process: NATS, MongoDB and the durable consumer in place. */
 bool applier_ready(void *arg, json_t **out);
 
-/* Blocks until another event was applied or ms passed; used by reads that wait for a version. */
+/* Called by the apply thread when MongoDB confirmed that the copy of user_id is at version or past
+ * it (the event applied, or was stale), before the ack. It must be quick and must not block. */
+typedef void (*applier_copy_at_fn)(void *arg, int64_t user_id, int64_t version);
+/* Sets the function above (NULL: none), before applier_start(); it wakes reads that wait for a
+ * version. */
+void applier_on_copy_at(struct applier *a, applier_copy_at_fn fn, void *arg);
+
+/* Blocks until another event was applied or ms passed. */
 void applier_wait_applied(struct applier *a, long ms);
 
 /* Lowest-level step shared with replay: the event in m, or the reason it is poison. */

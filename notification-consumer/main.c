@@ -15,12 +15,14 @@
 #include "settings.h"
 #include "store.h"
 #include "util.h"
+#include "waiters.h"
 
 /* The live consumer: the lease, the apply thread and the read API, until SIGTERM or SIGINT. */
 static void
 serve(const struct consumer_settings *set, natsConnection *nc, struct store *store)
 {
 	struct applier *applier;
+	struct waiters *waiters;
 	struct lease *lease;
 	struct httpd *httpd;
 	struct api api;
@@ -36,9 +38,13 @@ serve(const struct consumer_settings *set, natsConnection *nc, struct store *sto
 		fatal("%s", err);
 	if ((applier = applier_new(nc, store, lease, set, err, sizeof(err))) == NULL)
 		fatal("%s", err);
+	if ((waiters = waiters_new(store, lease, set->max_waiters, set->wait_recheck_ms, err,
+	    sizeof(err))) == NULL || waiters_start(waiters, err, sizeof(err)) != 0)
+		fatal("%s", err);
+	applier_on_copy_at(applier, waiters_copy_at_fn, waiters);
 	if (applier_start(applier, err, sizeof(err)) != 0)
 		fatal("%s", err);
-	api = (struct api){ store, applier, set->read_wait_max_ms };
+	api = (struct api){ store, waiters, set->read_wait_max_ms, set->max_waiters };
 	if ((httpd = httpd_start(&set->http, api_routes, &api, applier_ready, applier, err,
 	    sizeof(err))) == NULL)
 		fatal("%s", err);
@@ -50,9 +56,12 @@ serve(const struct consumer_settings *set, natsConnection *nc, struct store *sto
 		;
 
 	log_info("shutting down: finishing the event in hand");
+	/* Suspended reads are answered first: libmicrohttpd must not stop with one suspended. */
+	waiters_close(waiters);
 	httpd_stop(httpd, set->drain_ms);
 	applier_join(applier);
 	applier_free(applier);
+	waiters_free(waiters);
 	lease_free(lease);
 	log_info("stopped");
 }

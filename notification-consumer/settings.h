@@ -32,6 +32,8 @@ struct consumer_settings {
 	long lease_ttl_ms;
 	long lease_timeout_ms;		/* longest wait for one lease read or write */
 	long read_wait_max_ms;		/* default and cap of ?wait= */
+	long max_waiters;		/* reads with min_version waiting at once */
+	long wait_recheck_ms;		/* how often a stand-by reads the copy for its waiting reads */
 	long replay_batch;		/* messages replay asks for in one pull request */
 	long replay_reorder_seqs;	/* how far behind an early event replay waits for its versions */
 	long replay_progress_ms;	/* how often replay logs its progress when not on a terminal */
