@@ -110,7 +110,7 @@ def test_create_update_delete_are_read_back_on_8081(stack):
     assert [(h["type"], h["version"]) for h in hist] == [("user_created", 1), ("user_updated", 2),
                                                           ("user_deleted", 3)]
     # All relayed: the relay removes a batch's rows only after the consumer may have applied it.
-    poll(lambda: stack.db.sql("SELECT count(*) FROM outbox")[0][0] == 0, 15, "the outbox to be empty")
+    poll(lambda: stack.db.sql("SELECT count(*) FROM outbox_pending")[0][0] == 0, 15, "the outbox to be empty")
 
 
 def test_copy_equals_postgres_under_concurrent_writes_and_after_replays(stack):
