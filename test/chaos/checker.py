@@ -59,15 +59,17 @@ SNAPSHOT = "user_snapshot"
 
 
 def wait_drained(system: System, timeout: float = 90.0) -> dict:
-    """Waits (bounded) until the outbox is empty and the consumer has nothing pending or awaiting
-    ack, and MongoDB no longer changes; returns the last figures seen."""
+    """Waits (bounded) until no outbox row waits to be published (the view outbox_pending: the
+    relay keeps published rows for RELAY_RETAIN, so the table itself does not empty), the consumer
+    has nothing pending or awaiting ack, and MongoDB no longer changes; returns the last figures
+    seen."""
     deadline = time.monotonic() + timeout
     last = {}
     stable = 0
     prev = None
     while time.monotonic() < deadline:
         try:
-            outbox = system.pg.sql("SELECT count(*) FROM outbox")[0][0]
+            outbox = system.pg.sql("SELECT count(*) FROM outbox_pending")[0][0]
             pending, ack_pending = consumer_pending(system.nats_url())
             with system.ferret.client() as c:
                 hist = c[MONGO_DB].user_notification_events.estimated_document_count()
@@ -178,7 +180,7 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
         if o.get("bad"):
             rep.problem("bad_answer", f"{o['kind']} of user {o['uid']}: {o['bad']}")
 
-    # 5. drained: outbox empty, nothing pending or awaiting ack
+    # 5. drained: no outbox row waiting, nothing pending or awaiting ack
     d = wait_drained(system, drain_timeout)
     for k in ("outbox", "pending", "ack_pending", "drain_timeout"):
         if d.get(k, 1 if k == "drain_timeout" else 0):

@@ -228,7 +228,7 @@ def fill_stream(system: System, hold_s: float = 3.0, headroom_msgs: int = 5,
             out["readyz"] = None
         log(f"{now()} nemesis: the stream is full: {out['refusal']}")
         time.sleep(hold_s)
-        out["outbox_while_full"] = system.pg.sql("SELECT count(*) FROM outbox")[0][0]
+        out["outbox_while_full"] = system.pg.sql("SELECT count(*) FROM outbox_pending")[0][0]
     finally:
         t0 = time.monotonic()
         for r in relays:

@@ -29,7 +29,8 @@ MONGO_DB = "notifications_db"
 # in the transaction that inserts the row, so it exists exactly when the users row and the outbox
 # row were committed. Chosen over the load generator's request log, which cannot know the version
 # of a request that got no answer (nor see a write nobody asked for), and over the outbox itself,
-# which the relay empties, or the stream, which is the next hop and itself under test. Installed
+# whose rows the relay sweeps after RELAY_RETAIN, or the stream, which is the next hop and itself
+# under test (it may lose what it acknowledged, and the relay publishes that again). Installed
 # by the test only; the product's schema and statements are unchanged. SECURITY DEFINER: the
 # services may write the outbox under a role that has no rights on this table.
 COMMITTED_TABLE = "chaos_committed"

@@ -125,7 +125,7 @@ def test_nats_down_beyond_the_default_reconnect_budget(systems):
         # Meanwhile the relay says why it is not ready, and the writes are kept in the outbox.
         r = requests.get(system.nodes["relay"].proc.url + "/readyz", timeout=5)
         assert r.status_code == 503, r.text
-        assert system.pg.sql("SELECT count(*) FROM outbox")[0][0] > 0
+        assert system.pg.sql("SELECT count(*) FROM outbox_pending")[0][0] > 0
     finally:
         refuser.stop()
     print("failed reconnect attempts while NATS was away:", refuser.attempts)
