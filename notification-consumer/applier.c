@@ -66,6 +66,8 @@ struct applier {
 	struct held *held;		/* apply thread only; unordered */
 	size_t nheld, capheld;
 
+	uint64_t term;			/* apply thread only: lease_term() at the last write */
+
 	pthread_mutex_t wait_lock;	/* guards applied and wakes readers */
 	pthread_cond_t wait_cond;
 	uint64_t applied;
@@ -226,6 +228,24 @@ may_apply(struct applier *a)
 	return lease_held(a->lease) || FAILPOINT("consumer.apply_without_lease") != 0;
 }
 
+/* One store_apply() (see store.h). Called only after may_apply() said yes. When this process has
+ * taken the lease anew since its last write, another process held it meanwhile and may have
+ * written the copy, maybe a document whose history entry it never wrote (stopped between the
+ * two, killed or paused past the lease): the store's memory of users whose history is complete
+ * is dropped, so each user's next write here checks it (and repairs it) first. */
+static enum copy_store_result
+apply_once(struct applier *a, const struct event *ev, enum copy_store_order order,
+    int64_t published_us, uint64_t seq, int64_t *copy_version, char *err, size_t errlen)
+{
+	uint64_t term = lease_term(a->lease);
+
+	if (term != a->term) {
+		store_forget_verified(a->store);
+		a->term = term;
+	}
+	return store_apply(a->store, ev, order, published_us, seq, copy_version, err, errlen);
+}
+
 /* Pings MongoDB (and prepares the indexes once); updates the readiness. */
 static bool
 mongo_check(struct applier *a)
@@ -334,7 +354,7 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 
 	backoff_init(&b, a->cfg->backoff_min_ms, a->cfg->backoff_max_ms);
 	for (;;) {
-		*r = store_apply(a->store, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
+		*r = apply_once(a, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
 		    copy_version, err, sizeof(err));
 		if (*r != COPY_STORE_ERROR) {
 			if (!atomic_load(&a->mongo_ok))
@@ -386,7 +406,8 @@ recent_add(struct applier *a, const struct event *ev, const struct js_meta *meta
 
 /* A while (CONSUMER_RECHECK_AFTER) after applying, reads the users back in one query and applies
  * again what another writer took back; the version guard keeps this harmless when nothing
- * happened. */
+ * happened. Only while this process holds the lease: without it, it writes nothing (the
+ * entries wait until it holds the lease again). */
 static void
 recent_check(struct applier *a)
 {
@@ -394,7 +415,7 @@ recent_check(struct applier *a)
 	size_t k = 0;
 	char err[512];
 
-	if (now - a->last_recheck < a->cfg->recheck_ms)
+	if (now - a->last_recheck < a->cfg->recheck_ms || !may_apply(a))
 		return;
 	a->last_recheck = now;
 	while (k < a->nrecent && a->recent[k].at_ms <= now - a->cfg->recheck_ms)
@@ -416,8 +437,9 @@ recent_check(struct applier *a)
 
 		/* Over the gap: the versions between were applied before, the other writer only
 		 * took the document back. */
-		if (versions[i] < r->ev.version && store_apply(a->store, &r->ev, COPY_STORE_OVER_GAP,
-		    r->published_us, r->seq, NULL, err, sizeof(err)) == COPY_STORE_APPLIED) {
+		if (versions[i] < r->ev.version && may_apply(a) && apply_once(a, &r->ev,
+		    COPY_STORE_OVER_GAP, r->published_us, r->seq, NULL, err, sizeof(err)) ==
+		    COPY_STORE_APPLIED) {
 			metrics_add(a->m_regressions, 1);
 			log_warnx("user %" PRId64 " was taken back to version %" PRId64 " by another "
 			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, versions[i],

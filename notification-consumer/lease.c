@@ -27,6 +27,7 @@ struct lease {
 	bool stream_ok;
 	uint64_t seq;			/* our last record, for the release */
 	atomic_llong held_until;	/* monotonic ms; 0 when not held */
+	atomic_ullong term;		/* times taken anew, see lease_term() */
 	atomic_bool stop;
 	pthread_t thread;
 	bool started;
@@ -172,6 +173,10 @@ lease_try(struct lease *l)
 		return;	/* another process won the race, or NATS failed: look again */
 	}
 	/* A fifth of the TTL covers clock differences and the time this round took. */
+	/* Counted before the validity is set, so that an applier that sees the lease held sees the
+	 * new term too. */
+	if (!was_held)
+		atomic_fetch_add(&l->term, 1);
 	atomic_store(&l->held_until, start + l->ttl_ms - l->ttl_ms / 5);
 	set_holder(l, l->owner);
 	if (!was_held)
@@ -213,6 +218,12 @@ bool
 lease_held(struct lease *l)
 {
 	return mono_ms() < atomic_load(&l->held_until);
+}
+
+uint64_t
+lease_term(struct lease *l)
+{
+	return atomic_load(&l->term);
 }
 
 void

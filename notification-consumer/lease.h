@@ -6,6 +6,7 @@
 #include <nats/nats.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct lease;
 
@@ -19,6 +20,9 @@ int lease_start(struct lease *l, char *err, size_t errlen) __attribute__((warn_u
 /* True while this process may apply: the lease was renewed less than a TTL (minus a margin) ago
  * on the monotonic clock, so a process that was paused longer than that stops by itself. */
 bool lease_held(struct lease *l);
+/* Changes every time this process takes the lease anew, not when it renews it: a holder that
+ * sees it change since its last write knows that another process may have written meanwhile. */
+uint64_t lease_term(struct lease *l);
 /* Writes who holds it, for /readyz and logs. */
 void lease_describe(struct lease *l, char *out, size_t outlen);
 /* Stops the thread, hands the lease over (expires it) if held, frees. */

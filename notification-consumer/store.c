@@ -338,12 +338,20 @@ reply_int(const bson_t *reply, const char *key)
 
 /* Counts a second effect of ev on its history entry: the copy took this event again although
  * the entry was written before (another writer had taken the copy back, or a duplicate found it
- * behind). Without this the unique event_id would hide every effect after the first. */
+ * behind). Without this the unique event_id would hide every effect after the first. An effect is
+ * one write, named by who made it and when (instance, applied_at, which the document carries
+ * too): one the entry already names is not counted again. That is the case when this process
+ * stopped between its write and this call, longer than the lease, and the process that took over
+ * found the event in the document and wrote its entry from there: one effect, written down by
+ * the other process, not a second one. */
 static bool
 history_count_reapplied(mongoc_collection_t *coll, const struct event *ev, uint64_t stream_seq,
     const char *applied_at, const char *instance, bson_error_t *e)
 {
-	bson_t *filter = BCON_NEW("_id", BCON_UTF8(ev->event_id));
+	bson_t *filter = BCON_NEW("_id", BCON_UTF8(ev->event_id), "$nor", "[",
+	    "{", "applied_by", BCON_UTF8(instance), "applied_at", BCON_UTF8(applied_at), "}",
+	    "{", "reapplied_by", BCON_UTF8(instance), "reapplied_at", BCON_UTF8(applied_at), "}",
+	    "]");
 	bson_t *update = BCON_NEW("$inc", "{", "reapplied", BCON_INT32(1), "}",
 	    "$set", "{", "reapplied_at", BCON_UTF8(applied_at), "reapplied_by", BCON_UTF8(instance),
 	    "reapplied_seq", BCON_INT64((int64_t)stream_seq), "}");
@@ -355,7 +363,8 @@ history_count_reapplied(mongoc_collection_t *coll, const struct event *ev, uint6
 }
 
 /* Inserts the history entry of ev; an entry that is already there is fine, except that an
- * applied event finding its entry there took effect once more, which is counted on it. */
+ * applied event finding its entry there may have taken effect once more, which is counted on it
+ * (history_count_reapplied()). */
 static int
 history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int64_t published_us,
     uint64_t stream_seq, const char *applied_at, bool superseded, char *err, size_t errlen)
@@ -399,39 +408,96 @@ copy_field(bson_t *out, const bson_t *doc, const char *key, const char *as)
 		bson_append_value(out, as, -1, bson_iter_value(&it));
 }
 
-/* Makes sure the event the document of user id holds has its history entry: a crash between the
- * upsert and the history insert leaves it missing, and a later event of that user, delivered
- * before the redelivery of the crashed one, would overwrite the document that can restore it.
- * Runs before the first upsert of each user in the process's life and after a failed write;
- * the document holds every field of its event for this. */
+/* The event id the document doc holds (the last event that took effect on it), or NULL for a
+ * document written before documents carried it. Points into doc. */
+static const char *
+copy_event_id(const bson_t *doc)
+{
+	bson_iter_t it;
+
+	if (!bson_iter_init_find(&it, doc, "event_id") || !BSON_ITER_HOLDS_UTF8(&it))
+		return NULL;
+	return bson_iter_utf8(&it, NULL);
+}
+
+static int64_t
+copy_version(const bson_t *doc)
+{
+	bson_iter_t it;
+
+	if (bson_iter_init_find(&it, doc, "version") && BSON_ITER_HOLDS_NUMBER(&it))
+		return bson_iter_as_int64(&it);
+	return 0;
+}
+
+/* Reads the document of user id into *doc: a copy the caller bson_destroy()s, or NULL when there
+ * is none. Returns 0, or -1 with e filled. */
 static int
-history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size_t errlen)
+copy_read(mongoc_collection_t *coll, int64_t id, bson_t **doc, bson_error_t *e)
+{
+	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
+	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
+	const bson_t *found;
+	int rc = 0;
+
+	*doc = NULL;
+	if (mongoc_cursor_next(cur, &found))
+		*doc = bson_copy(found);
+	else if (mongoc_cursor_error(cur, e))
+		rc = -1;
+	mongoc_cursor_destroy(cur);
+	bson_destroy(filter);
+	return rc;
+}
+
+/* Inserts the applied history entry of the event the document doc holds, made from the document:
+ * it holds every field of its event, and applied_by and applied_at of the write that put it
+ * there, so the entry names the process whose write took effect, whichever process writes the
+ * entry. An entry of that event already there is fine: it adds nothing. */
+static bool
+history_insert_from_copy(mongoc_collection_t *hist, const bson_t *doc, bson_error_t *e)
 {
 	static const char *const keys[] = { "user_id", "version", "name", "email", "updated_at",
 	    "deleted", "committed_at", "published_at", "applied_at", "applied_by", "stream_seq" };
+	bson_t *entry = bson_new();
+	bool ok;
+
+	copy_field(entry, doc, "event_id", "_id");
+	copy_field(entry, doc, "event_id", "event_id");
+	copy_field(entry, doc, "event_type", "type");
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		copy_field(entry, doc, keys[i], keys[i]);
+	BSON_APPEND_BOOL(entry, "superseded", false);
+	ok = mongoc_collection_insert_one(hist, entry, NULL, NULL, e) || e->code == DUPLICATE_KEY;
+	bson_destroy(entry);
+	return ok;
+}
+
+/* Makes sure the event the document of user id holds has its history entry: a crash between the
+ * upsert and the history insert leaves it missing, and a later event of that user, delivered
+ * before the redelivery of the crashed one, would overwrite the document that can restore it.
+ * Runs before the first upsert of each user in the process's life, after a failed write, and
+ * after this process took the lease back (store_forget_verified()); the document holds every
+ * field of its event for this. */
+static int
+history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size_t errlen)
+{
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
 	mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
-	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
-	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
 	mongoc_cursor_t *hcur = NULL;
-	const bson_t *doc, *hdoc;
-	bson_t *hfilter = NULL, *entry = NULL;
+	const bson_t *hdoc;
+	bson_t *doc = NULL, *hfilter = NULL;
+	const char *event_id, *what = "read";
 	bson_error_t e;
-	bson_iter_t it;
-	const char *what = "read";
 	int rc = -1;
 
-	if (!mongoc_cursor_next(cur, &doc)) {
-		if (mongoc_cursor_error(cur, &e))
-			goto fail;
+	if (copy_read(coll, id, &doc, &e) != 0)
+		goto fail;
+	if (doc == NULL || (event_id = copy_event_id(doc)) == NULL) {
 		rc = 0;
 		goto out;
 	}
-	if (!bson_iter_init_find(&it, doc, "event_id") || !BSON_ITER_HOLDS_UTF8(&it)) {
-		rc = 0;
-		goto out;
-	}
-	hfilter = BCON_NEW("_id", BCON_UTF8(bson_iter_utf8(&it, NULL)));
+	hfilter = BCON_NEW("_id", BCON_UTF8(event_id));
 	hcur = mongoc_collection_find_with_opts(hist, hfilter, NULL, NULL);
 	if (mongoc_cursor_next(hcur, &hdoc)) {
 		rc = 0;
@@ -439,15 +505,8 @@ history_repair(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size
 	}
 	if (mongoc_cursor_error(hcur, &e))
 		goto fail;
-	entry = bson_new();
-	copy_field(entry, doc, "event_id", "_id");
-	copy_field(entry, doc, "event_id", "event_id");
-	copy_field(entry, doc, "event_type", "type");
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-		copy_field(entry, doc, keys[i], keys[i]);
-	BSON_APPEND_BOOL(entry, "superseded", false);
 	what = "repair the history of";
-	if (!mongoc_collection_insert_one(hist, entry, NULL, NULL, &e) && e.code != DUPLICATE_KEY)
+	if (!history_insert_from_copy(hist, doc, &e))
 		goto fail;
 	rc = 0;
 	goto out;
@@ -459,62 +518,86 @@ fail:
 		snprintf(err, errlen, "could not %s user %lld: %s", what, (long long)id, why);
 	}
 out:
-	bson_destroy(entry);
 	bson_destroy(hfilter);
 	if (hcur != NULL)
 		mongoc_cursor_destroy(hcur);
-	mongoc_cursor_destroy(cur);
-	bson_destroy(filter);
+	bson_destroy(doc);
 	mongoc_collection_destroy(hist);
 	mongoc_collection_destroy(coll);
 	return rc;
 }
 
-/* Reads whether user id has a document into *found, and its version into *version (0 without
- * one). Returns 0, or -1 with e filled. */
+/* Records the stale event ev in the history. doc is the document that made it stale (NULL: read
+ * here). When the document holds ev itself, ev did take effect: a write of it landed before this
+ * one (another process's that stopped between its write and its history entry, killed or paused
+ * past the lease, or an earlier attempt here whose history insert failed). Its entry is then the
+ * applied one, from the document, naming that write; recording it as superseded would say that
+ * the event never took effect. Otherwise ev had no effect: a superseded entry, once. Either way
+ * an entry that is there already (a plain redelivery) adds nothing. */
 static int
-copy_version_read(mongoc_collection_t *coll, int64_t id, bool *found, int64_t *version,
-    bson_error_t *e)
+history_record_stale(struct store *s, mongoc_client_t *cl, mongoc_collection_t *coll,
+    const struct event *ev, const bson_t *doc, int64_t published_us, uint64_t stream_seq,
+    const char *applied_at, char *err, size_t errlen)
 {
-	bson_t *filter = BCON_NEW("_id", BCON_INT64(id));
-	bson_t *opts = BCON_NEW("projection", "{", "version", BCON_INT32(1), "}");
-	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-	const bson_t *doc;
-	bson_iter_t it;
-	int rc = 0;
+	bson_t *read = NULL;
+	const char *held;
+	bson_error_t e;
+	bool ok;
 
-	*found = false;
-	*version = 0;
-	if (mongoc_cursor_next(cur, &doc)) {
-		*found = true;
-		if (bson_iter_init_find(&it, doc, "version") && BSON_ITER_HOLDS_NUMBER(&it))
-			*version = bson_iter_as_int64(&it);
-	} else if (mongoc_cursor_error(cur, e)) {
-		rc = -1;
+	if (doc == NULL) {
+		if (copy_read(coll, ev->user_id, &read, &e) != 0) {
+			char why[256];
+
+			error_text(&e, why, sizeof(why));
+			snprintf(err, errlen, "could not read user %lld in %s.%s: %s",
+			    (long long)ev->user_id, s->db, s->collection, why);
+			return -1;
+		}
+		doc = read;
 	}
-	mongoc_cursor_destroy(cur);
-	bson_destroy(opts);
-	bson_destroy(filter);
-	return rc;
+	held = doc != NULL ? copy_event_id(doc) : NULL;
+	if (held == NULL || strcmp(held, ev->event_id) != 0) {
+		bson_destroy(read);
+		return history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, err,
+		    errlen);
+	}
+	{
+		mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
+
+		ok = history_insert_from_copy(hist, doc, &e);
+		mongoc_collection_destroy(hist);
+	}
+	bson_destroy(read);
+	if (!ok) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not record event %s in %s: %s", ev->event_id, s->history, why);
+		return -1;
+	}
+	return 0;
 }
 
 /* The write of store_apply(). With exact, the filter takes the document only at the version
- * just before the event's, without upsert; a write that matched nothing then reads the version
+ * just before the event's, without upsert; a write that matched nothing then reads the document
  * to tell stale from early (on FerretDB the filter and the write are not one atomic step, so a
  * document that is at the previous version by the time of the read was moved by another writer
  * meanwhile: written again, a few times at most). Otherwise the filter takes any older version
  * and the upsert inserts a missing document; a document at or past the event's version makes
- * that insert collide on _id (11000), the same answer on MongoDB and FerretDB. */
+ * that insert collide on _id (11000), the same answer on MongoDB and FerretDB. On
+ * COPY_STORE_STALE *stale_doc is the document read (the caller bson_destroy()s it), or NULL when
+ * none was read. */
 static enum copy_store_result
 write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, bool exact,
-    const bson_t *update, int64_t *copy_version, char *err, size_t errlen)
+    const bson_t *update, int64_t *copy_version_out, bson_t **stale_doc, char *err, size_t errlen)
 {
-	bson_t *filter, *opts;
+	bson_t *filter, *opts, *doc = NULL;
 	bson_t reply = BSON_INITIALIZER;
 	enum copy_store_result res = COPY_STORE_ERROR;
 	char why[256];
 	bson_error_t e;
 
+	*stale_doc = NULL;
 	if (exact)
 		filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version",
 		    BCON_INT64(ev->version - 1));
@@ -524,7 +607,6 @@ write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, 
 	opts = BCON_NEW("upsert", BCON_BOOL(!exact));
 	for (int attempt = 0; attempt < 3; attempt++) {
 		int64_t version;
-		bool found;
 
 		bson_destroy(&reply);
 		if (!mongoc_collection_update_one(coll, filter, update, opts, &reply, &e)) {
@@ -546,19 +628,23 @@ write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, 
 			res = COPY_STORE_APPLIED;
 			goto out;
 		}
-		if (copy_version_read(coll, ev->user_id, &found, &version, &e) != 0) {
+		bson_destroy(doc);
+		if (copy_read(coll, ev->user_id, &doc, &e) != 0) {
 			error_text(&e, why, sizeof(why));
 			snprintf(err, errlen, "could not read the version of user %lld in %s.%s: %s",
 			    (long long)ev->user_id, s->db, s->collection, why);
 			goto out;
 		}
-		if (found && version >= ev->version) {
+		version = doc != NULL ? copy_version(doc) : 0;
+		if (doc != NULL && version >= ev->version) {
+			*stale_doc = doc;
+			doc = NULL;
 			res = COPY_STORE_STALE;
 			goto out;
 		}
-		if (!found || version < ev->version - 1) {
-			if (copy_version != NULL)
-				*copy_version = version;
+		if (doc == NULL || version < ev->version - 1) {
+			if (copy_version_out != NULL)
+				*copy_version_out = version;
 			res = COPY_STORE_EARLY;
 			goto out;
 		}
@@ -567,15 +653,25 @@ write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, 
 	snprintf(err, errlen, "could not apply event %s to %s.%s: user %lld changed under every "
 	    "write", ev->event_id, s->db, s->collection, (long long)ev->user_id);
 out:
+	bson_destroy(doc);
 	bson_destroy(&reply);
 	bson_destroy(filter);
 	bson_destroy(opts);
 	return res;
 }
 
+void
+store_forget_verified(struct store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	free(s->verified.slots);
+	s->verified = (struct idset){ NULL, 0, 0 };
+	pthread_mutex_unlock(&s->lock);
+}
+
 enum copy_store_result
 store_apply(struct store *s, const struct event *ev, enum copy_store_order order,
-    int64_t published_us, uint64_t stream_seq, int64_t *copy_version, char *err, size_t errlen)
+    int64_t published_us, uint64_t stream_seq, int64_t *copy_version_out, char *err, size_t errlen)
 {
 	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
@@ -584,7 +680,7 @@ store_apply(struct store *s, const struct event *ev, enum copy_store_order order
 	bool exact = order == COPY_STORE_IN_ORDER && ev->kind != EVENT_SNAPSHOT && ev->version > 1;
 	enum copy_store_result res = COPY_STORE_ERROR;
 	char applied_at[32], published_at[32];
-	bson_t *update = NULL;
+	bson_t *update = NULL, *stale_doc = NULL;
 
 	/* A version 1 event never overwrites a stored document (its filter, version < 1, matches
 	 * none: it inserts, or collides when the document exists), so it needs no repair first; it
@@ -597,6 +693,9 @@ store_apply(struct store *s, const struct event *ev, enum copy_store_order order
 	}
 	rfc3339_us(wall_us(), applied_at);
 	rfc3339_us(published_us, published_at);
+	/* The document names the event that took effect last and the write that applied it
+	 * (applied_by, applied_at): what a stale event that finds itself here, or the repair above,
+	 * writes its history entry from. */
 	update = BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
 	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
 	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
@@ -604,26 +703,28 @@ store_apply(struct store *s, const struct event *ev, enum copy_store_order order
 	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
 	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
 	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
-	res = write_event(s, coll, ev, exact, update, copy_version, err, errlen);
+	res = write_event(s, coll, ev, exact, update, copy_version_out, &stale_doc, err, errlen);
 	if (res == COPY_STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
 		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
 		res = COPY_STORE_ERROR;
 	} else if (res == COPY_STORE_APPLIED &&
 	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, false, err, errlen) != 0) {
-		/* Retried as a whole: the write is then stale and the repair above adds the entry. */
+		/* Retried as a whole: the write is then stale and finds the event in the document. */
 		res = COPY_STORE_ERROR;
-	} else if (res == COPY_STORE_STALE &&
-	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, err, errlen) != 0) {
-		/* A stale event the history does not know yet arrived after a newer one took effect
-		 * (a snapshot of a version already applied; an event older than one applied over a
-		 * gap): it is recorded once, as superseded, so the history lists every version; a
-		 * duplicate finds its entry there and adds nothing. */
+	} else if (res == COPY_STORE_STALE && history_record_stale(s, cl, coll, ev, stale_doc,
+	    published_us, stream_seq, applied_at, err, errlen) != 0) {
+		/* A stale event the history does not know yet is recorded once: as applied when the
+		 * document holds it (a write of it landed, its entry did not), else as superseded (a
+		 * snapshot of a version already applied; an event older than one applied over a gap),
+		 * so the history lists every version; a duplicate finds its entry there and adds
+		 * nothing. */
 		res = COPY_STORE_ERROR;
 	}
 out:
 	/* The write may have landed without its history entry: check again next time. */
 	if (res == COPY_STORE_ERROR)
 		verified_set(s, ev->user_id, false);
+	bson_destroy(stale_doc);
 	bson_destroy(update);
 	mongoc_collection_destroy(coll);
 	mongoc_client_pool_push(s->pool, cl);

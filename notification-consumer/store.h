@@ -64,17 +64,29 @@ enum copy_store_order {
 };
 
 /* Applies ev as order allows: the full state, guarded by the version; a duplicate or an older
- * version is stale. published_us is the stream's timestamp of the message. Before the write it
- * completes the history entry of the event the document holds, should a crash have left it out.
- * The history gets one entry per event id: applied (with applied_at and applied_by), or
- * "superseded" for a stale event it did not know; an early event writes nothing. An event that
- * takes effect again after its entry was written (another writer took the copy back) is counted
- * on that entry as "reapplied", so the history shows every effect, not only the first. On
- * COPY_STORE_EARLY *copy_version (unless NULL) is the version the copy is at, 0 without a
- * document; on COPY_STORE_ERROR err says why. */
+ * version is stale. published_us is the stream's timestamp of the message. The document records
+ * the event that took effect last (event_id, every field of it) and the write that applied it
+ * (applied_by, applied_at). Before the write it completes the history entry of the event the
+ * document holds, should a crash or a pause have left it out. The history gets one entry per
+ * event id: applied (with applied_at and applied_by of the write that took effect), or
+ * "superseded" for a stale event it did not know; a stale event that finds itself in the
+ * document took effect (its writer stopped before the entry) and gets the applied entry, from
+ * the document. An early event writes nothing. An event that takes effect again after its entry
+ * was written (another writer took the copy back) is counted on that entry as "reapplied", so the
+ * history shows every effect, not only the first; an entry that already names the write adds
+ * nothing. One write per event, and no read, unless it is stale or early. On COPY_STORE_EARLY
+ * *copy_version (unless NULL) is the version the copy is at, 0 without a document; on
+ * COPY_STORE_ERROR err says why. */
 enum copy_store_result store_apply(struct store *s, const struct event *ev,
     enum copy_store_order order, int64_t published_us, uint64_t stream_seq, int64_t *copy_version,
     char *err, size_t errlen);
+
+/* Forgets which users' documents are known to hold an event whose history entry exists (each
+ * user's first write in a process's life checks it, then trusts it). Call it when this process
+ * applies again after another process may have written the copy (it took the lease anew): that
+ * process may have stopped between a write and its history entry, and the next write here would
+ * overwrite the document that can restore the entry. */
+void store_forget_verified(struct store *s);
 
 /* Reads user id into *out as {user_id, name, email, updated_at, version, deleted}: a new reference
  * the caller json_decref()s, or NULL when the copy has no document of the user. Returns 0, or -1
