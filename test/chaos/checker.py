@@ -13,7 +13,10 @@ type, name, email and deleted flag must be those PostgreSQL committed for that v
 Failures (any of these above 0 fails the run):
   lost                all losses, split by hop: lost_api_pg (an acknowledged write PostgreSQL does
                       not have), lost_outbox_stream (committed, never on the stream),
-                      lost_stream_mongo (on the stream, no history entry at all)
+                      lost_stream_mongo (on the stream, no history entry at all), lost_stream
+                      (took effect, but the stream no longer holds it at the end: it lost what
+                      it acknowledged and the relay did not publish it again, so a replay or a
+                      new consumer would miss it)
   skipped             a committed version that only has superseded entries: it arrived, but never
                       took effect (a superseded entry never stands in for an applied one)
   double              a version with more than one applied entry, or an event that took effect
@@ -168,9 +171,10 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
     fig = rep.figures
     for k in ("ops", "ok", "failed", "unknown", "kills", "pauses", "users", "committed", "events",
               "applied", "superseded", "lost", "lost_api_pg", "lost_outbox_stream",
-              "lost_stream_mongo", "skipped", "double", "out_of_order", "two_writers", "orphan",
-              "mismatch", "phantom", "shown_deleted", "bad_answer", "bad_read", "unknown_applied",
-              "dup_stream", "dup_absorbed", "dup_applied", "stale_acked"):
+              "lost_stream_mongo", "lost_stream", "skipped", "double", "out_of_order",
+              "two_writers", "orphan", "mismatch", "phantom", "shown_deleted", "bad_answer",
+              "bad_read", "unknown_applied", "dup_stream", "dup_absorbed", "dup_applied",
+              "stale_acked"):
         fig[k] = 0
     fig["ops"] = len(ops)
     for o in ops:
@@ -324,6 +328,15 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
         else:
             lost("lost_outbox_stream", f"user {uid}: version {v} was committed but never reached "
                  f"the stream")
+
+    # The stream still holds every committed event (snapshots too): the relay keeps published
+    # rows and publishes again what the stream lost (a purge, a deletion, a store that went back).
+    # One that took effect is no loss to the copy, but a replay or a new consumer would miss it.
+    # A version that never took effect is counted above, once.
+    for eid, ev in committed.items():
+        if eid not in on_stream and applied.get((ev["user_id"], ev["version"])):
+            lost("lost_stream", f"user {ev['user_id']}: version {ev['version']} (event {eid}, "
+                 f"{ev['type']}) took effect, but the stream no longer holds it")
 
     # In version order, by one writer at a time.
     window = system.lease_ttl()
