@@ -10,6 +10,15 @@ scenarios of test/integration/test_chaos_nemeses.py:
   fill_stream           the relays restarted with RELAY_STREAM_MAX_BYTES just above what the
                         stream holds, so it refuses new events (discard new) under load, then
                         restarted without the limit, so it accepts them again
+  rollback_store        nats-server killed and started again from a copy of its store taken
+                        while later events were still to come: the stream lost events it had
+                        acknowledged (and the relay marked published); the relay publishes its
+                        kept rows again
+  delete_stream         the stream deleted under the relay (and the consumer's durable with it):
+                        the relay creates it again and publishes every kept row again, the
+                        consumer creates its durable again with DeliverAll
+  purge_stream          the stream purged under the relay: the kept rows below its new first
+                        sequence are published again once the duplicate window has passed
 
 Each returns what it saw happen (for the caller to assert or log), returns None when the moment
 it needs never came (no batch to crash on, nothing in hand to pause with), and raises Fault when
@@ -18,14 +27,20 @@ the system did not do what it must under the fault.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 
-from system import Node, System, consumer_pending  # first: it puts test/integration on the path
+from system import (DURABLE, STREAM, Node, System, consumer_pending,  # first: it puts
+                    js_call)                                # test/integration on the path
 import harness  # noqa: E402
 
 # The relay's log line when JetStream refuses a publish because the stream is full (nats-server's
 # "maximum bytes exceeded", JetStream error 10077, in the batch's failure line).
 STREAM_FULL = re.compile(r"could not publish .*maximum bytes exceeded")
+# The relay's one warning line when it sets kept rows waiting again because the stream lost them
+# (outbox-relay/relay.c, relay_check), followed by why (watch.c, watch_describe).
+RESTORED = re.compile(r'restored (\d+) events to stream "' + STREAM +
+                      r'": (.*?); they are published')
 
 
 class Fault(Exception):
@@ -244,6 +259,213 @@ def fill_stream(system: System, hold_s: float = 3.0, headroom_msgs: int = 5,
     out["accepted_after_s"] = round(time.monotonic() - t0, 2)
     log(f"{now()} nemesis: the stream accepts again {out['accepted_after_s']}s after the relays "
         f"were stopped to raise the limit ({out['outbox_while_full']} rows waited in the outbox)")
+    return out
+
+
+# --- the stream loses what it acknowledged --------------------------------------------------------
+
+def relay_metric(system: System, name: str, **labels) -> float:
+    """The sum over the running relays of one series of their /metrics (0 where absent). A
+    counter starts again at 0 with each process: compare values taken while no relay restarts."""
+    import requests
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    total = 0.0
+    for r in system.services("outbox-relay"):
+        if not r.running():
+            continue
+        for line in requests.get(r.proc.url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(want + " "):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _relay_figures(system: System) -> dict:
+    return {"restored": relay_metric(system, "relay_events_restored_total"),
+            "gap": relay_metric(system, "relay_stream_gap_events")}
+
+
+def _restore_seen(system: System, reason: str, before: dict, seen: int, timeout: float,
+                  what: str) -> dict:
+    """Waits for the relay's restore line (one more than `seen`) and its counters; returns
+    {restore_line, restored_logged, restored_metric, restores (of that reason), gap}. Raises Fault
+    when no restore comes within timeout."""
+    relays = system.services("outbox-relay")
+    try:
+        line = wait_log(relays, RESTORED, seen, timeout, what)
+    except TimeoutError as e:
+        raise Fault(f"{e}; relay logs:\n" + "\n".join(r.proc.log_tail(15) for r in relays))
+    logged = int(RESTORED.search(line).group(1))
+    # The counter moves in the same step as the line; asked a moment later it has.
+    after = harness.wait_for(lambda: (lambda f: f if f["restored"] >= before["restored"] + logged
+                                      else None)(_relay_figures(system)), 5, 0.1,
+                             "relay_events_restored_total to count the restore")
+    return {"restore_line": line.strip(), "restored_logged": logged,
+            "restored_metric": after["restored"] - before["restored"],
+            "restores": relay_metric(system, "relay_stream_restores_total", reason=reason),
+            "gap": after["gap"] - before["gap"]}
+
+
+def _restore_lines(system: System) -> int:
+    return sum(len(log_lines(r, RESTORED)) for r in system.services("outbox-relay"))
+
+
+def _published_after(system: System, seq: int) -> int:
+    """Outbox rows marked published (acknowledged by JetStream) at a stream sequence above seq."""
+    return system.pg.sql("SELECT count(*) FROM outbox WHERE published_seq > %s", seq)[0][0]
+
+
+def rollback_store(system: System, later: int = 10, timeout: float = 30.0,
+                   log=print) -> dict | None:
+    """The disk of nats-server loses what it wrote last. Under writes, its store folder is copied
+    aside while the server is stopped for the copy (SIGSTOP ... SIGCONT: the files are then those
+    of one instant, as a kill -9 at that instant leaves them, so the copy is a state nats-server
+    must recover from; copied while it runs, a file could come from before an event and the next
+    from after it, a state no crash produces). The writes go on until `later` more events are
+    acknowledged by JetStream and their outbox rows marked published at sequences above the
+    stream's last one right after the copy; then nats-server is SIGKILLed, its store replaced by
+    the copy, and started again on the same ports. The stream has lost events it acknowledged; the
+    relay must notice (on the reconnect, or from PubAcks that go back) and publish its kept rows
+    again, with one warning line.
+
+    A single server only (with a cluster, the other replicas hold what one server lost). Raises
+    Fault when the relay restores nothing within timeout. Returns {copied_last_seq (the stream's
+    last sequence right after the copy: the copy holds at most that), lost_acked (rows marked
+    published above it when the server was killed), stream_last_after (its last sequence once
+    back), restore_line, restored_logged, restored_metric, restores, gap, back_after_s} or None
+    when the writes did not bring `later` acknowledged events within timeout (then nothing was
+    rolled back)."""
+    node = system.nodes.get("nats")
+    if node is None:
+        raise Fault("rollback_store needs a single nats-server (not a cluster)")
+    nats = node.proc
+    older = nats.dir / "store-older"
+    shutil.rmtree(older, ignore_errors=True)
+    node.pause()
+    try:
+        shutil.copytree(nats.store, older)
+    finally:
+        node.cont()
+    copied = system.stream_info().state.last_seq
+    log(f"{now()} nemesis: copied the store of nats-server aside (the stream's last sequence "
+        f"{copied} at most); waiting for {later} events acknowledged after it")
+    try:
+        harness.wait_for(lambda: _published_after(system, copied) >= later, timeout, 0.1,
+                         f"{later} events acknowledged and marked published after sequence "
+                         f"{copied}")
+    except TimeoutError:
+        shutil.rmtree(older, ignore_errors=True)
+        return None
+    before = _relay_figures(system)
+    seen = _restore_lines(system)
+    node.kill()
+    lost = _published_after(system, copied)
+    t0 = time.monotonic()
+    shutil.rmtree(nats.store)
+    shutil.move(older, nats.store)
+    node.start(60)
+    last = system.stream_info().state.last_seq
+    log(f"{now()} nemesis: nats-server SIGKILLed and started again from the older store: the "
+        f"stream's last sequence is {last}, {lost} events acknowledged above {copied} are gone")
+    out = {"copied_last_seq": copied, "lost_acked": lost, "stream_last_after": last}
+    out.update(_restore_seen(system, "went_back", before, seen, timeout,
+                             "the relay to restore what the stream lost"))
+    out["back_after_s"] = round(time.monotonic() - t0, 2)
+    log(f"{now()} nemesis: the relay restored {out['restored_logged']} events "
+        f"{out['back_after_s']}s after the kill: {out['restore_line']}")
+    return out
+
+
+def durable_info(system: System):
+    """nats-py's ConsumerInfo of the consumer's durable; None when it or the stream is missing."""
+    from nats.js import errors as js_errors
+
+    async def fn(js):
+        try:
+            return await js.consumer_info(STREAM, DURABLE)
+        except js_errors.NotFoundError:
+            return None
+    return js_call(system.nats_url(), fn)
+
+
+def delete_stream(system: System, timeout: float = 30.0, log=print) -> dict:
+    """Deletes the stream under the relay (nats-py, as an operator would with `nats stream rm`).
+    Its consumers go with it, the consumer's durable too. The relay must create the stream again
+    (its next batch fails, or its next check finds it missing) and publish every kept row again;
+    the consumer must create its durable again, with DeliverAll (DESIGN: never DeliverNew), and
+    apply from the start of the new stream.
+
+    Raises Fault when no restore comes, or when the durable does not come back as DeliverAll
+    within timeout. Returns {messages_deleted, kept (rows marked published when it was deleted),
+    restore_line, restored_logged, restored_metric, restores, gap, durable_back_s,
+    durable_deliver_policy, consumer_lines (the consumers' log lines about it)}."""
+    before = _relay_figures(system)
+    seen = _restore_lines(system)
+    consumers = system.services("notification-consumer")
+    marks = {c.name: len(c.log_text().splitlines()) for c in consumers}
+    info = system.stream_info()
+    kept = system.pg.sql("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")[0][0]
+
+    async def rm(js):
+        return await js.delete_stream(STREAM)
+    assert js_call(system.nats_url(), rm)
+    t0 = time.monotonic()
+    log(f"{now()} nemesis: deleted stream {STREAM} ({info.state.messages} messages, {kept} kept "
+        f"rows in the outbox)")
+    out = {"messages_deleted": info.state.messages, "kept": kept}
+    out.update(_restore_seen(system, "missing", before, seen, timeout,
+                             "the relay to create the stream again and restore its kept rows"))
+    log(f"{now()} nemesis: {out['restore_line']}")
+    try:
+        ci = harness.wait_for(lambda: durable_info(system), timeout, 0.2,
+                              f"the durable {DURABLE} to come back")
+    except TimeoutError as e:
+        raise Fault(f"{e}; consumer logs:\n" + "\n".join(c.proc.log_tail(15) for c in consumers))
+    out["durable_back_s"] = round(time.monotonic() - t0, 2)
+    policy = ci.config.deliver_policy
+    out["durable_deliver_policy"] = getattr(policy, "value", policy)
+    out["consumer_lines"] = [line.strip() for c in consumers
+                             for line in c.log_text().splitlines()[marks[c.name]:]
+                             if "jetstream" in line][:10]
+    log(f"{now()} nemesis: the durable {DURABLE} is back after {out['durable_back_s']}s, deliver "
+        f"policy {out['durable_deliver_policy']}")
+    if out["durable_deliver_policy"] != "all":
+        raise Fault(f"the consumer created its durable again with deliver policy "
+                    f"{out['durable_deliver_policy']}, not all: the events before it are skipped")
+    return out
+
+
+def purge_stream(system: System, timeout: float = 30.0, log=print) -> dict:
+    """Purges the stream under the relay (nats-py, as `nats stream purge`). The durable stays;
+    JetStream moves it past the purged messages. The relay must publish again the kept rows below
+    the new first sequence, once the duplicate window has passed for them (inside it JetStream
+    still drops them as copies of the purged messages), with one warning line.
+
+    Raises Fault when no restore comes within timeout (give it the duplicate window and a check
+    interval). Returns {purged (messages), first_seq_after, kept, restore_line, restored_logged,
+    restored_metric, restores, gap, held_line (the warning that they wait for the window, if
+    any), restored_after_s}."""
+    before = _relay_figures(system)
+    seen = _restore_lines(system)
+    held = r"no longer holds \d+ kept events below its first sequence"
+    held_seen = sum(len(log_lines(r, held)) for r in system.services("outbox-relay"))
+    kept = system.pg.sql("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")[0][0]
+
+    async def purge(js):
+        before = await js.stream_info(STREAM)
+        await js.purge_stream(STREAM)
+        return before, await js.stream_info(STREAM)
+    t0 = time.monotonic()
+    info0, info = js_call(system.nats_url(), purge)
+    log(f"{now()} nemesis: purged stream {STREAM} ({info0.state.messages} messages): its first "
+        f"sequence is {info.state.first_seq} ({kept} kept rows in the outbox)")
+    out = {"purged": info0.state.messages, "first_seq_after": info.state.first_seq,
+           "kept": kept}
+    out.update(_restore_seen(system, "purged", before, seen, timeout,
+                             "the relay to restore the purged events"))
+    out["restored_after_s"] = round(time.monotonic() - t0, 2)
+    lines = [line for r in system.services("outbox-relay") for line in log_lines(r, held)]
+    out["held_line"] = lines[-1].strip() if len(lines) > held_seen else None
+    log(f"{now()} nemesis: {out['restore_line']} ({out['restored_after_s']}s after the purge)")
     return out
 
 

@@ -1,10 +1,11 @@
 """The faults of test/chaos/nemeses.py, each once, bounded for `make test` (the soak, `make chaos`,
 draws them at random among the kills and pauses): the consumer holding the lease paused with a
 batch in hand while the stand-by applies, SIGTERM of the consumer under load, a relay that
-republishes after the stream's duplicate window, and a stream that is full and then accepts
-again. Each asserts that its fault really happened (from the processes' logs, the stream and
-the history) and that the checker of test/chaos passes: nothing lost, nothing applied twice, one
-writer per user."""
+republishes after the stream's duplicate window, a stream that is full and then accepts again,
+and a stream that loses what it acknowledged: nats-server back on an older copy of its store, the
+stream deleted, the stream purged. Each asserts that its fault really happened (from the
+processes' logs, the stream and the history) and that the checker of test/chaos passes: nothing
+lost, nothing applied twice, one writer per user."""
 import os
 import re
 import sys
@@ -221,3 +222,90 @@ def test_a_full_stream_refuses_then_accepts_again(systems):
     assert info.config.max_bytes == -1 and info.state.bytes > ev["limit"], info
     # Nothing was discarded: the stream holds every committed event from its first sequence on.
     assert info.state.first_seq == 1 and info.state.messages >= rep.figures["committed"], info.state
+
+
+# --- the stream loses what it acknowledged --------------------------------------------------------
+# The relay keeps published rows (RELAY_RETAIN, 5 min) and watches the stream (docs/relay.md, "Kept
+# rows and the stream watch"). In each scenario the checker must pass with lost_stream=0 too: every
+# committed event is in the stream at the end, not only applied (a consumer that applied an event
+# before the stream lost it would hide the loss from every other figure).
+
+def restore_lines(system) -> list[str]:
+    return [line for r in system.services("outbox-relay") for line in
+            nemeses.log_lines(r, nemeses.RESTORED)]
+
+
+def under_writes(system, fault):
+    """Runs fault() under 15 writes a second, with 20 acknowledged writes before and after it;
+    returns (what it reported, the load, still running)."""
+    load = LoadGen(system.api_url, threads=4, seed=SEED, rate=15).start()
+    try:
+        load.wait_ok(20, 30)
+        ev = fault()
+        print(ev)
+        assert ev is not None, "the fault found no moment for it"
+        load.wait_ok(len(load.ops) + 20, 30)
+    except BaseException:
+        load.stop()
+        raise
+    return ev, load
+
+
+def test_store_rolled_back_under_writes_the_relay_publishes_what_the_stream_lost(systems):
+    """nats-server's store copied aside under writes (while the server is SIGSTOPped for the copy),
+    ten more events acknowledged and marked published, nats-server SIGKILLed and started on the
+    older copy: the stream lost events it had acknowledged. The relay sees it on the reconnect,
+    says so in one warning line and publishes them again; nothing is lost, nothing applied twice."""
+    system = systems()
+    ev, load = under_writes(system, lambda: nemeses.rollback_store(system, later=10))
+    rep = finish(system, load, kills=1)
+    assert rep.passed, rep.text()
+    f = rep.figures
+    assert f["lost"] == 0 and f["lost_stream"] == 0 and f["double"] == 0, rep.line()
+
+    assert ev["lost_acked"] >= 10, ev
+    assert "the stream went back to sequence" in ev["restore_line"], ev
+    assert " warn " in ev["restore_line"], ev
+    assert ev["restored_logged"] >= ev["lost_acked"], ev
+    assert ev["restored_metric"] == ev["restored_logged"] and ev["restores"] == 1, ev
+    assert ev["gap"] == 0, ev
+    assert len(restore_lines(system)) == 1, restore_lines(system)
+
+
+def test_stream_deleted_under_writes_is_created_again_and_the_consumer_follows(systems):
+    """The stream deleted with nats-py under writes, the consumer's durable with it. The relay
+    creates the stream again and publishes every kept row again (one warning line); the consumer
+    creates its durable again with DeliverAll and applies what comes after, once."""
+    system = systems()
+    ev, load = under_writes(system, lambda: nemeses.delete_stream(system))
+    rep = finish(system, load)
+    assert rep.passed, rep.text()
+    f = rep.figures
+    assert f["lost"] == 0 and f["lost_stream"] == 0 and f["double"] == 0, rep.line()
+
+    assert "the stream was missing" in ev["restore_line"] and " warn " in ev["restore_line"], ev
+    assert ev["restored_logged"] >= ev["kept"] > 0, ev
+    assert ev["restored_metric"] == ev["restored_logged"] and ev["restores"] == 1, ev
+    assert ev["gap"] == 0, ev
+    assert len(restore_lines(system)) == 1, restore_lines(system)
+    assert ev["durable_deliver_policy"] == "all", ev
+    # The new stream holds every committed event once: the kept rows and what came after.
+    assert f["events"] == f["committed"] and f["dup_stream"] == 0, rep.line()
+
+
+def test_stream_purged_under_writes_is_refilled_after_the_duplicate_window(systems):
+    """The stream purged with nats-py under writes (duplicate window 2 s, as in the soak). The
+    relay waits until JetStream has forgotten the purged events' ids, then publishes every kept
+    row below the new first sequence again (one warning line); the durable goes on."""
+    system = systems(extra_env={"outbox-relay": {"RELAY_DUPLICATE_WINDOW": "2s"}})
+    ev, load = under_writes(system, lambda: nemeses.purge_stream(system))
+    rep = finish(system, load)
+    assert rep.passed, rep.text()
+    f = rep.figures
+    assert f["lost"] == 0 and f["lost_stream"] == 0 and f["double"] == 0, rep.line()
+
+    assert "the stream was purged" in ev["restore_line"] and " warn " in ev["restore_line"], ev
+    assert ev["purged"] > 0 and ev["restored_logged"] >= ev["kept"] > 0, ev
+    assert ev["restored_metric"] == ev["restored_logged"] and ev["restores"] == 1, ev
+    assert ev["gap"] == 0, ev
+    assert len(restore_lines(system)) == 1, restore_lines(system)
