@@ -13,6 +13,10 @@ Targets and what the nemesis does to them (docs/failure-injection.md, "The nemes
                           than the lease TTL, while the stand-by takes over (needs --consumers 2)
   window                  a relay crash after its PubAcks, restarted after the duplicate window
   full                    the stream made full (RELAY_STREAM_MAX_BYTES), then raised again
+  rollback                nats-server SIGKILLed and started on a copy of its store taken a moment
+                          before: the stream lost events it had acknowledged (one server only)
+  purge, delete           the stream purged, or deleted (its durable consumer with it), under
+                          the relay
 
   test/chaos/chaos.py [--duration S] [--seed N] [--threads N] [--rate R] [--targets a,b,...]
                       [--relays N] [--consumers N] [--cluster] [--duplicate-window S]
@@ -45,7 +49,7 @@ from load import LoadGen  # noqa: E402
 # Targets that are one process each (relay, consumer and nats name every process of their kind:
 # relay0, relay1...), then the faults of nemeses.py, which pick their processes themselves.
 PROCESS_TARGETS = ("api", "relay", "consumer", "nats", "postgres", "ferretdb")
-FAULT_TARGETS = ("lease", "window", "full")
+FAULT_TARGETS = ("lease", "window", "full", "rollback", "purge", "delete")
 ALL_TARGETS = PROCESS_TARGETS + FAULT_TARGETS
 PAUSE_TARGETS = ("api", "relay", "consumer", "nats")
 TERM_TARGETS = ("api", "relay", "consumer")
@@ -70,6 +74,11 @@ class Nemesis(threading.Thread):
             # A paused holder needs a stand-by to take over.
             self.targets.remove("lease")
             log(f"{now()} nemesis: no `lease` fault with one consumer process (--consumers 2)")
+        if "rollback" in self.targets and "nats" not in system.nodes:
+            # In a cluster the other replicas hold what one server's store lost: a fault of
+            # another kind, left out here.
+            self.targets.remove("rollback")
+            log(f"{now()} nemesis: no `rollback` fault on a cluster (one nats-server only)")
         self.pause_s = pause_s
         self.interval = interval
         self.duplicate_window_s = duplicate_window_s
@@ -153,8 +162,14 @@ class Nemesis(threading.Thread):
             ev = nemeses.pause_lease_holder(self.system, log=self.log)
         elif target == "window":
             ev = nemeses.republish_after_window(self.system, self.duplicate_window_s, log=self.log)
-        else:
+        elif target == "full":
             ev = nemeses.fill_stream(self.system, log=self.log)
+        elif target == "rollback":
+            ev = nemeses.rollback_store(self.system, log=self.log)
+        elif target == "purge":
+            ev = nemeses.purge_stream(self.system, log=self.log)
+        else:
+            ev = nemeses.delete_stream(self.system, log=self.log)
         if ev is None:
             self.counts[f"{target}_missed"] += 1
             self.event(f"{target}: no moment for it came (nothing in hand, no batch, no writes)")
