@@ -55,7 +55,8 @@ static const struct config_entry table[] = {
 	    "how often the backlog gauges are refreshed" },
 	{ "RELAY_RETAIN", CONFIG_MS, &loaded.retain_ms, "5m", 1000, 2592000000L,
 	    "how long published rows are kept, to publish again what the stream loses (longer than "
-	    "RELAY_DUPLICATE_WINDOW and the server's sync interval)" },
+	    "RELAY_DUPLICATE_WINDOW plus RELAY_STREAM_CHECK_INTERVAL, and than the server's sync "
+	    "interval)" },
 	{ "RELAY_SWEEP_BATCH", CONFIG_INT, &loaded.sweep_batch, "1000", 1, 100000,
 	    "most published rows deleted by one sweep statement (its own short transaction)" },
 	{ "RELAY_STREAM_CHECK_INTERVAL", CONFIG_MS, &loaded.stream_check_ms, "5s", 100, 600000,
