@@ -75,6 +75,24 @@ config_parse_bool(const char *s, bool *out)
 	return -1;
 }
 
+void
+config_url_redact(const char *url, char *out, size_t outlen)
+{
+	const char *rest = strstr(url, "://"), *at, *colon;
+
+	if (rest == NULL || (at = strrchr(rest + 3, '@')) == NULL) {
+		snprintf(out, outlen, "%s", url);
+		return;
+	}
+	rest += 3;
+	colon = memchr(rest, ':', (size_t)(at - rest));
+	if (colon == NULL) {
+		snprintf(out, outlen, "%s", url);
+		return;
+	}
+	snprintf(out, outlen, "%.*s********%s", (int)(colon + 1 - url), url, at);
+}
+
 int
 config_load(const struct config_entry *tab, char *err, size_t errlen)
 {
@@ -136,7 +154,8 @@ config_usage(FILE *out, const struct config_entry *tab)
 		fprintf(out, "  %-*s  %s [%s]\n", width, e->name, e->help, e->def ? e->def : "");
 }
 
-/* Prints every setting with its effective value; values of names containing PASSWORD are masked. */
+/* Prints every setting with its effective value; values of names containing PASSWORD are masked,
+ * and so is the password of a connection string (MONGODB_URI, NATS_URL). */
 static void
 config_dump(FILE *out, const struct config_entry *tab)
 {
@@ -146,9 +165,20 @@ config_dump(FILE *out, const struct config_entry *tab)
 			continue;
 		}
 		switch (e->type) {
-		case CONFIG_STRING:
-			fprintf(out, "%s=%s\n", e->name, *(const char **)e->target);
+		case CONFIG_STRING: {
+			const char *v = *(const char **)e->target;
+			size_t len = strlen(v) + 9;	/* the mask may be longer than the password */
+			char *shown = malloc(len);
+
+			if (shown == NULL) {
+				fprintf(out, "%s=(out of memory)\n", e->name);
+				break;
+			}
+			config_url_redact(v, shown, len);
+			fprintf(out, "%s=%s\n", e->name, shown);
+			free(shown);
 			break;
+		}
 		case CONFIG_INT:
 			fprintf(out, "%s=%ld\n", e->name, *(long *)e->target);
 			break;

@@ -32,6 +32,13 @@ int config_parse_long(const char *s, long min, long max, long *out) __attribute_
 int config_parse_ms(const char *s, long min, long max, long *out) __attribute__((warn_unused_result));
 int config_parse_bool(const char *s, bool *out) __attribute__((warn_unused_result));
 
+/* Copies url into out (outlen bytes) with the password of its user information
+ * (scheme://user:password@host) shown as ********, so that a connection string can be printed or
+ * logged. It errs on the side of hiding: everything from the first ':' after the scheme to the
+ * last '@' is masked, so a password holding '@' or '/' does not leak either. A url without '@' is
+ * copied as it is. */
+void config_url_redact(const char *url, char *out, size_t outlen);
+
 struct cli {
 	const char *prog;
 	const char *version;

@@ -1,4 +1,5 @@
-/* Unit tests of the shared code: settings parsing, ids, traceparent, backoff, failpoints. */
+/* Unit tests of the shared code: settings parsing, connection strings shown without their password,
+ * ids, traceparent, backoff, failpoints. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,10 +198,33 @@ test_metrics(void)
 	free(text);
 }
 
+/* A connection string is printed with its password masked, and nothing else changed. */
+static void
+test_url_redact(void)
+{
+	char out[256];
+
+	config_url_redact("mongodb://alice:s3cret@127.0.0.1:27017/?authSource=admin", out, sizeof(out));
+	CHECK_STR(out, "mongodb://alice:********@127.0.0.1:27017/?authSource=admin");
+	config_url_redact("mongodb://127.0.0.1:27017/", out, sizeof(out));
+	CHECK_STR(out, "mongodb://127.0.0.1:27017/");
+	config_url_redact("nats://user@host:4222", out, sizeof(out));
+	CHECK_STR(out, "nats://user@host:4222");
+	/* An unescaped '@' or '/' in the password is hidden too. */
+	config_url_redact("mongodb://bob:p@ss/w@h1,h2/db", out, sizeof(out));
+	CHECK_STR(out, "mongodb://bob:********@h1,h2/db");
+	CHECK(strstr(out, "ss/w") == NULL);
+	config_url_redact("localhost", out, sizeof(out));
+	CHECK_STR(out, "localhost");
+	config_url_redact("", out, sizeof(out));
+	CHECK_STR(out, "");
+}
+
 int
 main(void)
 {
 	test_parsers();
+	test_url_redact();
 	test_load();
 	test_ids();
 	test_trace_and_uuid();
