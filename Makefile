@@ -36,6 +36,7 @@ COMMON_SRC   := $(wildcard common/*.c)
 USER_API_SRC := $(filter-out user-api/main.c,$(wildcard user-api/*.c))
 RELAY_SRC    := $(filter-out outbox-relay/main.c,$(wildcard outbox-relay/*.c))
 CONSUMER_SRC := $(filter-out notification-consumer/main.c,$(wildcard notification-consumer/*.c))
+AUDIT_SRC    := $(filter-out auditor/main.c,$(wildcard auditor/*.c))
 MIGRATE_SRC  := $(wildcard migrations/*.c)
 
 obj = $(patsubst %.c,$(OUT)/%.o,$(1))
@@ -44,13 +45,14 @@ COMMON_OBJ   := $(call obj,$(COMMON_SRC))
 USER_API_OBJ := $(call obj,$(USER_API_SRC))
 RELAY_OBJ    := $(call obj,$(RELAY_SRC))
 CONSUMER_OBJ := $(call obj,$(CONSUMER_SRC))
+AUDIT_OBJ    := $(call obj,$(AUDIT_SRC))
 
 # Unit tests: test/unit/test_<area>_*.c links the shared code and the code of its area.
 UNIT_SRC     := $(wildcard test/unit/test_*.c)
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BIN)/unit/%,$(UNIT_SRC))
-unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstring test_relay,$(1)),$(RELAY_OBJ),$(if $(findstring test_consumer,$(1)),$(CONSUMER_OBJ))))
+unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstring test_relay,$(1)),$(RELAY_OBJ),$(if $(findstring test_consumer,$(1)),$(CONSUMER_OBJ),$(if $(findstring test_audit,$(1)),$(AUDIT_OBJ)))))
 
-PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate
+PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate $(BIN)/audit
 
 .PHONY: all san bootstrap run infra test test-unit test-integration test-san clean clean-data check-deps bench chaos
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
@@ -65,6 +67,7 @@ $(BIN)/user-api: $(call obj,user-api/main.c) $(USER_API_OBJ) $(COMMON_OBJ)
 $(BIN)/outbox-relay: $(call obj,outbox-relay/main.c) $(RELAY_OBJ) $(COMMON_OBJ)
 $(BIN)/notification-consumer: $(call obj,notification-consumer/main.c) $(CONSUMER_OBJ) $(COMMON_OBJ)
 $(BIN)/migrate: $(call obj,$(MIGRATE_SRC)) $(COMMON_OBJ)
+$(BIN)/audit: $(call obj,auditor/main.c) $(AUDIT_OBJ) $(COMMON_OBJ)
 
 $(PROGRAMS):
 	@mkdir -p $(dir $@)
@@ -75,7 +78,7 @@ $(BIN)/unit/%: $(OUT)/test/unit/%.o $$(call unit_objs,%) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(OUT)/test/unit/%.o: CFLAGS += -Iuser-api -Ioutbox-relay -Inotification-consumer
+$(OUT)/test/unit/%.o: CFLAGS += -Iuser-api -Ioutbox-relay -Inotification-consumer -Iauditor
 
 $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
