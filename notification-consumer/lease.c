@@ -172,11 +172,11 @@ lease_try(struct lease *l)
 		atomic_store(&l->held_until, 0);
 		return;	/* another process won the race, or NATS failed: look again */
 	}
-	/* A fifth of the TTL covers clock differences and the time this round took. */
 	/* Counted before the validity is set, so that an applier that sees the lease held sees the
 	 * new term too. */
 	if (!was_held)
 		atomic_fetch_add(&l->term, 1);
+	/* A fifth of the TTL covers clock differences and the time this round took. */
 	atomic_store(&l->held_until, start + l->ttl_ms - l->ttl_ms / 5);
 	set_holder(l, l->owner);
 	if (!was_held)
