@@ -469,7 +469,7 @@ def scenario_3_4():
         # on a second nats-server (the ids would be duplicates on the first). The rows come from
         # a refill of the outbox, read before the clock starts.
         nats2 = st.add(harness.Nats())
-        pg.sql("TRUNCATE outbox")        # the relay keeps the rows it published (RELAY_RETAIN)
+        pg.sql("TRUNCATE outbox, outbox_stream")      # the relay keeps the rows it published (RELAY_RETAIN)
         pg.sql(FILL_SQL, n, USERS, USERS)
         log("scenario 3: plain nats.c async publish loop")
         meter = CpuMeter({"nats-server": (nats2.pid, False)}).start()
@@ -497,7 +497,7 @@ def scenario_3_4():
             "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, {}, {"config": None})}
         base = min(pub["rows_per_s"], sqlb["rows_per_s"])
         results["scenarios"]["3"] = {"rows": n, "batch": batch, "ours": ours, "publish_loop": pub,
-                                     "claim_mark.sql": sqlb,
+                                     "claim_mark_sql": sqlb,
                                      **exps,
                                      "ratio": round(ours["rows_per_s"] / base, 3)}
         results["baseline_parts"] = {"jetstream_rtt": rtt}
@@ -513,7 +513,7 @@ def relay_drain_experiment(st: Stack, pg, relay_env: dict, n: int, extra: dict,
     """Refills the outbox and times a relay with extra settings draining it to a fresh server
     (started with nats_kw: config=None runs it on nats-server's defaults)."""
     nats = st.add(harness.Nats(**(nats_kw or {})))
-    pg.sql("TRUNCATE outbox")            # the rows of the drain before, kept for RELAY_RETAIN
+    pg.sql("TRUNCATE outbox, outbox_stream")          # the rows of the drain before, kept for RELAY_RETAIN
     pg.sql(FILL_SQL, n, USERS, USERS)
     what = ", ".join([f"{k}={v}" for k, v in extra.items()] +
                      [f"nats {k}={v}" for k, v in (nats_kw or {}).items()])

@@ -3,6 +3,7 @@ through user-api, the crashed process restarted, then the checker of test/chaos 
 nothing applied twice, PostgreSQL and MongoDB agree); the checker shown to catch a loss at each
 hop; and one short seeded nemesis run. The long soak is `make chaos DURATION=…`."""
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,13 @@ def systems():
         s.close()
 
 
+def run_audit(system):
+    """bin/audit against the system's PostgreSQL and copy."""
+    return harness.run_binary("audit", env={**system.pg.env, "MONGODB_URI": system.ferret.uri,
+                                            "MONGODB_DB": MONGO_DB, "AUDIT_RECHECK_AFTER": "1s"},
+                              timeout=120)
+
+
 def finish(system, load, kills=0, pauses=0, drain_timeout=60):
     """Stops the writers, checks, stops the services with SIGTERM; returns the report. On a
     sanitizer build (make test-san) their logs are scanned for reports; on any other there is
@@ -43,6 +51,12 @@ def finish(system, load, kills=0, pauses=0, drain_timeout=60):
     system.wait_ready(60)
     rep = check(system, load.ops, kills=kills, pauses=pauses, drain_timeout=drain_timeout)
     print(rep.text())
+    # The auditor (bin/audit, what an operator runs in production) must agree with the checker:
+    # no drift between PostgreSQL and the copy exactly when the checker passes.
+    audit = run_audit(system)
+    assert (audit.returncode == 0) == rep.passed, \
+        f"the auditor (exit {audit.returncode}) and the checker ({rep.line()}) disagree:\n" \
+        f"{audit.stdout[-2000:]}{audit.stderr[-2000:]}"
     for name, rc in system.stop_services().items():
         assert rc == 0, f"{name} exited {rc} on SIGTERM:\n{system.nodes[name].proc.log_tail()}"
     if sanitizer_build(system):
@@ -135,6 +149,11 @@ def test_checker_catches_a_loss_at_each_hop(systems):
     assert f"user {victim}: version 1" in rep.text()
     assert f"user {gone}: version 1 (event" in rep.text()
     assert f"user {lost_user}" in rep.text()
+    # The auditor sees the same loss from PostgreSQL's side: the user whose event never left
+    # the outbox is missing from the copy.
+    audit = run_audit(system)
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert re.search(rf"^missing user={lost_user}\b", audit.stdout, re.M), audit.stdout
 
 
 def test_random_nemesis_short_run():

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN_DIR = os.environ.get("BIN_DIR", os.path.join(ROOT, "bin"))
-BINARIES = ["user-api", "outbox-relay", "notification-consumer", "migrate"]
+BINARIES = ["user-api", "outbox-relay", "notification-consumer", "migrate", "audit"]
 
 
 def help_settings(binary):
