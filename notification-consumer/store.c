@@ -6,11 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "failpoint.h"
 #include "log.h"
+#include "mongo_driver.h"
 #include "util.h"
 
 #define DUPLICATE_KEY 11000
@@ -129,34 +129,20 @@ struct store *
 store_new(const struct store_config *c, char *err, size_t errlen)
 {
 	struct store *s = calloc(1, sizeof(*s));
-	bson_error_t e;
 
 	if (s == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	pthread_mutex_init(&s->lock, NULL);
-	s->uri = mongoc_uri_new_with_error(c->uri, &e);
-	if (s->uri == NULL) {
-		snprintf(err, errlen, "invalid MONGODB_URI \"%s\": %s", c->uri, e.message);
+	/* The timeouts let the loop back off instead of waiting 30 s for a server that is down; no
+	 * message shows the URI's password. */
+	s->uri = mongo_uri_parse(c->uri, c->timeout_ms, c->appname, err, errlen);
+	if (s->uri == NULL)
 		goto fail;
-	}
-	/* Without these a call waits 30 s for a server that is down, and the loop could not back off. */
-	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-		    (int32_t)c->timeout_ms);
-	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_CONNECTTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_CONNECTTIMEOUTMS, (int32_t)c->timeout_ms);
-	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_SOCKETTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_SOCKETTIMEOUTMS,
-		    (int32_t)(c->timeout_ms * 5));
-	if (!mongoc_uri_has_option(s->uri, MONGOC_URI_HEARTBEATFREQUENCYMS))
-		mongoc_uri_set_option_as_int32(s->uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 1000);
-	if (c->appname != NULL)
-		mongoc_uri_set_appname(s->uri, c->appname);
 	s->pool = mongoc_client_pool_new(s->uri);
 	if (s->pool == NULL) {
-		snprintf(err, errlen, "could not make a MongoDB client pool for \"%s\"", c->uri);
+		snprintf(err, errlen, "could not make a MongoDB client pool");
 		goto fail;
 	}
 	mongoc_client_pool_set_error_api(s->pool, MONGOC_ERROR_API_VERSION_2);
@@ -270,60 +256,16 @@ store_prepare(struct store *s, char *err, size_t errlen)
 	    "}", "name", BCON_UTF8("user_id_version")), err, errlen);
 }
 
-/* The driver's own messages as lines of the process's log, each at the level the driver gave it. */
-static void
-on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
-{
-	(void)arg;
-	switch (level) {
-	case MONGOC_LOG_LEVEL_ERROR:
-	case MONGOC_LOG_LEVEL_CRITICAL:
-		log_error("mongoc %s: %s", domain, message);
-		break;
-	case MONGOC_LOG_LEVEL_WARNING:
-		log_warnx("mongoc %s: %s", domain, message);
-		break;
-	case MONGOC_LOG_LEVEL_MESSAGE:
-	case MONGOC_LOG_LEVEL_INFO:
-		log_info("mongoc %s: %s", domain, message);
-		break;
-	default:
-		log_debug("mongoc %s: %s", domain, message);
-		break;
-	}
-}
-
-/* mongoc_init() keeps the driver's counters, for the mongoc-stat tool, in the shared memory segment
- * /dev/shm/mongoc-<pid>, which only a clean exit removes. A process killed by SIGKILL leaves its
- * segment behind, and a later process with the same pid cannot make its own: the driver then warns
- * "Falling back to malloc for counters." Debian's libmongoc runs mongoc_init() from a constructor
- * too, before main() and before any handler of ours, so that warning reaches stderr as raw text,
- * even for --help. Removing the name at once leaves nothing behind for a kill: the mapping stays,
- * so the counters work as before, only mongoc-stat cannot find them (the process has /metrics).
- * A leftover of an earlier process with our pid goes the same way. MONGOC_DISABLE_SHM=1 in the
- * environment spares the segment altogether. */
-static void
-counters_unlink(void)
-{
-	char name[32];
-
-	snprintf(name, sizeof(name), "/mongoc-%u", (unsigned)getpid());
-	(void)shm_unlink(name);
-}
-
 void
 store_library_init(void)
 {
-	/* Before mongoc_init(), so that whatever it says is a line of our log. */
-	mongoc_log_set_handler(on_mongoc_log, NULL);
-	mongoc_init();
-	counters_unlink();
+	mongo_driver_init();
 }
 
 void
 store_library_cleanup(void)
 {
-	mongoc_cleanup();
+	mongo_driver_cleanup();
 }
 
 static int64_t

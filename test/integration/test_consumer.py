@@ -301,6 +301,17 @@ def test_cli_help_version_check():
     assert r.returncode == 2 and "--from-time" in r.stderr
 
 
+def test_a_bad_mongodb_uri_is_named_without_its_password():
+    uri = "mongodb://alice:s3cret-pw@127.0.0.1:1/?replicaSet="
+    r = harness.run_binary("notification-consumer", env={"MONGODB_URI": uri,
+                                                         "NATS_URL": "nats://127.0.0.1:1"}, timeout=20)
+    assert r.returncode != 0
+    assert "invalid MONGODB_URI" in r.stderr and "alice:********@" in r.stderr, r.stderr
+    assert "s3cret-pw" not in r.stdout + r.stderr
+    r = harness.run_binary("notification-consumer", "--check", env={"MONGODB_URI": uri})
+    assert "s3cret-pw" not in r.stdout + r.stderr
+
+
 def test_a_killed_consumer_leaves_no_driver_segment_behind(nats, ferret, services, stream):
     """The MongoDB driver keeps its counters in /dev/shm/mongoc-<pid>, which only a clean exit
     removes. One left by a kill makes the next process with that pid, even `replay --help`, print
