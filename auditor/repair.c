@@ -64,22 +64,6 @@ repair_outcome_name(const struct repair_item *it)
 	return "changed";
 }
 
-static int
-exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
-{
-	PGresult *r = PQexec(c, sql);
-	char msg[256];
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		pg_error_text(c, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not run \"%s\": %s", sql, msg);
-		PQclear(r);
-		return -1;
-	}
-	PQclear(r);
-	return 0;
-}
-
 /* Runs one of the statements for the items of kind how and sets their outcomes from its rows
  * (id, version, waiting), in id order; an item without a row changed meanwhile. */
 static int
@@ -161,12 +145,12 @@ repair_write(struct users_db *db, struct repair_item *items, size_t n, char *err
 
 	if (n == 0)
 		return 0;
-	if (exec_ok(c, "BEGIN", err, errlen) != 0)
+	if (pg_exec_ok(c, "BEGIN", err, errlen) != 0)
 		return -1;
 	if (write_kind(c, REPAIR_SNAPSHOT, items, n, err, errlen) != 0 ||
 	    write_kind(c, REPAIR_DELETE, items, n, err, errlen) != 0) {
 		PQclear(PQexec(c, "ROLLBACK"));
 		return -1;
 	}
-	return exec_ok(c, "COMMIT", err, errlen);
+	return pg_exec_ok(c, "COMMIT", err, errlen);
 }

@@ -76,3 +76,19 @@ pg_connection_lost(const PGconn *c, const PGresult *r)
 		return 1;
 	return r == NULL;
 }
+
+int
+pg_exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+	PGresult *r = PQexec(c, sql);
+	char msg[256];
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		pg_error_text(c, r, msg, sizeof(msg));
+		snprintf(err, errlen, "could not run \"%s\": %s", sql, msg);
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	return 0;
+}

@@ -37,6 +37,11 @@ PGconn *pg_connect(const struct pg_settings *s, const char *appname, char *err, 
 /* Copies PQerrorMessage/PQresultErrorMessage without the trailing newline. */
 void pg_error_text(const PGconn *c, const PGresult *r, char *out, size_t outlen);
 
+/* Runs a statement that returns no rows (BEGIN, COMMIT, SET ...). Returns 0, or -1 with err
+ * naming the statement and PostgreSQL's reason. */
+int pg_exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* True when the error means the connection (or server) is gone, not that the statement failed. */
 int pg_connection_lost(const PGconn *c, const PGresult *r);
 

@@ -57,22 +57,6 @@ snapshot_parse_args(int argc, char **argv, struct snapshot_options *o, char *err
 	return 0;
 }
 
-static int
-exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
-{
-	PGresult *r = PQexec(c, sql);
-	char msg[256];
-
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		pg_error_text(c, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not run \"%s\": %s", sql, msg);
-		PQclear(r);
-		return -1;
-	}
-	PQclear(r);
-	return 0;
-}
-
 int
 snapshot_run(const struct pg_settings *pg, const struct snapshot_options *o, int64_t *written,
     int64_t *last, char *err, size_t errlen)
@@ -102,7 +86,7 @@ snapshot_run(const struct pg_settings *pg, const struct snapshot_options *o, int
 		snprintf(lim, sizeof(lim), "%ld", o->batch);
 		params[0] = after;
 		params[1] = lim;
-		if (exec_ok(c, "BEGIN", err, errlen) != 0)
+		if (pg_exec_ok(c, "BEGIN", err, errlen) != 0)
 			break;
 		r = PQexecParams(c, batch_sql, 5, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -116,7 +100,7 @@ snapshot_run(const struct pg_settings *pg, const struct snapshot_options *o, int
 		n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 		upto = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 		PQclear(r);
-		if (exec_ok(c, "COMMIT", err, errlen) != 0)
+		if (pg_exec_ok(c, "COMMIT", err, errlen) != 0)
 			break;
 		if (n == 0) {
 			rc = 0;
