@@ -202,7 +202,7 @@ applier_ready(void *arg, json_t **out)
 	bool mongo = atomic_load(&a->mongo_ok);
 	bool consumer = atomic_load(&a->consumer_ok);
 	json_t *checks = json_object();
-	char role[192];
+	char role[448];
 
 	/* A stand-by is ready: it serves reads, and takes over when the lease lapses. */
 	if (lease_held(a->lease))

@@ -32,7 +32,7 @@ struct lease {
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;		/* guards holder */
-	char holder[128];
+	char holder[384];
 };
 
 struct lease *
@@ -141,7 +141,7 @@ lease_try(struct lease *l)
 	natsMsg *m = NULL;
 	jsErrCode jerr = 0;
 	uint64_t seq = 0;
-	char owner[128] = "";
+	char owner[384] = "";
 	natsStatus s;
 	bool was_held = lease_held(l);
 

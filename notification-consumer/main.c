@@ -26,13 +26,15 @@ serve(const struct consumer_settings *set, natsConnection *nc, struct store *sto
 	struct lease *lease;
 	struct httpd *httpd;
 	struct api api;
-	char err[512], owner[300], host[256];
+	char err[512], owner[320], host[256];
 
-	/* The same host and port cannot run twice, so a restarted process takes its lease back. */
+	/* The owner is this life of the process, not its host and port: two machines may share a
+	 * hostname and a port, and each would believe it holds the lease. The host and port only
+	 * help a human read /readyz. A restarted process waits for its old lease to lapse. */
 	if (gethostname(host, sizeof(host)) != 0)
 		snprintf(host, sizeof(host), "localhost");
 	host[sizeof(host) - 1] = '\0';
-	snprintf(owner, sizeof(owner), "%s:%ld", host, set->http.port);
+	snprintf(owner, sizeof(owner), "%s:%ld/%s", host, set->http.port, store_instance(store));
 	if ((lease = lease_new(nc, set->durable, owner, set->lease_ttl_ms, set->lease_timeout_ms, err,
 	    sizeof(err))) == NULL || lease_start(lease, err, sizeof(err)) != 0)
 		fatal("%s", err);

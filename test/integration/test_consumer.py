@@ -604,3 +604,29 @@ def test_two_processes_one_applies_the_other_stands_by_and_takes_over(nats, ferr
     poll(lambda: lease_role(c) == "ok", 5, "the hand-over")
     stream.publish([make_event("user_updated", 1, w.last[1]["version"] + 1)])
     c.wait_version(1, w.last[1]["version"] + 1)
+
+
+def test_two_processes_on_the_same_host_and_port_are_two_owners(nats, ferret, services, stream):
+    """Two machines may share a hostname and a port: here two processes on one port of two
+    loopback addresses. The lease's owner is each process's own life, so one applies and the
+    other stands by, also after several renewals."""
+    port = harness.free_port()
+    a = start_consumer(services, nats, ferret, CONSUMER_LEASE_TTL="1s",
+                       NOTIFICATION_CONSUMER_BIND="127.0.0.1", NOTIFICATION_CONSUMER_PORT=port)
+    poll(lambda: lease_role(a) == "ok", 15, "the first process to hold the lease")
+    start_consumer(services, nats, ferret, dbname=a.dbname, wait_ready=False,
+                   CONSUMER_LEASE_TTL="1s", NOTIFICATION_CONSUMER_BIND="127.0.0.2",
+                   NOTIFICATION_CONSUMER_PORT=port)
+
+    def role_b():
+        return requests.get(f"http://127.0.0.2:{port}/readyz",
+                            timeout=2).json()["checks"]["consumer"]
+
+    poll(lambda: role_b().startswith("standby: lease held by "), 15, "the second to stand by")
+    held_by = role_b().removeprefix("standby: lease held by ")
+    assert f":{port}/" in held_by, held_by
+    time.sleep(3)                 # three TTLs of renewals: still one holder
+    assert lease_role(a) == "ok"
+    assert role_b() == f"standby: lease held by {held_by}"
+    stream.publish([make_event("user_created", 1, 1)])
+    a.wait_version(1, 1)

@@ -123,9 +123,11 @@ def test_an_event_already_older_than_the_gap_wait_still_waits(nats, ferret, serv
 
 
 def test_a_crashed_process_s_event_comes_back_behind_newer_ones(nats, ferret, services, stream):
-    """The consumer dies with v2 in hand, not applied; restarted, it takes its lease back at once
-    and fetches v3, while v2 comes back only after the ack wait. v3 waits for it."""
-    c = start_consumer(services, nats, ferret, CONSUMER_ACK_WAIT="6s", CONSUMER_GAP_WAIT="20s",
+    """The consumer dies with v2 in hand, not applied; restarted, it takes the lease once the dead
+    process's lapses and fetches v3, while v2 comes back only after the ack wait. v3 waits for
+    it."""
+    c = start_consumer(services, nats, ferret, CONSUMER_ACK_WAIT="12s", CONSUMER_GAP_WAIT="30s",
+                       CONSUMER_LEASE_TTL="2s",
                        FAILPOINTS="consumer.after_fetch_before_apply=crash@2")
     v1, v2, v3 = (make_event("user_created", 1, 1), make_event("user_updated", 1, 2),
                   make_event("user_updated", 1, 3))
@@ -133,13 +135,14 @@ def test_a_crashed_process_s_event_comes_back_behind_newer_ones(nats, ferret, se
     assert c.service.proc.wait(15) == -signal.SIGKILL
     assert c.doc(1)["version"] == 1
     stream.publish([v3, make_event("user_created", 2, 1)])
-    # The same host:port: the restarted process takes its lease back at once.
-    c2 = start_consumer(services, nats, ferret, dbname=c.dbname, CONSUMER_ACK_WAIT="6s",
-                        CONSUMER_GAP_WAIT="20s", NOTIFICATION_CONSUMER_PORT=c.service.port)
+    # The same host:port, another life: it stands by until the dead process's lease lapses.
+    c2 = start_consumer(services, nats, ferret, dbname=c.dbname, CONSUMER_ACK_WAIT="12s",
+                        CONSUMER_GAP_WAIT="30s", CONSUMER_LEASE_TTL="2s",
+                        NOTIFICATION_CONSUMER_PORT=c.service.port)
     c2.wait_version(2, 1)         # behind v3, long before v2's ack wait ends
     assert c2.doc(1)["version"] == 1, "v3 took effect before v2 came back"
     assert held_lines(c2, 1) == [3]
-    c2.wait_version(1, 3, timeout=20)
+    c2.wait_version(1, 3, timeout=30)
     assert applied_in_order(c2, 1) == [(1, False), (2, False), (3, False)]
     assert c2.user(1) == expected_doc(v3[4])
     assert c2.metric("consumer_version_gaps_total") == 0
