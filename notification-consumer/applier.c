@@ -1,6 +1,8 @@
-/* Pulls events in stream order, applies each user's versions in order (an event that would skip
- * one waits for it, up to CONSUMER_GAP_WAIT), dead-letters poison, and holds the batch in hand
- * (not burning deliveries) while MongoDB is down. */
+/* Pulls events in stream order and hands each to the lane of its user (CONSUMER_LANES threads,
+ * by a hash of the user id), which applies a batch of them in bulk writes and each user's
+ * versions in order (an event that would skip one waits for it, up to CONSUMER_GAP_WAIT),
+ * dead-letters poison, and holds what it has in hand (not burning deliveries) while MongoDB does
+ * not confirm. A poison event or a user whose writes fail holds up only its own lane. */
 #include "applier.h"
 
 #include <errno.h>
@@ -22,6 +24,9 @@
 
 /* A poison event that could not be dead-lettered comes back after this delay, to be tried again. */
 #define DEAD_LETTER_RETRY_MS 1000
+/* A message for a lane that has twice a batch waiting comes back after this delay: a lane held up
+ * by its user does not hold up the others by filling the process's hands. */
+#define LANE_FULL_DELAY_MS 1000
 
 /* An applied event kept for a while: FerretDB's update reads then writes, so another writer on
  * the same user (a replay) can take the document back to an older version right after. */
@@ -42,6 +47,41 @@ struct held {
 	int times;
 };
 
+/* One message in a lane's hands. */
+struct item {
+	natsMsg *m;		/* owned */
+	struct js_meta meta;
+	struct event ev;	/* decoded, unless poison */
+	char *poison;		/* why it cannot be applied (owned), or NULL */
+	bool alone;		/* goes through store_apply() on its own, not in a bulk */
+	bool tried;		/* has been in a round */
+	bool done;		/* settled: acknowledged, handed back for later, or dead-lettered */
+};
+
+struct applier;
+
+/* A thread that applies the events of the users hashed to it, in the order it got them. */
+struct lane {
+	struct applier *a;
+	int no;
+	pthread_t thread;
+	bool started;
+
+	pthread_mutex_t lock;		/* guards the queue and stop */
+	pthread_cond_t cond;
+	struct item *queue;		/* a ring of qcap */
+	size_t qhead, qlen, qcap;
+	bool stop;
+
+	/* The lane's thread only. */
+	struct recent *recent;		/* oldest first */
+	size_t nrecent, caprecent;
+	int64_t last_recheck;
+	struct held *held;		/* unordered */
+	size_t nheld, capheld;
+	uint64_t term;			/* lease_term() at the lane's last write */
+};
+
 struct applier {
 	natsConnection *nc;
 	struct store *store;
@@ -54,19 +94,17 @@ struct applier {
 
 	atomic_bool mongo_ok;
 	atomic_bool consumer_ok;
+	pthread_mutex_t check_lock;	/* one mongo_check() at a time; guards prepared */
 	bool prepared;
 	pthread_mutex_t lock;		/* guards the two texts below */
 	char consumer_err[256];
 	char mongo_err[256];
 
-	struct recent *recent;		/* apply thread only; oldest first */
-	size_t nrecent, caprecent;
-	int64_t last_recheck;
-
-	struct held *held;		/* apply thread only; unordered */
-	size_t nheld, capheld;
-
-	uint64_t term;			/* apply thread only: lease_term() at the last write */
+	struct lane *lanes;
+	int nlanes;
+	atomic_long in_hand;		/* messages handed to lanes and not yet settled */
+	pthread_mutex_t room_lock;	/* with room_cond: a lane settled some */
+	pthread_cond_t room_cond;
 
 	pthread_mutex_t wait_lock;	/* guards applied and wakes readers */
 	pthread_cond_t wait_cond;
@@ -112,7 +150,27 @@ applier_new(natsConnection *nc, struct store *store, struct lease *lease,
 		free(a);
 		return NULL;
 	}
+	a->nlanes = (int)cfg->lanes;
+	a->lanes = calloc((size_t)a->nlanes, sizeof(*a->lanes));
+	if (a->lanes == NULL) {
+		snprintf(err, errlen, "out of memory");
+		jsCtx_Destroy(a->js);
+		free(a);
+		return NULL;
+	}
+	for (int i = 0; i < a->nlanes; i++) {
+		struct lane *l = &a->lanes[i];
+
+		l->a = a;
+		l->no = i;
+		l->qcap = (size_t)cfg->batch * 2;
+		pthread_mutex_init(&l->lock, NULL);
+		pthread_cond_init(&l->cond, NULL);
+	}
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->check_lock, NULL);
+	pthread_mutex_init(&a->room_lock, NULL);
+	pthread_cond_init(&a->room_cond, NULL);
 	pthread_mutex_init(&a->wait_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -228,43 +286,57 @@ may_apply(struct applier *a)
 	return lease_held(a->lease) || FAILPOINT("consumer.apply_without_lease") != 0;
 }
 
-/* One store_apply() (see store.h). Called only after may_apply() said yes. When this process has
- * taken the lease anew since its last write, another process held it meanwhile and may have
- * written the copy, maybe a document whose history entry it never wrote (stopped between the
- * two, killed or paused past the lease): the store's memory of users whose history is complete
- * is dropped, so each user's next write here checks it (and repairs it) first. */
-static enum copy_store_result
-apply_once(struct applier *a, const struct event *ev, enum copy_store_order order,
-    int64_t published_us, uint64_t seq, int64_t *copy_version, char *err, size_t errlen)
+/* When this process has taken the lease anew since the lane's last write, another process held
+ * it meanwhile and may have written the copy, maybe a document whose history entry it never
+ * wrote (stopped between the two, killed or paused past the lease): the store's memory of users
+ * whose history is complete is dropped, so each user's next write here checks it (and repairs
+ * it) first. Called before each write, only after may_apply() said yes. */
+static void
+lane_term_check(struct lane *l)
 {
-	uint64_t term = lease_term(a->lease);
+	uint64_t term = lease_term(l->a->lease);
 
-	if (term != a->term) {
-		store_forget_verified(a->store);
-		a->term = term;
+	if (term != l->term) {
+		store_forget_verified(l->a->store);
+		l->term = term;
 	}
-	return store_apply(a->store, ev, order, published_us, seq, copy_version, err, errlen);
 }
 
-/* Pings MongoDB (and prepares the indexes once); updates the readiness. */
+/* One store_apply() (see store.h). */
+static enum copy_store_result
+apply_once(struct lane *l, const struct event *ev, enum copy_store_order order,
+    int64_t published_us, uint64_t seq, int64_t *copy_version, char *err, size_t errlen)
+{
+	lane_term_check(l);
+	return store_apply(l->a->store, ev, order, published_us, seq, copy_version, err, errlen);
+}
+
+/* Pings MongoDB (and prepares the indexes once); updates the readiness. Any thread. */
 static bool
 mongo_check(struct applier *a)
 {
 	char err[256];
+	bool changed, failed;
 
-	if (store_ping(a->store, err, sizeof(err)) != 0 ||
-	    (!a->prepared && store_prepare(a->store, err, sizeof(err)) != 0)) {
-		if (atomic_exchange(&a->mongo_ok, false) || strcmp(a->mongo_err, err) != 0)
+	pthread_mutex_lock(&a->check_lock);
+	failed = store_ping(a->store, err, sizeof(err)) != 0 ||
+	    (!a->prepared && store_prepare(a->store, err, sizeof(err)) != 0);
+	if (!failed)
+		a->prepared = true;
+	pthread_mutex_unlock(&a->check_lock);
+	if (failed) {
+		pthread_mutex_lock(&a->lock);
+		changed = atomic_exchange(&a->mongo_ok, false) || strcmp(a->mongo_err, err) != 0;
+		snprintf(a->mongo_err, sizeof(a->mongo_err), "%s", err);
+		pthread_mutex_unlock(&a->lock);
+		if (changed)
 			log_warnx("mongodb: %s", err);
-		set_text(a, a->mongo_err, err);
 		return false;
 	}
-	a->prepared = true;
 	if (!atomic_exchange(&a->mongo_ok, true))
 		log_info("mongodb: reachable");
 	return true;
 }
-
 static bool
 consumer_check(struct applier *a)
 {
@@ -341,20 +413,34 @@ dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const cha
 	    natsMsg_GetSubject(m), reason);
 }
 
-/* Applies one event until MongoDB confirms, keeping the rest of the batch (msgs from index next
- * on) alive meanwhile, and stores what it did in *r (never COPY_STORE_ERROR). Returns false when
- * shutdown or the loss of the lease interrupted it first. */
-static bool
-apply_until_confirmed(struct applier *a, const struct event *ev, const struct js_meta *meta,
-    enum copy_store_order order, int64_t *copy_version, natsMsg **msgs, int next, int n,
-    enum copy_store_result *r)
+/* Keeps the messages of a lane that are not settled yet alive while it waits (each redelivery
+ * would count): those of the batch in hand from index next on, and those queued. */
+static void
+lane_in_progress(struct lane *l, struct item *items, size_t next, size_t n)
 {
+	for (size_t i = next; i < n; i++)
+		if (!items[i].done)
+			js_in_progress(l->a->nc, items[i].m);
+	pthread_mutex_lock(&l->lock);
+	for (size_t k = 0; k < l->qlen; k++)
+		js_in_progress(l->a->nc, l->queue[(l->qhead + k) % l->qcap].m);
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* Applies one event until MongoDB confirms, keeping the lane's other messages alive meanwhile,
+ * and stores what it did in *r (never COPY_STORE_ERROR). Returns false when shutdown or the loss
+ * of the lease interrupted it first. */
+static bool
+apply_until_confirmed(struct lane *l, struct item *it, enum copy_store_order order,
+    int64_t *copy_version, struct item *items, size_t n, enum copy_store_result *r)
+{
+	struct applier *a = l->a;
 	struct backoff b;
 	char err[512];
 
 	backoff_init(&b, a->cfg->backoff_min_ms, a->cfg->backoff_max_ms);
 	for (;;) {
-		*r = apply_once(a, ev, order, meta->timestamp_ns / 1000, meta->stream_seq,
+		*r = apply_once(l, &it->ev, order, it->meta.timestamp_ns / 1000, it->meta.stream_seq,
 		    copy_version, err, sizeof(err));
 		if (*r != COPY_STORE_ERROR) {
 			if (!atomic_load(&a->mongo_ok))
@@ -363,13 +449,11 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 		}
 		metrics_add(a->m_errors, 1);
 		if (atomic_exchange(&a->mongo_ok, false))
-			log_warnx("%s; holding the batch until MongoDB answers event=%s", err, ev->event_id);
+			log_warnx("%s; holding lane %d until MongoDB answers event=%s", err, l->no,
+			    it->ev.event_id);
 		set_text(a, a->mongo_err, err);
-		/* Held messages must not be redelivered meanwhile (each redelivery counts): keep
-		 * them in progress while waiting until MongoDB answers a ping again. */
 		do {
-			for (int i = next; i < n; i++)
-				js_in_progress(a->nc, msgs[i]);
+			lane_in_progress(l, items, 0, n);
 			if (shutdown_sleep_ms(backoff_next(&b)) || !may_apply(a))
 				return false;
 		} while (!mongo_check(a));
@@ -377,20 +461,20 @@ apply_until_confirmed(struct applier *a, const struct event *ev, const struct js
 }
 
 static void
-recent_add(struct applier *a, const struct event *ev, const struct js_meta *meta)
+recent_add(struct lane *l, const struct event *ev, const struct js_meta *meta)
 {
 	struct recent *r;
 
-	if (a->nrecent == a->caprecent) {
-		size_t cap = a->caprecent ? a->caprecent * 2 : 256;
-		struct recent *bigger = realloc(a->recent, cap * sizeof(*bigger));
+	if (l->nrecent == l->caprecent) {
+		size_t cap = l->caprecent ? l->caprecent * 2 : 256;
+		struct recent *bigger = realloc(l->recent, cap * sizeof(*bigger));
 
 		if (bigger == NULL)
 			return;
-		a->recent = bigger;
-		a->caprecent = cap;
+		l->recent = bigger;
+		l->caprecent = cap;
 	}
-	r = &a->recent[a->nrecent];
+	r = &l->recent[l->nrecent];
 	r->ev = *ev;
 	r->ev.name = strdup(ev->name);
 	r->ev.email = strdup(ev->email);
@@ -401,24 +485,25 @@ recent_add(struct applier *a, const struct event *ev, const struct js_meta *meta
 	r->published_us = meta->timestamp_ns / 1000;
 	r->seq = meta->stream_seq;
 	r->at_ms = mono_ms();
-	a->nrecent++;
+	l->nrecent++;
 }
 
-/* A while (CONSUMER_RECHECK_AFTER) after applying, reads the users back in one query and applies
- * again what another writer took back; the version guard keeps this harmless when nothing
- * happened. Only while this process holds the lease: without it, it writes nothing (the
+/* A while (CONSUMER_RECHECK_AFTER) after applying, reads the lane's users back in one query and
+ * applies again what another writer took back; the version guard keeps this harmless when
+ * nothing happened. Only while this process holds the lease: without it, it writes nothing (the
  * entries wait until it holds the lease again). */
 static void
-recent_check(struct applier *a)
+recent_check(struct lane *l)
 {
+	struct applier *a = l->a;
 	int64_t now = mono_ms(), *ids, *versions;
 	size_t k = 0;
 	char err[512];
 
-	if (now - a->last_recheck < a->cfg->recheck_ms || !may_apply(a))
+	if (now - l->last_recheck < a->cfg->recheck_ms || !may_apply(a))
 		return;
-	a->last_recheck = now;
-	while (k < a->nrecent && a->recent[k].at_ms <= now - a->cfg->recheck_ms)
+	l->last_recheck = now;
+	while (k < l->nrecent && l->recent[k].at_ms <= now - a->cfg->recheck_ms)
 		k++;
 	if (k == 0)
 		return;
@@ -427,17 +512,17 @@ recent_check(struct applier *a)
 	if (ids == NULL || versions == NULL)
 		goto out;
 	for (size_t i = 0; i < k; i++)
-		ids[i] = a->recent[i].ev.user_id;
+		ids[i] = l->recent[i].ev.user_id;
 	if (store_versions(a->store, ids, k, versions, err, sizeof(err)) != 0) {
 		log_debug("%s", err);
 		goto out;	/* kept for the next round */
 	}
 	for (size_t i = 0; i < k; i++) {
-		struct recent *r = &a->recent[i];
+		struct recent *r = &l->recent[i];
 
 		/* Over the gap: the versions between were applied before, the other writer only
 		 * took the document back. */
-		if (versions[i] < r->ev.version && may_apply(a) && apply_once(a, &r->ev,
+		if (versions[i] < r->ev.version && may_apply(a) && apply_once(l, &r->ev,
 		    COPY_STORE_OVER_GAP, r->published_us, r->seq, NULL, err, sizeof(err)) ==
 		    COPY_STORE_APPLIED) {
 			metrics_add(a->m_regressions, 1);
@@ -447,8 +532,8 @@ recent_check(struct applier *a)
 		}
 		event_release(&r->ev);
 	}
-	memmove(a->recent, a->recent + k, (a->nrecent - k) * sizeof(*a->recent));
-	a->nrecent -= k;
+	memmove(l->recent, l->recent + k, (l->nrecent - k) * sizeof(*l->recent));
+	l->nrecent -= k;
 out:
 	free(ids);
 	free(versions);
@@ -457,25 +542,25 @@ out:
 /* Notes that the message of stream sequence seq is held back once more; returns its entry, or
  * NULL when there is no memory for one. */
 static struct held *
-held_note(struct applier *a, uint64_t seq)
+held_note(struct lane *l, uint64_t seq)
 {
 	int64_t now = mono_ms();
 	struct held *h = NULL;
 
-	for (size_t i = 0; i < a->nheld; i++)
-		if (a->held[i].seq == seq)
-			h = &a->held[i];
+	for (size_t i = 0; i < l->nheld; i++)
+		if (l->held[i].seq == seq)
+			h = &l->held[i];
 	if (h == NULL) {
-		if (a->nheld == a->capheld) {
-			size_t cap = a->capheld ? a->capheld * 2 : 64;
-			struct held *bigger = realloc(a->held, cap * sizeof(*bigger));
+		if (l->nheld == l->capheld) {
+			size_t cap = l->capheld ? l->capheld * 2 : 64;
+			struct held *bigger = realloc(l->held, cap * sizeof(*bigger));
 
 			if (bigger == NULL)
 				return NULL;
-			a->held = bigger;
-			a->capheld = cap;
+			l->held = bigger;
+			l->capheld = cap;
 		}
-		h = &a->held[a->nheld++];
+		h = &l->held[l->nheld++];
 		*h = (struct held){ .seq = seq, .first_ms = now };
 	}
 	h->last_ms = now;
@@ -484,11 +569,11 @@ held_note(struct applier *a, uint64_t seq)
 }
 
 static void
-held_forget(struct applier *a, uint64_t seq)
+held_forget(struct lane *l, uint64_t seq)
 {
-	for (size_t i = 0; i < a->nheld; i++)
-		if (a->held[i].seq == seq) {
-			a->held[i] = a->held[--a->nheld];
+	for (size_t i = 0; i < l->nheld; i++)
+		if (l->held[i].seq == seq) {
+			l->held[i] = l->held[--l->nheld];
 			return;
 		}
 }
@@ -496,13 +581,13 @@ held_forget(struct applier *a, uint64_t seq)
 /* Forgets messages that did not come back for a long while: another process took them, or they
  * were acknowledged elsewhere. Should one still come back, its wait starts again. */
 static void
-held_prune(struct applier *a)
+held_prune(struct lane *l)
 {
-	int64_t old = mono_ms() - a->cfg->gap_wait_ms - 60000;
+	int64_t old = mono_ms() - l->a->cfg->gap_wait_ms - 60000;
 
-	for (size_t i = 0; i < a->nheld;)
-		if (a->held[i].last_ms < old)
-			a->held[i] = a->held[--a->nheld];
+	for (size_t i = 0; i < l->nheld;)
+		if (l->held[i].last_ms < old)
+			l->held[i] = l->held[--l->nheld];
 		else
 			i++;
 }
@@ -523,15 +608,16 @@ hold_delay_ms(const struct applier *a, const struct held *h, long left_ms)
 	return delay < left_ms ? delay : left_ms;
 }
 
-/* The event in m is early: a version of its user before its own has not taken effect. Until it
+/* The event of it is early: a version of its user before its own has not taken effect. Until it
  * waited CONSUMER_GAP_WAIT the message is handed back with a delay (the events behind it, of other
  * users, go on) and true returned; after that false, with *waited_ms how long it waited: the
  * caller applies it over the gap. */
 static bool
-hold_back(struct applier *a, natsMsg *m, const struct event *ev, const struct js_meta *meta,
-    int64_t copy_version, int64_t *waited_ms)
+hold_back(struct lane *l, struct item *it, int64_t copy_version, int64_t *waited_ms)
 {
-	struct held *h = held_note(a, meta->stream_seq);
+	struct applier *a = l->a;
+	const struct event *ev = &it->ev;
+	struct held *h = held_note(l, it->meta.stream_seq);
 	int64_t waited;
 	long delay;
 
@@ -543,100 +629,375 @@ hold_back(struct applier *a, natsMsg *m, const struct event *ev, const struct js
 	if (waited >= a->cfg->gap_wait_ms)
 		return false;
 	delay = hold_delay_ms(a, h, (long)(a->cfg->gap_wait_ms - waited));
-	js_nak(a->nc, m, delay);
+	js_nak(a->nc, it->m, delay);
 	metrics_add(a->m_held_back, 1);
 	if (h->times == 1)
 		log_info("held back %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 ": the copy is "
 		    "at version %" PRId64 ", waiting for the versions between event=%s", ev->type,
-		    ev->user_id, ev->version, meta->stream_seq, copy_version, ev->event_id);
+		    ev->user_id, ev->version, it->meta.stream_seq, copy_version, ev->event_id);
 	else
 		log_debug("held back %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " again "
 		    "(%d times, %.1fs): the copy is at version %" PRId64 " event=%s", ev->type,
-		    ev->user_id, ev->version, meta->stream_seq, h->times, (double)waited / 1000.0,
+		    ev->user_id, ev->version, it->meta.stream_seq, h->times, (double)waited / 1000.0,
 		    copy_version, ev->event_id);
 	return true;
 }
 
-/* Handles msgs[i]; returns false when shutdown, a NATS loss or the loss of the lease
- * interrupted it. */
-static bool
-handle(struct applier *a, natsMsg **msgs, int i, int n)
+/* What a settled event did, for settle(). */
+struct outcome {
+	enum copy_store_result r;	/* COPY_STORE_APPLIED or COPY_STORE_STALE */
+	bool gap;			/* applied over missing versions */
+	int64_t copy_version;		/* the copy's version it was applied over, with gap */
+	int64_t waited_ms;		/* how long it waited for them */
+};
+
+/* MongoDB confirmed that the copy is at the event's version or past it (applied or stale):
+ * wakes the readers waiting for it, acknowledges the message, and counts and logs what
+ * happened. */
+static void
+settle(struct lane *l, struct item *it, const struct outcome *o)
 {
-	natsMsg *m = msgs[i];
-	struct js_meta meta;
-	struct event ev;
-	enum copy_store_result r;
-	int64_t copy_version = 0, waited_ms = 0;
-	bool gap = false;
+	struct applier *a = l->a;
+	const struct event *ev = &it->ev;
 	char err[512];
 
-	/* Another process may apply once the lease is gone: not one more write. */
-	if (!may_apply(a))
+	held_forget(l, it->meta.stream_seq);
+	if (o->r == COPY_STORE_APPLIED)
+		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
+	if (a->copy_at != NULL)
+		a->copy_at(a->copy_at_arg, ev->user_id, ev->version);
+	FAILPOINT("consumer.after_write_before_ack");
+	if (js_ack(a->nc, it->m, err, sizeof(err)) != 0)
+		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev->event_id);
+	it->done = true;
+	if (o->r == COPY_STORE_APPLIED) {
+		double now = (double)wall_us();
+
+		metrics_add(a->m_applied, 1);
+		metrics_observe(a->m_commit_latency, (now - (double)ev->occurred_us) / 1e6);
+		metrics_observe(a->m_publish_latency, (now - (double)it->meta.timestamp_ns / 1e3) / 1e6);
+		log_info("applied %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " event=%s",
+		    ev->type, ev->user_id, ev->version, it->meta.stream_seq, ev->event_id);
+		if (o->gap) {
+			metrics_add(a->m_gaps, 1);
+			log_warnx("version gap: user=%" PRId64 " version=%" PRId64 " applied over the copy's "
+			    "version %" PRId64 " (0: no document) after waiting %.1fs for the versions "
+			    "between seq=%" PRIu64 " event=%s", ev->user_id, ev->version, o->copy_version,
+			    (double)o->waited_ms / 1000.0, it->meta.stream_seq, ev->event_id);
+		}
+		recent_add(l, ev, &it->meta);
+	} else {
+		metrics_add(a->m_stale, 1);
+		log_info("stale %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64
+		    " delivered=%" PRIu64 " event=%s", ev->type, ev->user_id, ev->version,
+		    it->meta.stream_seq, it->meta.delivered, ev->event_id);
+	}
+}
+
+/* Settles items[i] on its own, with store_apply() and its reads: in order, or held back while a
+ * version before it is missing, or over the gap once it waited long enough. Returns false when
+ * shutdown or the loss of the lease interrupted it. */
+static bool
+handle_alone(struct lane *l, struct item *items, size_t i, size_t n)
+{
+	struct item *it = &items[i];
+	struct outcome o = { .r = COPY_STORE_ERROR };
+
+	if (!apply_until_confirmed(l, it, COPY_STORE_IN_ORDER, &o.copy_version, items, n, &o.r))
 		return false;
-	if (!js_meta_parse(natsMsg_GetReply(m), &meta)) {
-		log_warnx("message on \"%s\" without JetStream metadata ignored", natsMsg_GetSubject(m));
-		return true;
-	}
-	FAILPOINT("consumer.after_fetch_before_apply");
-	if (applier_decode(m, &ev, err, sizeof(err)) != 0) {
-		dead_letter(a, m, &meta, err);
-		return true;
-	}
-	if (!apply_until_confirmed(a, &ev, &meta, COPY_STORE_IN_ORDER, &copy_version, msgs, i, n, &r))
-		goto interrupted;
-	if (r == COPY_STORE_EARLY) {
-		if (hold_back(a, m, &ev, &meta, copy_version, &waited_ms)) {
-			event_release(&ev);
+	if (o.r == COPY_STORE_EARLY) {
+		if (hold_back(l, it, o.copy_version, &o.waited_ms)) {
+			it->done = true;
 			return true;
 		}
 		/* Waited long enough: the missing versions are not coming (dead-lettered, purged,
 		 * past the stream's retention). Applied over the gap, so the user is not stuck. */
-		if (!apply_until_confirmed(a, &ev, &meta, COPY_STORE_OVER_GAP, NULL, msgs, i, n, &r))
-			goto interrupted;
-		gap = r == COPY_STORE_APPLIED;
+		if (!apply_until_confirmed(l, it, COPY_STORE_OVER_GAP, NULL, items, n, &o.r))
+			return false;
+		o.gap = o.r == COPY_STORE_APPLIED;
 	}
-	held_forget(a, meta.stream_seq);
-	if (r == COPY_STORE_APPLIED)
-		notify_applied(a);	/* readers waiting for this version need not wait for the ack */
-	/* Applied or stale, MongoDB confirmed that the copy is at this version or past it. */
-	if (a->copy_at != NULL)
-		a->copy_at(a->copy_at_arg, ev.user_id, ev.version);
-	FAILPOINT("consumer.after_write_before_ack");
-	if (js_ack_sync(a->nc, m, a->cfg->nats_timeout_ms, err, sizeof(err)) != 0) {
-		log_warnx("%s; it will be redelivered and found stale event=%s", err, ev.event_id);
-		/* Without NATS every further ack would wait its timeout: hand the batch back. */
-		if (!natsconn_ok(a->nc))
-			goto interrupted;
-	}
-	if (r == COPY_STORE_APPLIED) {
-		double now = (double)wall_us();
-
-		metrics_add(a->m_applied, 1);
-		metrics_observe(a->m_commit_latency, (now - (double)ev.occurred_us) / 1e6);
-		metrics_observe(a->m_publish_latency, (now - (double)meta.timestamp_ns / 1e3) / 1e6);
-		log_info("applied %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64 " event=%s",
-		    ev.type, ev.user_id, ev.version, meta.stream_seq, ev.event_id);
-		if (gap) {
-			metrics_add(a->m_gaps, 1);
-			log_warnx("version gap: user=%" PRId64 " version=%" PRId64 " applied over the copy's "
-			    "version %" PRId64 " (0: no document) after waiting %.1fs for the versions "
-			    "between seq=%" PRIu64 " event=%s", ev.user_id, ev.version, copy_version,
-			    (double)waited_ms / 1000.0, meta.stream_seq, ev.event_id);
-		}
-		recent_add(a, &ev, &meta);
-	} else {
-		metrics_add(a->m_stale, 1);
-		log_info("stale %s user=%" PRId64 " version=%" PRId64 " seq=%" PRIu64
-		    " delivered=%" PRIu64 " event=%s", ev.type, ev.user_id, ev.version, meta.stream_seq,
-		    meta.delivered, ev.event_id);
-	}
-	event_release(&ev);
+	settle(l, it, &o);
 	return true;
-interrupted:
-	event_release(&ev);
-	return false;
 }
 
+/* Marks items[i] and every later one of its user to go on their own, in order. */
+static void
+mark_alone(struct item *items, size_t i, size_t n)
+{
+	int64_t user = items[i].ev.user_id;
+
+	for (size_t k = i; k < n; k++)
+		if (!items[k].done && items[k].poison == NULL && items[k].ev.user_id == user)
+			items[k].alone = true;
+}
+
+/* The first events of their users not settled yet, at most one per user, in order: their
+ * indexes into round; returns how many. */
+static size_t
+next_round(const struct item *items, size_t n, size_t *round)
+{
+	size_t nr = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		bool seen = false;
+
+		if (items[i].done)
+			continue;
+		for (size_t k = 0; k < nr && !seen; k++)
+			seen = items[round[k]].ev.user_id == items[i].ev.user_id;
+		if (!seen)
+			round[nr++] = i;
+	}
+	return nr;
+}
+
+/* Applies a lane's batch: poison to the dead-letter stream, then rounds of one event per user, in
+ * bulk (store_apply_batch()) where it can and on its own where the bulk could not prove the
+ * outcome, each user's events in order. Returns false when shutdown or the loss of the lease
+ * interrupted it; what is not settled then is the caller's to hand back. */
+static bool
+lane_apply(struct lane *l, struct item *items, size_t n)
+{
+	struct applier *a = l->a;
+	struct copy_batch_item *bulk = calloc(n, sizeof(*bulk));
+	size_t *round = calloc(n, sizeof(*round)), *in_bulk = calloc(n, sizeof(*in_bulk));
+	size_t left = 0;
+	bool ok = false;
+	char err[512];
+
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].poison != NULL) {
+			if (!may_apply(a) || shutdown_requested())
+				goto out;
+			FAILPOINT("consumer.after_fetch_before_apply");
+			dead_letter(a, items[i].m, &items[i].meta, items[i].poison);
+			items[i].done = true;
+			continue;
+		}
+		/* Without memory for the bulk's bookkeeping, one at a time still works. */
+		items[i].alone = bulk == NULL || round == NULL || in_bulk == NULL;
+		left++;
+	}
+	while (left > 0) {
+		size_t nr, nb = 0;
+
+		/* Another process may apply once the lease is gone: not one more write. */
+		if (!may_apply(a) || shutdown_requested())
+			goto out;
+		if (round == NULL) {
+			for (size_t i = 0; i < n; i++) {
+				if (items[i].done)
+					continue;
+				FAILPOINT("consumer.after_fetch_before_apply");
+				if (!handle_alone(l, items, i, n))
+					goto out;
+			}
+			break;
+		}
+		nr = next_round(items, n, round);
+		for (size_t k = 0; k < nr; k++) {
+			struct item *it = &items[round[k]];
+
+			/* Once per event, before anything of it is written. */
+			if (!it->tried)
+				FAILPOINT("consumer.after_fetch_before_apply");
+			it->tried = true;
+			if (it->alone)
+				continue;
+			bulk[nb] = (struct copy_batch_item){ &it->ev, it->meta.timestamp_ns / 1000,
+			    it->meta.stream_seq, COPY_BATCH_NOT_RUN };
+			in_bulk[nb++] = round[k];
+		}
+		if (nb > 0) {
+			lane_term_check(l);
+			store_apply_batch(a->store, bulk, nb, err, sizeof(err));
+			if (err[0] != '\0')
+				log_debug("lane %d: %s; settling its events one by one", l->no, err);
+		}
+		for (size_t k = 0; k < nb; k++) {
+			struct outcome o = { .r = COPY_STORE_APPLIED };
+
+			if (bulk[k].outcome == COPY_BATCH_APPLIED) {
+				settle(l, &items[in_bulk[k]], &o);
+				left--;
+			} else if (bulk[k].outcome == COPY_BATCH_ALONE) {
+				mark_alone(items, in_bulk[k], n);
+			}
+		}
+		for (size_t k = 0; k < nr; k++) {
+			struct item *it = &items[round[k]];
+
+			if (it->done || !it->alone)
+				continue;
+			if (!handle_alone(l, items, round[k], n))
+				goto out;
+			left--;
+		}
+		/* The round's acks reach the server before the next round's writes: one round trip
+		 * per round, and a crash after it does not bring the round's events back. */
+		if (natsconn_ok(a->nc))
+			natsConnection_FlushTimeout(a->nc, a->cfg->nats_timeout_ms);
+	}
+	ok = true;
+out:
+	free(bulk);
+	free(round);
+	free(in_bulk);
+	return ok;
+}
+
+static void
+item_release(struct item *it)
+{
+	if (it->poison == NULL)
+		event_release(&it->ev);
+	free(it->poison);
+	natsMsg_Destroy(it->m);
+	*it = (struct item){ 0 };
+}
+
+/* Hands a message back at once (its nak after an applied one only brings it back as stale). */
+static void
+item_hand_back(struct applier *a, struct item *it)
+{
+	if (!it->done)
+		js_nak(a->nc, it->m, 0);
+	item_release(it);
+}
+
+static void
+room_signal(struct applier *a, long settled)
+{
+	pthread_mutex_lock(&a->room_lock);
+	atomic_fetch_sub(&a->in_hand, settled);
+	pthread_cond_signal(&a->room_cond);
+	pthread_mutex_unlock(&a->room_lock);
+}
+
+static void *
+lane_run(void *arg)
+{
+	struct lane *l = arg;
+	struct applier *a = l->a;
+	size_t cap = (size_t)a->cfg->batch;
+	struct item *items = calloc(cap, sizeof(*items));
+
+	for (;;) {
+		size_t n = 0;
+		bool stop;
+
+		pthread_mutex_lock(&l->lock);
+		if (l->qlen == 0 && !l->stop) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 200 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&l->cond, &l->lock, &ts);
+		}
+		stop = l->stop;
+		while (items != NULL && n < cap && l->qlen > 0) {
+			items[n++] = l->queue[l->qhead];
+			l->qhead = (l->qhead + 1) % l->qcap;
+			l->qlen--;
+		}
+		pthread_mutex_unlock(&l->lock);
+		if (stop && n == 0)
+			break;
+		if (n > 0) {
+			/* Stopping, or interrupted: what is not settled goes back at once. */
+			bool applied = !stop && lane_apply(l, items, n);
+
+			for (size_t i = 0; i < n; i++)
+				if (applied)
+					item_release(&items[i]);
+				else
+					item_hand_back(a, &items[i]);
+			room_signal(a, (long)n);
+		}
+		if (atomic_load(&a->mongo_ok))
+			recent_check(l);
+		held_prune(l);
+	}
+	free(items);
+	return NULL;
+}
+
+/* The lane of a user: a hash of its id, so that a user's events always go to the same lane. */
+static int
+lane_of(const struct applier *a, int64_t user_id)
+{
+	uint64_t h = (uint64_t)user_id * 0x9e3779b97f4a7c15ULL;
+
+	return (int)((h >> 32) % (uint64_t)a->nlanes);
+}
+
+/* Decodes m and queues it on its lane, or hands it back for later when that lane is full. Takes
+ * m over. */
+static void
+dispatch(struct applier *a, natsMsg *m)
+{
+	struct item it = { .m = m };
+	struct lane *l;
+	char err[512];
+
+	if (!js_meta_parse(natsMsg_GetReply(m), &it.meta)) {
+		log_warnx("message on \"%s\" without JetStream metadata ignored", natsMsg_GetSubject(m));
+		natsMsg_Destroy(m);
+		return;
+	}
+	if (applier_decode(m, &it.ev, err, sizeof(err)) != 0 && (it.poison = strdup(err)) == NULL)
+		it.poison = strdup("could not be decoded");
+	/* Poison has no user to go by: spread by its sequence. */
+	l = &a->lanes[it.poison != NULL ? (int)(it.meta.stream_seq % (uint64_t)a->nlanes) :
+	    lane_of(a, it.ev.user_id)];
+	pthread_mutex_lock(&l->lock);
+	if (l->qlen < l->qcap) {
+		l->queue[(l->qhead + l->qlen) % l->qcap] = it;
+		l->qlen++;
+		atomic_fetch_add(&a->in_hand, 1);
+		pthread_cond_signal(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+		return;
+	}
+	pthread_mutex_unlock(&l->lock);
+	log_debug("lane %d full: seq=%" PRIu64 " handed back for later", l->no, it.meta.stream_seq);
+	js_nak(a->nc, m, LANE_FULL_DELAY_MS);
+	item_release(&it);
+}
+
+/* How many messages the next fetch may ask for: the lanes hold at most one batch more than one
+ * each, so that a lane that falls behind does not make the process fetch without bound. Waits a
+ * little for room when there is none. */
+static int
+fetch_room(struct applier *a)
+{
+	long most = (long)(a->nlanes + 1) * a->cfg->batch, room;
+
+	pthread_mutex_lock(&a->room_lock);
+	if (atomic_load(&a->in_hand) >= most) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&a->room_cond, &a->room_lock, &ts);
+	}
+	room = most - atomic_load(&a->in_hand);
+	pthread_mutex_unlock(&a->room_lock);
+	if (room > a->cfg->batch)
+		room = a->cfg->batch;
+	return room > 0 ? (int)room : 0;
+}
+
+/* The fetching thread: pulls batches while this process holds the lease and MongoDB answers, and
+ * hands each message to its lane. */
 static void *
 applier_run(void *arg)
 {
@@ -649,7 +1010,7 @@ applier_run(void *arg)
 	backoff_init(&b, a->cfg->backoff_min_ms, a->cfg->backoff_max_ms);
 	while (msgs != NULL && !shutdown_requested()) {
 		enum js_result fetched;
-		int n, i;
+		int n, room;
 
 		if (!natsconn_ok(a->nc)) {
 			shutdown_sleep_ms(250);
@@ -676,8 +1037,10 @@ applier_run(void *arg)
 			last_lag = mono_ms();
 			lag_update(a);
 		}
-		fetched = js_pull_fetch(a->pull, msgs, (int)a->cfg->batch, a->cfg->fetch_expiry_ms, &n,
-		    err, sizeof(err));
+		if ((room = fetch_room(a)) == 0)
+			continue;
+		fetched = js_pull_fetch(a->pull, msgs, room, a->cfg->fetch_expiry_ms, &n, err,
+		    sizeof(err));
 		if (fetched != JS_OK) {
 			log_warnx("jetstream: %s", err);
 			if (fetched == JS_CONSUMER_GONE) {
@@ -688,36 +1051,61 @@ applier_run(void *arg)
 			continue;
 		}
 		backoff_reset(&b);
-		for (i = 0; i < n; i++) {
-			if (!handle(a, msgs, i, n))
-				break;
-			natsMsg_Destroy(msgs[i]);
+		for (int i = 0; i < n; i++) {
+			if (shutdown_requested() || !may_apply(a)) {
+				js_nak(a->nc, msgs[i], 0);
+				natsMsg_Destroy(msgs[i]);
+			} else {
+				dispatch(a, msgs[i]);
+			}
 			msgs[i] = NULL;
 		}
-		/* Interrupted: hand the rest back at once (the nak of an applied one only brings it back
-		 * as stale). */
-		for (; i < n; i++) {
-			js_nak(a->nc, msgs[i], 0);
-			natsMsg_Destroy(msgs[i]);
-			msgs[i] = NULL;
-		}
-		if (atomic_load(&a->mongo_ok))
-			recent_check(a);
-		held_prune(a);
 	}
 	free(msgs);
-	if (natsconn_ok(a->nc))
-		natsConnection_FlushTimeout(a->nc, 1000);
 	return NULL;
+}
+
+static void
+lanes_stop(struct applier *a)
+{
+	for (int i = 0; i < a->nlanes; i++) {
+		struct lane *l = &a->lanes[i];
+
+		pthread_mutex_lock(&l->lock);
+		l->stop = true;
+		pthread_cond_signal(&l->cond);
+		pthread_mutex_unlock(&l->lock);
+	}
+	for (int i = 0; i < a->nlanes; i++)
+		if (a->lanes[i].started) {
+			pthread_join(a->lanes[i].thread, NULL);
+			a->lanes[i].started = false;
+		}
 }
 
 int
 applier_start(struct applier *a, char *err, size_t errlen)
 {
-	int e = pthread_create(&a->thread, NULL, applier_run, a);
+	int e;
 
-	if (e != 0) {
-		snprintf(err, errlen, "could not start the apply thread: %s", strerror(e));
+	for (int i = 0; i < a->nlanes; i++) {
+		struct lane *l = &a->lanes[i];
+
+		if ((l->queue = calloc(l->qcap, sizeof(*l->queue))) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			lanes_stop(a);
+			return -1;
+		}
+		if ((e = pthread_create(&l->thread, NULL, lane_run, l)) != 0) {
+			snprintf(err, errlen, "could not start apply lane %d: %s", i, strerror(e));
+			lanes_stop(a);
+			return -1;
+		}
+		l->started = true;
+	}
+	if ((e = pthread_create(&a->thread, NULL, applier_run, a)) != 0) {
+		snprintf(err, errlen, "could not start the fetching thread: %s", strerror(e));
+		lanes_stop(a);
 		return -1;
 	}
 	a->started = true;
@@ -730,6 +1118,10 @@ applier_join(struct applier *a)
 	if (a->started)
 		pthread_join(a->thread, NULL);
 	a->started = false;
+	/* The lanes finish the event in hand and hand the rest back. */
+	lanes_stop(a);
+	if (natsconn_ok(a->nc))
+		natsConnection_FlushTimeout(a->nc, 1000);
 }
 
 void
@@ -738,13 +1130,26 @@ applier_free(struct applier *a)
 	if (a == NULL)
 		return;
 	applier_join(a);
-	for (size_t i = 0; i < a->nrecent; i++)
-		event_release(&a->recent[i].ev);
-	free(a->recent);
-	free(a->held);
+	for (int i = 0; i < a->nlanes; i++) {
+		struct lane *l = &a->lanes[i];
+
+		for (size_t k = 0; k < l->qlen; k++)
+			item_hand_back(a, &l->queue[(l->qhead + k) % l->qcap]);
+		for (size_t k = 0; k < l->nrecent; k++)
+			event_release(&l->recent[k].ev);
+		free(l->recent);
+		free(l->held);
+		free(l->queue);
+		pthread_mutex_destroy(&l->lock);
+		pthread_cond_destroy(&l->cond);
+	}
+	free(a->lanes);
 	js_pull_free(a->pull);
 	jsCtx_Destroy(a->js);
 	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->check_lock);
+	pthread_mutex_destroy(&a->room_lock);
+	pthread_cond_destroy(&a->room_cond);
 	pthread_mutex_destroy(&a->wait_lock);
 	pthread_cond_destroy(&a->wait_cond);
 	free(a);

@@ -1,5 +1,6 @@
-/* The apply loop: one thread pulls USER_EVENTS in stream order and applies each event to MongoDB,
- * so there is one writer per user; it acks only after MongoDB confirmed the write. */
+/* The apply loop: one thread pulls USER_EVENTS in stream order and hands each event to the lane
+ * of its user (CONSUMER_LANES threads), so there is one writer per user; a lane applies its events
+ * in bulk writes and acks each only after MongoDB confirmed its effect. */
 #ifndef CONSUMER_APPLIER_H
 #define CONSUMER_APPLIER_H
 
@@ -19,17 +20,19 @@ struct applier;
  * held. The caller applier_free()s the result. */
 struct applier *applier_new(natsConnection *nc, struct store *store, struct lease *lease,
     const struct consumer_settings *cfg, char *err, size_t errlen);
-/* Starts the apply thread. */
+/* Starts the lanes and the thread that fetches for them. */
 int applier_start(struct applier *a, char *err, size_t errlen) __attribute__((warn_unused_result));
-/* Waits for the thread to finish the message in hand and stop (it stops on the shutdown flag). */
+/* Waits for the threads to stop (on the shutdown flag): each lane finishes the event in hand and
+ * hands the rest back. */
 void applier_join(struct applier *a);
 void applier_free(struct applier *a);
 
 /* The http_ready_fn of the process: NATS, MongoDB and the durable consumer in place. */
 bool applier_ready(void *arg, json_t **out);
 
-/* Called by the apply thread when MongoDB confirmed that the copy of user_id is at version or past
- * it (the event applied, or was stale), before the ack. It must be quick and must not block. */
+/* Called by a lane (several at once) when MongoDB confirmed that the copy of user_id is at version
+ * or past it (the event applied, or was stale), before the ack. It must be quick, thread-safe and
+ * must not block. */
 typedef void (*applier_copy_at_fn)(void *arg, int64_t user_id, int64_t version);
 /* Sets the function above (NULL: none), before applier_start(); it wakes reads that wait for a
  * version. */

@@ -223,6 +223,18 @@ js_ack_sync(natsConnection *nc, natsMsg *m, long timeout_ms, char *err, size_t e
 }
 
 int
+js_ack(natsConnection *nc, natsMsg *m, char *err, size_t errlen)
+{
+	natsStatus s = natsConnection_PublishString(nc, natsMsg_GetReply(m), "+ACK");
+
+	if (s != NATS_OK) {
+		snprintf(err, errlen, "could not acknowledge: %s", natsStatus_GetText(s));
+		return -1;
+	}
+	return 0;
+}
+
+int
 js_term_sync(natsConnection *nc, natsMsg *m, long timeout_ms, char *err, size_t errlen)
 {
 	return ack_request(nc, m, "+TERM", timeout_ms, err, errlen);

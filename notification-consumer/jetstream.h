@@ -52,6 +52,10 @@ enum js_result js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long ex
 /* Acknowledges m and waits up to timeout_ms for the server to confirm it. */
 int js_ack_sync(natsConnection *nc, natsMsg *m, long timeout_ms, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* Acknowledges m without waiting for the server to confirm: an ack that gets lost brings m back
+ * after the ack wait, where it is found stale. -1 with err filled when it could not be sent. */
+int js_ack(natsConnection *nc, natsMsg *m, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Fire-and-forget negative ack: redeliver after delay_ms (0: at once). */
 void js_nak(natsConnection *nc, natsMsg *m, long delay_ms);
 /* Resets the server's ack timer for m while it is still being worked on. */

@@ -55,6 +55,8 @@ static const struct config_entry table[] = {
 	    "longest wait for JetStream to answer one request (an ack, a dead letter, a look-up)" },
 	{ "CONSUMER_BATCH", CONFIG_INT, &loaded.batch, "64", 1, 1000,
 	    "messages asked for in one pull request" },
+	{ "CONSUMER_LANES", CONFIG_INT, &loaded.lanes, "4", 1, 64,
+	    "apply threads; a user's events always go to the same one, in order" },
 	{ "CONSUMER_ACK_WAIT", CONFIG_MS, &loaded.ack_wait_ms, "30s", 1000, 3600000,
 	    "time the server waits for an ack before redelivering (set when the consumer is created)" },
 	{ "CONSUMER_MAX_ACK_PENDING", CONFIG_INT, &loaded.max_ack_pending, "1000", 1, 1000000,

@@ -18,6 +18,7 @@ struct consumer_settings {
 	const char *dlq_stream;
 	const char *dlq_prefix;
 	long batch;			/* messages asked for in one pull request */
+	long lanes;			/* apply threads; a user's events always go to the same one */
 	long ack_wait_ms;		/* set when the durable consumer is created */
 	long max_ack_pending;		/* set when the durable consumer is created */
 	long fetch_expiry_ms;		/* how long one pull request waits */

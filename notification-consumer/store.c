@@ -304,6 +304,23 @@ history_count_reapplied(mongoc_collection_t *coll, const struct event *ev, uint6
 	return ok;
 }
 
+/* The history entry of ev, as this process writes it: a new document the caller bson_destroy()s. */
+static bson_t *
+history_entry(const struct store *s, const struct event *ev, int64_t published_us,
+    uint64_t stream_seq, const char *applied_at, bool superseded)
+{
+	char published_at[32];
+
+	rfc3339_us(published_us, published_at);
+	return BCON_NEW("_id", BCON_UTF8(ev->event_id), "event_id", BCON_UTF8(ev->event_id),
+	    "user_id", BCON_INT64(ev->user_id), "version", BCON_INT64(ev->version),
+	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
+	    "updated_at", BCON_UTF8(ev->updated_at), "deleted", BCON_BOOL(ev->deleted),
+	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
+	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
+	    "stream_seq", BCON_INT64((int64_t)stream_seq), "superseded", BCON_BOOL(superseded));
+}
+
 /* Inserts the history entry of ev; an entry that is already there is fine, except that an
  * applied event finding its entry there may have taken effect once more, which is counted on it
  * (history_count_reapplied()). */
@@ -312,19 +329,10 @@ history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int
     uint64_t stream_seq, const char *applied_at, bool superseded, char *err, size_t errlen)
 {
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->history);
-	char published_at[32];
+	bson_t *doc = history_entry(s, ev, published_us, stream_seq, applied_at, superseded);
 	bson_error_t e;
-	bson_t *doc;
 	bool ok;
 
-	rfc3339_us(published_us, published_at);
-	doc = BCON_NEW("_id", BCON_UTF8(ev->event_id), "event_id", BCON_UTF8(ev->event_id),
-	    "user_id", BCON_INT64(ev->user_id), "version", BCON_INT64(ev->version),
-	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
-	    "updated_at", BCON_UTF8(ev->updated_at), "deleted", BCON_BOOL(ev->deleted),
-	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
-	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
-	    "stream_seq", BCON_INT64((int64_t)stream_seq), "superseded", BCON_BOOL(superseded));
 	ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &e);
 	bson_destroy(doc);
 	if (!ok && e.code == DUPLICATE_KEY && !superseded)
@@ -520,6 +528,37 @@ history_record_stale(struct store *s, mongoc_client_t *cl, mongoc_collection_t *
 	return 0;
 }
 
+/* The update that writes ev's full state into its user's document: a new document the caller
+ * bson_destroy()s. The document names the event that took effect last and the write that applied
+ * it (applied_by, applied_at): what a stale event that finds itself there, or the repair, writes
+ * its history entry from. */
+static bson_t *
+copy_update(const struct store *s, const struct event *ev, int64_t published_us,
+    uint64_t stream_seq, const char *applied_at)
+{
+	char published_at[32];
+
+	rfc3339_us(published_us, published_at);
+	return BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
+	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
+	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
+	    "event_id", BCON_UTF8(ev->event_id), "event_type", BCON_UTF8(ev->type),
+	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
+	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
+	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
+}
+
+/* The filter of an event's write: its user's document only at the version just before the
+ * event's (exact), or at any older version. A new document the caller bson_destroy()s. */
+static bson_t *
+copy_filter(const struct event *ev, bool exact)
+{
+	if (exact)
+		return BCON_NEW("_id", BCON_INT64(ev->user_id), "version", BCON_INT64(ev->version - 1));
+	return BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
+	    BCON_INT64(ev->version), "}");
+}
+
 /* The write of store_apply(). With exact, the filter takes the document only at the version
  * just before the event's, without upsert; a write that matched nothing then reads the document
  * to tell stale from early (on FerretDB the filter and the write are not one atomic step, so a
@@ -540,12 +579,7 @@ write_event(struct store *s, mongoc_collection_t *coll, const struct event *ev, 
 	bson_error_t e;
 
 	*stale_doc = NULL;
-	if (exact)
-		filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version",
-		    BCON_INT64(ev->version - 1));
-	else
-		filter = BCON_NEW("_id", BCON_INT64(ev->user_id), "version", "{", "$lt",
-		    BCON_INT64(ev->version), "}");
+	filter = copy_filter(ev, exact);
 	opts = BCON_NEW("upsert", BCON_BOOL(!exact));
 	for (int attempt = 0; attempt < 3; attempt++) {
 		int64_t version;
@@ -621,7 +655,7 @@ store_apply(struct store *s, const struct event *ev, enum copy_store_order order
 	 * the guard "any older version", as every event does over a gap. */
 	bool exact = order == COPY_STORE_IN_ORDER && ev->kind != EVENT_SNAPSHOT && ev->version > 1;
 	enum copy_store_result res = COPY_STORE_ERROR;
-	char applied_at[32], published_at[32];
+	char applied_at[32];
 	bson_t *update = NULL, *stale_doc = NULL;
 
 	/* A version 1 event never overwrites a stored document (its filter, version < 1, matches
@@ -634,17 +668,7 @@ store_apply(struct store *s, const struct event *ev, enum copy_store_order order
 		verified_set(s, ev->user_id, true);
 	}
 	rfc3339_us(wall_us(), applied_at);
-	rfc3339_us(published_us, published_at);
-	/* The document names the event that took effect last and the write that applied it
-	 * (applied_by, applied_at): what a stale event that finds itself here, or the repair above,
-	 * writes its history entry from. */
-	update = BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
-	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
-	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
-	    "event_id", BCON_UTF8(ev->event_id), "event_type", BCON_UTF8(ev->type),
-	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
-	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
-	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
+	update = copy_update(s, ev, published_us, stream_seq, applied_at);
 	res = write_event(s, coll, ev, exact, update, copy_version_out, &stale_doc, err, errlen);
 	if (res == COPY_STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
 		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
@@ -671,6 +695,262 @@ out:
 	mongoc_collection_destroy(coll);
 	mongoc_client_pool_push(s->pool, cl);
 	return res;
+}
+
+/* Reads the write errors of a bulk's reply into codes (one per operation, n of them; 0 where
+ * none). Returns how many there were: none with a failed bulk means it failed as a whole (the
+ * server, the connection). */
+static size_t
+bulk_errors(const bson_t *reply, int32_t *codes, size_t n)
+{
+	bson_iter_t it, arr, one;
+	size_t found = 0;
+
+	for (size_t i = 0; i < n; i++)
+		codes[i] = 0;
+	if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &arr))
+		return 0;
+	while (bson_iter_next(&arr)) {
+		int64_t index = -1;
+		int32_t code = -1;
+
+		if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &one))
+			continue;
+		while (bson_iter_next(&one)) {
+			if (strcmp(bson_iter_key(&one), "index") == 0 && BSON_ITER_HOLDS_NUMBER(&one))
+				index = bson_iter_as_int64(&one);
+			else if (strcmp(bson_iter_key(&one), "code") == 0 && BSON_ITER_HOLDS_NUMBER(&one))
+				code = (int32_t)bson_iter_as_int64(&one);
+		}
+		if (index >= 0 && (size_t)index < n) {
+			codes[index] = code != 0 ? code : -1;
+			found++;
+		}
+	}
+	return found;
+}
+
+/* True when the document of ev's user holds ev from this process's write at applied_at: one write
+ * of a bulk whose count did not add up (another event in it matched nothing) took effect. False
+ * also when it could not tell: store_apply() then settles the event. */
+static bool
+batch_took_effect(const struct store *s, mongoc_collection_t *coll, const struct event *ev,
+    const char *applied_at)
+{
+	bson_t *doc = NULL;
+	bson_error_t e;
+	bson_iter_t it;
+	bool took;
+
+	if (copy_read(coll, ev->user_id, &doc, &e) != 0 || doc == NULL)
+		return false;
+	took = copy_event_id(doc) != NULL && strcmp(copy_event_id(doc), ev->event_id) == 0 &&
+	    bson_iter_init_find(&it, doc, "applied_at") && BSON_ITER_HOLDS_UTF8(&it) &&
+	    strcmp(bson_iter_utf8(&it, NULL), applied_at) == 0 &&
+	    bson_iter_init_find(&it, doc, "applied_by") && BSON_ITER_HOLDS_UTF8(&it) &&
+	    strcmp(bson_iter_utf8(&it, NULL), s->instance) == 0;
+	bson_destroy(doc);
+	return took;
+}
+
+/* The documents' step of store_apply_batch(): one ordered bulk of the writes of the events in
+ * ops (indexes into items), which the caller checked and repaired. An ordered bulk stops at its
+ * first write error; its reply counts matched and upserted writes but does not say which. Where
+ * the count adds up, every write before the failed one (or every write) took effect; where it
+ * does not (a write matched nothing: an early event, a stale update), each document is read back
+ * to tell. Anything else is left to store_apply(), which finds a write that did land stale and
+ * its event in the document. */
+static void
+batch_write_copies(struct store *s, mongoc_collection_t *coll, struct copy_batch_item *items,
+    const size_t *ops, size_t nops, const char *applied_at, char *err, size_t errlen)
+{
+	bson_t *bopts = BCON_NEW("ordered", BCON_BOOL(true));
+	mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, bopts);
+	int32_t *codes = calloc(nops, sizeof(*codes));
+	bson_t reply;
+	bson_error_t e;
+	size_t ran = 0, failed = SIZE_MAX;
+	int64_t took;
+
+	for (size_t k = 0; k < nops; k++)
+		items[ops[k]].outcome = COPY_BATCH_ALONE;
+	if (codes == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (size_t k = 0; k < nops; k++) {
+		const struct event *ev = items[ops[k]].ev;
+		bool exact = ev->kind != EVENT_SNAPSHOT && ev->version > 1;
+		bson_t *filter = copy_filter(ev, exact);
+		bson_t *update = copy_update(s, ev, items[ops[k]].published_us, items[ops[k]].stream_seq,
+		    applied_at);
+		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(!exact));
+		bool added = mongoc_bulk_operation_update_one_with_opts(bulk, filter, update, opts, &e);
+
+		bson_destroy(filter);
+		bson_destroy(update);
+		bson_destroy(opts);
+		if (!added) {
+			/* Not sent at all: the whole bulk is left to store_apply(). */
+			snprintf(err, errlen, "could not write event %s in a bulk: %s", ev->event_id,
+			    e.message);
+			goto out;
+		}
+	}
+	if (mongoc_bulk_operation_execute(bulk, &reply, &e) != 0) {
+		ran = nops;
+	} else if (bulk_errors(&reply, codes, nops) > 0) {
+		while (codes[ran] == 0)
+			ran++;
+		failed = ran;
+		/* A version 1 or a snapshot whose user is at or past it collides on _id: stale. */
+		if (codes[failed] != DUPLICATE_KEY)
+			snprintf(err, errlen, "could not write event %s in a bulk: %s",
+			    items[ops[failed]].ev->event_id, e.message);
+	} else {
+		/* Failed as a whole (the server, the connection): nothing is known. */
+		error_text(&e, err, errlen);
+		bson_destroy(&reply);
+		goto out;
+	}
+	took = reply_int(&reply, "nMatched") + reply_int(&reply, "nUpserted");
+	for (size_t k = 0; k < nops; k++) {
+		if (k < ran && took == (int64_t)ran)
+			items[ops[k]].outcome = COPY_BATCH_APPLIED;
+		else if (k < ran)
+			items[ops[k]].outcome = batch_took_effect(s, coll, items[ops[k]].ev, applied_at) ?
+			    COPY_BATCH_APPLIED : COPY_BATCH_ALONE;
+		else if (k == failed)
+			items[ops[k]].outcome = COPY_BATCH_ALONE;
+		else
+			items[ops[k]].outcome = COPY_BATCH_NOT_RUN;
+	}
+	bson_destroy(&reply);
+out:
+	free(codes);
+	mongoc_bulk_operation_destroy(bulk);
+	bson_destroy(bopts);
+}
+
+/* The history's step of store_apply_batch(): one unordered bulk insert of the entries of the
+ * events the documents' step applied. An entry that is there already means the event took
+ * effect once more (history_count_reapplied()); an event whose entry could not be written is
+ * left to store_apply(), which finds it stale in the document and writes the entry from there. */
+static void
+batch_write_history(struct store *s, mongoc_collection_t *hist, struct copy_batch_item *items,
+    const size_t *ops, size_t nops, const char *applied_at, char *err, size_t errlen)
+{
+	bson_t *bopts = BCON_NEW("ordered", BCON_BOOL(false));
+	mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(hist, bopts);
+	size_t *entries = calloc(nops, sizeof(*entries)), n = 0;
+	int32_t *codes = calloc(nops, sizeof(*codes));
+	bson_t reply;
+	bson_error_t e;
+
+	for (size_t k = 0; k < nops; k++) {
+		struct copy_batch_item *it = &items[ops[k]];
+		bson_t *doc;
+		bool added;
+
+		if (it->outcome != COPY_BATCH_APPLIED)
+			continue;
+		if (entries == NULL || codes == NULL) {
+			it->outcome = COPY_BATCH_ALONE;
+			continue;
+		}
+		doc = history_entry(s, it->ev, it->published_us, it->stream_seq, applied_at, false);
+		added = mongoc_bulk_operation_insert_with_opts(bulk, doc, NULL, &e);
+		bson_destroy(doc);
+		if (added)
+			entries[n++] = ops[k];
+		else
+			it->outcome = COPY_BATCH_ALONE;
+	}
+	if (n == 0)
+		goto out;
+	if (mongoc_bulk_operation_execute(bulk, &reply, &e) != 0) {
+		bson_destroy(&reply);
+		goto out;
+	}
+	if (bulk_errors(&reply, codes, n) == 0) {
+		error_text(&e, err, errlen);
+		for (size_t k = 0; k < n; k++)
+			items[entries[k]].outcome = COPY_BATCH_ALONE;
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct copy_batch_item *it = &items[entries[k]];
+		bson_error_t e2;
+
+		if (codes[k] == 0)
+			continue;
+		if (codes[k] != DUPLICATE_KEY || !history_count_reapplied(hist, it->ev, it->stream_seq,
+		    applied_at, s->instance, &e2)) {
+			snprintf(err, errlen, "could not record event %s in %s", it->ev->event_id,
+			    s->history);
+			it->outcome = COPY_BATCH_ALONE;
+		}
+	}
+	bson_destroy(&reply);
+out:
+	free(entries);
+	free(codes);
+	mongoc_bulk_operation_destroy(bulk);
+	bson_destroy(bopts);
+}
+
+size_t
+store_apply_batch(struct store *s, struct copy_batch_item *items, size_t n, char *err,
+    size_t errlen)
+{
+	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->collection);
+	mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
+	size_t *ops = calloc(n > 0 ? n : 1, sizeof(*ops)), nops = 0, applied = 0;
+	char applied_at[32];
+
+	err[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		const struct event *ev = items[i].ev;
+
+		items[i].outcome = COPY_BATCH_ALONE;
+		if (ops == NULL)
+			continue;
+		/* As in store_apply(): the document's own event gets its history entry before the
+		 * document is overwritten. */
+		if (ev->version > 1 && !verified_has(s, ev->user_id)) {
+			if (history_repair(s, cl, ev->user_id, err, errlen) != 0)
+				continue;
+			verified_set(s, ev->user_id, true);
+		}
+		ops[nops++] = i;
+	}
+	rfc3339_us(wall_us(), applied_at);
+	if (nops > 0)
+		batch_write_copies(s, coll, items, ops, nops, applied_at, err, errlen);
+	for (size_t k = 0; k < nops; k++)
+		if (items[ops[k]].outcome == COPY_BATCH_APPLIED &&
+		    FAILPOINT("consumer.between_upsert_and_history") != 0) {
+			snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
+			items[ops[k]].outcome = COPY_BATCH_ALONE;
+		}
+	if (nops > 0)
+		batch_write_history(s, hist, items, ops, nops, applied_at, err, errlen);
+	for (size_t i = 0; i < n; i++) {
+		/* Applied with its entry, the document holds an event the history knows; anything
+		 * else may have landed without its entry: checked again first. */
+		if (items[i].outcome == COPY_BATCH_APPLIED) {
+			verified_set(s, items[i].ev->user_id, true);
+			applied++;
+		} else if (items[i].outcome == COPY_BATCH_ALONE) {
+			verified_set(s, items[i].ev->user_id, false);
+		}
+	}
+	free(ops);
+	mongoc_collection_destroy(hist);
+	mongoc_collection_destroy(coll);
+	mongoc_client_pool_push(s->pool, cl);
+	return applied;
 }
 
 static json_t *

@@ -81,6 +81,33 @@ enum copy_store_result store_apply(struct store *s, const struct event *ev,
     enum copy_store_order order, int64_t published_us, uint64_t stream_seq, int64_t *copy_version,
     char *err, size_t errlen);
 
+/* What store_apply_batch() did with one event. */
+enum copy_batch_outcome {
+	COPY_BATCH_APPLIED,	/* the copy moved to its version, and its history entry is written */
+	COPY_BATCH_ALONE,	/* not known to have taken effect: apply it with store_apply(), before
+				 * any later event of its user */
+	COPY_BATCH_NOT_RUN,	/* not tried (the bulk stopped before it): in the next batch, or alone */
+};
+
+struct copy_batch_item {
+	const struct event *ev;		/* borrowed */
+	int64_t published_us;		/* the stream's timestamp of its message */
+	uint64_t stream_seq;
+	enum copy_batch_outcome outcome;	/* set by store_apply_batch() */
+};
+
+/* Applies the events of items in order (COPY_STORE_IN_ORDER) with as few round trips as it can:
+ * one ordered bulk write of the documents, one bulk insert of the history entries (plus, once per
+ * user in a process's life, the check of store_apply()). At most one event per user: a user's
+ * next event goes in the next batch, once this one is settled. Every event it could not prove
+ * applied (stale, early, a write or an entry that failed, a bulk the server refused) is
+ * COPY_BATCH_ALONE, for store_apply() to settle with its reads; that is always safe, as a write of
+ * the bulk that did land makes the event stale with itself in the document. The failpoint
+ * consumer.between_upsert_and_history is hit once per applied event, between the two bulks.
+ * Returns the number applied; err holds the last failure, if any (empty when none). */
+size_t store_apply_batch(struct store *s, struct copy_batch_item *items, size_t n, char *err,
+    size_t errlen);
+
 /* Forgets which users' documents are known to hold an event whose history entry exists (each
  * user's first write in a process's life checks it, then trusts it). Call it when this process
  * applies again after another process may have written the copy (it took the lease anew): that
