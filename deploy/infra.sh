@@ -123,6 +123,9 @@ pg_setup() {
 # as the role ferretdb, which owns the database ferretdb and nothing else. The number only names
 # the socket file (.s.PGSQL.5432), so it cannot clash with anything.
 FERRET_PG_PORT=5432
+# FerretDB's connection pool and its store's connection limit (see ferret_pg_url).
+FERRET_POOL_MAX_CONNS=300
+FERRET_PG_MAX_CONNECTIONS=400
 
 # The stack before this one kept the copy in FerretDB's SQLite store (.run/ferretdb/*.sqlite),
 # which FerretDB on PostgreSQL would not read: it would start with an empty copy while the
@@ -156,7 +159,12 @@ ferret_pg_url() {
 		*) printf -v c '%%%02X' "'$c" && out+=$c ;;
 		esac
 	done
-	printf 'postgres://ferretdb@/ferretdb?host=%s&port=%s\n' "$out" "$FERRET_PG_PORT"
+	# pool_max_conns: FerretDB 1.24 holds a connection for every write of an update command that
+	# matches a document until the command ends, and stops answering when its pool (50 by
+	# default) runs out; the consumer's lanes have up to CONSUMER_LANES x CONSUMER_BATCH such
+	# writes in flight (256 by default).
+	printf 'postgres://ferretdb@/ferretdb?host=%s&port=%s&pool_max_conns=%s\n' "$out" \
+		"$FERRET_PG_PORT" "$FERRET_POOL_MAX_CONNS"
 }
 
 # --- starting and stopping --------------------------------------------------------------------
@@ -278,7 +286,8 @@ infra_start() {
 		log_rotate ferretdb-pg
 		[[ -s $FERRET_PGDATA/PG_VERSION ]] || pg_initdb "$FERRET_PGDATA" ferretdb-pg
 		spawn "$mode" ferretdb-pg "${AS_PG[@]}" "$PG_BIN/postgres" -D "$FERRET_PGDATA" -p "$FERRET_PG_PORT" \
-			-c listen_addresses= -c unix_socket_directories="$FERRET_PGDATA"
+			-c listen_addresses= -c unix_socket_directories="$FERRET_PGDATA" \
+			-c max_connections="$FERRET_PG_MAX_CONNECTIONS"
 	fi
 
 	local ok=1

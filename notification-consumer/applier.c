@@ -703,6 +703,8 @@ handle_alone(struct lane *l, struct item *items, size_t i, size_t n)
 	struct item *it = &items[i];
 	struct outcome o = { .r = COPY_STORE_ERROR };
 
+	if (!may_apply(l->a))
+		return false;
 	if (!apply_until_confirmed(l, it, COPY_STORE_IN_ORDER, &o.copy_version, items, n, &o.r))
 		return false;
 	if (o.r == COPY_STORE_EARLY) {
@@ -808,6 +810,10 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 			    it->meta.stream_seq, COPY_BATCH_NOT_RUN };
 			in_bulk[nb++] = round[k];
 		}
+		/* Checked again right before the write: the failpoints above may have stopped the
+		 * process past the lease. */
+		if (nb > 0 && !may_apply(a))
+			goto out;
 		if (nb > 0) {
 			lane_term_check(l);
 			store_apply_batch(a->store, bulk, nb, err, sizeof(err));

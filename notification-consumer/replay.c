@@ -383,7 +383,8 @@ replay_parse_args(int argc, char **argv, struct replay_options *o)
 			    "Rebuilds the copy from the stream with an ephemeral consumer of its own, up to the\n"
 			    "stream's last sequence at the start, with the live consumer's version-guarded\n"
 			    "apply (safe next to it). From the first event unless --from-seq or --from-time;\n"
-			    "--fresh fills new collections and swaps them in at the end. Exit status 0, 1 on\n"
+			    "--fresh fills a new collection and merges it into the live one at the end, a\n"
+			    "document at a time (readers never see a user missing). Exit status 0, 1 on\n"
 			    "failure, 2 for bad arguments. Settings come from the environment: see\n"
 			    "notification-consumer --help.\n");
 			return 0;
@@ -453,10 +454,10 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 		goto out;
 	}
 	log_info("replay: %s up to seq %" PRIu64 " into %s", cfg->stream, until,
-	    o->fresh ? "fresh collections" : "the live collections");
+	    o->fresh ? "a fresh collection" : "the live collections");
 	if (o->fresh) {
 		/* Only the users' documents are rebuilt aside: the history is append-only with a unique
-		 * event id, so the pass adds what is missing in place, and the swap can never drop an
+		 * event id, so the pass adds what is missing in place, and the merge can never drop an
 		 * entry the live consumer wrote meanwhile. */
 		struct store_config sc = cfg->store;
 
@@ -472,11 +473,11 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 		}
 		if (replay_pass(&rp, fresh, &o->start, until, "fresh") != 0)
 			goto out;
-		if (store_swap(fresh, coll, cfg->store.collection, err, sizeof(err)) != 0) {
+		if (store_merge(fresh, coll, cfg->store.collection, until, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
-		log_info("replay: fresh collection swapped in");
+		log_info("replay: fresh collection merged into the live one");
 		/* Events the live consumer applied to the old collections while the pass ran. */
 		if (js_stream_last_seq(rp.js, cfg->stream, &until2, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);

@@ -12,12 +12,13 @@ struct consumer_settings;
 
 #define REPLAY_USAGE \
 	"  replay [--from-seq N | --from-time RFC3339] [--fresh]\n" \
-	"      rebuild the copy from the stream (from the first event by default); --fresh fills new\n" \
-	"      collections and swaps them in at the end; safe next to the running consumer\n"
+	"      rebuild the copy from the stream (from the first event by default); --fresh fills a\n" \
+	"      new collection and merges it into the live one at the end; safe next to the running\n" \
+	"      consumer\n"
 
 struct replay_options {
 	struct js_start start;	/* --from-seq or --from-time; zero: from the first event */
-	bool fresh;		/* --fresh: fill new collections and swap them in at the end */
+	bool fresh;		/* --fresh: fill a new collection and merge it in at the end */
 };
 
 /* Reads the replay command's arguments (argv[0] is "replay") into *o. Returns -1 when the command

@@ -15,7 +15,6 @@
 
 #define DUPLICATE_KEY 11000
 #define NAMESPACE_NOT_FOUND 26
-#define NAMESPACE_EXISTS 48
 
 /* Users whose document is known to have the history entry of the event it holds: written by
  * this process, or checked once. Only their first event in a process's life pays the check. */
@@ -1159,37 +1158,180 @@ store_drop(struct store *s, const char *collection, char *err, size_t errlen)
 	return 0;
 }
 
-int
-store_swap(struct store *s, const char *from, const char *to, char *err, size_t errlen)
+/* The filter of the merge's writes: user id's document in the live collection, unless the live
+ * consumer wrote it from an event past until (newer than anything the fresh collection has). */
+static bson_t *
+merge_filter(int64_t id, uint64_t until)
 {
-	char src[256], dst[256];
-	bson_t *cmd;
+	return BCON_NEW("_id", BCON_INT64(id), "$or", "[",
+	    "{", "stream_seq", "{", "$lte", BCON_INT64((int64_t)until), "}", "}",
+	    "{", "stream_seq", "{", "$exists", BCON_BOOL(false), "}", "}", "]");
+}
+
+/* Runs a bulk of up to MERGE_BULK writes of the merge; a duplicate key is a document the live
+ * consumer wrote from a newer event meanwhile (the filter missed it, the upsert collided): kept. */
+static int
+merge_flush(mongoc_bulk_operation_t **bulk, mongoc_collection_t *coll, size_t *n, char *err,
+    size_t errlen)
+{
+	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
+	int32_t *codes = NULL;
 	bson_t reply;
 	bson_error_t e;
-	int rc;
+	int rc = 0;
 
-	/* FerretDB 1.24 has no dropTarget: drop first; reads see no copy for that moment. A live
-	 * consumer's upsert may recreate the target in between: drop it again and retry. */
-	snprintf(src, sizeof(src), "%s.%s", s->db, from);
-	snprintf(dst, sizeof(dst), "%s.%s", s->db, to);
-	for (int attempt = 0;; attempt++) {
-		if (store_drop(s, to, err, errlen) != 0)
-			return -1;
-		cmd = BCON_NEW("renameCollection", BCON_UTF8(src), "to", BCON_UTF8(dst));
-		rc = db_command(s, "admin", cmd, &reply, &e);
-		bson_destroy(cmd);
-		bson_destroy(&reply);
-		if (rc == 0)
-			break;
-		if (attempt < 20 && (e.code == NAMESPACE_EXISTS || strstr(e.message, "exists") != NULL))
-			continue;
-		{
+	if (*n == 0)
+		goto out;
+	if (mongoc_bulk_operation_execute(*bulk, &reply, &e) == 0) {
+		size_t errors;
+
+		codes = calloc(*n, sizeof(*codes));
+		errors = codes != NULL ? bulk_errors(&reply, codes, *n) : 0;
+		for (size_t k = 0; k < *n && errors > 0; k++)
+			if (codes[k] != 0 && codes[k] != DUPLICATE_KEY)
+				errors = 0;
+		if (errors == 0) {
 			char why[256];
 
 			error_text(&e, why, sizeof(why));
-			snprintf(err, errlen, "could not rename %s to %s: %s", src, dst, why);
+			snprintf(err, errlen, "could not merge into %s: %s",
+			    mongoc_collection_get_name(coll), why);
+			rc = -1;
 		}
-		return -1;
 	}
-	return 0;
+	bson_destroy(&reply);
+out:
+	free(codes);
+	mongoc_bulk_operation_destroy(*bulk);
+	*bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
+	*n = 0;
+	bson_destroy(opts);
+	return rc;
+}
+
+/* Writes per bulk of the merge; FerretDB 1.24 holds a PostgreSQL connection for each write of an
+ * update command that matches a document, until the command ends. */
+#define MERGE_BULK 64
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+int
+store_merge(struct store *s, const char *from, const char *to, uint64_t until, char *err,
+    size_t errlen)
+{
+	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
+	mongoc_collection_t *src = mongoc_client_get_collection(cl, s->db, from);
+	mongoc_collection_t *dst = mongoc_client_get_collection(cl, s->db, to);
+	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
+	mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(dst, opts);
+	bson_t *all = bson_new(), *sorted = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	int64_t *ids = NULL;
+	size_t nids = 0, capids = 0, n = 0;
+	bson_error_t e;
+	bson_iter_t it;
+	int rc = -1;
+
+	/* Every user of the fresh copy replaces its document: one write each, so a reader sees the
+	 * old or the new document of a user, never none. */
+	cur = mongoc_collection_find_with_opts(src, all, sorted, NULL);
+	while (mongoc_cursor_next(cur, &doc)) {
+		bson_t *filter, *upsert;
+		int64_t id;
+
+		if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_NUMBER(&it))
+			continue;
+		id = bson_iter_as_int64(&it);
+		if (nids == capids) {
+			size_t cap = capids ? capids * 2 : 4096;
+			int64_t *bigger = realloc(ids, cap * sizeof(*bigger));
+
+			if (bigger == NULL) {
+				snprintf(err, errlen, "out of memory");
+				mongoc_cursor_destroy(cur);
+				goto out;
+			}
+			ids = bigger;
+			capids = cap;
+		}
+		ids[nids++] = id;
+		filter = merge_filter(id, until);
+		upsert = BCON_NEW("upsert", BCON_BOOL(true));
+		mongoc_bulk_operation_replace_one_with_opts(bulk, filter, doc, upsert, NULL);
+		bson_destroy(filter);
+		bson_destroy(upsert);
+		if (++n == MERGE_BULK && merge_flush(&bulk, dst, &n, err, errlen) != 0) {
+			mongoc_cursor_destroy(cur);
+			goto out;
+		}
+	}
+	if (mongoc_cursor_error(cur, &e)) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not read %s.%s: %s", s->db, from, why);
+		mongoc_cursor_destroy(cur);
+		goto out;
+	}
+	mongoc_cursor_destroy(cur);
+	if (merge_flush(&bulk, dst, &n, err, errlen) != 0)
+		goto out;
+
+	/* Then the users the fresh copy does not have (no event of theirs up to until): gone, unless
+	 * the live consumer wrote them from a newer event. */
+	qsort(ids, nids, sizeof(*ids), cmp_int64);
+	{
+		bson_t *proj = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
+
+		cur = mongoc_collection_find_with_opts(dst, all, proj, NULL);
+		bson_destroy(proj);
+	}
+	while (mongoc_cursor_next(cur, &doc)) {
+		bson_t *filter;
+		int64_t id;
+
+		if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_NUMBER(&it))
+			continue;
+		id = bson_iter_as_int64(&it);
+		if (nids > 0 && bsearch(&id, ids, nids, sizeof(*ids), cmp_int64) != NULL)
+			continue;
+		filter = merge_filter(id, until);
+		mongoc_bulk_operation_remove_one_with_opts(bulk, filter, NULL, NULL);
+		bson_destroy(filter);
+		if (++n == MERGE_BULK && merge_flush(&bulk, dst, &n, err, errlen) != 0) {
+			mongoc_cursor_destroy(cur);
+			goto out;
+		}
+	}
+	if (mongoc_cursor_error(cur, &e)) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not read %s.%s: %s", s->db, to, why);
+		mongoc_cursor_destroy(cur);
+		goto out;
+	}
+	mongoc_cursor_destroy(cur);
+	if (merge_flush(&bulk, dst, &n, err, errlen) != 0)
+		goto out;
+	rc = 0;
+out:
+	free(ids);
+	mongoc_bulk_operation_destroy(bulk);
+	bson_destroy(opts);
+	bson_destroy(all);
+	bson_destroy(sorted);
+	mongoc_collection_destroy(src);
+	mongoc_collection_destroy(dst);
+	mongoc_client_pool_push(s->pool, cl);
+	if (rc == 0)
+		rc = store_drop(s, from, err, errlen);
+	return rc;
 }

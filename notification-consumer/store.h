@@ -136,8 +136,14 @@ int store_versions(struct store *s, const int64_t *ids, size_t n, int64_t *versi
 /* Drops a collection of the store's database; a missing one is fine. */
 int store_drop(struct store *s, const char *collection, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-/* Replaces collection to with collection from (drop, then rename). */
-int store_swap(struct store *s, const char *from, const char *to, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+/* Makes collection to (the live copy) hold what collection from (a fresh one) holds, one
+ * document at a time, so that a reader never finds a user missing or the copy empty: each
+ * document of from replaces its user's document in to, then the documents of to whose user from
+ * does not have are removed; a document the live consumer wrote from an event past stream
+ * sequence until is newer than the fresh one and stays. Then from is dropped. A server that can
+ * rename over a collection would do it in one step, but FerretDB 1.24 has no dropTarget, and a
+ * drop then a rename leaves readers an empty copy in between. */
+int store_merge(struct store *s, const char *from, const char *to, uint64_t until, char *err,
+    size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -774,6 +774,8 @@ class NatsCluster:
 # The set-up the dev stack applies to FerretDB's database (deploy/infra.sh): the GIN index on the
 # _id of every collection table FerretDB creates, and plan_cache_mode = force_custom_plan.
 FERRETDB_STORE_SQL = REPO_ROOT / "deploy" / "ferretdb-store.sql"
+# FerretDB's connection pool, as deploy/infra.sh sets it (FERRET_POOL_MAX_CONNS).
+FERRET_POOL_MAX_CONNS = 300
 
 _store: Postgres | None = None
 _store_lock = threading.Lock()
@@ -789,7 +791,7 @@ def ferretdb_store() -> Postgres:
     global _store
     with _store_lock:
         if _store is None:
-            store = Postgres(settings={"max_connections": "300"})
+            store = Postgres(settings={"max_connections": "600"})
             store.start()
             store.sql("CREATE ROLE ferretdb LOGIN", dbname="postgres")
             _store = store
@@ -831,8 +833,11 @@ class FerretDB(Process):
     @property
     def postgresql_url(self) -> str:
         """FerretDB's --postgresql-url: the store's unix socket, as the role ferretdb."""
+        # pool_max_conns: as deploy/infra.sh says, FerretDB 1.24 holds a connection for every
+        # write of an update command that matches a document until the command ends, and stops
+        # answering when its pool (50 by default) runs out.
         return (f"postgres://ferretdb@/{self.database}?host={quote(str(self.store.dir), safe='/')}"
-                f"&port={self.store.port}")
+                f"&port={self.store.port}&pool_max_conns={FERRET_POOL_MAX_CONNS}")
 
     def _argv(self):
         # --debug-addr=- : the debug listener's default is the fixed port 8088, which parallel

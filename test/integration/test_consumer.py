@@ -76,7 +76,8 @@ def harness_time(s):
 def test_list_is_paginated_with_link_and_rejects_bad_parameters(nats, ferret, services, stream):
     c = start_consumer(services, nats, ferret)
     stream.publish([make_event("user_created", uid, 1) for uid in range(1, 8)])
-    c.wait_version(7, 1)
+    for uid in range(1, 8):       # lanes apply users in parallel, not in id order
+        c.wait_version(uid, 1)
     r = c.get("/notifications?limit=3")
     assert [d["user_id"] for d in r.json()] == [1, 2, 3]
     assert r.headers["Link"] == '</notifications?after=3&limit=3>; rel="next"'
@@ -475,7 +476,7 @@ def test_replay_fresh_while_the_live_consumer_runs_and_writes_continue(nats, fer
         assert r.returncode == 0, r.stderr
         read, applied, stale, dead = counts_line(r.stderr)
         assert read >= 100 and dead == 0
-        assert "fresh collection swapped in" in r.stderr
+        assert "fresh collection merged into the live one" in r.stderr
         time.sleep(1)
     finally:
         w.stop()
@@ -489,6 +490,51 @@ def test_replay_fresh_while_the_live_consumer_runs_and_writes_continue(nats, fer
     with ferret.client() as cl:
         names = cl[c.dbname].list_collection_names()
     assert sorted(names) == ["user_notification_events", "user_notifications"]
+
+
+def test_replay_fresh_never_shows_readers_an_empty_or_partial_copy(nats, ferret, services,
+                                                                    stream):
+    """--fresh rebuilds the copy aside and merges it in: a user planted in the copy without an
+    event goes, a document taken off its event is put right, and meanwhile every read finds
+    every user of the stream (a drop then a rename would leave the copy empty in between)."""
+    c = start_consumer(services, nats, ferret)
+    users = 300
+    stream.publish([make_event("user_created", uid, 1) for uid in range(1, users + 1)])
+    last = make_event("user_updated", 7, 2)
+    stream.publish([last])
+    c.wait_version(users, 1)
+    c.wait_version(7, 2)
+    with ferret.client() as cl:
+        coll = cl[c.dbname].user_notifications
+        coll.insert_one({"_id": 99999, "user_id": 99999, "name": "planted", "email": "p@x",
+                         "version": 1, "deleted": False, "stream_seq": 1})
+        coll.update_one({"_id": 7}, {"$set": {"name": "tampered"}})
+
+    seen, stop = [], threading.Event()
+
+    def reader():
+        with ferret.client() as rc:
+            coll = rc[c.dbname].user_notifications
+            while not stop.is_set():
+                seen.append(coll.count_documents({"_id": {"$lte": users}}))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        r = replay(c, nats, ferret, "--fresh")
+    finally:
+        stop.set()
+        t.join()
+    assert r.returncode == 0, r.stderr
+    assert "fresh collection merged into the live one" in r.stderr
+    assert len(seen) >= 3, "the reader did not read during the replay"
+    assert set(seen) == {users}, f"a read found {min(seen)} of {users} users"
+    assert c.doc(99999) is None
+    assert c.user(7) == expected_doc(last[4])
+    assert len(c.docs()) == users
+    with ferret.client() as cl:
+        assert sorted(cl[c.dbname].list_collection_names()) == \
+            ["user_notification_events", "user_notifications"]
 
 
 def test_a_user_taken_back_by_another_writer_is_applied_again(nats, ferret, services, stream):

@@ -146,7 +146,7 @@ def test_copy_equals_postgres_under_concurrent_writes_and_after_replays(stack):
         t.start()
     time.sleep(3)
     env = {"NATS_URL": stack.nats.url, "MONGODB_URI": stack.ferret.uri, "MONGODB_DB": stack.dbname}
-    # Into the live collections, next to the live consumer, then into fresh ones swapped in.
+    # Into the live collections, next to the live consumer, then into a fresh one merged in.
     r = harness.run_binary("notification-consumer", "replay", env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "dead-lettered 0" in r.stderr
