@@ -34,7 +34,8 @@ struct recent {
 	struct event ev;	/* owned copy */
 	int64_t published_us;
 	uint64_t seq;
-	int64_t at_ms;
+	int64_t at_ms;		/* when it was applied, monotonic */
+	int64_t at_us;		/* the same, wall clock */
 };
 
 /* A message held back because a version of its user before its own is missing: when this process
@@ -485,49 +486,69 @@ recent_add(struct lane *l, const struct event *ev, const struct js_meta *meta)
 	r->published_us = meta->timestamp_ns / 1000;
 	r->seq = meta->stream_seq;
 	r->at_ms = mono_ms();
+	r->at_us = wall_us();
 	l->nrecent++;
 }
 
 /* A while (CONSUMER_RECHECK_AFTER) after applying, reads the lane's users back in one query and
  * applies again what another writer took back; the version guard keeps this harmless when
- * nothing happened. Only while this process holds the lease: without it, it writes nothing (the
- * entries wait until it holds the lease again). */
+ * nothing happened. Only the writes made before the end another writer (a replay) announced
+ * are read back, and only while this process holds the lease: without it, it writes nothing (the
+ * entries wait until it holds the lease again). Without another writer nothing is read: the
+ * read asks for {_id: {$in: [...]}}, which FerretDB 1.24 answers by reading the whole
+ * collection. A write is decided on WRITER_NOTICE_MS after CONSUMER_RECHECK_AFTER, so that an
+ * announcement made just after it has been read by then. */
+#define WRITER_NOTICE_MS 1500
 static void
 recent_check(struct lane *l)
 {
 	struct applier *a = l->a;
-	int64_t now = mono_ms(), *ids, *versions;
-	size_t k = 0;
+	int64_t now = mono_ms(), *ids = NULL, *versions = NULL;
+	int64_t writer_until = lease_writer_until(a->lease);
+	size_t k = 0, nids = 0;
 	char err[512];
 
 	if (now - l->last_recheck < a->cfg->recheck_ms || !may_apply(a))
 		return;
 	l->last_recheck = now;
-	while (k < l->nrecent && l->recent[k].at_ms <= now - a->cfg->recheck_ms)
+	while (k < l->nrecent && l->recent[k].at_ms <= now - a->cfg->recheck_ms - WRITER_NOTICE_MS)
 		k++;
 	if (k == 0)
 		return;
-	ids = calloc(k, sizeof(*ids));
-	versions = calloc(k, sizeof(*versions));
-	if (ids == NULL || versions == NULL)
-		goto out;
 	for (size_t i = 0; i < k; i++)
-		ids[i] = l->recent[i].ev.user_id;
-	if (store_versions(a->store, ids, k, versions, err, sizeof(err)) != 0) {
-		log_debug("%s", err);
-		goto out;	/* kept for the next round */
+		if (l->recent[i].at_us <= writer_until)
+			nids++;
+	if (nids > 0) {
+		ids = calloc(nids, sizeof(*ids));
+		versions = calloc(nids, sizeof(*versions));
+		if (ids == NULL || versions == NULL)
+			goto out;
+		nids = 0;
+		for (size_t i = 0; i < k; i++)
+			if (l->recent[i].at_us <= writer_until)
+				ids[nids++] = l->recent[i].ev.user_id;
+		if (store_versions(a->store, ids, nids, versions, err, sizeof(err)) != 0) {
+			log_debug("%s", err);
+			goto out;	/* kept for the next round */
+		}
 	}
-	for (size_t i = 0; i < k; i++) {
+	for (size_t i = 0, j = 0; i < k; i++) {
 		struct recent *r = &l->recent[i];
+		int64_t version;
 
+		if (r->at_us > writer_until) {
+			event_release(&r->ev);
+			continue;
+		}
+		version = versions[j++];
 		/* Over the gap: the versions between were applied before, the other writer only
 		 * took the document back. */
-		if (versions[i] < r->ev.version && may_apply(a) && apply_once(l, &r->ev,
+		if (version < r->ev.version && may_apply(a) && apply_once(l, &r->ev,
 		    COPY_STORE_OVER_GAP, r->published_us, r->seq, NULL, err, sizeof(err)) ==
 		    COPY_STORE_APPLIED) {
 			metrics_add(a->m_regressions, 1);
 			log_warnx("user %" PRId64 " was taken back to version %" PRId64 " by another "
-			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, versions[i],
+			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, version,
 			    r->ev.version, r->ev.event_id);
 		}
 		event_release(&r->ev);

@@ -21,6 +21,8 @@ struct lease {
 	natsConnection *nc;
 	jsCtx *js;
 	char subject[256];
+	char writer_subject[300];	/* where another writer announces itself */
+	atomic_llong writer_until_us;	/* what it announced last; 0: never */
 	char *owner;
 	long ttl_ms;
 	long timeout_ms;		/* of each read or write */
@@ -51,6 +53,7 @@ lease_new(natsConnection *nc, const char *durable, const char *owner, long ttl_m
 	l->ttl_ms = ttl_ms;
 	l->timeout_ms = timeout_ms;
 	snprintf(l->subject, sizeof(l->subject), "consumer.lease.%s", durable);
+	snprintf(l->writer_subject, sizeof(l->writer_subject), "consumer.lease.%s.writer", durable);
 	jsOptions_Init(&jo);
 	jo.Wait = timeout_ms;
 	if (natsConnection_JetStream(&l->js, nc, &jo) != NATS_OK) {
@@ -133,6 +136,53 @@ lease_write(struct lease *l, uint64_t seq, int64_t until_us)
 	return s == NATS_OK;
 }
 
+/* Reads what another writer of the copy announced last (lease_announce_writer()). */
+static void
+writer_read(struct lease *l)
+{
+	natsMsg *m = NULL;
+	jsErrCode jerr = 0;
+
+	if (js_GetLastMsg(&m, l->js, LEASE_STREAM, l->writer_subject, NULL, &jerr) != NATS_OK)
+		return;
+	{
+		json_t *j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+
+		if (j != NULL && json_is_integer(json_object_get(j, "until_us")))
+			atomic_store(&l->writer_until_us,
+			    (long long)json_integer_value(json_object_get(j, "until_us")));
+		json_decref(j);
+	}
+	natsMsg_Destroy(m);
+}
+
+int64_t
+lease_writer_until(struct lease *l)
+{
+	return atomic_load(&l->writer_until_us);
+}
+
+int
+lease_announce_writer(jsCtx *js, const char *durable, int64_t until_us, long timeout_ms, char *err,
+    size_t errlen)
+{
+	char subject[300], body[64];
+	jsPubOptions po;
+	natsStatus s;
+
+	snprintf(subject, sizeof(subject), "consumer.lease.%s.writer", durable);
+	snprintf(body, sizeof(body), "{\"until_us\":%lld}", (long long)until_us);
+	jsPubOptions_Init(&po);
+	po.MaxWait = timeout_ms;
+	s = js_Publish(NULL, js, subject, body, (int)strlen(body), &po, NULL);
+	if (s != NATS_OK) {
+		snprintf(err, errlen, "could not announce a writer on \"%s\": %s", subject,
+		    natsStatus_GetText(s));
+		return -1;
+	}
+	return 0;
+}
+
 /* One round: read the record, take or renew it when it is ours, free or lapsed. */
 static void
 lease_try(struct lease *l)
@@ -147,6 +197,7 @@ lease_try(struct lease *l)
 
 	if (!natsconn_ok(l->nc) || !stream_ensure(l))
 		return;
+	writer_read(l);
 	s = js_GetLastMsg(&m, l->js, LEASE_STREAM, l->subject, NULL, &jerr);
 	if (s == NATS_OK) {
 		json_t *j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);

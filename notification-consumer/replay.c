@@ -13,6 +13,7 @@
 #include "applier.h"
 #include "config.h"
 #include "event.h"
+#include "lease.h"
 #include "log.h"
 #include "natsconn.h"
 #include "settings.h"
@@ -28,7 +29,30 @@ struct replay {
 	jsCtx *js;
 	const struct consumer_settings *cfg;
 	struct replay_counts *c;
+	int64_t announced_ms;	/* monotonic time of the last announcement; 0: none yet */
 };
+
+/* A replay writes the live collections next to the live consumer: it announces itself, so that
+ * the live consumer reads its recent writes back meanwhile (see lease_announce_writer()). Each
+ * announcement covers the next ANNOUNCE_FOR_MS and is renewed every ANNOUNCE_EVERY_MS. */
+#define ANNOUNCE_FOR_MS 20000
+#define ANNOUNCE_EVERY_MS 5000
+
+/* Announces this replay as a writer until ANNOUNCE_FOR_MS from now (or until now, when ending),
+ * at most every ANNOUNCE_EVERY_MS unless ending. */
+static void
+announce(struct replay *rp, bool ending)
+{
+	char err[512];
+
+	if (!ending && rp->announced_ms != 0 && mono_ms() - rp->announced_ms < ANNOUNCE_EVERY_MS)
+		return;
+	rp->announced_ms = mono_ms();
+	if (lease_announce_writer(rp->js, rp->cfg->durable, wall_us() +
+	    (ending ? 0 : (int64_t)ANNOUNCE_FOR_MS * 1000), rp->cfg->nats_timeout_ms, err,
+	    sizeof(err)) != 0)
+		log_debug("replay: %s", err);
+}
 
 /* An event that came before a version of its user that the copy does not have: a replay reads
  * the stream once, so it waits in memory, not in the stream. */
@@ -250,7 +274,7 @@ reorder_release(struct reorder *ro)
 
 /* One pass over the stream from start up to sequence until, into st. */
 static int
-replay_pass(const struct replay *rp, struct store *st, const struct js_start *start,
+replay_pass(struct replay *rp, struct store *st, const struct js_start *start,
     uint64_t until, const char *label)
 {
 	const struct consumer_settings *cfg = rp->cfg;
@@ -340,6 +364,7 @@ replay_pass(const struct replay *rp, struct store *st, const struct js_start *st
 			log_debug("replay: %s", err);
 		for (int i = 0; i < n; i++)
 			natsMsg_Destroy(msgs[i]);
+		announce(rp, false);
 		if (seq < until)
 			progress_show(&pg, seq, rp->c, false);
 		if (shutdown_requested()) {
@@ -424,7 +449,7 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
     const struct replay_options *o)
 {
 	struct replay_counts c = { 0, 0, 0, 0, 0 };
-	struct replay rp = { nc, NULL, cfg, &c };
+	struct replay rp = { nc, NULL, cfg, &c, 0 };
 	struct store *fresh = NULL;
 	char coll[256], err[512];
 	uint64_t until = 0, until2 = 0;
@@ -449,6 +474,7 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 		log_error("replay: %s", err);
 		goto out;
 	}
+	announce(&rp, false);
 	if (js_stream_last_seq(rp.js, cfg->stream, &until, err, sizeof(err)) != 0) {
 		log_error("replay: %s", err);
 		goto out;
@@ -501,6 +527,8 @@ out:
 	fprintf(stderr, "replay %s: read %" PRIu64 ", applied %" PRIu64 ", stale %" PRIu64
 	    ", dead-lettered %" PRIu64 " in %.1fs\n", rc == 0 ? "done" : "failed", c.read, c.applied,
 	    c.stale, c.dead, (double)(mono_ms() - began) / 1000.0);
+	if (rp.announced_ms != 0)
+		announce(&rp, true);
 	store_free(fresh);
 	jsCtx_Destroy(rp.js);
 	return rc;

@@ -539,10 +539,14 @@ def test_replay_fresh_never_shows_readers_an_empty_or_partial_copy(nats, ferret,
 
 def test_a_user_taken_back_by_another_writer_is_applied_again(nats, ferret, services, stream):
     """FerretDB's update reads then writes, so a second writer (a replay) can put a document back
-    to an older version just after the consumer wrote a newer one; the consumer reads its recent
-    writes back a while later (CONSUMER_RECHECK_AFTER) and applies them again."""
+    to an older version just after the consumer wrote a newer one. A replay announces itself on
+    consumer.lease.<durable>.writer; the consumer reads the writes it made before the end of
+    that announcement back a while later (CONSUMER_RECHECK_AFTER) and applies them again."""
     c = start_consumer(services, nats, ferret, CONSUMER_RECHECK_AFTER="3s")
     v1, v2 = make_event("user_created", 1, 1), make_event("user_updated", 1, 2)
+    until_us = int((time.time() + 60) * 1e6)
+    stream.publish_raw("consumer.lease.notification-consumer.writer",
+                       json.dumps({"until_us": until_us}).encode())
     stream.publish([v1, v2])
     c.wait_version(1, 2)
     with ferret.client() as cl:
