@@ -47,8 +47,11 @@ def test_make_run_serves_the_readme_curl_examples():
     if not os.path.isabs(env["BIN_DIR"]):
         env["BIN_DIR"] = str(REPO_ROOT / env["BIN_DIR"])
     log = open(os.path.join(run_dir, "run.out"), "w+")
+    # SIGINT as a terminal's Ctrl-C finds it: a shell started with SIGINT ignored (a test run
+    # started in the background) cannot trap it, and run.sh would never see the Ctrl-C below.
     proc = subprocess.Popen(["bash", str(REPO_ROOT / "deploy" / "run.sh")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     api = f"http://localhost:{ports['USER_API_PORT']}"
     copy = f"http://localhost:{ports['NOTIFICATION_CONSUMER_PORT']}"
     try:
