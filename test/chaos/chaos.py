@@ -192,7 +192,7 @@ class Nemesis(threading.Thread):
         self.join(120)
 
 
-def run(duration: float, seed: int, threads: int = 4, targets=ALL_TARGETS, log=print, rate=10.0,
+def run(duration: float, seed: int, threads: int = 4, targets=ALL_TARGETS, log=print, rate=0.0,
         relays: int = 1, consumers: int = 1, cluster: bool = False, settle: float = 2.0,
         drain_timeout: float = 120.0, api_delay_ms: int = 200,
         duplicate_window_s: float = DUPLICATE_WINDOW_S):
@@ -205,7 +205,7 @@ def run(duration: float, seed: int, threads: int = 4, targets=ALL_TARGETS, log=p
     within it has its republished events dropped by JetStream, one restarted later has them
     stored again and absorbed by the consumer."""
     log(f"chaos: seed={seed} duration={duration}s threads={threads} targets={','.join(targets)} "
-        f"rate={rate}/s api_delay={api_delay_ms}ms consumers={consumers} relays={relays} "
+        f"rate={f'{rate:g}/s' if rate else 'unpaced'} api_delay={api_delay_ms}ms consumers={consumers} relays={relays} "
         f"duplicate_window={duplicate_window_s:g}s bin={os.environ.get('BIN_DIR', 'bin')}")
     extra = {"outbox-relay": {"RELAY_DUPLICATE_WINDOW": f"{int(duplicate_window_s * 1000)}ms"}}
     if api_delay_ms > 0:
@@ -225,12 +225,17 @@ def run(duration: float, seed: int, threads: int = 4, targets=ALL_TARGETS, log=p
         system.restart_dead()
         time.sleep(settle)
         load.stop()
+        stopped = time.monotonic()
         try:
             system.wait_ready(60)
         except TimeoutError as e:
             errors.append(f"not ready after the faults: {e}")
         rep = check(system, load.ops, kills=nemesis.kills, pauses=nemesis.pauses,
                     drain_timeout=drain_timeout, seed=seed)
+        # Not paced for the consumer's sake: how long the copy took to catch up.
+        if rep.drained_at is not None:
+            log(f"{now()} converged {rep.drained_at - stopped:.1f}s after the writes stopped "
+                f"({len(load.ops)} requests in {duration + settle:g}s)")
         # The faults beyond kills and pauses, in the line of figures after those two.
         figs = list(rep.figures.items())
         at = [k for k, _ in figs].index("pauses") + 1
@@ -270,7 +275,8 @@ def main():
     ap.add_argument("--duration", type=float, default=float(os.environ.get("DURATION") or 60))
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED") or 0) or None)
     ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--rate", type=float, default=10.0, help="requests a second in all")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="requests a second in all (default 0: unpaced, as fast as answered)")
     ap.add_argument("--relays", type=int, default=1, help="relay processes (one leads)")
     ap.add_argument("--consumers", type=int, default=2,
                     help="consumer processes (one applies, the others stand by; the `lease` "

@@ -65,8 +65,10 @@ def wait_drained(system: System, timeout: float = 90.0) -> dict:
     """Waits (bounded) until no outbox row waits to be published (the view outbox_pending: the
     relay keeps published rows for RELAY_RETAIN, so the table itself does not empty), the consumer
     has nothing pending or awaiting ack, and MongoDB no longer changes; returns the last figures
-    seen."""
+    seen, with drained_at: the time.monotonic() at which it was drained and the copy had stopped
+    changing (within 0.3 s)."""
     deadline = time.monotonic() + timeout
+    drained_at = None
     last = {}
     stable = 0
     prev = None
@@ -80,8 +82,11 @@ def wait_drained(system: System, timeout: float = 90.0) -> dict:
             cur = (outbox, pending, ack_pending, hist)
             if outbox == 0 and pending == 0 and ack_pending == 0 and cur == prev:
                 stable += 1
+                if stable == 1:   # the first look at which the copy stopped changing
+                    drained_at = time.monotonic()
                 if stable >= 3:
                     last["drain_timeout"] = 0
+                    last["drained_at"] = drained_at
                     return last
             else:
                 stable = 0
@@ -97,6 +102,7 @@ class Report:
     def __init__(self):
         self.figures = collections.OrderedDict()
         self.problems: list[str] = []
+        self.drained_at: float | None = None  # time.monotonic() when it was found drained
 
     def add(self, key, n=1):
         self.figures[key] = self.figures.get(key, 0) + n
@@ -186,6 +192,7 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
 
     # 5. drained: no outbox row waiting, nothing pending or awaiting ack
     d = wait_drained(system, drain_timeout)
+    rep.drained_at = d.get("drained_at")
     for k in ("outbox", "pending", "ack_pending", "drain_timeout"):
         if d.get(k, 1 if k == "drain_timeout" else 0):
             rep.problem(k, f"after {drain_timeout}s of draining: {d}")

@@ -52,8 +52,9 @@ class Writer(threading.Thread):
     def run(self):
         while not self.gen.stopping.is_set():
             self.step()
-            # Paced so that the whole load stays near gen.rate requests a second.
-            time.sleep(self.rng.uniform(0.5, 1.5) * len(self.gen.writers) / self.gen.rate)
+            # Paced, when asked, so that the whole load stays near gen.rate requests a second.
+            if self.gen.rate:
+                time.sleep(self.rng.uniform(0.5, 1.5) * len(self.gen.writers) / self.gen.rate)
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", self.gen.timeout)
@@ -147,10 +148,10 @@ class Writer(threading.Thread):
 
 
 class LoadGen:
-    """threads writers against url until stop(), about rate requests a second in all; ops is the
-    list of every request's record."""
+    """threads writers against url until stop(), about rate requests a second in all (0: as fast
+    as each writer's requests are answered); ops is the list of every request's record."""
 
-    def __init__(self, url: str, threads: int = 4, seed: int = 1, rate: float = 10.0,
+    def __init__(self, url: str, threads: int = 4, seed: int = 1, rate: float = 0.0,
                  timeout: float = 5.0, max_users: int = 0):
         self.url = url
         self.seed = seed
