@@ -1,5 +1,8 @@
-/* Baseline of the consumer's MongoDB side: the same version-guarded upsert and history insert per
- * event, in one plain loop, for the synthetic users the benchmark puts in the outbox. */
+/* Baseline of the consumer's MongoDB side: the writes it makes for the benchmark's synthetic
+ * events, in a plain mongo-c-driver loop without JetStream, decoding, checks or retries. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,42 +12,313 @@
 
 #include "bench_util.h"
 
-/* Usage: mongo_upsert <uri> <count> [mode] [users]: mode 0 upserts only, 1 (default) adds the
- * history insert. Event g (1, 2, ...) is
- * version (g - 1) / users + 1 of user (g - 1) % users + 1, as the benchmark's outbox fill makes
- * them; users defaults to count (one version 1 event per user). */
-int
-main(int argc, char **argv)
-{
-	mongoc_client_t *cl;
-	mongoc_collection_t *coll, *hist;
-	bson_error_t e;
-	long n, users;
-	int with_history;
-	char name[64], email[96], eid[64];
-	const char *ts = "2026-11-29T10:00:00.123456Z";
+/*
+ * Usage: mongo_upsert <uri> <count> [mode] [users] [lanes] [batch] [bulk]
+ *
+ * Event g (1, 2, ... count) is version (g - 1) / users + 1 of user (g - 1) % users + 1, with the
+ * event id and stream sequence g, as the benchmark's outbox fill makes them; users defaults to
+ * count (one version 1 event per user).
+ *
+ * mode is two bits. Bit 0 adds the history entries (collection user_notification_events, with
+ * the consumer's two indexes) to the documents (user_notifications). Bit 1 batches as the
+ * consumer does: the events are taken in windows of <batch> (default 64, CONSUMER_BATCH), and
+ * each lane's share of a window is written as ordered bulks of update_one, at most one per user
+ * in a bulk (a user's later versions go to the next bulk, in version order), with the filter
+ * {_id, version: version - 1} without upsert, or {_id, version: {$lt: 1}} with upsert for a
+ * version 1; then one unordered bulk insert of the window's history entries. Without it every
+ * event is one update_one with {_id, version: {$lt: version}} and upsert, then one insert_one:
+ * the consumer before it batched, which bench/ferretdb_store.py's table of FerretDB's stores
+ * measured. So 0 is documents only, one event at a time; 1 adds the history; 2 is documents
+ * only, batched; 3 (the default) is what the batching consumer writes.
+ *
+ * bulk (default: batch, no limit) splits a bulk of updates into bulks of at most that many.
+ * FerretDB 1.24 keeps a PostgreSQL connection for every update of one update command that matched
+ * a document until the command ends (internal/handler/msg_update.go), from a pool of 50: the bulks
+ * in flight, all lanes together, must hold fewer than that or FerretDB waits forever (a bulk of 64
+ * updates never returned); bench.py keeps them under 40. A socket timeout of 60 s (unless the uri
+ * sets one) turns such a wait into an error.
+ *
+ * lanes (default 1) splits the users by id % lanes over as many threads, each with its own
+ * client, as the consumer splits a batch into lanes. The lanes do not wait for each other
+ * between windows (the consumer acknowledges a batch once all its lanes are done; a loop with
+ * nothing to acknowledge need not), so the loop is the faster of the two shapes.
+ *
+ * Prints one JSON line: the rate, the latency of a unit of work (an event, or a lane's share of
+ * a window when batched), and the cost per event in the first and the last tenth of the events,
+ * by the wall time in which each tenth completed (coarse when a tenth holds few windows). It
+ * fails unless every event matched or inserted its document and inserted its history entry.
+ */
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: mongo_upsert <uri> <count> [mode 0|1] [users]\n");
-		return 2;
+#define TS		"2026-11-29T10:00:00.123456Z"
+#define APPLIED_BY	"mongo_upsert"
+
+struct run {
+	const char *uri;
+	long n, users, lanes, batch, bulk_max;	/* bulk_max: updates in one bulk at most */
+	bool history, batched;
+	double t0;
+	double *done;		/* per event: when its write returned, seconds after t0 */
+	pthread_barrier_t start;
+};
+
+struct lane {
+	struct run *run;
+	long id;
+	mongoc_client_t *cl;
+	double *lat;		/* per unit of work, in seconds */
+	int *round;		/* per event of a window: the bulk it goes to */
+	long units;
+	long applied, inserted;	/* documents matched or upserted, history entries inserted */
+	int failed;
+	char err[640];		/* room for a bson_error_t message and what failed */
+};
+
+struct event {
+	int64_t user, version, g;
+	char name[64], email[96], eid[64];
+	const char *type;
+};
+
+static void
+event_make(struct event *ev, const struct run *r, long i)
+{
+	ev->user = i % r->users + 1;
+	ev->version = i / r->users + 1;
+	ev->g = i + 1;
+	ev->type = ev->version == 1 ? "user_created" : "user_updated";
+	snprintf(ev->name, sizeof(ev->name), "Bench User %lld", (long long)ev->user);
+	snprintf(ev->email, sizeof(ev->email), "bench-%lld@example.com", (long long)ev->user);
+	snprintf(ev->eid, sizeof(ev->eid), "00000000-0000-4000-8000-%012lld", (long long)ev->g);
+}
+
+/* The document's new state, as the consumer's $set writes it. The caller bson_destroy()s it. */
+static bson_t *
+event_update(const struct event *ev)
+{
+	return BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user), "name", BCON_UTF8(ev->name),
+	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(TS),
+	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(false),
+	    "event_id", BCON_UTF8(ev->eid), "event_type", BCON_UTF8(ev->type),
+	    "committed_at", BCON_UTF8(TS), "published_at", BCON_UTF8(TS),
+	    "applied_at", BCON_UTF8(TS), "applied_by", BCON_UTF8(APPLIED_BY),
+	    "stream_seq", BCON_INT64(ev->g), "}");
+}
+
+/* The history entry of an applied event. The caller bson_destroy()s it. */
+static bson_t *
+event_entry(const struct event *ev)
+{
+	return BCON_NEW("_id", BCON_UTF8(ev->eid), "event_id", BCON_UTF8(ev->eid),
+	    "user_id", BCON_INT64(ev->user), "version", BCON_INT64(ev->version),
+	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
+	    "updated_at", BCON_UTF8(TS), "deleted", BCON_BOOL(false),
+	    "committed_at", BCON_UTF8(TS), "published_at", BCON_UTF8(TS),
+	    "applied_at", BCON_UTF8(TS), "applied_by", BCON_UTF8(APPLIED_BY),
+	    "stream_seq", BCON_INT64(ev->g), "superseded", BCON_BOOL(false));
+}
+
+static int64_t
+reply_count(const bson_t *reply, const char *key)
+{
+	bson_iter_t it;
+
+	return bson_iter_init_find(&it, reply, key) ? bson_iter_as_int64(&it) : 0;
+}
+
+/* One event at a time: the update with upsert, then the history entry. */
+static int
+write_one(struct lane *l, mongoc_collection_t *coll, mongoc_collection_t *hist,
+    const struct event *ev)
+{
+	bson_t *filter, *update, *opts, *entry;
+	bson_t reply;
+	bson_error_t e;
+	bool ok;
+
+	filter = BCON_NEW("_id", BCON_INT64(ev->user), "version", "{", "$lt",
+	    BCON_INT64(ev->version), "}");
+	update = event_update(ev);
+	opts = BCON_NEW("upsert", BCON_BOOL(true));
+	ok = mongoc_collection_update_one(coll, filter, update, opts, &reply, &e);
+	if (ok)
+		l->applied += reply_count(&reply, "modifiedCount") +
+		    reply_count(&reply, "upsertedCount");
+	bson_destroy(&reply);
+	bson_destroy(filter);
+	bson_destroy(update);
+	bson_destroy(opts);
+	if (!ok) {
+		snprintf(l->err, sizeof(l->err), "could not upsert user %lld: %s",
+		    (long long)ev->user, e.message);
+		return -1;
 	}
-	n = atol(argv[2]);
-	with_history = argc > 3 ? atoi(argv[3]) : 1;
-	users = argc > 4 ? atol(argv[4]) : n;
-	if (n < 1 || users < 1) {
-		fprintf(stderr, "mongo_upsert: count and users must be at least 1\n");
-		return 2;
+	if (!l->run->history)
+		return 0;
+	entry = event_entry(ev);
+	ok = mongoc_collection_insert_one(hist, entry, NULL, NULL, &e);
+	bson_destroy(entry);
+	if (!ok) {
+		snprintf(l->err, sizeof(l->err), "could not insert the history of event %s: %s",
+		    ev->eid, e.message);
+		return -1;
 	}
-	mongoc_init();
-	cl = mongoc_client_new(argv[1]);
-	if (cl == NULL) {
-		fprintf(stderr, "mongo_upsert: bad uri\n");
-		return 1;
+	l->inserted++;
+	return 0;
+}
+
+/* Executes and frees a bulk; adds the reply's counts of key and key2 (NULL: none) to *count. */
+static int
+bulk_run(struct lane *l, mongoc_bulk_operation_t *bulk, const char *key, const char *key2,
+    long *count, const char *what)
+{
+	bson_t reply;
+	bson_error_t e;
+	bool ok;
+
+	ok = mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
+	if (ok)
+		*count += reply_count(&reply, key) + (key2 != NULL ? reply_count(&reply, key2) : 0);
+	bson_destroy(&reply);
+	mongoc_bulk_operation_destroy(bulk);
+	if (!ok)
+		snprintf(l->err, sizeof(l->err), "could not %s: %s", what, e.message);
+	return ok ? 0 : -1;
+}
+
+/* A lane's share of a window, as the consumer writes a batch: the documents in ordered bulks of
+ * one operation per user each, then the history entries in one unordered bulk. evs is in stream
+ * order, so a user's versions come in order. */
+static int
+write_batch(struct lane *l, mongoc_collection_t *coll, mongoc_collection_t *hist,
+    const struct event *evs, long k)
+{
+	int *round = l->round, rounds = 0;
+	mongoc_bulk_operation_t *bulk;
+	bson_t *opts;
+
+	/* An event's bulk is the number of events of its user before it in the window. */
+	for (long i = 0; i < k; i++) {
+		round[i] = 0;
+		for (long j = 0; j < i; j++)
+			if (evs[j].user == evs[i].user)
+				round[i]++;
+		if (round[i] + 1 > rounds)
+			rounds = round[i] + 1;
 	}
-	coll = mongoc_client_get_collection(cl, "bench_db", "user_notifications");
-	hist = mongoc_client_get_collection(cl, "bench_db", "user_notification_events");
-	/* The consumer's two history indexes, one command each as FerretDB 1.24 wants. */
-	for (int k = 0; k < 2; k++) {
+	for (int r = 0; r < rounds; r++) {
+		long ops = 0;
+
+		bulk = NULL;
+		for (long i = 0; i < k; i++) {
+			const struct event *ev = &evs[i];
+			bson_t *filter, *update, *uopts;
+			bson_error_t e;
+			bool ok;
+
+			if (round[i] != r)
+				continue;
+			if (bulk == NULL) {
+				opts = BCON_NEW("ordered", BCON_BOOL(true));
+				bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
+				bson_destroy(opts);
+			}
+			if (ev->version == 1)
+				filter = BCON_NEW("_id", BCON_INT64(ev->user), "version", "{", "$lt",
+				    BCON_INT64(1), "}");
+			else
+				filter = BCON_NEW("_id", BCON_INT64(ev->user), "version",
+				    BCON_INT64(ev->version - 1));
+			update = event_update(ev);
+			uopts = BCON_NEW("upsert", BCON_BOOL(ev->version == 1));
+			ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, update, uopts, &e);
+			bson_destroy(filter);
+			bson_destroy(update);
+			bson_destroy(uopts);
+			if (!ok) {
+				mongoc_bulk_operation_destroy(bulk);
+				snprintf(l->err, sizeof(l->err), "could not add an update: %s", e.message);
+				return -1;
+			}
+			/* A version 1 counts as upserted, a later one as matched. */
+			if (++ops % l->run->bulk_max == 0) {
+				if (bulk_run(l, bulk, "nMatched", "nUpserted", &l->applied,
+				    "write the documents") != 0)
+					return -1;
+				bulk = NULL;
+			}
+		}
+		if (bulk != NULL && bulk_run(l, bulk, "nMatched", "nUpserted", &l->applied,
+		    "write the documents") != 0)
+			return -1;
+	}
+	if (!l->run->history)
+		return 0;
+	opts = BCON_NEW("ordered", BCON_BOOL(false));
+	bulk = mongoc_collection_create_bulk_operation_with_opts(hist, opts);
+	bson_destroy(opts);
+	for (long i = 0; i < k; i++) {
+		bson_t *entry = event_entry(&evs[i]);
+
+		mongoc_bulk_operation_insert(bulk, entry);
+		bson_destroy(entry);
+	}
+	return bulk_run(l, bulk, "nInserted", NULL, &l->inserted, "insert the history entries");
+}
+
+static void *
+lane_run(void *arg)
+{
+	struct lane *l = arg;
+	struct run *r = l->run;
+	mongoc_collection_t *coll, *hist;
+	long window = r->batched ? r->batch : 1;
+	struct event *evs = calloc((size_t)window, sizeof(*evs));
+
+	l->round = calloc((size_t)window, sizeof(*l->round));
+
+	coll = mongoc_client_get_collection(l->cl, "bench_db", "user_notifications");
+	hist = mongoc_client_get_collection(l->cl, "bench_db", "user_notification_events");
+	pthread_barrier_wait(&r->start);
+	for (long w = 0; w < r->n && !l->failed; w += window) {
+		long end = w + window < r->n ? w + window : r->n, k = 0;
+		double t1, t2;
+		int rc;
+
+		for (long i = w; i < end; i++)
+			if ((i % r->users + 1) % r->lanes == l->id)
+				event_make(&evs[k++], r, i);
+		if (k == 0)
+			continue;
+		t1 = now_s();
+		rc = r->batched ? write_batch(l, coll, hist, evs, k) :
+		    write_one(l, coll, hist, &evs[0]);
+		if (rc != 0) {
+			l->failed = 1;
+			break;
+		}
+		t2 = now_s();
+		l->lat[l->units++] = t2 - t1;
+		for (long i = 0; i < k; i++)
+			r->done[evs[i].g - 1] = t2 - r->t0;
+	}
+	free(evs);
+	free(l->round);
+	mongoc_collection_destroy(coll);
+	mongoc_collection_destroy(hist);
+	return NULL;
+}
+
+/* The consumer's two history indexes, one command each: FerretDB 1.24 drops the connection when
+ * one createIndexes names several indexes that all exist already. */
+static int
+create_indexes(mongoc_client_t *cl)
+{
+	mongoc_collection_t *hist = mongoc_client_get_collection(cl, "bench_db",
+	    "user_notification_events");
+	bson_error_t e;
+	int rc = 0;
+
+	for (int k = 0; k < 2 && rc == 0; k++) {
 		bson_t *cmd = k == 0 ?
 		    BCON_NEW("createIndexes", BCON_UTF8("user_notification_events"), "indexes", "[", "{",
 			"key", "{", "event_id", BCON_INT32(1), "}", "name", BCON_UTF8("event_id_unique"),
@@ -55,68 +329,129 @@ main(int argc, char **argv)
 
 		if (!mongoc_collection_write_command_with_opts(hist, cmd, NULL, NULL, &e)) {
 			fprintf(stderr, "mongo_upsert: could not create an index: %s\n", e.message);
-			return 1;
+			rc = -1;
 		}
 		bson_destroy(cmd);
 	}
-	double *lat = calloc((size_t)n, sizeof(double));
-	double t0 = now_s();
-	for (long i = 0; i < n; i++) {
-		int64_t id = i % users + 1, version = i / users + 1, g = i + 1;
-		const char *type = version == 1 ? "user_created" : "user_updated";
-		double t1 = now_s();
+	mongoc_collection_destroy(hist);
+	return rc;
+}
 
-		snprintf(name, sizeof(name), "Bench User %lld", (long long)id);
-		snprintf(email, sizeof(email), "bench-%lld@example.com", (long long)id);
-		snprintf(eid, sizeof(eid), "00000000-0000-4000-8000-%012lld", (long long)g);
-		bson_t *filter = BCON_NEW("_id", BCON_INT64(id), "version", "{", "$lt", BCON_INT64(version),
-		    "}");
-		bson_t *update = BCON_NEW("$set", "{", "user_id", BCON_INT64(id), "name", BCON_UTF8(name),
-		    "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts),
-		    "version", BCON_INT64(version), "deleted", BCON_BOOL(false), "event_id", BCON_UTF8(eid),
-		    "event_type", BCON_UTF8(type), "committed_at", BCON_UTF8(ts),
-		    "published_at", BCON_UTF8(ts), "applied_at", BCON_UTF8(ts),
-		    "stream_seq", BCON_INT64(g), "}");
-		bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
+/* Seconds from the start until the first tenth of the events had completed, and from the
+ * completion of nine tenths to the last. Sorts done. */
+static void
+tenths(double *done, long n, double *first, double *last)
+{
+	long tenth = n / 10 > 0 ? n / 10 : 1;
 
-		if (!mongoc_collection_update_one(coll, filter, update, opts, NULL, &e)) {
-			fprintf(stderr, "mongo_upsert: could not upsert: %s\n", e.message);
+	qsort(done, (size_t)n, sizeof(double), cmp_double);
+	*first = done[tenth - 1];
+	*last = done[n - 1] - (n - tenth - 1 >= 0 ? done[n - tenth - 1] : 0);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct run r = { 0 };
+	struct lane *lanes;
+	mongoc_uri_t *uri;
+	bson_error_t e;
+	pthread_t *th;
+	double t, first, last, *lat;
+	long units = 0, applied = 0, inserted = 0, tenth;
+	int mode, rc = 0;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: mongo_upsert <uri> <count> [mode 0-3] [users] [lanes] "
+		    "[batch] [bulk]\n");
+		return 2;
+	}
+	r.uri = argv[1];
+	r.n = atol(argv[2]);
+	mode = argc > 3 ? atoi(argv[3]) : 3;
+	r.users = argc > 4 ? atol(argv[4]) : r.n;
+	r.lanes = argc > 5 ? atol(argv[5]) : 1;
+	r.batch = argc > 6 ? atol(argv[6]) : 64;
+	r.bulk_max = argc > 7 ? atol(argv[7]) : r.batch;
+	if (r.n < 1 || r.users < 1 || r.lanes < 1 || r.batch < 1 || r.bulk_max < 1 || mode < 0 ||
+	    mode > 3) {
+		fprintf(stderr, "mongo_upsert: count, users, lanes, batch and bulk must be at least 1, "
+		    "mode 0 to 3\n");
+		return 2;
+	}
+	r.history = mode & 1;
+	r.batched = mode & 2;
+	mongoc_init();
+	uri = mongoc_uri_new_with_error(r.uri, &e);
+	if (uri == NULL) {
+		fprintf(stderr, "mongo_upsert: invalid uri: %s\n", e.message);
+		return 2;
+	}
+	if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 60000);
+	lanes = calloc((size_t)r.lanes, sizeof(*lanes));
+	th = calloc((size_t)r.lanes, sizeof(*th));
+	r.done = calloc((size_t)r.n, sizeof(double));
+	pthread_barrier_init(&r.start, NULL, (unsigned)r.lanes + 1);
+	for (long i = 0; i < r.lanes; i++) {
+		lanes[i].run = &r;
+		lanes[i].id = i;
+		lanes[i].lat = calloc((size_t)r.n, sizeof(double));
+		lanes[i].cl = mongoc_client_new_from_uri(uri);
+		if (lanes[i].cl == NULL) {
+			fprintf(stderr, "mongo_upsert: could not make a client\n");
 			return 1;
 		}
-		if (with_history) {
-			bson_t *h = BCON_NEW("_id", BCON_UTF8(eid), "event_id", BCON_UTF8(eid), "user_id", BCON_INT64(id),
-			    "type", BCON_UTF8(type), "version", BCON_INT64(version),
-			    "name", BCON_UTF8(name), "email", BCON_UTF8(email), "updated_at", BCON_UTF8(ts),
-			    "deleted", BCON_BOOL(false), "committed_at", BCON_UTF8(ts),
-			    "published_at", BCON_UTF8(ts), "applied_at", BCON_UTF8(ts),
-			    "stream_seq", BCON_INT64(g), "superseded", BCON_BOOL(false));
-
-			if (!mongoc_collection_insert_one(hist, h, NULL, NULL, &e)) {
-				fprintf(stderr, "mongo_upsert: could not insert history: %s\n", e.message);
-				return 1;
-			}
-			bson_destroy(h);
+	}
+	mongoc_uri_destroy(uri);
+	if (r.history && create_indexes(lanes[0].cl) != 0)
+		return 1;
+	for (long i = 0; i < r.lanes; i++)
+		pthread_create(&th[i], NULL, lane_run, &lanes[i]);
+	r.t0 = now_s();
+	pthread_barrier_wait(&r.start);
+	for (long i = 0; i < r.lanes; i++)
+		pthread_join(th[i], NULL);
+	t = now_s() - r.t0;
+	for (long i = 0; i < r.lanes; i++) {
+		if (lanes[i].failed) {
+			fprintf(stderr, "mongo_upsert: lane %ld: %s\n", i, lanes[i].err);
+			rc = 1;
 		}
-		bson_destroy(filter);
-		bson_destroy(update);
-		bson_destroy(opts);
-		lat[i] = now_s() - t1;
+		units += lanes[i].units;
+		applied += lanes[i].applied;
+		inserted += lanes[i].inserted;
 	}
-	double t = now_s() - t0;
-	/* How the cost of one event grows with the collections: the first and the last tenth. */
-	double first = 0, last = 0;
-	long tenth = n / 10 > 0 ? n / 10 : 1;
-	for (long i = 0; i < tenth; i++) {
-		first += lat[i];
-		last += lat[n - 1 - i];
+	if (rc != 0)
+		return rc;
+	/* A loop that skipped writes would look fast: every event must have taken effect. */
+	if (applied != r.n || (r.history && inserted != r.n)) {
+		fprintf(stderr, "mongo_upsert: %ld of %ld documents written, %ld history entries\n",
+		    applied, r.n, inserted);
+		return 1;
 	}
-	qsort(lat, (size_t)n, sizeof(double), cmp_double);
-	printf("{\"events\": %ld, \"seconds\": %.4f, \"rate\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
+	lat = calloc((size_t)units, sizeof(double));
+	for (long i = 0, u = 0; i < r.lanes; i++)
+		for (long j = 0; j < lanes[i].units; j++)
+			lat[u++] = lanes[i].lat[j];
+	qsort(lat, (size_t)units, sizeof(double), cmp_double);
+	tenths(r.done, r.n, &first, &last);
+	tenth = r.n / 10 > 0 ? r.n / 10 : 1;
+	printf("{\"events\": %ld, \"mode\": %d, \"lanes\": %ld, \"batch\": %ld, \"users\": %ld, "
+	    "\"seconds\": %.4f, \"rate\": %.1f, \"unit\": \"%s\", \"units\": %ld, "
+	    "\"p50_ms\": %.4f, \"p99_ms\": %.4f, "
 	    "\"first_tenth_mean_ms\": %.4f, \"last_tenth_mean_ms\": %.4f}\n",
-	    n, t, n / t, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3, first / tenth * 1e3, last / tenth * 1e3);
-	mongoc_collection_destroy(coll);
-	mongoc_collection_destroy(hist);
-	mongoc_client_destroy(cl);
+	    r.n, mode, r.lanes, r.batched ? r.batch : 1, r.users, t, r.n / t,
+	    r.batched ? "batch" : "event", units, lat[units / 2] * 1e3, lat[(units * 99) / 100] * 1e3,
+	    first / tenth * 1e3, last / tenth * 1e3);
+	for (long i = 0; i < r.lanes; i++) {
+		mongoc_client_destroy(lanes[i].cl);
+		free(lanes[i].lat);
+	}
+	free(lanes);
+	free(th);
+	free(lat);
+	free(r.done);
 	mongoc_cleanup();
 	return 0;
 }
