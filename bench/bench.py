@@ -6,13 +6,26 @@ integration harness, test/integration/harness.py) and the binaries of bin/, runs
 and writes bench/results/results.json (raw figures) and bench/results/results.md (the table).
 It measures and reports; it asserts no timings. Run it through `make bench` (bench/run.sh).
 
-Knobs (environment): BENCH_SCALE (1 = 100,000 events in scenarios 3 and 4), BENCH_EVENT_USERS (the
-users those events belong to, default 100), BENCH_APPLY_EVENTS (events of scenario 4, default all
-of scenario 3's stream), BENCH_UPSERT_EVENTS (events of its upsert loop, default 10,000),
-BENCH_FERRETDB_SIZES (collection sizes of FerretDB's cost table, default 10,1000,10000),
-BENCH_DURATION
-(seconds per load point of scenarios 1, 2 and 5, default 5), BENCH_NICE (niceness of the load
-generators, default 5), BENCH_ONLY (comma-separated scenario numbers), BENCH_OUT (results folder).
+Knobs (environment; docs/benchmarks.md has the table):
+  BENCH_SCALE            1: 100,000 users in scenarios 3 and 4 (100,000 x BENCH_SCALE)
+  BENCH_EVENT_USERS      the users of scenarios 3 and 4 (default 100,000 x BENCH_SCALE)
+  BENCH_EVENT_VERSIONS   versions per user, default 2: every user's creation (version 1), then
+                         its update (version 2), and so on; scenario 3 drains users x versions
+                         outbox rows and scenario 4 applies them
+  BENCH_APPLY_EVENTS     events scenario 4's consumer and plain loop apply (default all)
+  BENCH_CONSUMER_LANES   CONSUMER_LANES of the consumer under test, only when set (otherwise its
+                         default); the plain loop of scenario 4 uses as many lanes
+  BENCH_UPSERT_BULK      most updates in one bulk of the plain loop (default 40 / lanes: FerretDB
+                         1.24 hangs past 50 in flight, see scenario_4)
+  BENCH_FERRETDB_SIZES   collection sizes of FerretDB's cost table, default 10,1000,10000
+  BENCH_DURATION         seconds per load point of scenarios 1 and 2, and of scenario 5's
+                         burst and steps, default 5
+  BENCH_E2E_SECONDS      seconds per load point of scenario 5, default 10
+  BENCH_E2E_PROBE_EVERY  scenario 5 reads back every Nth write, default 1 (each)
+  BENCH_NICE             niceness of the load generators, default 5
+  BENCH_PROFILE          0 skips the perf profiles
+  BENCH_ONLY             comma-separated scenario numbers
+  BENCH_OUT              the results folder (default bench/results)
 """
 from __future__ import annotations
 
@@ -26,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,23 +53,25 @@ import requests  # noqa: E402
 BENCH = ROOT / "bench"
 TOOLS = BENCH / "bin"
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
-# The events of scenarios 3 and 4 are versions 1, 2, 3... of this many users, round robin. The
-# default of 100 dates from FerretDB's SQLite store, where a version-guarded update read every
-# document of the collection, so the cost of an event grew with the number of users; on the
-# PostgreSQL store the harness now runs (deploy/ferretdb-store.sql) it stays flat
-# (bench/ferretdb_store.py, docs/benchmarks.md).
-USERS = int(os.environ.get("BENCH_EVENT_USERS", "100"))
-# Scenario 4 applies this many events of scenario 3's stream (0: all of them). Its plain upsert
-# loop runs on the first BENCH_UPSERT_EVENTS of the same events: its cost per event is flat once
-# every user exists (the report shows its first and last tenth), and the whole stream would
-# double the longest part of the run.
+# The events of scenarios 3 and 4: version 1 of every user, then version 2 of every user, and so
+# on (event g is version (g - 1) / users + 1 of user (g - 1) % users + 1). Issue 11 asks for the
+# consumer's apply with 100,000 users in the copy; on FerretDB's PostgreSQL store
+# (deploy/ferretdb-store.sql) the cost of an event no longer grows with them.
+USERS = int(os.environ.get("BENCH_EVENT_USERS", "0")) or max(100, int(100_000 * SCALE))
+VERSIONS = int(os.environ.get("BENCH_EVENT_VERSIONS", "2"))
+# Scenario 4's consumer and its plain loop apply this many of those events (0: all of them).
 APPLY_EVENTS = int(os.environ.get("BENCH_APPLY_EVENTS", "0"))
-UPSERT_EVENTS = int(os.environ.get("BENCH_UPSERT_EVENTS", "10000"))
+# The consumer's CONSUMER_LANES, passed only when set: a consumer without the setting ignores it.
+CONSUMER_LANES = int(os.environ.get("BENCH_CONSUMER_LANES", "0"))
+UPSERT_BULK = int(os.environ.get("BENCH_UPSERT_BULK", "0"))
 # Collection sizes of FerretDB's cost-per-update table (scenario 4).
 FERRETDB_SIZES = [int(x) for x in os.environ.get("BENCH_FERRETDB_SIZES", "10,1000,10000").split(",")
                   if x.strip()]
-# Scenario 5: writes per load point, at the target rate (the consumer is far slower than the API).
-E2E_EVENTS = int(os.environ.get("BENCH_E2E_EVENTS", "300"))
+# Scenario 5: seconds per load point, and which writes are read back (every Nth).
+E2E_SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "10"))
+E2E_PROBE_EVERY = int(os.environ.get("BENCH_E2E_PROBE_EVERY", "1"))
+E2E_LOADS = (0.1, 0.5, 0.8)
+E2E_BURST = max(500, int(20_000 * SCALE))
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 NICE = int(os.environ.get("BENCH_NICE", "5"))
 ONLY = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
@@ -309,14 +325,30 @@ class Stack:
             o.close()
 
 
-def service_default(binary: str, var: str) -> int:
-    """A setting's default as the binary's --help prints it ("VAR  text [default]")."""
+def service_default(binary: str, var: str, required: bool = True) -> int | None:
+    """A setting's default as the binary's --help prints it ("VAR  text [default]"); None for a
+    setting the binary does not have, unless required."""
     out = subprocess.run([str(harness.bin_dir() / binary), "--help"], capture_output=True,
                          text=True, timeout=10).stdout
     m = re.search(rf"^\s*{var}\s.*\[(\d+)\]\s*$", out, re.M)
     if not m:
+        if not required:
+            return None
         raise RuntimeError(f"{binary} --help shows no default for {var}")
     return int(m.group(1))
+
+
+def consumer_env() -> dict:
+    """The consumer's settings besides its defaults: CONSUMER_LANES when BENCH_CONSUMER_LANES is
+    set."""
+    return {"CONSUMER_LANES": CONSUMER_LANES} if CONSUMER_LANES else {}
+
+
+def consumer_lanes() -> int:
+    """The lanes of the consumer under test: BENCH_CONSUMER_LANES, else its default, else 1 (a
+    consumer without lanes)."""
+    return CONSUMER_LANES or service_default("notification-consumer", "CONSUMER_LANES",
+                                             required=False) or 1
 
 
 def new_pg() -> harness.Postgres:
@@ -413,7 +445,8 @@ ORDER BY g
 
 
 def n_events() -> int:
-    return max(1000, int(100_000 * SCALE))
+    """The outbox rows of scenario 3, the events of scenario 4: every version of every user."""
+    return USERS * VERSIONS
 
 
 def scenario_3_4():
@@ -422,21 +455,25 @@ def scenario_3_4():
     try:
         pg = st.add(new_pg())
         nats = st.add(harness.Nats())
-        log(f"scenario 3: {n} outbox rows")
+        log(f"scenario 3: {n} outbox rows ({USERS} users x {VERSIONS} versions)")
         pg.sql(FILL_SQL, n, USERS, USERS)
         pg.sql("VACUUM ANALYZE outbox")
-        # Baseline: the claim-and-mark SQL alone (the relay marks rows published, see migrations/0007), on a copy of the backlog in a second database.
-        pg.sql("CREATE DATABASE bench_copy TEMPLATE users_db", dbname="postgres")
-        batch = service_default("outbox-relay", "RELAY_BATCH_SIZE")
-        log(f"scenario 3: claim-and-mark SQL in pgbench (1 client, batches of {batch})")
-        m = CpuMeter({"postgres": (pg.pid, True)}).start()
-        sqlb = pgbench_db(pg, "bench_copy", "claim_mark.sql", 1, -(-n // batch),
-                          # pgbench would read :MI and :SS of the literal as variables
-                          {"fmt": 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', "batch": batch})
-        sqlb["cpu"] = m.stop({"pgbench": sqlb["generator_cpu_s"]})
-        left = pg.sql("SELECT count(*) FROM outbox_pending", dbname="bench_copy")[0][0]
-        sqlb["rows_per_s"] = round((n - left) / sqlb["elapsed_s"], 1)
-        log(f"  {sqlb['rows_per_s']} rows/s ({left} left)")
+        # Scenario 4 alone needs the stream the relay's drain fills, not scenario 3's baselines
+        # and experiments.
+        if wanted(3):
+            # Baseline: the claim-and-mark SQL alone (the relay marks rows published, see
+            # migrations/0007), on a copy of the backlog in a second database.
+            pg.sql("CREATE DATABASE bench_copy TEMPLATE users_db", dbname="postgres")
+            batch = service_default("outbox-relay", "RELAY_BATCH_SIZE")
+            log(f"scenario 3: claim-and-mark SQL in pgbench (1 client, batches of {batch})")
+            m = CpuMeter({"postgres": (pg.pid, True)}).start()
+            sqlb = pgbench_db(pg, "bench_copy", "claim_mark.sql", 1, -(-n // batch),
+                              # pgbench would read :MI and :SS of the literal as variables
+                              {"fmt": 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', "batch": batch})
+            sqlb["cpu"] = m.stop({"pgbench": sqlb["generator_cpu_s"]})
+            left = pg.sql("SELECT count(*) FROM outbox_pending", dbname="bench_copy")[0][0]
+            sqlb["rows_per_s"] = round((n - left) / sqlb["elapsed_s"], 1)
+            log(f"  {sqlb['rows_per_s']} rows/s ({left} left)")
 
         # Ours: the relay drains the backlog.
         relay_env = {**pg.env, "NATS_URL": nats.url, "LOG_LEVEL": "warn"}
@@ -465,42 +502,44 @@ def scenario_3_4():
         ours["stream_messages"] = stream.get("messages")
         relay.stop()
 
-        # Baseline: the plain async publish loop, same bodies, headers, ids and stream settings,
-        # on a second nats-server (the ids would be duplicates on the first). The rows come from
-        # a refill of the outbox, read before the clock starts.
-        nats2 = st.add(harness.Nats())
-        pg.sql("TRUNCATE outbox, outbox_stream")      # the relay keeps the rows it published (RELAY_RETAIN)
-        pg.sql(FILL_SQL, n, USERS, USERS)
-        log("scenario 3: plain nats.c async publish loop")
-        meter = CpuMeter({"nats-server": (nats2.pid, False)}).start()
-        c0 = child_cpu()
-        out, _, _ = run_child([str(TOOLS / "js_publish"), nats2.url, nats.url,
-                               f"host=127.0.0.1 port={pg.port} user={pg.USER} "
-                               f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
-        pub = json.loads(out)
-        pub["cpu"] = meter.stop({"js_publish": child_cpu() - c0})
-        pub["rows_per_s"] = pub["rate"]
-        log(f"  publish loop: {pub['rows_per_s']} msgs/s ({pub['nacks']} nacks)")
-        pg.sql("TRUNCATE outbox")
-        rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.url, "1000"],
-                                   nice=False)[0])
-        # Experiments, each on a fresh server with a refilled outbox: batches of 2000 rows, and
-        # one batch at a time (RELAY_PIPELINE=1, the relay before it pipelined).
-        exps = {}
-        for key, extra in (("relay_batch_2000_experiment", {"RELAY_BATCH_SIZE": 2000}),
-                           ("relay_pipeline_1_experiment", {"RELAY_PIPELINE": 1})):
-            exps[key] = {**extra, "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, extra)}
-        # The cost of deploy/nats-server.conf's sync_interval: always (every run above has it):
-        # the same drain to a server on its defaults (a sync every 2 minutes).
-        exps["relay_nats_sync_default_experiment"] = {
-            "nats_sync_interval": "120s (default)",
-            "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, {}, {"config": None})}
-        base = min(pub["rows_per_s"], sqlb["rows_per_s"])
-        results["scenarios"]["3"] = {"rows": n, "batch": batch, "ours": ours, "publish_loop": pub,
-                                     "claim_mark_sql": sqlb,
-                                     **exps,
-                                     "ratio": round(ours["rows_per_s"] / base, 3)}
-        results["baseline_parts"] = {"jetstream_rtt": rtt}
+        if wanted(3):
+            # Baseline: the plain async publish loop, same bodies, headers, ids and stream
+            # settings, on a second nats-server (the ids would be duplicates on the first). The
+            # rows come from a refill of the outbox, read before the clock starts.
+            nats2 = st.add(harness.Nats())
+            # The relay keeps the rows it published (RELAY_RETAIN).
+            pg.sql("TRUNCATE outbox, outbox_stream")
+            pg.sql(FILL_SQL, n, USERS, USERS)
+            log("scenario 3: plain nats.c async publish loop")
+            meter = CpuMeter({"nats-server": (nats2.pid, False)}).start()
+            c0 = child_cpu()
+            out, _, _ = run_child([str(TOOLS / "js_publish"), nats2.url, nats.url,
+                                   f"host=127.0.0.1 port={pg.port} user={pg.USER} "
+                                   f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
+            pub = json.loads(out)
+            pub["cpu"] = meter.stop({"js_publish": child_cpu() - c0})
+            pub["rows_per_s"] = pub["rate"]
+            log(f"  publish loop: {pub['rows_per_s']} msgs/s ({pub['nacks']} nacks)")
+            pg.sql("TRUNCATE outbox")
+            rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.url, "1000"],
+                                       nice=False)[0])
+            # Experiments, each on a fresh server with a refilled outbox: batches of 2000 rows,
+            # and one batch at a time (RELAY_PIPELINE=1, the relay before it pipelined).
+            exps = {}
+            for key, extra in (("relay_batch_2000_experiment", {"RELAY_BATCH_SIZE": 2000}),
+                               ("relay_pipeline_1_experiment", {"RELAY_PIPELINE": 1})):
+                exps[key] = {**extra,
+                             "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, extra)}
+            # The cost of deploy/nats-server.conf's sync_interval: always (every run above has
+            # it): the same drain to a server on its defaults (a sync every 2 minutes).
+            exps["relay_nats_sync_default_experiment"] = {
+                "nats_sync_interval": "120s (default)",
+                "rows_per_s": relay_drain_experiment(st, pg, relay_env, n, {}, {"config": None})}
+            base = min(pub["rows_per_s"], sqlb["rows_per_s"])
+            results["scenarios"]["3"] = {"rows": n, "batch": batch, "ours": ours,
+                                         "publish_loop": pub, "claim_mark_sql": sqlb, **exps,
+                                         "ratio": round(ours["rows_per_s"] / base, 3)}
+            results["baseline_parts"] = {"jetstream_rtt": rtt}
 
         if wanted(4):
             scenario_4(st, nats, min(n, APPLY_EVENTS or n), n)
@@ -564,13 +603,96 @@ def pgbench_db(pg, dbname, script, clients, transactions, defines):
 
 # --- scenario 4: consumer apply --------------------------------------------------------------------
 
+class Progress:
+    """A counter of a service's /metrics read every `interval` seconds until it reaches `target`,
+    as (monotonic time, value) samples; when it stands still for `stall` seconds it is taken to
+    be stuck (the consumer retrying a write that cannot succeed, say) and the run fails."""
+
+    def __init__(self, url: str, name: str, interval: float = 0.05, stall: float = 120):
+        self.url, self.name, self.interval, self.stall = url, name, interval, stall
+        self.samples: list[tuple[float, float]] = []
+
+    def read(self) -> float | None:
+        try:
+            v = metric(self.url, self.name)
+        except (requests.RequestException, ValueError):
+            return None
+        self.samples.append((time.monotonic(), v))
+        return v
+
+    def until(self, target: float, what: str, *svcs):
+        moved = time.monotonic()
+        last = None
+        while True:
+            v = self.read()
+            if v is not None and v >= target:
+                return
+            if v is not None and v != last:
+                last, moved = v, time.monotonic()
+            if time.monotonic() - moved > self.stall:
+                tails = "".join(f"\n--- {p.name}: {p.log_path}\n{p.log_tail(20)}" for p in svcs)
+                raise TimeoutError(f"{what}: {self.name} stood at {last} of {target} for "
+                                   f"{self.stall:.0f} s{tails}")
+            time.sleep(self.interval)
+
+    def when(self, value: float) -> float | None:
+        """The time the counter reached value, interpolated between the samples around it."""
+        prev = None
+        for t, v in self.samples:
+            if v >= value:
+                if prev is None or v == prev[1]:
+                    return t
+                return prev[0] + (t - prev[0]) * (value - prev[1]) / (v - prev[1])
+            prev = (t, v)
+        return None
+
+    def value_at(self, t: float) -> float:
+        """The counter at time t, interpolated between the samples around it."""
+        prev = None
+        for ts_, v in self.samples:
+            if ts_ >= t:
+                if prev is None or ts_ == prev[0]:
+                    return v
+                return prev[1] + (v - prev[1]) * (t - prev[0]) / (ts_ - prev[0])
+            prev = (ts_, v)
+        return prev[1] if prev else 0.0
+
+    def tenths(self, base: float, n: int) -> dict:
+        """Milliseconds per event in the first and the last tenth of n events counted from base:
+        from the first event (not the process's start) to the tenth's last, and from the end of
+        nine tenths to the last event."""
+        tenth = max(1, n // 10)
+        t_first = self.when(base + 0.5)   # the counter leaving base
+        t1, t9, t10 = self.when(base + tenth), self.when(base + n - tenth), self.when(base + n)
+        if None in (t_first, t1, t9, t10):
+            return {}
+        return {"first_tenth_mean_ms": round((t1 - t_first) * 1e3 / tenth, 4),
+                "last_tenth_mean_ms": round((t10 - t9) * 1e3 / tenth, 4),
+                "seconds_from_first_event": round(t10 - t_first, 3)}
+
+
+def per_event_us(cpu: dict, n: int, names) -> dict:
+    """CPU microseconds per event of each named process of a CpuMeter's figures."""
+    return {k: round(cpu[k] * 1e6 / n, 1) for k in names if k in cpu and n}
+
+
 def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
+    batch = service_default("notification-consumer", "CONSUMER_BATCH")
+    lanes = consumer_lanes()
+    # FerretDB 1.24 holds a PostgreSQL connection for every update of one update command that
+    # matched a document until the whole command ends (internal/handler/msg_update.go: a deferred
+    # Close inside the loop over the updates), and its pool has 50 (pool_max_conns): bulks that
+    # together hold more than that wait for a connection forever. The loop's bulks, all lanes
+    # together, stay under 40; the cost per event hardly depends on the size of a bulk (16 to 64
+    # updates per bulk within a few per cent, measured with a larger pool).
+    bulk = UPSERT_BULK or max(1, 40 // lanes)
     ferret = st.add(harness.FerretDB())
-    log(f"scenario 4: the consumer applies {n} events")
+    log(f"scenario 4: the consumer applies {n} events ({USERS} users, {VERSIONS} versions each; "
+        f"{'CONSUMER_LANES=%d' % CONSUMER_LANES if CONSUMER_LANES else 'default lanes'})")
     port = harness.free_port()
     cons = harness.Service("notification-consumer",
                            {"NATS_URL": nats.url, "MONGODB_URI": ferret.uri, "LOG_LEVEL": "warn",
-                            "NOTIFICATION_CONSUMER_PORT": port})
+                            "NOTIFICATION_CONSUMER_PORT": port, **consumer_env()})
     st.items.append(cons)
     meter = CpuMeter({"nats-server": (nats.pid, False), "ferretdb": (ferret.pid, False),
                       "ferretdb-postgres": (ferret.store.pid, True)}).start()
@@ -579,16 +701,21 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     cons.start(wait=False)
     cons.port = port
     poll(lambda: requests.get(f"{cons.url}/healthz", timeout=1).ok, timeout=30)
-    poll(lambda: metric(cons.url, "consumer_events_applied_total") >= n, timeout=3600, interval=0.1,
-         what="the consumer to apply every event")
-    took = time.monotonic() - t0
+    prog = Progress(cons.url, "consumer_events_applied_total")
+    prog.until(n, "the consumer applying every event", cons, ferret)
+    took = (prog.when(n) or time.monotonic()) - t0
     ccpu = cpu_s(cons.pid)
     cpu = meter.stop({"notification-consumer": ccpu})
     ours = {"events": n, "seconds": round(took, 3), "events_per_s": round(n / took, 1), "cpu": cpu,
+            **prog.tenths(0, n),
+            "apply_errors": metric(cons.url, "consumer_apply_errors_total"),
             "consumer_peak_rss_mb": peak_rss_mb(cons.pid),
-            "consumer_cpu_s_per_10k": round(ccpu * 10000 / n, 3)}
+            "consumer_cpu_s_per_10k": round(ccpu * 10000 / n, 3),
+            "cpu_us_per_event": per_event_us(cpu, n, ("notification-consumer", "nats-server",
+                                                       "ferretdb", "ferretdb-postgres"))}
     ours["profile"] = prof.finish()
-    log(f"  consumer: {ours['events_per_s']} events/s")
+    log(f"  consumer: {ours['events_per_s']} events/s, ms per event first/last tenth "
+        f"{ours.get('first_tenth_mean_ms')}/{ours.get('last_tenth_mean_ms')}")
     cons.stop()
 
     log("scenario 4: fetch-and-ack-only loop")
@@ -598,21 +725,30 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     log(f"  fetch+ack: {fa['rate']} events/s")
 
     ferret2 = st.add(harness.FerretDB())
-    log("scenario 4: plain mongo-c-driver upsert loop (upsert + history insert)")
+    log(f"scenario 4: plain mongo-c-driver loop, batched as the consumer (windows of {batch}, "
+        f"{lanes} lanes, bulks of at most {bulk} updates)")
     meter = CpuMeter({"ferretdb": (ferret2.pid, False),
                       "ferretdb-postgres": (ferret2.store.pid, True)}).start()
     c0 = child_cpu()
-    up = json.loads(run_child([str(TOOLS / "mongo_upsert"), ferret2.uri,
-                               str(min(n, UPSERT_EVENTS or n)), "1", str(USERS)],
+    up = json.loads(run_child([str(TOOLS / "mongo_upsert"), ferret2.uri, str(n), "3", str(USERS),
+                               str(lanes), str(batch), str(bulk)],
                               nice=False, timeout=3600)[0])
     up["cpu"] = meter.stop({"mongo_upsert": child_cpu() - c0})
-    log(f"  upsert loop: {up['rate']} events/s")
+    up["cpu_us_per_event"] = per_event_us(up["cpu"], n, ("mongo_upsert", "ferretdb",
+                                                         "ferretdb-postgres"))
+    up["bulk_max"] = bulk
+    log(f"  plain loop: {up['rate']} events/s, ms per event first/last tenth "
+        f"{up['first_tenth_mean_ms']}/{up['last_tenth_mean_ms']}")
+    ferret2.stop()
     cost = ferretdb_cost(st)
-    results["scenarios"]["4"] = {"events": n, "ours": ours, "fetch_ack_loop": fa,
-                                 "users": USERS, "upsert_loop": up, "ferretdb_cost": cost,
+    results["scenarios"]["4"] = {"events": n, "users": USERS, "versions": VERSIONS,
+                                 "batch": batch, "lanes": lanes,
+                                 "lanes_set": CONSUMER_LANES or None,
+                                 "lanes_default": service_default("notification-consumer",
+                                                                  "CONSUMER_LANES", required=False),
+                                 "ours": ours, "fetch_ack_loop": fa, "upsert_loop": up,
+                                 "ferretdb_cost": cost,
                                  "ratio": round(ours["events_per_s"] / up["rate"], 3)}
-    results.setdefault("baseline_parts", {})["upsert"] = {"p50_ms": up["p50_ms"],
-                                                          "p99_ms": up["p99_ms"]}
 
 
 def ferretdb_cost(st: Stack) -> list[dict]:
@@ -647,9 +783,108 @@ def ferretdb_cost(st: Stack) -> list[dict]:
 
 # --- scenario 5 and 6: end to end ------------------------------------------------------------------
 
+def sampling(applied: Progress, fn, *args, **kw):
+    """Runs fn(*args, **kw) in a thread, reading the counter of applied meanwhile (a run of a
+    load generator blocks otherwise); returns what fn returned, or raises what it raised."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args, **kw)
+        except BaseException as e:  # noqa: BLE001 (re-raised below, in the caller's thread)
+            box["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    while t.is_alive():
+        applied.read()
+        time.sleep(0.05)
+    t.join()
+    applied.read()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def e2e_probe(api, cons, rate: float, seconds: float, tag: str, every: int) -> dict:
+    """bench/bin/e2e_probe: POSTs at rate for seconds, every Nth read back (0: none)."""
+    c0 = child_cpu()
+    r = json.loads(run_child([str(TOOLS / "e2e_probe"), api.url, cons.url, f"{rate:.1f}",
+                              f"{seconds:g}", tag, "128", "5s", str(every)],
+                             timeout=seconds + 120)[0])
+    r["generator_cpu_s"] = round(child_cpu() - c0, 2)
+    return r
+
+
+def sustained_rate(api, cons, applied: Progress, conns: int, svcs: tuple) -> dict:
+    """How many writes per second the copy keeps up with, user-api, the relay and the consumer
+    running together. A burst first: wrk POSTs with no pause (for BENCH_DURATION seconds, at most
+    20,000 x BENCH_SCALE writes), far more than the pipeline carries, and the backlog is then
+    applied with user-api idle; that catch-up rate bounds the answer from above (the writes take
+    no CPU meanwhile). Then steps down from it by 10 %: writes paced by e2e_probe (none read
+    back) for BENCH_DURATION seconds; the pipeline keeps up when, over the second half of the
+    step, the consumer applied at least 95 % of the rate written. The first step that keeps up
+    is the sustained rate."""
+    base = applied.read() or 0.0
+    t0 = time.monotonic()
+    # At most E2E_BURST writes: the copy they leave behind stays the same size from run to run,
+    # and a slow consumer does not spend minutes catching up.
+    w = sampling(applied, wrk, api.url, "post.lua", conns, DURATION,
+                 env={"BENCH_RUN": "burst",
+                      "BENCH_MAX_PER_THREAD": str(-(-E2E_BURST // min(conns, NCPU)))})
+    t_end = time.monotonic()
+    v_end = applied.samples[-1][1]
+    written = w["requests"] - w["non2xx"]
+    applied.until(base + written, "the consumer catching up after the burst", *svcs)
+    t_done = applied.when(base + written)
+    catch_up = (base + written - v_end) / (t_done - t_end) if t_done and t_done > t_end + 0.1 \
+        else w["rate"]
+    out = {"connections": conns, "seconds": DURATION, "burst_writes": written,
+           "burst_seconds": round(t_end - t0, 2),
+           "backlog_after_burst": int(base + written - v_end),
+           "catch_up_rate": round(catch_up, 1), "steps": []}
+    rate = catch_up
+    for k in range(8):
+        base = applied.read() or 0.0
+        t1 = time.monotonic()
+        r = sampling(applied, e2e_probe, api, cons, rate, DURATION, f"step{k}", 0)
+        # The writes were due from about t1 on (the probe starts within a few ms).
+        half, end = t1 + DURATION / 2, t1 + DURATION
+        kept = (applied.value_at(end) - applied.value_at(half)) / (end - half)
+        applied.until(base + r["posted"], "the consumer catching up after a step", *svcs)
+        step = {"rate": round(rate, 1), "achieved_write_rate": r["achieved_rate"],
+                "applied_rate_second_half": round(kept, 1), "kept_up": kept >= 0.95 * rate}
+        out["steps"].append(step)
+        log(f"  step {k}: writes at {rate:.0f}/s, applied {kept:.0f}/s over the second half: "
+            f"{'kept up' if step['kept_up'] else 'fell behind'}")
+        if step["kept_up"]:
+            break
+        rate *= 0.9
+    out["sustained_rate"] = round(rate, 1)
+    out["kept_up"] = out["steps"][-1]["kept_up"]
+    return out
+
+
+def history_breakdown(ferret, tag: str) -> dict:
+    """Commit to published and published to applied of a load point's writes, from the history
+    entries' committed_at (the outbox row's created_at, just before the commit), published_at and
+    applied_at (the consumer's clock as it writes the batch)."""
+    with ferret.client() as c:
+        docs = list(c["notifications_db"]["user_notification_events"].find(
+            {"email": {"$regex": f"^w-{tag}-"}},
+            {"committed_at": 1, "published_at": 1, "applied_at": 1}))
+    lat = {"commit_to_publish": [], "publish_to_apply": []}
+    for d in docs:
+        c_, p_, a_ = (ts(d["committed_at"]), ts(d["published_at"]), ts(d["applied_at"]))
+        lat["commit_to_publish"].append((p_ - c_) * 1e3)
+        lat["publish_to_apply"].append((a_ - p_) * 1e3)
+    out = {"entries": len(docs)}
+    for k, xs in lat.items():
+        xs.sort()
+        out[k] = {"p50_ms": round(pct(xs, 50), 2), "p99_ms": round(pct(xs, 99), 2)}
+    return out
+
+
 def scenario_5_6():
-    s1 = results["scenarios"].get("1")
-    max_rate = s1["max_post_rate"] if s1 else 1000.0
     st = Stack()
     try:
         pg = st.add(new_pg())
@@ -662,7 +897,8 @@ def scenario_5_6():
         poll(lambda: requests.get(f"{relay.url}/readyz", timeout=1).ok, timeout=30,
              what="the relay to be ready (stream created)")
         cons = st.service("notification-consumer",
-                          {"NATS_URL": nats.url, "MONGODB_URI": ferret.uri, "LOG_LEVEL": "warn"},
+                          {"NATS_URL": nats.url, "MONGODB_URI": ferret.uri, "LOG_LEVEL": "warn",
+                           **consumer_env()},
                           "NOTIFICATION_CONSUMER_PORT")
         poll(lambda: requests.get(f"{cons.url}/readyz", timeout=1).ok, timeout=30,
              what="the consumer to be ready")
@@ -670,51 +906,35 @@ def scenario_5_6():
                  "notification-consumer": (cons.pid, False), "postgres": (pg.pid, True),
                  "nats-server": (nats.pid, False), "ferretdb": (ferret.pid, False),
                  "ferretdb-postgres": (ferret.store.pid, True)}
-        points = []
         meter_all = CpuMeter(procs).start()
-        applied0 = 0.0
+        applied = Progress(cons.url, "consumer_events_applied_total", interval=0.1)
         conns = 16
-        for frac in (0.1, 0.5, 0.8):
-            target = max(1.0, max_rate * frac)
-            # wrk keeps every connection busy; the pause per request sets the rate (closed loop).
-            log(f"scenario 5: {int(frac * 100)} % of {max_rate}/s = {target:.0f}/s")
+        log(f"scenario 5: the rate the pipeline sustains (wrk POST, {conns} connections, no "
+            f"pause, {DURATION} s)")
+        m = CpuMeter(procs).start()
+        sat = sustained_rate(api, cons, applied, conns, (cons, relay, ferret))
+        sat["cpu"] = m.stop()
+        log(f"  the copy kept up with {sat['sustained_rate']}/s (catch-up after the burst: "
+            f"{sat['catch_up_rate']}/s)")
+        points = []
+        for frac in E2E_LOADS:
+            rate = max(1.0, sat["sustained_rate"] * frac)
+            tag = f"e2e{int(frac * 100)}"
+            log(f"scenario 5: {int(frac * 100)} % of {sat['sustained_rate']}/s = {rate:.0f} "
+                f"writes/s for {E2E_SECONDS:g} s, each read back when visible")
+            base = applied.read() or 0.0
             m = CpuMeter(procs).start()
-            delay_ms = max(0, int(conns * 1000 / target))
-            threads = min(conns, NCPU)
-            duration = int(min(DURATION, max(1.0, 2 * E2E_EVENTS / target))) + 1
-            w = wrk(api.url, "post.lua", conns, duration,
-                    env={"BENCH_RUN": f"e2e{int(frac * 100)}", "BENCH_DELAY_MS": str(delay_ms),
-                         "BENCH_MAX_PER_THREAD": str(-(-E2E_EVENTS // threads))})
-            sent = w["requests"] - w["non2xx"]
-            # Wait for the consumer to catch up before reading the history.
-            poll(lambda: metric(cons.url, "consumer_events_applied_total") >= applied0 + sent,
-                 timeout=600, interval=0.1, what="the consumer to apply the load point")
-            applied0 += sent
-            cpu = m.stop({"wrk": w["generator_cpu_s"]})
-            with ferret.client() as c:
-                docs = list(c["notifications_db"]["user_notification_events"].find(
-                    {"email": {"$regex": f"^w-e2e{int(frac * 100)}-"}},
-                    {"committed_at": 1, "published_at": 1, "applied_at": 1}))
-            lat = {"commit_to_publish": [], "publish_to_apply": [], "commit_to_apply": []}
-            commits = sorted(ts(d["committed_at"]) for d in docs)
-            achieved = (len(commits) - 1) / (commits[-1] - commits[0]) \
-                if len(commits) > 1 and commits[-1] > commits[0] else None
-            for d in docs:
-                c_, p_, a_ = (ts(d["committed_at"]), ts(d["published_at"]), ts(d["applied_at"]))
-                lat["commit_to_publish"].append((p_ - c_) * 1e3)
-                lat["publish_to_apply"].append((a_ - p_) * 1e3)
-                lat["commit_to_apply"].append((a_ - c_) * 1e3)
-            point = {"load": frac, "target_rate": round(target, 1), "achieved_rate": round(achieved, 1) if achieved else None,
-                     "events": len(docs), "api_p50_ms": w["p50_ms"], "cpu": cpu}
-            for k, xs in lat.items():
-                xs.sort()
-                point[k] = {"p50_ms": round(pct(xs, 50), 2), "p99_ms": round(pct(xs, 99), 2),
-                            "max_ms": round(xs[-1], 2) if xs else None}
+            probe = e2e_probe(api, cons, rate, E2E_SECONDS, tag, E2E_PROBE_EVERY)
+            applied.until(base + probe["posted"], "the consumer applying the load point", cons,
+                          relay, ferret)
+            cpu = m.stop({"e2e_probe": probe["generator_cpu_s"]})
+            point = {"load": frac, **probe, "cpu": cpu, "history": history_breakdown(ferret, tag)}
             points.append(point)
-            log(f"  achieved {point['achieved_rate']}/s, {len(docs)} events, commit-to-visible p50 "
-                f"{point['commit_to_apply']['p50_ms']} ms p99 {point['commit_to_apply']['p99_ms']} ms")
+            log(f"  achieved {probe['achieved_rate']}/s, {probe['visible']} of {probe['probed']} "
+                f"read back: commit to visible p50 {probe['visible_p50_ms']} ms p99 "
+                f"{probe['visible_p99_ms']} ms (writes late > 10 ms: {probe['late_over_10ms']})")
         total_cpu = meter_all.stop()
-        events = applied0
+        events = applied.samples[-1][1] if applied.samples else 0
         s6 = {"events": int(events), "processes": {}}
         for name, svc in (("user-api", api), ("outbox-relay", relay), ("notification-consumer", cons)):
             s6["processes"][name] = {"peak_rss_mb": peak_rss_mb(svc.pid),
@@ -725,8 +945,9 @@ def scenario_5_6():
             s6["processes"][name] = {"cpu_s": total_cpu[name],
                                      "cpu_s_per_10k_events": round(total_cpu[name] * 1e4 / events, 3)
                                      if events else None}
-        results["scenarios"]["5"] = {"connections": conns, "max_rate_from_scenario_1": max_rate,
-                                     "points": points}
+        results["scenarios"]["5"] = {"saturation": sat, "seconds_per_point": E2E_SECONDS,
+                                     "probe_every": E2E_PROBE_EVERY,
+                                     "lanes_set": CONSUMER_LANES or None, "points": points}
         results["scenarios"]["6"] = s6
     finally:
         st.close()
@@ -768,7 +989,8 @@ def machine() -> dict:
             "ferretdb": first([t["FERRETDB"], "--version"]),
             "wrk": first(["wrk", "--version"]) or "wrk",
             "settings": {"BENCH_SCALE": SCALE, "BENCH_EVENT_USERS": USERS,
-                         "BENCH_DURATION": DURATION, "BENCH_NICE": NICE,
+                         "BENCH_EVENT_VERSIONS": VERSIONS, "BENCH_DURATION": DURATION,
+                         "BENCH_E2E_SECONDS": E2E_SECONDS, "BENCH_NICE": NICE,
                          "postgres": "fsync=off, full_page_writes=off, synchronous_commit=on "
                                      "(the test harness's settings)",
                          "ferretdb": "PostgreSQL store set up by deploy/ferretdb-store.sql, "
@@ -776,7 +998,9 @@ def machine() -> dict:
                          "user_api_threads": 8,
                          "relay_batch_size": service_default("outbox-relay", "RELAY_BATCH_SIZE"),
                          "relay_pipeline": service_default("outbox-relay", "RELAY_PIPELINE"),
-                         "consumer_batch": 64}}
+                         "consumer_batch": service_default("notification-consumer",
+                                                           "CONSUMER_BATCH"),
+                         "consumer_lanes": consumer_lanes()}}
 
 
 def main():
@@ -788,7 +1012,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     results["machine"] = machine()
     t0 = time.monotonic()
-    if wanted(1) or wanted(2) or wanted(5):
+    if wanted(1) or wanted(2):
         scenario_1_2()
     if wanted(3) or wanted(4):
         scenario_3_4()
