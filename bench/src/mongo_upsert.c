@@ -21,32 +21,32 @@
  *
  * mode is two bits. Bit 0 adds the history entries (collection user_notification_events, with
  * the consumer's two indexes) to the documents (user_notifications). Bit 1 batches as the
- * consumer does: the events are taken in windows of <batch> (default 64, CONSUMER_BATCH), and
- * each lane's share of a window is written as ordered bulks of update_one, at most one per user
- * in a bulk (a user's later versions go to the next bulk, in version order), with the filter
- * {_id, version: version - 1} without upsert, or {_id, version: {$lt: 1}} with upsert for a
- * version 1; then one unordered bulk insert of the window's history entries. Without it every
- * event is one update_one with {_id, version: {$lt: version}} and upsert, then one insert_one:
- * the consumer before it batched, which bench/ferretdb_store.py's table of FerretDB's stores
- * measured. So 0 is documents only, one event at a time; 1 adds the history; 2 is documents
- * only, batched; 3 (the default) is what the batching consumer writes.
+ * consumer does (notification-consumer/applier.c, store.c): each lane takes its users' events in
+ * stream order in batches of up to <batch> (default 64, CONSUMER_BATCH) and writes a batch in
+ * rounds of the first unwritten event of each user; a round is one ordered bulk of update_one,
+ * with the filter {_id, version: version - 1} without upsert, or {_id, version: {$lt: 1}} with
+ * upsert for a version 1, then one unordered bulk insert of the round's history entries. Without
+ * it every event is one update_one with {_id, version: {$lt: version}} and upsert, then one
+ * insert_one: the consumer before it batched, which bench/ferretdb_store.py's table of
+ * FerretDB's stores measured. So 0 is documents only, one event at a time; 1 adds the history; 2
+ * is documents only, batched; 3 (the default) is what the batching consumer writes.
  *
- * bulk (default: batch, no limit) splits a bulk of updates into bulks of at most that many.
+ * lanes (default 1) splits the users over as many threads, each with its own client, by the
+ * consumer's hash of the user id. Unlike the consumer's lanes they do not share a fetch, acks,
+ * the lease or a pool of clients, and never read: the loop is the writes alone.
+ *
+ * bulk (default: batch, no limit) splits a round's documents into bulks of at most that many.
  * FerretDB 1.24 keeps a PostgreSQL connection for every update of one update command that matched
- * a document until the command ends (internal/handler/msg_update.go), from a pool of 50: the bulks
- * in flight, all lanes together, must hold fewer than that or FerretDB waits forever (a bulk of 64
- * updates never returned); bench.py keeps them under 40. A socket timeout of 60 s (unless the uri
- * sets one) turns such a wait into an error.
+ * a document until the command ends (internal/handler/msg_update.go), from its pool
+ * (pool_max_conns, 50 unless its URL says otherwise): the bulks in flight, all lanes together,
+ * must hold fewer than that or FerretDB waits forever (a bulk of 64 updates on the default pool
+ * never returned). A socket timeout of 60 s (unless the uri sets one) turns such a wait into an
+ * error.
  *
- * lanes (default 1) splits the users by id % lanes over as many threads, each with its own
- * client, as the consumer splits a batch into lanes. The lanes do not wait for each other
- * between windows (the consumer acknowledges a batch once all its lanes are done; a loop with
- * nothing to acknowledge need not), so the loop is the faster of the two shapes.
- *
- * Prints one JSON line: the rate, the latency of a unit of work (an event, or a lane's share of
- * a window when batched), and the cost per event in the first and the last tenth of the events,
- * by the wall time in which each tenth completed (coarse when a tenth holds few windows). It
- * fails unless every event matched or inserted its document and inserted its history entry.
+ * Prints one JSON line: the rate, the latency of a unit of work (an event, or a lane's batch),
+ * and the cost per event in the first and the last tenth of the events, by the wall time in
+ * which each tenth completed (coarse when a tenth holds few batches). It fails unless every
+ * event matched or inserted its document and inserted its history entry.
  */
 
 #define TS		"2026-11-29T10:00:00.123456Z"
@@ -66,7 +66,8 @@ struct lane {
 	long id;
 	mongoc_client_t *cl;
 	double *lat;		/* per unit of work, in seconds */
-	int *round;		/* per event of a window: the bulk it goes to */
+	long *round;		/* a round's events: indexes into the batch */
+	int *nth;		/* per event of a batch: its user's events before it */
 	long units;
 	long applied, inserted;	/* documents matched or upserted, history entries inserted */
 	int failed;
@@ -185,84 +186,104 @@ bulk_run(struct lane *l, mongoc_bulk_operation_t *bulk, const char *key, const c
 	return ok ? 0 : -1;
 }
 
-/* A lane's share of a window, as the consumer writes a batch: the documents in ordered bulks of
- * one operation per user each, then the history entries in one unordered bulk. evs is in stream
- * order, so a user's versions come in order. */
+/* One ordered bulk of update_one, at most bulk_max of them; executes and frees it. */
 static int
-write_batch(struct lane *l, mongoc_collection_t *coll, mongoc_collection_t *hist,
-    const struct event *evs, long k)
+docs_bulk(struct lane *l, mongoc_collection_t *coll, const struct event *evs, const long *idx,
+    long k)
 {
-	int *round = l->round, rounds = 0;
-	mongoc_bulk_operation_t *bulk;
-	bson_t *opts;
+	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(true));
+	mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
 
-	/* An event's bulk is the number of events of its user before it in the window. */
-	for (long i = 0; i < k; i++) {
-		round[i] = 0;
-		for (long j = 0; j < i; j++)
-			if (evs[j].user == evs[i].user)
-				round[i]++;
-		if (round[i] + 1 > rounds)
-			rounds = round[i] + 1;
-	}
-	for (int r = 0; r < rounds; r++) {
-		long ops = 0;
-
-		bulk = NULL;
-		for (long i = 0; i < k; i++) {
-			const struct event *ev = &evs[i];
-			bson_t *filter, *update, *uopts;
-			bson_error_t e;
-			bool ok;
-
-			if (round[i] != r)
-				continue;
-			if (bulk == NULL) {
-				opts = BCON_NEW("ordered", BCON_BOOL(true));
-				bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
-				bson_destroy(opts);
-			}
-			if (ev->version == 1)
-				filter = BCON_NEW("_id", BCON_INT64(ev->user), "version", "{", "$lt",
-				    BCON_INT64(1), "}");
-			else
-				filter = BCON_NEW("_id", BCON_INT64(ev->user), "version",
-				    BCON_INT64(ev->version - 1));
-			update = event_update(ev);
-			uopts = BCON_NEW("upsert", BCON_BOOL(ev->version == 1));
-			ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, update, uopts, &e);
-			bson_destroy(filter);
-			bson_destroy(update);
-			bson_destroy(uopts);
-			if (!ok) {
-				mongoc_bulk_operation_destroy(bulk);
-				snprintf(l->err, sizeof(l->err), "could not add an update: %s", e.message);
-				return -1;
-			}
-			/* A version 1 counts as upserted, a later one as matched. */
-			if (++ops % l->run->bulk_max == 0) {
-				if (bulk_run(l, bulk, "nMatched", "nUpserted", &l->applied,
-				    "write the documents") != 0)
-					return -1;
-				bulk = NULL;
-			}
-		}
-		if (bulk != NULL && bulk_run(l, bulk, "nMatched", "nUpserted", &l->applied,
-		    "write the documents") != 0)
-			return -1;
-	}
-	if (!l->run->history)
-		return 0;
-	opts = BCON_NEW("ordered", BCON_BOOL(false));
-	bulk = mongoc_collection_create_bulk_operation_with_opts(hist, opts);
 	bson_destroy(opts);
-	for (long i = 0; i < k; i++) {
-		bson_t *entry = event_entry(&evs[i]);
+	for (long j = 0; j < k; j++) {
+		const struct event *ev = &evs[idx[j]];
+		bson_t *filter, *update, *uopts;
+		bson_error_t e;
+		bool ok;
+
+		if (ev->version == 1)
+			filter = BCON_NEW("_id", BCON_INT64(ev->user), "version", "{", "$lt",
+			    BCON_INT64(1), "}");
+		else
+			filter = BCON_NEW("_id", BCON_INT64(ev->user), "version",
+			    BCON_INT64(ev->version - 1));
+		update = event_update(ev);
+		uopts = BCON_NEW("upsert", BCON_BOOL(ev->version == 1));
+		ok = mongoc_bulk_operation_update_one_with_opts(bulk, filter, update, uopts, &e);
+		bson_destroy(filter);
+		bson_destroy(update);
+		bson_destroy(uopts);
+		if (!ok) {
+			mongoc_bulk_operation_destroy(bulk);
+			snprintf(l->err, sizeof(l->err), "could not add an update: %s", e.message);
+			return -1;
+		}
+	}
+	/* A version 1 counts as upserted, a later one as matched. */
+	return bulk_run(l, bulk, "nMatched", "nUpserted", &l->applied, "write the documents");
+}
+
+/* One unordered bulk insert of the history entries; executes and frees it. */
+static int
+history_bulk(struct lane *l, mongoc_collection_t *hist, const struct event *evs, const long *idx,
+    long k)
+{
+	bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
+	mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(hist, opts);
+
+	bson_destroy(opts);
+	for (long j = 0; j < k; j++) {
+		bson_t *entry = event_entry(&evs[idx[j]]);
 
 		mongoc_bulk_operation_insert(bulk, entry);
 		bson_destroy(entry);
 	}
 	return bulk_run(l, bulk, "nInserted", NULL, &l->inserted, "insert the history entries");
+}
+
+/* A lane's batch, as the consumer writes one: rounds of the first unwritten event of each user,
+ * in stream order; each round an ordered bulk of its documents (split at bulk_max), then an
+ * unordered bulk insert of their history entries. evs is in stream order, so a user's versions
+ * come in order. */
+static int
+write_batch(struct lane *l, mongoc_collection_t *coll, mongoc_collection_t *hist,
+    const struct event *evs, long k)
+{
+	long *round = l->round, nr;
+	int r = 0;
+
+	/* An event's round is the number of events of its user before it in the batch. */
+	for (long i = 0; i < k; i++) {
+		l->nth[i] = 0;
+		for (long j = 0; j < i; j++)
+			if (evs[j].user == evs[i].user)
+				l->nth[i]++;
+	}
+	do {
+		nr = 0;
+		for (long i = 0; i < k; i++)
+			if (l->nth[i] == r)
+				round[nr++] = i;
+		for (long j = 0; j < nr; j += l->run->bulk_max) {
+			long m = nr - j < l->run->bulk_max ? nr - j : l->run->bulk_max;
+
+			if (docs_bulk(l, coll, evs, round + j, m) != 0)
+				return -1;
+		}
+		if (nr > 0 && l->run->history && history_bulk(l, hist, evs, round, nr) != 0)
+			return -1;
+		r++;
+	} while (nr > 0);
+	return 0;
+}
+
+/* The lane of a user, as the consumer picks it (notification-consumer/applier.c, lane_of()). */
+static long
+lane_of(int64_t user, long lanes)
+{
+	uint64_t h = (uint64_t)user * 0x9e3779b97f4a7c15ULL;
+
+	return (long)((h >> 32) % (uint64_t)lanes);
 }
 
 static void *
@@ -271,24 +292,25 @@ lane_run(void *arg)
 	struct lane *l = arg;
 	struct run *r = l->run;
 	mongoc_collection_t *coll, *hist;
-	long window = r->batched ? r->batch : 1;
-	struct event *evs = calloc((size_t)window, sizeof(*evs));
+	long cap = r->batched ? r->batch : 1, i = 0;
+	struct event *evs = calloc((size_t)cap, sizeof(*evs));
 
-	l->round = calloc((size_t)window, sizeof(*l->round));
-
+	l->round = calloc((size_t)cap, sizeof(*l->round));
+	l->nth = calloc((size_t)cap, sizeof(*l->nth));
 	coll = mongoc_client_get_collection(l->cl, "bench_db", "user_notifications");
 	hist = mongoc_client_get_collection(l->cl, "bench_db", "user_notification_events");
 	pthread_barrier_wait(&r->start);
-	for (long w = 0; w < r->n && !l->failed; w += window) {
-		long end = w + window < r->n ? w + window : r->n, k = 0;
+	while (i < r->n && !l->failed) {
 		double t1, t2;
+		long k = 0;
 		int rc;
 
-		for (long i = w; i < end; i++)
-			if ((i % r->users + 1) % r->lanes == l->id)
+		/* The next batch: up to cap of this lane's events, in stream order. */
+		for (; i < r->n && k < cap; i++)
+			if (lane_of(i % r->users + 1, r->lanes) == l->id)
 				event_make(&evs[k++], r, i);
 		if (k == 0)
-			continue;
+			break;
 		t1 = now_s();
 		rc = r->batched ? write_batch(l, coll, hist, evs, k) :
 		    write_one(l, coll, hist, &evs[0]);
@@ -298,11 +320,12 @@ lane_run(void *arg)
 		}
 		t2 = now_s();
 		l->lat[l->units++] = t2 - t1;
-		for (long i = 0; i < k; i++)
-			r->done[evs[i].g - 1] = t2 - r->t0;
+		for (long j = 0; j < k; j++)
+			r->done[evs[j].g - 1] = t2 - r->t0;
 	}
 	free(evs);
 	free(l->round);
+	free(l->nth);
 	mongoc_collection_destroy(coll);
 	mongoc_collection_destroy(hist);
 	return NULL;
