@@ -15,13 +15,14 @@ Knobs (environment; docs/benchmarks.md has the table):
   BENCH_APPLY_EVENTS     events scenario 4's consumer and plain loop apply (default all)
   BENCH_CONSUMER_LANES   CONSUMER_LANES of the consumer under test, only when set (otherwise its
                          default); the plain loop of scenario 4 uses as many lanes
-  BENCH_UPSERT_BULK      most updates in one bulk of the plain loop (default 40 / lanes: FerretDB
-                         1.24 hangs past 50 in flight, see scenario_4)
+  BENCH_UPSERT_BULK      most updates in one bulk of the plain loop (default: the consumer's
+                         batch, or less when FerretDB's pool would run out, see scenario_4)
   BENCH_FERRETDB_SIZES   collection sizes of FerretDB's cost table, default 10,1000,10000
   BENCH_DURATION         seconds per load point of scenarios 1 and 2, and of scenario 5's
                          burst and steps, default 5
   BENCH_E2E_SECONDS      seconds per load point of scenario 5, default 10
-  BENCH_E2E_PROBE_EVERY  scenario 5 reads back every Nth write, default 1 (each)
+  BENCH_E2E_PROBE_EVERY  scenario 5 reads back every Nth write, default 10 (1: each; then the
+                         extra point that reads back each write is left out)
   BENCH_NICE             niceness of the load generators, default 5
   BENCH_PROFILE          0 skips the perf profiles
   BENCH_ONLY             comma-separated scenario numbers
@@ -67,10 +68,16 @@ UPSERT_BULK = int(os.environ.get("BENCH_UPSERT_BULK", "0"))
 # Collection sizes of FerretDB's cost-per-update table (scenario 4).
 FERRETDB_SIZES = [int(x) for x in os.environ.get("BENCH_FERRETDB_SIZES", "10,1000,10000").split(",")
                   if x.strip()]
-# Scenario 5: seconds per load point, and which writes are read back (every Nth).
+# Scenario 5: seconds per load point, and which writes are read back (every Nth). A waiting read
+# costs FerretDB two or three reads of the copy, more than the write it waits for costs in a
+# bulk: reading back each write at half the rate sustained without reads loads the pipeline past
+# what it sustains (with BENCH_SCALE=0.05: p50 318 ms instead of 23 ms). So the load points
+# read back a systematic sample, every tenth write, and one more point at half the rate reads
+# back each write, to show what the reads cost.
 E2E_SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "10"))
-E2E_PROBE_EVERY = int(os.environ.get("BENCH_E2E_PROBE_EVERY", "1"))
-E2E_LOADS = (0.1, 0.5, 0.8)
+E2E_PROBE_EVERY = int(os.environ.get("BENCH_E2E_PROBE_EVERY", "10"))
+E2E_POINTS = [(0.1, E2E_PROBE_EVERY), (0.5, E2E_PROBE_EVERY), (0.8, E2E_PROBE_EVERY)] + \
+    ([(0.5, 1)] if E2E_PROBE_EVERY != 1 else [])
 E2E_BURST = max(500, int(20_000 * SCALE))
 # e2e_probe's threads: enough for the writes waiting to be visible at once, fewer than the 256
 # connections from one address user-api and the consumer take by default.
@@ -684,11 +691,13 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     lanes = consumer_lanes()
     # FerretDB 1.24 holds a PostgreSQL connection for every update of one update command that
     # matched a document until the whole command ends (internal/handler/msg_update.go: a deferred
-    # Close inside the loop over the updates), and its pool has 50 (pool_max_conns): bulks that
-    # together hold more than that wait for a connection forever. The loop's bulks, all lanes
-    # together, stay under 40; the cost per event hardly depends on the size of a bulk (16 to 64
-    # updates per bulk within a few per cent, measured with a larger pool).
-    bulk = UPSERT_BULK or max(1, 40 // lanes)
+    # Close inside the loop over the updates), and waits for one forever when its pool
+    # (pool_max_conns, which the harness sets) runs out. The loop's bulks, all lanes together,
+    # leave ten of the pool free; with the harness's pool that is the consumer's batch, unsplit.
+    # The cost per event hardly depends on the size of a bulk (16 to 64 updates per bulk within a
+    # few per cent).
+    pool = getattr(harness, "FERRET_POOL_MAX_CONNS", 50)
+    bulk = UPSERT_BULK or max(1, min(batch, (pool - 10) // lanes))
     ferret = st.add(harness.FerretDB())
     log(f"scenario 4: the consumer applies {n} events ({USERS} users, {VERSIONS} versions each; "
         f"{'CONSUMER_LANES=%d' % CONSUMER_LANES if CONSUMER_LANES else 'default lanes'})")
@@ -728,7 +737,7 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     log(f"  fetch+ack: {fa['rate']} events/s")
 
     ferret2 = st.add(harness.FerretDB())
-    log(f"scenario 4: plain mongo-c-driver loop, batched as the consumer (windows of {batch}, "
+    log(f"scenario 4: plain mongo-c-driver loop, batched as the consumer (batches of {batch}, "
         f"{lanes} lanes, bulks of at most {bulk} updates)")
     meter = CpuMeter({"ferretdb": (ferret2.pid, False),
                       "ferretdb-postgres": (ferret2.store.pid, True)}).start()
@@ -921,14 +930,15 @@ def scenario_5_6():
         log(f"  the copy kept up with {sat['sustained_rate']}/s (the burst was applied at "
             f"{sat['burst_applied_rate']}/s)")
         points = []
-        for frac in E2E_LOADS:
+        for k, (frac, every) in enumerate(E2E_POINTS):
             rate = max(1.0, sat["sustained_rate"] * frac)
-            tag = f"e2e{int(frac * 100)}"
+            tag = f"e2e{k}"
             log(f"scenario 5: {int(frac * 100)} % of {sat['sustained_rate']}/s = {rate:.0f} "
-                f"writes/s for {E2E_SECONDS:g} s, each read back when visible")
+                f"writes/s for {E2E_SECONDS:g} s, "
+                f"{'each' if every == 1 else f'every {every}th'} read back when visible")
             base = applied.read() or 0.0
             m = CpuMeter(procs).start()
-            probe = e2e_probe(api, cons, rate, E2E_SECONDS, tag, E2E_PROBE_EVERY)
+            probe = e2e_probe(api, cons, rate, E2E_SECONDS, tag, every)
             applied.until(base + probe["posted"], "the consumer applying the load point", cons,
                           relay, ferret)
             cpu = m.stop({"e2e_probe": probe["generator_cpu_s"]})
