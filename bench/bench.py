@@ -680,6 +680,20 @@ class Progress:
                 "last_tenth_mean_ms": round((t10 - t9) * 1e3 / tenth, 4),
                 "seconds_from_first_event": round(t10 - t_first, 3)}
 
+    def later_tenths(self, after: int, n: int) -> dict:
+        """The same for the events counted after the first `after` of n (scenario 4's updates,
+        after the users' creations): from when `after` were applied to the end of the first
+        tenth of the rest, and the last tenth."""
+        tenth = (n - after) // 10
+        if tenth < 1:
+            return {}
+        t0, t1 = self.when(after), self.when(after + tenth)
+        t9, t10 = self.when(n - tenth), self.when(n)
+        if None in (t0, t1, t9, t10):
+            return {}
+        return {"updates_first_tenth_mean_ms": round((t1 - t0) * 1e3 / tenth, 4),
+                "updates_last_tenth_mean_ms": round((t10 - t9) * 1e3 / tenth, 4)}
+
 
 def per_event_us(cpu: dict, n: int, names) -> dict:
     """CPU microseconds per event of each named process of a CpuMeter's figures."""
@@ -719,7 +733,7 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     ccpu = cpu_s(cons.pid)
     cpu = meter.stop({"notification-consumer": ccpu})
     ours = {"events": n, "seconds": round(took, 3), "events_per_s": round(n / took, 1), "cpu": cpu,
-            **prog.tenths(0, n),
+            **prog.tenths(0, n), **prog.later_tenths(USERS, n),
             "apply_errors": metric(cons.url, "consumer_apply_errors_total"),
             "consumer_peak_rss_mb": peak_rss_mb(cons.pid),
             "consumer_cpu_s_per_10k": round(ccpu * 10000 / n, 3),

@@ -63,6 +63,7 @@ def test_every_scenario_has_its_figures_and_baselines(bench_run):
     assert x["fetch_ack_loop"]["events"] == 1000
     for o in (x["ours"], up):
         assert 0 < o["first_tenth_mean_ms"] and 0 <= o["last_tenth_mean_ms"], o
+        assert 0 <= o["updates_first_tenth_mean_ms"] and 0 <= o["updates_last_tenth_mean_ms"], o
     assert x["ours"]["cpu_us_per_event"]["notification-consumer"] > 0
     assert up["cpu_us_per_event"]["ferretdb"] > 0
     assert x["ratio"] == pytest.approx(x["ours"]["events_per_s"] / up["rate"], rel=0.01)
