@@ -124,8 +124,8 @@ pg_setup() {
 # the socket file (.s.PGSQL.5432), so it cannot clash with anything.
 FERRET_PG_PORT=5432
 # FerretDB's connection pool and its store's connection limit (see ferret_pg_url).
-FERRET_POOL_MAX_CONNS=300
-FERRET_PG_MAX_CONNECTIONS=400
+FERRET_POOL_MAX_CONNS=600
+FERRET_PG_MAX_CONNECTIONS=700
 
 # The stack before this one kept the copy in FerretDB's SQLite store (.run/ferretdb/*.sqlite),
 # which FerretDB on PostgreSQL would not read: it would start with an empty copy while the
@@ -162,7 +162,7 @@ ferret_pg_url() {
 	# pool_max_conns: FerretDB 1.24 holds a connection for every write of an update command that
 	# matches a document until the command ends, and stops answering when its pool (50 by
 	# default) runs out; the consumer's lanes have up to CONSUMER_LANES x CONSUMER_BATCH such
-	# writes in flight (256 by default).
+	# writes in flight (256 by default, 512 with 8 lanes).
 	printf 'postgres://ferretdb@/ferretdb?host=%s&port=%s&pool_max_conns=%s\n' "$out" \
 		"$FERRET_PG_PORT" "$FERRET_POOL_MAX_CONNS"
 }

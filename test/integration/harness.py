@@ -775,7 +775,7 @@ class NatsCluster:
 # _id of every collection table FerretDB creates, and plan_cache_mode = force_custom_plan.
 FERRETDB_STORE_SQL = REPO_ROOT / "deploy" / "ferretdb-store.sql"
 # FerretDB's connection pool, as deploy/infra.sh sets it (FERRET_POOL_MAX_CONNS).
-FERRET_POOL_MAX_CONNS = 300
+FERRET_POOL_MAX_CONNS = 600
 
 _store: Postgres | None = None
 _store_lock = threading.Lock()
@@ -791,7 +791,7 @@ def ferretdb_store() -> Postgres:
     global _store
     with _store_lock:
         if _store is None:
-            store = Postgres(settings={"max_connections": "600"})
+            store = Postgres(settings={"max_connections": "1000"})
             store.start()
             store.sql("CREATE ROLE ferretdb LOGIN", dbname="postgres")
             _store = store
