@@ -303,12 +303,31 @@ lane_term_check(struct lane *l)
 	}
 }
 
+/* For tests only: FAILPOINTS="consumer.refuse_user_<id>=on" makes every write of that user fail
+ * as if MongoDB refused it while it answers everything else, to show that such a user holds up
+ * its own lane only. */
+static bool
+user_refused(int64_t user_id)
+{
+	char name[64];
+
+	if (!failpoints_armed)
+		return false;
+	snprintf(name, sizeof(name), "consumer.refuse_user_%lld", (long long)user_id);
+	return failpoint_eval(name) != 0;
+}
+
 /* One store_apply() (see store.h). */
 static enum copy_store_result
 apply_once(struct lane *l, const struct event *ev, enum copy_store_order order,
     int64_t published_us, uint64_t seq, int64_t *copy_version, char *err, size_t errlen)
 {
 	lane_term_check(l);
+	if (user_refused(ev->user_id)) {
+		snprintf(err, errlen, "could not apply event %s: failpoint consumer.refuse_user_%lld",
+		    ev->event_id, (long long)ev->user_id);
+		return COPY_STORE_ERROR;
+	}
 	return store_apply(l->a->store, ev, order, published_us, seq, copy_version, err, errlen);
 }
 
@@ -429,14 +448,18 @@ lane_in_progress(struct lane *l, struct item *items, size_t next, size_t n)
 }
 
 /* Applies one event until MongoDB confirms, keeping the lane's other messages alive meanwhile,
- * and stores what it did in *r (never COPY_STORE_ERROR). Returns false when shutdown or the loss
- * of the lease interrupted it first. */
+ * and stores what it did in *r (never COPY_STORE_ERROR). A write that fails while MongoDB answers
+ * a ping is this user's problem, not the server's: the lane retries it with backoff and the
+ * others go on (the process stays ready). A write that fails with MongoDB gone makes the process
+ * not ready and stops the fetching until it answers again. Returns false when shutdown or the
+ * loss of the lease interrupted it first. */
 static bool
 apply_until_confirmed(struct lane *l, struct item *it, enum copy_store_order order,
     int64_t *copy_version, struct item *items, size_t n, enum copy_store_result *r)
 {
 	struct applier *a = l->a;
 	struct backoff b;
+	bool told = false;
 	char err[512];
 
 	backoff_init(&b, a->cfg->backoff_min_ms, a->cfg->backoff_max_ms);
@@ -446,13 +469,17 @@ apply_until_confirmed(struct lane *l, struct item *it, enum copy_store_order ord
 		if (*r != COPY_STORE_ERROR) {
 			if (!atomic_load(&a->mongo_ok))
 				mongo_check(a);
+			if (told)
+				log_info("lane %d: event %s applied after its failures", l->no,
+				    it->ev.event_id);
 			return true;
 		}
 		metrics_add(a->m_errors, 1);
-		if (atomic_exchange(&a->mongo_ok, false))
-			log_warnx("%s; holding lane %d until MongoDB answers event=%s", err, l->no,
-			    it->ev.event_id);
-		set_text(a, a->mongo_err, err);
+		if (!told)
+			log_warnx("%s; retrying it, lane %d waits user=%" PRId64 " event=%s", err, l->no,
+			    it->ev.user_id, it->ev.event_id);
+		told = true;
+		/* mongo_check() makes the process not ready, and logs why, when MongoDB is gone. */
 		do {
 			lane_in_progress(l, items, 0, n);
 			if (shutdown_sleep_ms(backoff_next(&b)) || !may_apply(a))
@@ -825,6 +852,8 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 			if (!it->tried)
 				FAILPOINT("consumer.after_fetch_before_apply");
 			it->tried = true;
+			if (!it->alone && user_refused(it->ev.user_id))
+				mark_alone(items, round[k], n);
 			if (it->alone)
 				continue;
 			bulk[nb] = (struct copy_batch_item){ &it->ev, it->meta.timestamp_ns / 1000,
@@ -1089,6 +1118,10 @@ applier_run(void *arg)
 		}
 	}
 	free(msgs);
+	/* The lanes hand back what they hold once this thread ends (applier_join()); an open pull
+	 * request would take those messages back to this process. */
+	if (a->pull != NULL)
+		js_pull_close(a->pull);
 	return NULL;
 }
 

@@ -200,6 +200,33 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *
 	return JS_OK;
 }
 
+void
+js_pull_close(struct js_pull *p)
+{
+	while (p->open > 0 && mono_ms() < p->open_until) {
+		const char *status = NULL;
+		natsMsg *m = NULL;
+
+		if (natsSubscription_NextMsg(&m, p->sub, p->open_until - mono_ms()) != NATS_OK)
+			break;
+		if (natsMsg_GetDataLength(m) == 0 &&
+		    natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL) {
+			int code = atoi(status);
+
+			natsMsg_Destroy(m);
+			if (code == 100)
+				continue;
+			break;	/* 404, 408 or a refusal: the request is over */
+		}
+		if (natsMsg_GetReply(m) != NULL && strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) == 0) {
+			js_nak(p->nc, m, 0);
+			p->open--;
+		}
+		natsMsg_Destroy(m);
+	}
+	p->open = 0;
+}
+
 static int
 ack_request(natsConnection *nc, natsMsg *m, const char *body, long timeout_ms, char *err,
     size_t errlen)

@@ -49,6 +49,11 @@ void js_pull_free(struct js_pull *p);
 enum js_result js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *n,
     char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* Waits for the open pull request to end (its 408, or its expiry) and hands back (nak) what still
+ * arrives meanwhile, so that a message handed back at shutdown is not delivered again to an
+ * inbox nobody reads any more (it would wait out the ack wait). Makes no new request. */
+void js_pull_close(struct js_pull *p);
+
 /* Acknowledges m and waits up to timeout_ms for the server to confirm it. */
 int js_ack_sync(natsConnection *nc, natsMsg *m, long timeout_ms, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -680,3 +680,35 @@ def test_two_processes_on_the_same_host_and_port_are_two_owners(nats, ferret, se
     assert role_b() == f"standby: lease held by {held_by}"
     stream.publish([make_event("user_created", 1, 1)])
     a.wait_version(1, 1)
+
+def lane_of(uid, lanes=4):
+    """The consumer's lane of a user (applier.c, lane_of())."""
+    return ((uid * 0x9e3779b97f4a7c15) % 2**64 >> 32) % lanes
+
+
+def test_a_user_whose_writes_fail_holds_up_only_its_lane(nats, ferret, services, stream):
+    """MongoDB answers but refuses every write of user 1 (the failpoint
+    consumer.refuse_user_1): user 1's lane retries it and waits, the other lanes go on, and the
+    process stays ready. A process without the failure applies user 1 and the users behind it."""
+    c = start_consumer(services, nats, ferret, CONSUMER_LANES=4,
+                       FAILPOINTS="consumer.refuse_user_1=on")
+    users = range(1, 41)
+    stream.publish([make_event("user_created", uid, 1) for uid in users])
+    others = [u for u in users if lane_of(u) != lane_of(1)]
+    assert len(others) >= 20
+    for uid in others:
+        c.wait_version(uid, 1)
+    stream.publish([make_event("user_updated", uid, 2) for uid in others])
+    for uid in others:
+        c.wait_version(uid, 2)
+    assert c.doc(1) is None
+    poll(lambda: c.metric("consumer_apply_errors_total") >= 2, 10, "user 1's write retried")
+    r = c.ready()
+    assert r.status_code == 200 and r.json()["checks"]["mongodb"] == "ok", r.text
+    assert "failpoint consumer.refuse_user_1; retrying it, lane" in c.log()
+
+    assert c.service.stop() == 0
+    c2 = start_consumer(services, nats, ferret, dbname=c.dbname, CONSUMER_LANES=4)
+    for uid in users:
+        c2.wait_version(uid, 2 if uid in others else 1)
+    assert [h["version"] for h in c2.history(1)] == [1]
