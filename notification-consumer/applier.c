@@ -74,6 +74,11 @@ struct lane {
 	size_t qhead, qlen, qcap;
 	bool stop;
 
+	/* The batch in hand and its bookkeeping, CONSUMER_BATCH each, made once at start. */
+	struct item *items;
+	struct copy_batch_item *bulk;
+	size_t *round, *in_bulk;
+
 	/* The lane's thread only. */
 	struct recent *recent;		/* oldest first */
 	size_t nrecent, caprecent;
@@ -227,16 +232,9 @@ notify_applied(struct applier *a)
 void
 applier_wait_applied(struct applier *a, long ms)
 {
-	struct timespec ts;
+	struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, ms);
 	uint64_t seen;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&a->wait_lock);
 	seen = a->applied;
 	while (a->applied == seen) {
@@ -809,23 +807,20 @@ static bool
 lane_apply(struct lane *l, struct item *items, size_t n)
 {
 	struct applier *a = l->a;
-	struct copy_batch_item *bulk = calloc(n, sizeof(*bulk));
-	size_t *round = calloc(n, sizeof(*round)), *in_bulk = calloc(n, sizeof(*in_bulk));
+	struct copy_batch_item *bulk = l->bulk;
+	size_t *round = l->round, *in_bulk = l->in_bulk;
 	size_t left = 0;
-	bool ok = false;
 	char err[512];
 
 	for (size_t i = 0; i < n; i++) {
 		if (items[i].poison != NULL) {
 			if (!may_apply(a) || shutdown_requested())
-				goto out;
+				return false;
 			FAILPOINT("consumer.after_fetch_before_apply");
 			dead_letter(a, items[i].m, &items[i].meta, items[i].poison);
 			items[i].done = true;
 			continue;
 		}
-		/* Without memory for the bulk's bookkeeping, one at a time still works. */
-		items[i].alone = bulk == NULL || round == NULL || in_bulk == NULL;
 		left++;
 	}
 	while (left > 0) {
@@ -833,17 +828,7 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 
 		/* Another process may apply once the lease is gone: not one more write. */
 		if (!may_apply(a) || shutdown_requested())
-			goto out;
-		if (round == NULL) {
-			for (size_t i = 0; i < n; i++) {
-				if (items[i].done)
-					continue;
-				FAILPOINT("consumer.after_fetch_before_apply");
-				if (!handle_alone(l, items, i, n))
-					goto out;
-			}
-			break;
-		}
+			return false;
 		nr = next_round(items, n, round);
 		for (size_t k = 0; k < nr; k++) {
 			struct item *it = &items[round[k]];
@@ -863,7 +848,7 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 		/* Checked again right before the write: the failpoints above may have stopped the
 		 * process past the lease. */
 		if (nb > 0 && !may_apply(a))
-			goto out;
+			return false;
 		if (nb > 0) {
 			lane_term_check(l);
 			store_apply_batch(a->store, bulk, nb, err, sizeof(err));
@@ -886,7 +871,7 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 			if (it->done || !it->alone)
 				continue;
 			if (!handle_alone(l, items, round[k], n))
-				goto out;
+				return false;
 			left--;
 		}
 		/* The round's acks reach the server before the next round's writes: one round trip
@@ -894,12 +879,7 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 		if (natsconn_ok(a->nc))
 			natsConnection_FlushTimeout(a->nc, a->cfg->nats_timeout_ms);
 	}
-	ok = true;
-out:
-	free(bulk);
-	free(round);
-	free(in_bulk);
-	return ok;
+	return true;
 }
 
 static void
@@ -936,7 +916,7 @@ lane_run(void *arg)
 	struct lane *l = arg;
 	struct applier *a = l->a;
 	size_t cap = (size_t)a->cfg->batch;
-	struct item *items = calloc(cap, sizeof(*items));
+	struct item *items = l->items;
 
 	for (;;) {
 		size_t n = 0;
@@ -944,18 +924,12 @@ lane_run(void *arg)
 
 		pthread_mutex_lock(&l->lock);
 		if (l->qlen == 0 && !l->stop) {
-			struct timespec ts;
+			struct timespec ts = clock_after_ms(CLOCK_REALTIME, 200);
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 200 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
 			pthread_cond_timedwait(&l->cond, &l->lock, &ts);
 		}
 		stop = l->stop;
-		while (items != NULL && n < cap && l->qlen > 0) {
+		while (n < cap && l->qlen > 0) {
 			items[n++] = l->queue[l->qhead];
 			l->qhead = (l->qhead + 1) % l->qcap;
 			l->qlen--;
@@ -978,7 +952,6 @@ lane_run(void *arg)
 			recent_check(l);
 		held_prune(l);
 	}
-	free(items);
 	return NULL;
 }
 
@@ -1035,14 +1008,8 @@ fetch_room(struct applier *a)
 
 	pthread_mutex_lock(&a->room_lock);
 	if (atomic_load(&a->in_hand) >= most) {
-		struct timespec ts;
+		struct timespec ts = clock_after_ms(CLOCK_REALTIME, 100);
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
 		pthread_cond_timedwait(&a->room_cond, &a->room_lock, &ts);
 	}
 	room = most - atomic_load(&a->in_hand);
@@ -1151,7 +1118,15 @@ applier_start(struct applier *a, char *err, size_t errlen)
 	for (int i = 0; i < a->nlanes; i++) {
 		struct lane *l = &a->lanes[i];
 
-		if ((l->queue = calloc(l->qcap, sizeof(*l->queue))) == NULL) {
+		size_t batch = (size_t)a->cfg->batch;
+
+		l->queue = calloc(l->qcap, sizeof(*l->queue));
+		l->items = calloc(batch, sizeof(*l->items));
+		l->bulk = calloc(batch, sizeof(*l->bulk));
+		l->round = calloc(batch, sizeof(*l->round));
+		l->in_bulk = calloc(batch, sizeof(*l->in_bulk));
+		if (l->queue == NULL || l->items == NULL || l->bulk == NULL || l->round == NULL ||
+		    l->in_bulk == NULL) {
 			snprintf(err, errlen, "out of memory");
 			lanes_stop(a);
 			return -1;
@@ -1200,6 +1175,10 @@ applier_free(struct applier *a)
 		free(l->recent);
 		free(l->held);
 		free(l->queue);
+		free(l->items);
+		free(l->bulk);
+		free(l->round);
+		free(l->in_bulk);
 		pthread_mutex_destroy(&l->lock);
 		pthread_cond_destroy(&l->cond);
 	}

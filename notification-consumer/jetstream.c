@@ -115,6 +115,25 @@ js_pull_free(struct js_pull *p)
 	free(p);
 }
 
+/* The status of a message of the pull inbox (100 heartbeat, 404 no messages, 408 expired, 409,
+ * 503...), with *status and *desc pointing into its headers; 0 for a message of the stream. */
+static int
+pull_status(natsMsg *m, const char **status, const char **desc)
+{
+	if (natsMsg_GetDataLength(m) != 0 ||
+	    natsMsgHeader_Get(m, "Status", status) != NATS_OK || *status == NULL)
+		return 0;
+	natsMsgHeader_Get(m, "Description", desc);
+	return atoi(*status);
+}
+
+/* A message JetStream delivered for the consumer, with its ack subject as reply. */
+static bool
+is_delivery(natsMsg *m)
+{
+	return natsMsg_GetReply(m) != NULL && strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) == 0;
+}
+
 enum js_result
 js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *count, char *err,
     size_t errlen)
@@ -146,6 +165,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *
 		int64_t left = n == 0 ? p->open_until - mono_ms() : 1;
 		const char *status = NULL, *desc = NULL;
 		natsMsg *m = NULL;
+		int code;
 
 		if (left <= 0) {
 			p->open = 0;
@@ -164,12 +184,9 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *
 			snprintf(err, errlen, "could not read the pull inbox: %s", natsStatus_GetText(s));
 			return JS_FAILED;
 		}
-		if (natsMsg_GetDataLength(m) == 0 &&
-		    natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL) {
-			int code = atoi(status);
+		if ((code = pull_status(m, &status, &desc)) != 0) {
 			bool gone;
 
-			natsMsgHeader_Get(m, "Description", &desc);
 			if (code == 100) {
 				natsMsg_Destroy(m);
 				continue;
@@ -189,7 +206,7 @@ js_pull_fetch(struct js_pull *p, natsMsg **msgs, int max, long expires_ms, int *
 				break;
 			return gone ? JS_CONSUMER_GONE : JS_FAILED;
 		}
-		if (natsMsg_GetReply(m) == NULL || strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) != 0) {
+		if (!is_delivery(m)) {
 			natsMsg_Destroy(m);
 			continue;
 		}
@@ -204,21 +221,19 @@ void
 js_pull_close(struct js_pull *p)
 {
 	while (p->open > 0 && mono_ms() < p->open_until) {
-		const char *status = NULL;
+		const char *status = NULL, *desc = NULL;
 		natsMsg *m = NULL;
+		int code;
 
 		if (natsSubscription_NextMsg(&m, p->sub, p->open_until - mono_ms()) != NATS_OK)
 			break;
-		if (natsMsg_GetDataLength(m) == 0 &&
-		    natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL) {
-			int code = atoi(status);
-
+		if ((code = pull_status(m, &status, &desc)) != 0) {
 			natsMsg_Destroy(m);
 			if (code == 100)
 				continue;
 			break;	/* 404, 408 or a refusal: the request is over */
 		}
-		if (natsMsg_GetReply(m) != NULL && strncmp(natsMsg_GetReply(m), "$JS.ACK.", 8) == 0) {
+		if (is_delivery(m)) {
 			js_nak(p->nc, m, 0);
 			p->open--;
 		}

@@ -952,6 +952,21 @@ store_apply_batch(struct store *s, struct copy_batch_item *items, size_t n, char
 	return applied;
 }
 
+/* True when cur ended on an error, with err saying that collection could not be read. */
+static bool
+cursor_failed(mongoc_cursor_t *cur, const struct store *s, const char *collection, char *err,
+    size_t errlen)
+{
+	bson_error_t e;
+	char why[256];
+
+	if (!mongoc_cursor_error(cur, &e))
+		return false;
+	error_text(&e, why, sizeof(why));
+	snprintf(err, errlen, "could not read %s.%s: %s", s->db, collection, why);
+	return true;
+}
+
 static json_t *
 bson_field_json(const bson_t *doc, const char *key)
 {
@@ -1012,16 +1027,11 @@ find_json(struct store *s, const char *collection, const bson_t *filter, const b
 	mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
 	json_t *arr = json_array();
 	const bson_t *doc;
-	bson_error_t e;
 	int rc = 0;
 
 	while (mongoc_cursor_next(cur, &doc))
 		json_array_append_new(arr, conv(doc));
-	if (mongoc_cursor_error(cur, &e)) {
-		char why[256];
-
-		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not read %s.%s: %s", s->db, collection, why);
+	if (cursor_failed(cur, s, collection, err, errlen)) {
 		json_decref(arr);
 		arr = NULL;
 		rc = -1;
@@ -1091,7 +1101,6 @@ store_versions(struct store *s, const int64_t *ids, size_t n, int64_t *versions,
 	mongoc_cursor_t *cur;
 	bson_t *filter = bson_new(), *opts, in, list;
 	const bson_t *doc;
-	bson_error_t e;
 	bson_iter_t it;
 	char key[24];
 	int rc = 0;
@@ -1122,13 +1131,8 @@ store_versions(struct store *s, const int64_t *ids, size_t n, int64_t *versions,
 			if (ids[i] == id)
 				versions[i] = version;
 	}
-	if (mongoc_cursor_error(cur, &e)) {
-		char why[256];
-
-		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not read versions from %s.%s: %s", s->db, s->collection, why);
+	if (cursor_failed(cur, s, s->collection, err, errlen))
 		rc = -1;
-	}
 	mongoc_cursor_destroy(cur);
 	mongoc_collection_destroy(coll);
 	mongoc_client_pool_push(s->pool, cl);
@@ -1235,8 +1239,8 @@ store_merge(struct store *s, const char *from, const char *to, uint64_t until, c
 	const bson_t *doc;
 	int64_t *ids = NULL;
 	size_t nids = 0, capids = 0, n = 0;
-	bson_error_t e;
 	bson_iter_t it;
+	bool ok;
 	int rc = -1;
 
 	/* Every user of the fresh copy replaces its document: one write each, so a reader sees the
@@ -1272,15 +1276,10 @@ store_merge(struct store *s, const char *from, const char *to, uint64_t until, c
 			goto out;
 		}
 	}
-	if (mongoc_cursor_error(cur, &e)) {
-		char why[256];
-
-		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not read %s.%s: %s", s->db, from, why);
-		mongoc_cursor_destroy(cur);
-		goto out;
-	}
+	ok = !cursor_failed(cur, s, from, err, errlen);
 	mongoc_cursor_destroy(cur);
+	if (!ok)
+		goto out;
 	if (merge_flush(&bulk, dst, &n, err, errlen) != 0)
 		goto out;
 
@@ -1310,15 +1309,10 @@ store_merge(struct store *s, const char *from, const char *to, uint64_t until, c
 			goto out;
 		}
 	}
-	if (mongoc_cursor_error(cur, &e)) {
-		char why[256];
-
-		error_text(&e, why, sizeof(why));
-		snprintf(err, errlen, "could not read %s.%s: %s", s->db, to, why);
-		mongoc_cursor_destroy(cur);
-		goto out;
-	}
+	ok = !cursor_failed(cur, s, to, err, errlen);
 	mongoc_cursor_destroy(cur);
+	if (!ok)
+		goto out;
 	if (merge_flush(&bulk, dst, &n, err, errlen) != 0)
 		goto out;
 	rc = 0;

@@ -304,14 +304,8 @@ waiters_run(void *arg)
 			pthread_cond_wait(&w->cond, &w->lock);
 			continue;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		next -= now;	/* from now on, in ms, on the clock the condition waits on */
-		ts.tv_sec += next / 1000;
-		ts.tv_nsec += (next % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		/* From now on, on the clock the condition waits on. */
+		ts = clock_after_ms(CLOCK_MONOTONIC, next - now);
 		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
 	}
 	pthread_mutex_unlock(&w->lock);

@@ -296,13 +296,7 @@ relay_wait(struct relay *r, long ms)
 			break;
 		if (left > 100)
 			left = 100;	/* the signal handler only sets a flag */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += left / 1000;
-		ts.tv_nsec += (left % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		ts = clock_after_ms(CLOCK_REALTIME, left);
 		pthread_cond_timedwait(&r->cond, &r->mu, &ts);
 	}
 	r->nudged = false;
