@@ -159,6 +159,16 @@ class Consumer:
         return poll(lambda: (self.doc(uid) or {}).get("version") == version, timeout,
                     f"user {uid} at version {version}")
 
+    def wait_events(self, events, timeout=20):
+        """Waits until every user of events (make_event() tuples) is at its highest version
+        there: the lanes apply different users in no fixed order, so one user's version says
+        nothing of another's."""
+        top = {}
+        for ev in events:
+            top[ev[4]["id"]] = max(top.get(ev[4]["id"], 0), ev[4]["version"])
+        for uid, version in top.items():
+            self.wait_version(uid, version, timeout)
+
     def ready(self):
         return self.get("/readyz", timeout=5)
 

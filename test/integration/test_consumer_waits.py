@@ -108,8 +108,9 @@ def waiting(c, n, timeout=20):
 def test_500_waiting_reads_hold_no_thread_and_are_answered_by_the_apply(nats, ferret, services,
                                                                         stream):
     c = start_consumer(services, nats, ferret, **MANY)
-    stream.publish([make_event("user_created", 1, 1), make_event("user_created", 2, 1)])
-    c.wait_version(2, 1)
+    evs = [make_event("user_created", 1, 1), make_event("user_created", 2, 1)]
+    stream.publish(evs)
+    c.wait_events(evs)            # both users are listed below
     waits = Waits(c.service.port, ["/notifications/user/1?min_version=2&wait=60s"] * 500)
     try:
         # With a worker thread held per waiting read (16 of them), this read queued behind
@@ -176,8 +177,9 @@ def test_beyond_max_waiters_a_read_gets_503_with_retry_after(nats, ferret, servi
 
 def test_deadline_answers_504_and_the_others_wait_on(nats, ferret, services, stream):
     c = start_consumer(services, nats, ferret, **MANY)
-    stream.publish([make_event("user_created", 1, 1), make_event("user_created", 2, 1)])
-    c.wait_version(2, 1)
+    evs = [make_event("user_created", 1, 1), make_event("user_created", 2, 1)]
+    stream.publish(evs)
+    c.wait_events(evs)            # the short waits below find user 1 at version 1
     short = Waits(c.service.port, [f"/notifications/user/1?min_version=3&wait={300 + 20 * i}ms"
                                    for i in range(20)])
     long_ = Waits(c.service.port, ["/notifications/user/1?min_version=2&wait=30s",
