@@ -3,7 +3,7 @@
 
 CC      ?= cc
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
-PKGS    := libpq libmongoc-1.0 libnats jansson libmicrohttpd uuid
+PKGS    := libpq libmongoc-1.0 libnats jansson libmicrohttpd uuid gnutls
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 \
            -Wno-format-truncation

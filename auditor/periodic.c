@@ -92,7 +92,7 @@ record(struct periodic *p, enum audit_outcome outcome, const struct audit_counts
 	pthread_mutex_lock(&p->lock);
 	if (outcome == AUDIT_FAILED) {
 		p->last = LAST_FAILED;
-		snprintf(p->problem, sizeof(p->problem), "%s", err);
+		error_headline(err, p->problem, sizeof(p->problem));
 	} else {
 		p->last = outcome == AUDIT_DRIFT ? LAST_DRIFT : LAST_CLEAN;
 	}

@@ -11,7 +11,7 @@
 #include "mongo_driver.h"
 
 /* The table's targets: one per process, copied out by audit_settings_load(). */
-static struct audit_settings loaded;
+static struct audit_settings loaded = { .http.prefix = "AUDIT" };
 
 /* The MongoDB names and defaults are the consumer's (notification-consumer/settings.c): one copy,
  * one set of variables. */
@@ -33,9 +33,10 @@ static const struct config_entry table[] = {
 	{ "AUDIT_PROGRESS_INTERVAL", CONFIG_MS, &loaded.progress_ms, "2s", 100, 3600000,
 	    "how often a progress line is logged when stderr is not a terminal" },
 	{ "AUDIT_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
-	    "address of the HTTP server of --every (/healthz, /readyz, /metrics)" },
+	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "AUDIT_PORT", CONFIG_INT, &loaded.http.port, "8083", 1, 65535,
 	    "port of the HTTP server of --every" },
+	HTTPD_SECURITY_ENTRIES(loaded.http, "AUDIT"),
 	{ "AUDIT_THREADS", CONFIG_INT, &loaded.http.threads, "2", 1, 256, "HTTP worker threads" },
 	{ "AUDIT_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "1024", 64, 16777216,
 	    "largest request body in bytes (413 above; the endpoints take none)" },
@@ -59,6 +60,8 @@ check(const void *arg, char *err, size_t errlen)
 	const struct audit_settings *s = arg;
 	mongoc_uri_t *uri;
 
+	if (httpd_config_check(&s->http, err, errlen) != 0)
+		return -1;
 	/* The parser's warnings (an unknown option) are log lines, --check's too. */
 	log_init("audit", s->log_level);
 	if ((uri = mongo_uri_parse(s->mongodb_uri, s->mongodb_timeout_ms, NULL, err, errlen)) == NULL)

@@ -7,17 +7,21 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "random.h"
+#include "shutdown.h"
 #include "utf8.h"
 
 #define MAX_PARAMS 4
@@ -32,6 +36,12 @@ struct httpd {
 	long max_body;
 	atomic_int active;
 	atomic_int suspended;
+	struct auth *auth;	/* NULL: no API_TOKENS_FILE, loopback only, everyone may do all */
+	char *tls_key, *tls_cert;	/* PEM text libmicrohttpd reads while it runs, or NULL */
+	size_t tls_key_len;
+	pthread_t reloader;	/* rereads the tokens after SIGHUP */
+	bool reloader_started;
+	atomic_bool stopping;
 };
 
 struct http_request {
@@ -46,6 +56,7 @@ struct http_request {
 	bool too_large;
 	bool replied;
 	bool counted;
+	unsigned scopes;	/* of the caller's token; every scope when authentication is off */
 	char request_id[65];
 	const char *route_label;
 	int64_t start_ms;
@@ -64,6 +75,8 @@ status_title(unsigned status)
 	case 201: return "Created";
 	case 204: return "No Content";
 	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
@@ -371,8 +384,12 @@ serve_builtin_ready(struct http_request *req)
 	bool ok = req->h->ready ? req->h->ready(req->h->ready_arg, &checks) : true;
 	json_t *body = json_pack("{s:s}", "status", ok ? "ready" : "not ready");
 
-	if (checks != NULL)
+	/* Which check failed and why is for operators: a token with the metrics scope, or anyone
+	 * when authentication is off (loopback only). */
+	if (checks != NULL && (req->scopes & AUTH_SCOPE_METRICS) != 0)
 		json_object_set_new(body, "checks", checks);
+	else
+		json_decref(checks);
 	if (!ok)
 		http_add_header(req, "Retry-After", "1");
 	http_reply_json(req, ok ? 200 : 503, body);
@@ -456,6 +473,95 @@ dispatch(struct http_request *req)
 	http_reply_problem(req, 404, NULL, "no such resource");
 }
 
+/* The scope a request needs: none for /healthz and /readyz, metrics for /metrics, read to read,
+ * write for everything else. */
+static unsigned
+scope_needed(const struct http_request *req)
+{
+	if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0)
+		return 0;
+	if (strcmp(req->path, "/metrics") == 0)
+		return AUTH_SCOPE_METRICS;
+	if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
+		return AUTH_SCOPE_READ;
+	return AUTH_SCOPE_WRITE;
+}
+
+/* The route a request is for, before its method is checked: the label of a refused request. */
+static const char *
+route_of(struct http_request *req)
+{
+	static const char *const builtin[] = { "/healthz", "/readyz", "/metrics" };
+
+	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+		if (strcmp(req->path, builtin[i]) == 0)
+			return builtin[i];
+	for (const struct http_route *r = req->h->routes; r->method != NULL; r++)
+		if (route_match(r->pattern, req->path, req, false))
+			return r->pattern;
+	return NULL;
+}
+
+static void
+client_address(struct MHD_Connection *conn, char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr_in *sa = ci ? (const struct sockaddr_in *)ci->client_addr : NULL;
+
+	if (sa == NULL || sa->sin_family != AF_INET || inet_ntop(AF_INET, &sa->sin_addr, out,
+	    (socklen_t)outlen) == NULL)
+		snprintf(out, outlen, "unknown");
+}
+
+/* Checks the caller's bearer token against the scope the request needs. Answers 401 or 403 and
+ * returns false when it falls short; the refusal is logged with the caller's address, never the
+ * token. */
+static bool
+authorize(struct http_request *req)
+{
+	unsigned need;
+	enum auth_result r;
+	char challenge[128], addr[INET_ADDRSTRLEN];
+	const char *why;
+
+	if (req->h->auth == NULL) {
+		req->scopes = AUTH_SCOPE_READ | AUTH_SCOPE_WRITE | AUTH_SCOPE_METRICS;
+		return true;
+	}
+	need = scope_needed(req);
+	r = auth_check(req->h->auth, http_header(req, MHD_HTTP_HEADER_AUTHORIZATION), need, &req->scopes);
+	if (need == 0 || r == AUTH_OK)
+		return true;
+	req->route_label = route_of(req);
+	client_address(req->conn, addr, sizeof(addr));
+	switch (r) {
+	case AUTH_MISSING:
+		why = "no bearer token";
+		http_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"user-sync\"");
+		http_reply_problem(req, 401, NULL, "a bearer token is required (Authorization: Bearer <token>)");
+		break;
+	case AUTH_INVALID:
+		why = "a token that is not valid";
+		http_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		    "Bearer realm=\"user-sync\", error=\"invalid_token\"");
+		http_reply_problem(req, 401, NULL, "the bearer token is not valid");
+		break;
+	default:
+		why = "a token without the scope";
+		snprintf(challenge, sizeof(challenge),
+		    "Bearer realm=\"user-sync\", error=\"insufficient_scope\", scope=\"%s\"",
+		    auth_scope_name(need));
+		http_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, challenge);
+		http_reply_problem(req, 403, NULL, "the token does not have the %s scope",
+		    auth_scope_name(need));
+		break;
+	}
+	log_warnx("http: refused a request for %s from %s: %s rid=%s",
+	    req->route_label ? req->route_label : "an unknown path", addr, why, req->request_id);
+	return false;
+}
+
 static bool
 request_id_ok(const char *s)
 {
@@ -496,6 +602,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			snprintf(req->request_id, sizeof(req->request_id), "%s", rid);
 		else
 			uuid_new(req->request_id);
+		/* Before the body is read: a caller who may not write does not get to upload. */
+		if (!authorize(req))
+			return MHD_YES;
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)h->max_body) {
 			req->too_large = true;
@@ -509,8 +618,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		*upload_data_size = 0;
 		/* libmicrohttpd cannot answer in the middle of an upload, so an oversized body without
 		 * Content-Length (chunked) is read and dropped, and answered 413 at its end; one that
-		 * goes on far past the cap is cut off. */
-		if (req->too_large) {
+		 * goes on far past the cap is cut off. The body of a request refused before it was
+		 * read (401, 403) is dropped the same way. */
+		if (req->too_large || req->replied) {
 			req->discarded += n;
 			return req->discarded > (size_t)h->max_body * 16 ? MHD_NO : MHD_YES;
 		}
@@ -635,10 +745,151 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("http: %s", msg);
 }
 
+/* Rereads the tokens after each SIGHUP, and says what came of it. */
+static void *
+tokens_reloader(void *arg)
+{
+	struct httpd *h = arg;
+
+	while (!atomic_load(&h->stopping)) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+		if (reload_requested()) {
+			char err[512];
+			size_t n;
+
+			if (auth_reload(h->auth, &n, err, sizeof(err)) == 0)
+				log_info("http: reloaded the API tokens: %zu in use", n);
+			else
+				log_error("http: could not reload the API tokens, the %zu in use stay: %s",
+				    auth_count(h->auth), err);
+		}
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+/* Reads a PEM file whole; NULL with err filled when it cannot. The caller frees the result. */
+static char *
+read_pem(const char *setting, const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	size_t n;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "could not read %s \"%s\": %s", setting, path, strerror(errno));
+		return NULL;
+	}
+	/* Certificates and keys are a few KiB; a chain of a dozen fits in 256 KiB. */
+	if ((buf = malloc(256 * 1024 + 1)) == NULL) {
+		fclose(f);
+		snprintf(err, errlen, "could not read %s: out of memory", setting);
+		return NULL;
+	}
+	n = fread(buf, 1, 256 * 1024 + 1, f);
+	if (ferror(f) || n == 0 || n > 256 * 1024) {
+		snprintf(err, errlen, "could not read %s \"%s\": %s", setting, path,
+		    ferror(f) ? strerror(errno) : n == 0 ? "it is empty" : "larger than 256 KiB");
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+static void
+httpd_free(struct httpd *h)
+{
+	if (h->tls_key != NULL) {
+		explicit_bzero(h->tls_key, h->tls_key_len);
+		free(h->tls_key);
+	}
+	free(h->tls_cert);
+	auth_free(h->auth);
+	free(h);
+}
+
+static bool
+is_set(const char *s)
+{
+	return s != NULL && s[0] != '\0';
+}
+
+int
+httpd_config_check(const struct httpd_config *cfg, char *err, size_t errlen)
+{
+	struct in_addr addr;
+
+	if (inet_pton(AF_INET, cfg->bind, &addr) != 1) {
+		snprintf(err, errlen, "invalid %s_BIND \"%s\": expected an IPv4 address such as 127.0.0.1",
+		    cfg->prefix, cfg->bind);
+		return -1;
+	}
+	if (!is_set(cfg->tokens_file) && (ntohl(addr.s_addr) >> 24) != 127) {
+		snprintf(err, errlen, "refusing to listen on %s without authentication: set API_TOKENS_FILE "
+		    "to a file of bearer tokens, or %s_BIND to a loopback address such as 127.0.0.1",
+		    cfg->bind, cfg->prefix);
+		return -1;
+	}
+	if (is_set(cfg->tokens_file)) {
+		struct auth *a = auth_new(cfg->tokens_file, err, errlen);
+
+		if (a == NULL)
+			return -1;
+		auth_free(a);
+	}
+	if (is_set(cfg->tls_cert) != is_set(cfg->tls_key)) {
+		snprintf(err, errlen, "HTTPS needs both %s_TLS_CERT and %s_TLS_KEY", cfg->prefix,
+		    cfg->prefix);
+		return -1;
+	}
+	if (is_set(cfg->tls_cert) && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+		snprintf(err, errlen, "this libmicrohttpd was built without TLS: unset %s_TLS_CERT and "
+		    "%s_TLS_KEY", cfg->prefix, cfg->prefix);
+		return -1;
+	}
+	return 0;
+}
+
+/* Who may call, over what: the tokens, and HTTPS when a certificate and its key are given.
+ * Fills h and opts (ending with MHD_OPTION_END). */
+static int
+security_setup(struct httpd *h, const struct httpd_config *cfg, struct MHD_OptionItem *opts,
+    unsigned *flags, char *err, size_t errlen)
+{
+	char setting[64];
+	size_t n = 0, cert_len;
+
+	if (httpd_config_check(cfg, err, errlen) != 0)
+		return -1;
+	if (is_set(cfg->tokens_file) && (h->auth = auth_new(cfg->tokens_file, err, errlen)) == NULL)
+		return -1;
+	if (is_set(cfg->tls_cert)) {
+		snprintf(setting, sizeof(setting), "%s_TLS_CERT", cfg->prefix);
+		if ((h->tls_cert = read_pem(setting, cfg->tls_cert, &cert_len, err, errlen)) == NULL)
+			return -1;
+		snprintf(setting, sizeof(setting), "%s_TLS_KEY", cfg->prefix);
+		if ((h->tls_key = read_pem(setting, cfg->tls_key, &h->tls_key_len, err, errlen)) == NULL)
+			return -1;
+		*flags |= MHD_USE_TLS;
+		opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert };
+		opts[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key };
+	}
+	opts[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+	return 0;
+}
+
 struct httpd *
 httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
     http_ready_fn ready, void *ready_arg, char *err, size_t errlen)
 {
+	struct MHD_OptionItem tls_opts[3];
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+	    MHD_USE_ERROR_LOG;
 	struct sockaddr_in sa;
 	struct httpd *h;
 
@@ -659,8 +910,11 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	h->ready = ready;
 	h->ready_arg = ready_arg;
 	h->max_body = cfg->max_body;
-	h->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
-	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+	if (security_setup(h, cfg, tls_opts, &flags, err, errlen) != 0) {
+		httpd_free(h);
+		return NULL;
+	}
+	h->daemon = MHD_start_daemon(flags,
 	    (uint16_t)cfg->port, NULL, NULL, on_request, h,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
@@ -670,12 +924,27 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
+	    MHD_OPTION_ARRAY, tls_opts,
 	    MHD_OPTION_END);
 	if (h->daemon == NULL) {
 		snprintf(err, errlen, "could not listen on %s:%ld: %s", cfg->bind, cfg->port,
-		    errno ? strerror(errno) : "address in use or not available");
-		free(h);
+		    (flags & MHD_USE_TLS) != 0 ? "address in use or not available, or the certificate "
+		    "and key are not a valid PEM pair" : errno ? strerror(errno) :
+		    "address in use or not available");
+		httpd_free(h);
 		return NULL;
+	}
+	if (h->auth != NULL) {
+		if (pthread_create(&h->reloader, NULL, tokens_reloader, h) == 0)
+			h->reloader_started = true;
+		else
+			log_warnx("http: could not start the thread that reloads the tokens on SIGHUP");
+		log_info("http: %s on %s:%ld, bearer tokens required (%zu from %s; SIGHUP rereads them)",
+		    (flags & MHD_USE_TLS) != 0 ? "HTTPS" : "HTTP", cfg->bind, cfg->port,
+		    auth_count(h->auth), cfg->tokens_file);
+	} else {
+		log_info("http: %s on %s:%ld without authentication (no API_TOKENS_FILE): loopback only",
+		    (flags & MHD_USE_TLS) != 0 ? "HTTPS" : "HTTP", cfg->bind, cfg->port);
 	}
 	return h;
 }
@@ -697,5 +966,8 @@ httpd_stop(struct httpd *h, long drain_ms)
 	MHD_stop_daemon(h->daemon);
 	if (fd != MHD_INVALID_SOCKET)
 		close(fd);
-	free(h);
+	atomic_store(&h->stopping, true);
+	if (h->reloader_started)
+		pthread_join(h->reloader, NULL);
+	httpd_free(h);
 }

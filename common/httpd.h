@@ -21,18 +21,44 @@ struct http_route {
 };
 
 struct httpd_config {
-	const char *bind;		/* address to listen on, e.g. "0.0.0.0" */
+	const char *bind;		/* address to listen on, e.g. "127.0.0.1" */
 	long port;
 	long threads;
 	long max_body;			/* bytes; larger bodies get 413 */
 	long conn_timeout_s;
 	long max_connections;
 	long max_connections_per_ip;
+	/* Bearer tokens with scopes (common/auth.h); empty: no authentication, and then only a
+	 * loopback address may be listened on. */
+	const char *tokens_file;
+	/* PEM certificate chain and key: HTTPS when both are given. */
+	const char *tls_cert, *tls_key;
+	/* The prefix of the process's settings ("USER_API"), set in the settings' static
+	 * initializer: messages name PREFIX_TLS_CERT and PREFIX_TLS_KEY. */
+	const char *prefix;
 };
+
+/* Entries every HTTP server's settings table splices in: the token file, which every process
+ * reads from the same variable, and PREFIX_TLS_CERT and PREFIX_TLS_KEY. */
+#define HTTPD_SECURITY_ENTRIES(cfg, PREFIX)                                                          \
+	{ "API_TOKENS_FILE", CONFIG_STRING, &(cfg).tokens_file, NULL, 0, 0,                          \
+	    "file of bearer tokens, \"TOKEN SCOPE[,SCOPE...]\" a line (scopes read, write, metrics; "   \
+	    "sha256:<hex> for a digest); SIGHUP rereads it; empty: no authentication, loopback only" },  \
+	{ PREFIX "_TLS_CERT", CONFIG_STRING, &(cfg).tls_cert, NULL, 0, 0,                             \
+	    "PEM certificate chain: HTTPS with " PREFIX "_TLS_KEY (empty: plain HTTP)" },               \
+	{ PREFIX "_TLS_KEY", CONFIG_STRING, &(cfg).tls_key, NULL, 0, 0,                               \
+	    "PEM private key of " PREFIX "_TLS_CERT" }
+
 
 /* Fills *out (a new reference, caller json_decref()s) with the readiness checks and returns
  * whether the process is ready. */
 typedef bool (*http_ready_fn)(void *arg, json_t **out);
+
+/* Checks what the settings alone cannot: the address is IPv4, an address other than loopback
+ * has a tokens file, the tokens file is valid, the certificate has its key. For the settings'
+ * validation (--check) and httpd_start(). Returns 0, or -1 with err filled. */
+int httpd_config_check(const struct httpd_config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Starts listening. routes ends with a {NULL} entry and must outlive the server. Returns NULL with
  * err filled on failure. */

@@ -117,3 +117,13 @@ fatal(const char *fmt, ...)
 	va_end(ap);
 	exit(1);
 }
+
+void
+error_headline(const char *err, char *out, size_t outlen)
+{
+	const char *colon = strstr(err, ": "), *at = strstr(err, " at ");
+	const char *end = colon == NULL || (at != NULL && at < colon) ? at : colon;
+	int n = end != NULL ? (int)(end - err) : (int)strlen(err);
+
+	snprintf(out, outlen, "%.*s", n, err);
+}

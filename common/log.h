@@ -3,6 +3,7 @@
 #define COMMON_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdnoreturn.h>
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
@@ -20,6 +21,12 @@ void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
+/* Copies into out the headline of one of this project's error messages: the text before its
+ * first ": " or " at ", which says what could not be done, without the server's address, the
+ * user or the driver's words that follow. What a caller sees (readiness checks, 503 details)
+ * is the headline; the whole message goes to the log. */
+void error_headline(const char *err, char *out, size_t outlen);
+
 /* Logs at error level and exits with status 1. */
 noreturn void fatal(const char *fmt, ...) LOG_PRINTF(1, 2);
 

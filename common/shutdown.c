@@ -10,12 +10,15 @@
 #include "clock.h"
 
 static atomic_bool shutdown_flag;
+static atomic_bool reload_flag;
 
 static void
 on_signal(int sig)
 {
-	(void)sig;
-	atomic_store(&shutdown_flag, true);
+	if (sig == SIGHUP)
+		atomic_store(&reload_flag, true);
+	else
+		atomic_store(&shutdown_flag, true);
 }
 
 void
@@ -28,7 +31,14 @@ shutdown_signals_install(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+bool
+reload_requested(void)
+{
+	return atomic_exchange(&reload_flag, false);
 }
 
 bool

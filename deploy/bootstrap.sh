@@ -13,7 +13,8 @@ LOG_TAG=bootstrap
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
-	libjansson-dev libmicrohttpd-dev uuid-dev postgresql postgresql-client curl ca-certificates wrk)
+	libjansson-dev libmicrohttpd-dev libgnutls28-dev uuid-dev postgresql postgresql-client curl
+	ca-certificates openssl wrk)
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log

@@ -10,13 +10,19 @@
 #include "config.h"
 #include "failpoint.h"
 #include "http_page.h"
+#include "log.h"
 #include "util.h"
 
 static void
 reply_store_down(struct http_request *req, const char *err)
 {
+	char shown[128];
+
+	/* The driver's words stay in the log. */
+	log_warnx("%s %s: %s rid=%s", http_method(req), http_path(req), err, http_request_id(req));
+	error_headline(err, shown, sizeof(shown));
 	http_add_header(req, "Retry-After", "1");
-	http_reply_problem(req, 503, NULL, "%s", err);
+	http_reply_problem(req, 503, NULL, "%s", shown);
 }
 
 static void

@@ -344,8 +344,9 @@ mongo_check(struct applier *a)
 	pthread_mutex_unlock(&a->check_lock);
 	if (failed) {
 		pthread_mutex_lock(&a->lock);
-		changed = atomic_exchange(&a->mongo_ok, false) || strcmp(a->mongo_err, err) != 0;
-		snprintf(a->mongo_err, sizeof(a->mongo_err), "%s", err);
+		changed = atomic_exchange(&a->mongo_ok, false) || strncmp(a->mongo_err, err,
+		    strlen(a->mongo_err)) != 0;
+		error_headline(err, a->mongo_err, sizeof(a->mongo_err));
 		pthread_mutex_unlock(&a->lock);
 		if (changed)
 			log_warnx("mongodb: %s", err);

@@ -11,7 +11,7 @@
 
 /* The table's targets: one per process, copied out by consumer_settings_load(). A static table
  * bound to a static struct needs no copying at run time and no fixed-size buffer. */
-static struct consumer_settings loaded;
+static struct consumer_settings loaded = { .http.prefix = "NOTIFICATION_CONSUMER" };
 
 static const struct config_entry table[] = {
 	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
@@ -26,10 +26,11 @@ static const struct config_entry table[] = {
 	    "user_notification_events", 0, 0, "collection of every applied event" },
 	{ "MONGODB_TIMEOUT", CONFIG_MS, &loaded.store.timeout_ms, "2s", 100, 60000,
 	    "server selection, connect and socket timeout for MongoDB" },
-	{ "NOTIFICATION_CONSUMER_BIND", CONFIG_STRING, &loaded.http.bind, "0.0.0.0", 0, 0,
-	    "address the HTTP server listens on" },
+	{ "NOTIFICATION_CONSUMER_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
+	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "NOTIFICATION_CONSUMER_PORT", CONFIG_INT, &loaded.http.port, "8081", 1, 65535,
 	    "HTTP port" },
+	HTTPD_SECURITY_ENTRIES(loaded.http, "NOTIFICATION_CONSUMER"),
 	{ "CONSUMER_HTTP_THREADS", CONFIG_INT, &loaded.http.threads, "16", 1, 256,
 	    "HTTP worker threads (a read waiting for min_version holds none)" },
 	{ "NOTIFICATION_CONSUMER_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "4096", 64, 16777216,
@@ -112,6 +113,8 @@ resolve(const void *arg, char *err, size_t errlen)
 	struct consumer_settings *s = &loaded;
 
 	(void)arg;
+	if (httpd_config_check(&s->http, err, errlen) != 0)
+		return -1;
 	/* A version that a crashed process held comes back only after the ack wait; twice that
 	 * covers a second crash or pause on the way, and the margin a slow batch. */
 	if (s->gap_wait_ms == 0)

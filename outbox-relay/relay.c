@@ -656,7 +656,7 @@ relay_connect(struct relay *r, struct slot *s)
 	if (s->work == NULL) {
 		atomic_store(&r->pg_ok, false);
 		log_warnx("%s; retrying", err);
-		set_problem(r, err);
+		set_problem(r, "could not connect to PostgreSQL");
 		return (struct step){ STEP_WAIT, backoff_next(&r->backoff) };
 	}
 	return step_continue;

@@ -9,16 +9,17 @@
 
 /* The table's targets: one per process, copied out by relay_settings_load(). A static table bound
  * to a static struct needs no copying at run time and no fixed-size buffer. */
-static struct relay_settings loaded;
+static struct relay_settings loaded = { .http.prefix = "OUTBOX_RELAY" };
 
 static const struct config_entry table[] = {
 	PG_SETTINGS_ENTRIES(loaded.pg),
 	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
 	    "NATS server URL" },
-	{ "OUTBOX_RELAY_BIND", CONFIG_STRING, &loaded.http.bind, "0.0.0.0", 0, 0,
-	    "address of the HTTP server (/healthz, /readyz, /metrics)" },
+	{ "OUTBOX_RELAY_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
+	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "OUTBOX_RELAY_PORT", CONFIG_INT, &loaded.http.port, "8082", 1, 65535,
 	    "port of the HTTP server" },
+	HTTPD_SECURITY_ENTRIES(loaded.http, "OUTBOX_RELAY"),
 	{ "OUTBOX_RELAY_THREADS", CONFIG_INT, &loaded.http.threads, "2", 1, 256,
 	    "HTTP worker threads" },
 	{ "OUTBOX_RELAY_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "1024", 64, 16777216,
@@ -74,6 +75,8 @@ check(const void *arg, char *err, size_t errlen)
 {
 	const struct relay_settings *s = arg;
 
+	if (httpd_config_check(&s->http, err, errlen) != 0)
+		return -1;
 	if (s->poll_min_ms > s->poll_max_ms) {
 		snprintf(err, errlen, "invalid RELAY_POLL_MIN %ldms: more than RELAY_POLL_MAX %ldms",
 		    s->poll_min_ms, s->poll_max_ms);

@@ -20,6 +20,8 @@
 static void
 reply_store_error(struct http_request *req, enum user_store_result rc, const char *err)
 {
+	char shown[128];
+
 	switch (rc) {
 	case USER_STORE_NOT_FOUND:
 		http_reply_problem(req, 404, NULL, "%s", err);
@@ -36,7 +38,9 @@ reply_store_error(struct http_request *req, enum user_store_result rc, const cha
 		break;
 	case USER_STORE_UNAVAILABLE:
 		http_add_header(req, "Retry-After", "1");
-		http_reply_problem(req, 503, NULL, "the user store is unavailable: %s", err);
+		log_warnx("%s %s: %s rid=%s", http_method(req), http_path(req), err, http_request_id(req));
+		error_headline(err, shown, sizeof(shown));
+		http_reply_problem(req, 503, NULL, "the user store is unavailable: %s", shown);
 		break;
 	case USER_STORE_OK:
 	case USER_STORE_ERROR:
@@ -313,11 +317,12 @@ const struct http_route user_api_routes[] = {
 bool
 user_api_ready(void *arg, json_t **out)
 {
-	char err[512] = "";
+	char err[512] = "", shown[128];
 	enum user_store_result rc = user_store_ping(user_store_get(), err, sizeof(err));
 
 	(void)arg;
+	error_headline(err, shown, sizeof(shown));
 	*out = json_pack("{s:{s:s, s:s}}", "postgres", "status", rc == USER_STORE_OK ? "up" : "down",
-	    "detail", rc == USER_STORE_OK ? "reachable" : err);
+	    "detail", rc == USER_STORE_OK ? "reachable" : shown);
 	return rc == USER_STORE_OK;
 }

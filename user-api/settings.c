@@ -8,14 +8,16 @@
 
 /* The table's targets: one per process, copied out by user_api_settings_load(). A static table
  * bound to a static struct needs no copying at run time and no fixed-size buffer. */
-static struct user_api_settings loaded;
+static struct user_api_settings loaded = { .http.prefix = "USER_API" };
 
 static const struct config_entry table[] = {
 	PG_SETTINGS_ENTRIES(loaded.store.pg),
 	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
 	    "NATS server for the relay's wake-up nudges (optional; empty disables them)" },
-	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "0.0.0.0", 0, 0, "address to listen on" },
+	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
+	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "USER_API_PORT", CONFIG_INT, &loaded.http.port, "8080", 1, 65535, "HTTP port" },
+	HTTPD_SECURITY_ENTRIES(loaded.http, "USER_API"),
 	{ "USER_API_THREADS", CONFIG_INT, &loaded.http.threads, "8", 1, 256,
 	    "HTTP worker threads, each with its own PostgreSQL connection" },
 	{ "USER_API_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "65536", 64, 16777216,
@@ -41,6 +43,14 @@ static const struct config_entry table[] = {
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 
+static int
+check(const void *arg, char *err, size_t errlen)
+{
+	const struct user_api_settings *s = arg;
+
+	return httpd_config_check(&s->http, err, errlen);
+}
+
 static const struct cli cli = {
 	.prog = "user-api",
 	.version = VERSION,
@@ -49,6 +59,8 @@ static const struct cli cli = {
 	    "Endpoints: GET/POST /users, GET/PUT/DELETE /users/{id}, /healthz, /readyz, /metrics.",
 	.commands = NULL,
 	.settings = table,
+	.validate = check,
+	.validate_arg = &loaded,
 };
 
 int

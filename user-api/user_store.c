@@ -182,6 +182,8 @@ store_connect(struct user_store *s, char *err, size_t errlen)
 	}
 	s->conn = pg_connect(&store_config.pg, "user-api", err, errlen);
 	if (s->conn == NULL) {
+		/* Once per hold-off at most: the callers show only the headline. */
+		log_warnx("%s", err);
 		atomic_store(&store_failed_at_ms, mono_ms());
 		return USER_STORE_UNAVAILABLE;
 	}

@@ -911,8 +911,10 @@ class Service(Process):
 
     def __init__(self, name: str, env: dict | None = None, args: list[str] | tuple = (),
                  port: int | None = None, binary: str | Path | None = None,
-                 health_path: str = "/healthz", dir=None):
+                 health_path: str = "/healthz", dir=None, tls_ca=None):
         self.name = name
+        # With tls_ca (a CA certificate file), the service speaks HTTPS and is checked with it.
+        self.tls_ca = str(tls_ca) if tls_ca else None
         super().__init__(dir)
         self.binary = Path(binary) if binary else bin_dir() / name
         self.env = dict(env or {})
@@ -933,12 +935,12 @@ class Service(Process):
         if self.port is None:
             time.sleep(0.2)
             return True
-        r = requests.get(f"{self.url}{self.health_path}", timeout=1)
+        r = requests.get(f"{self.url}{self.health_path}", timeout=1, verify=self.tls_ca or True)
         return r.status_code == 200
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
 
     def wait_exit(self, timeout: float = 10.0) -> int:
         """Waits for the process to end by itself; returns its exit status."""

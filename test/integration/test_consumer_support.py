@@ -155,9 +155,16 @@ class Consumer:
         return r.json() if r.status_code == 200 else None
 
     def wait_version(self, uid, version, timeout=20):
-        """Waits until the copy of uid is at version (deleted users count through Mongo)."""
-        return poll(lambda: (self.doc(uid) or {}).get("version") == version, timeout,
-                    f"user {uid} at version {version}")
+        """Waits until the copy of uid is at version (deleted users count through Mongo) and its
+        history holds that version: a lane writes the documents first and their history entries
+        next, so a test reading the history right after the document would race the second."""
+        def there():
+            if (self.doc(uid) or {}).get("version") != version:
+                return False
+            with self.ferret.client() as c:
+                return self._db(c).user_notification_events.find_one(
+                    {"user_id": uid, "version": version}) is not None
+        return poll(there, timeout, f"user {uid} at version {version}, with its history entry")
 
     def wait_events(self, events, timeout=20):
         """Waits until every user of events (make_event() tuples) is at its highest version
