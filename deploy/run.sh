@@ -115,6 +115,11 @@ main() {
 	for name in "${present[@]}"; do svc_start "$name"; done
 	((${#present[@]} == 0)) && warn "no service binary is built: running the infrastructure only"
 	svc_wait_healthy
+	if [[ -n ${API_TOKENS_FILE:-} ]]; then
+		say "the APIs ask for a bearer token from $API_TOKENS_FILE: curl -H 'Authorization: Bearer <token>' ..."
+	else
+		say "no API_TOKENS_FILE: the APIs answer anyone without a token, on 127.0.0.1 only"
+	fi
 	say "running; Ctrl-C stops it"
 
 	local dead status
