@@ -3,7 +3,9 @@
 
 CC      ?= cc
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
-PKGS    := libpq libmongoc-1.0 libnats jansson libmicrohttpd uuid gnutls
+# libcrypto (OpenSSL, which libmongoc-dev and libnats already bring) derives an nkey's public key;
+# gnutls (which libmicrohttpd brings) hashes the API tokens.
+PKGS    := libpq libmongoc-1.0 libnats jansson libmicrohttpd uuid gnutls libcrypto
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2 \
            -Wno-format-truncation

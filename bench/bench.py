@@ -523,7 +523,7 @@ def scenario_3_4():
             log("scenario 3: plain nats.c async publish loop")
             meter = CpuMeter({"nats-server": (nats2.pid, False)}).start()
             c0 = child_cpu()
-            out, _, _ = run_child([str(TOOLS / "js_publish"), nats2.url, nats.url,
+            out, _, _ = run_child([str(TOOLS / "js_publish"), nats2.admin_url, nats.admin_url,
                                    f"host=127.0.0.1 port={pg.port} user={pg.USER} "
                                    f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
             pub = json.loads(out)
@@ -531,7 +531,7 @@ def scenario_3_4():
             pub["rows_per_s"] = pub["rate"]
             log(f"  publish loop: {pub['rows_per_s']} msgs/s ({pub['nacks']} nacks)")
             pg.sql("TRUNCATE outbox")
-            rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.url, "1000"],
+            rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.admin_url, "1000"],
                                        nice=False)[0])
             # Experiments, each on a fresh server with a refilled outbox: batches of 2000 rows,
             # and one batch at a time (RELAY_PIPELINE=1, the relay before it pipelined).
@@ -746,7 +746,7 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
 
     log("scenario 4: fetch-and-ack-only loop")
     c0 = child_cpu()
-    fa = json.loads(run_child([str(TOOLS / "js_fetch_ack"), nats.url, str(n_stream), "64"], nice=False)[0])
+    fa = json.loads(run_child([str(TOOLS / "js_fetch_ack"), nats.admin_url, str(n_stream), "64"], nice=False)[0])
     fa["cpu_s"] = round(child_cpu() - c0, 2)
     log(f"  fetch+ack: {fa['rate']} events/s")
 

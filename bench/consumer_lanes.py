@@ -31,7 +31,7 @@ def metric(url, name):
 
 def publish(nats, events):
     async def go():
-        nc = await nats_py.connect(nats.url)
+        nc = await nats_py.connect(nats.url, **nats.client_options())
         js = nc.jetstream(timeout=30)
         for i in range(0, len(events), 1000):
             await asyncio.gather(*[js.publish(e[0], e[1], headers=e[2])

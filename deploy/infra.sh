@@ -167,6 +167,55 @@ ferret_pg_url() {
 		"$FERRET_PG_PORT" "$FERRET_POOL_MAX_CONNS"
 }
 
+# --- NATS users ---------------------------------------------------------------------------------
+
+# The users of deploy/nats-server.conf: one per service and admin, for people. Their passwords
+# are made once, into .run/nats-auth/<user>.password (mode 0600, the folder 0700): nats-server
+# gets them in its environment (NATS_PASSWORD_<USER>, which its configuration reads), each
+# service reads its own file (NATS_USER, NATS_PASSWORD_FILE), a person admin's.
+NATS_USERS=(user-api outbox-relay notification-consumer admin)
+NATS_AUTH_DIR=$RUN_DIR/nats-auth
+
+nats_password_var() {
+	local v=${1^^}
+	printf 'NATS_PASSWORD_%s\n' "${v//-/_}"
+}
+
+# 32 letters and digits, the first a letter: nats-server parses the value of a variable, and one
+# that looks like a number or a boolean would not be a password.
+nats_new_password() {
+	local s
+	s=$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')
+	s=${s#"${s%%[A-Za-z]*}"}
+	((${#s} >= 32)) || return 1
+	printf '%s\n' "${s:0:32}"
+}
+
+nats_auth_setup() {
+	local u f
+	(umask 077 && mkdir -p "$NATS_AUTH_DIR") || die "could not create $NATS_AUTH_DIR"
+	for u in "${NATS_USERS[@]}"; do
+		f=$NATS_AUTH_DIR/$u.password
+		[[ -s $f ]] && continue
+		(umask 077 && nats_new_password >"$f.tmp" && mv -f "$f.tmp" "$f") ||
+			die "could not write the NATS password of $u to $f"
+		say "made the NATS password of $u in ${f#"$REPO_ROOT"/}"
+	done
+}
+
+# Exports the passwords for nats-server (set), or takes them out of our environment again (unset),
+# so that no other process we start inherits them.
+nats_auth_env() {
+	local u
+	for u in "${NATS_USERS[@]}"; do
+		if [[ $1 == set ]]; then
+			export "$(nats_password_var "$u")=$(<"$NATS_AUTH_DIR/$u.password")"
+		else
+			unset "$(nats_password_var "$u")"
+		fi
+	done
+}
+
 # --- starting and stopping --------------------------------------------------------------------
 
 # spawn MODE NAME CMD...: starts CMD in a session of its own, so a Ctrl-C in the terminal
@@ -277,9 +326,12 @@ infra_start() {
 	if ((NATS_LOCAL)); then
 		mkdir -p "$RUN_DIR/nats"
 		log_rotate nats
+		nats_auth_setup
+		nats_auth_env set
 		spawn "$mode" nats "$NATS_SERVER" -c "$REPO_ROOT/deploy/nats-server.conf" -js -a 127.0.0.1 \
 			-p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
 			-sd "$RUN_DIR/nats" -n user-api-dev
+		nats_auth_env unset
 	fi
 	if ((MONGO_LOCAL)); then
 		ferret_pg_datadir
@@ -320,7 +372,7 @@ infra_start() {
 		say "postgres  external at ${POSTGRES_HOST}:$POSTGRES_PORT (POSTGRES_HOST is set): not started"
 	fi
 	if ((NATS_LOCAL)); then
-		say "nats      at nats://127.0.0.1:$NATS_PORT (monitor http://127.0.0.1:$NATS_MONITOR_PORT, store $rel/nats)"
+		say "nats      at nats://127.0.0.1:$NATS_PORT (monitor http://127.0.0.1:$NATS_MONITOR_PORT, store $rel/nats; users ${NATS_USERS[*]}, passwords in $rel/nats-auth)"
 	else
 		say "nats      external at $NATS_URL (NATS_URL is set): not started"
 	fi

@@ -24,11 +24,21 @@ services_env() {
 	export POSTGRES_HOST POSTGRES_PORT POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB NATS_URL MONGODB_URI
 }
 
+# NATS credentials of each service for the nats-server that infra started (deploy/nats-server.conf
+# has a user per service); with NATS_URL set, the user gives their own. To move into
+# .run/<process>.env when those exist.
+svc_nats_env() {
+	((NATS_LOCAL)) || return 0
+	printf '%s\n' "NATS_USER=$1" "NATS_PASSWORD_FILE=$NATS_AUTH_DIR/$1.password"
+}
+
 svc_start() {
 	local name=$1 fd
+	local -a nats_env
+	mapfile -t nats_env < <(svc_nats_env "$name")
 	log_rotate "$name"
 	exec {fd}> >(log_label "$name")
-	setsid "$BIN_DIR/$name" </dev/null >&"$fd" 2>&1 &
+	env "${nats_env[@]}" setsid "$BIN_DIR/$name" </dev/null >&"$fd" 2>&1 &
 	SVC_PIDS[$name]=$!
 	exec {fd}>&-
 	printf '%s\n' "$!" >"$RUN_DIR/pids/$name.pid"

@@ -453,6 +453,7 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 	struct store *fresh = NULL;
 	char coll[256], err[512];
 	uint64_t until = 0, until2 = 0;
+	char shown[512];
 	int64_t began = mono_ms(), deadline;
 	jsOptions jo;
 	int rc = 1;
@@ -460,7 +461,8 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 	deadline = mono_ms() + cfg->replay_connect_timeout_ms;
 	while (!natsconn_ok(nc)) {
 		if (mono_ms() >= deadline || shutdown_sleep_ms(100)) {
-			log_error("replay: could not connect to NATS at \"%s\"", cfg->nats_url);
+			config_url_redact(cfg->nats.url, shown, sizeof(shown));
+			log_error("replay: could not connect to NATS at \"%s\"", shown);
 			return 1;
 		}
 	}

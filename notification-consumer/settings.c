@@ -14,8 +14,7 @@
 static struct consumer_settings loaded = { .http.prefix = "NOTIFICATION_CONSUMER" };
 
 static const struct config_entry table[] = {
-	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
-	    "NATS server URL" },
+	NATS_SETTINGS_ENTRIES(loaded.nats, "NATS server URL"),
 	{ "MONGODB_URI", CONFIG_STRING, &loaded.store.uri, "mongodb://localhost:27017", 0, 0,
 	    "MongoDB (or FerretDB) connection string" },
 	{ "MONGODB_DB", CONFIG_STRING, &loaded.store.db, "notifications_db", 0, 0,
@@ -114,6 +113,8 @@ resolve(const void *arg, char *err, size_t errlen)
 
 	(void)arg;
 	if (httpd_config_check(&s->http, err, errlen) != 0)
+		return -1;
+	if (natsconn_settings_check(&s->nats, err, errlen) != 0)
 		return -1;
 	/* A version that a crashed process held comes back only after the ack wait; twice that
 	 * covers a second crash or pause on the way, and the margin a slow batch. */

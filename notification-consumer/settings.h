@@ -5,13 +5,14 @@
 
 #include "httpd.h"
 #include "log.h"
+#include "natsconn.h"
 #include "store.h"
 
 struct consumer_settings {
 	struct store_config store;	/* MongoDB; appname and instance are left to the caller */
 	struct httpd_config http;	/* the read API, /healthz, /readyz and /metrics */
 	long drain_ms;			/* how long HTTP requests in flight may finish at shutdown */
-	const char *nats_url;
+	struct nats_settings nats;
 	long nats_timeout_ms;		/* longest wait for JetStream's answer to one request */
 	const char *stream;
 	const char *durable;

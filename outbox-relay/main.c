@@ -65,7 +65,7 @@ main(int argc, char **argv)
 	struct relay_settings s;
 	struct relay *relay;
 	struct httpd *httpd;
-	char err[512];
+	char err[512], nats_shown[512];
 	int argi, rc;
 
 	if ((rc = relay_settings_load(argc, argv, &s, &argi)) >= 0)
@@ -84,8 +84,9 @@ main(int argc, char **argv)
 		return 2;
 	}
 
+	config_url_redact(s.nats.url, nats_shown, sizeof(nats_shown));
 	log_info("starting %s: PostgreSQL %s:%ld/%s, NATS %s, batches of %ld, %ld in flight", VERSION,
-	    s.pg.host, s.pg.port, s.pg.db, s.nats_url, s.batch_size, s.pipeline);
+	    s.pg.host, s.pg.port, s.pg.db, nats_shown, s.batch_size, s.pipeline);
 	warn_limits(&s);
 	relay = relay_new(&s, err, sizeof(err));
 	if (relay == NULL)

@@ -4,6 +4,7 @@
 
 #include "httpd.h"
 #include "log.h"
+#include "natsconn.h"
 #include "pg.h"
 
 /* The most batches the relay keeps in flight at once (RELAY_PIPELINE). */
@@ -13,7 +14,7 @@ struct relay_settings {
 	struct pg_settings pg;
 	struct httpd_config http;	/* /healthz, /readyz and /metrics */
 	long drain_ms;			/* how long HTTP requests in flight may finish at shutdown */
-	const char *nats_url;
+	struct nats_settings nats;
 	long batch_size;
 	long pipeline;			/* batches in flight at once, each on its own connection */
 	long publish_timeout_ms;	/* MaxWait of every async publish */

@@ -41,7 +41,7 @@ main(int argc, char **argv)
 
 	if (user_store_configure(&set.store, err, sizeof(err)) != 0)
 		fatal("%s", err);
-	if (nudge_start(set.nats_url, err, sizeof(err)) != 0)
+	if (nudge_start(&set.nats, err, sizeof(err)) != 0)
 		fatal("%s", err);
 	shutdown_signals_install();
 

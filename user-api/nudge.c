@@ -9,15 +9,15 @@ static natsConnection *nudge_nc;
 static struct metrics_series *nudges_sent, *nudges_skipped;
 
 int
-nudge_start(const char *url, char *err, size_t errlen)
+nudge_start(const struct nats_settings *nats, char *err, size_t errlen)
 {
 	nudges_sent = metrics_counter("outbox_nudges_total", "Relay wake-ups sent after commits",
 	    "result=\"sent\"");
 	nudges_skipped = metrics_counter("outbox_nudges_total", "Relay wake-ups sent after commits",
 	    "result=\"skipped\"");
-	if (url == NULL || *url == '\0')
+	if (nats->url == NULL || *nats->url == '\0')
 		return 0;
-	nudge_nc = natsconn_open(url, "user-api", err, errlen);
+	nudge_nc = natsconn_open(nats, "user-api", err, errlen);
 	return nudge_nc != NULL ? 0 : -1;
 }
 

@@ -4,9 +4,12 @@
 
 #include <stddef.h>
 
-/* Starts connecting in the background; an empty url disables nudges. Returns -1 with err filled
- * only for a malformed URL. */
-int nudge_start(const char *url, char *err, size_t errlen) __attribute__((warn_unused_result));
+#include "natsconn.h"
+
+/* Starts connecting in the background; an empty URL disables nudges. Returns -1 with err filled
+ * for what retrying cannot mend (natsconn_open): a malformed URL, refused credentials. */
+int nudge_start(const struct nats_settings *nats, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Publishes one nudge if connected; never blocks on the network, never fails the caller. */
 void nudge_send(void);
 void nudge_stop(void);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "natsconn.h"
 #include "pg.h"
 
 /* The table's targets: one per process, copied out by user_api_settings_load(). A static table
@@ -12,8 +13,8 @@ static struct user_api_settings loaded = { .http.prefix = "USER_API" };
 
 static const struct config_entry table[] = {
 	PG_SETTINGS_ENTRIES(loaded.store.pg),
-	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
-	    "NATS server for the relay's wake-up nudges (optional; empty disables them)" },
+	NATS_SETTINGS_ENTRIES(loaded.nats,
+	    "NATS server for the relay's wake-up nudges (optional; empty disables them)"),
 	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
 	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "USER_API_PORT", CONFIG_INT, &loaded.http.port, "8080", 1, 65535, "HTTP port" },
@@ -43,12 +44,15 @@ static const struct config_entry table[] = {
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 
+/* What the table alone cannot check: relations between values. */
 static int
 check(const void *arg, char *err, size_t errlen)
 {
 	const struct user_api_settings *s = arg;
 
-	return httpd_config_check(&s->http, err, errlen);
+	if (httpd_config_check(&s->http, err, errlen) != 0)
+		return -1;
+	return natsconn_settings_check(&s->nats, err, errlen);
 }
 
 static const struct cli cli = {

@@ -4,12 +4,13 @@
 
 #include "httpd.h"
 #include "log.h"
+#include "natsconn.h"
 #include "user_store.h"
 
 struct user_api_settings {
 	struct user_store_config store;	/* PostgreSQL, idempotency keys and their sweep */
 	struct httpd_config http;
-	const char *nats_url;		/* for the relay's wake-up nudges; "" disables them */
+	struct nats_settings nats;	/* for the relay's wake-up nudges; url "" disables them */
 	long drain_ms;			/* how long requests in flight may finish at shutdown */
 	long key_sweep_interval_ms;	/* how often expired idempotency keys are removed */
 	enum log_level log_level;

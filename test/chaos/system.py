@@ -333,6 +333,7 @@ def js_call(url: str, fn, timeout: float = 10.0):
 
     async def go():
         nc = await nats_py.connect(url.split(","), connect_timeout=3, allow_reconnect=False,
+                                   **harness.nats_admin(),
                                    max_reconnect_attempts=0)
         try:
             return await fn(nc.jetstream(timeout=timeout))

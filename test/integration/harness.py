@@ -45,6 +45,9 @@ KEEP_DIRS = os.environ.get("KEEP_TEST_DIRS", "") not in ("", "0")
 STACK_VARS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
               "NATS_URL", "MONGODB_URI", "USER_API_PORT", "NOTIFICATION_CONSUMER_PORT",
               "OUTBOX_RELAY_PORT")
+# ... and how a shell that sourced a service's settings authenticates to NATS.
+STACK_VARS += ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CREDS_FILE",
+               "NATS_NKEY_SEED_FILE", "NATS_TLS", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY")
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -684,18 +687,148 @@ def migrate(pg: Postgres, *args: str, timeout: float = 60.0) -> subprocess.Compl
 
 # --- NATS ----------------------------------------------------------------------------------------
 
+# The users of deploy/nats-server.conf: one per service, named after its binary, and admin (for
+# tests that talk to NATS themselves, as people do). Their passwords are made once per test
+# session: every Nats gets them all (NATS_PASSWORD_<USER> in its environment, as make infra
+# passes them), every Service of a binary that talks to NATS logs in as its own user
+# (nats_service_env), and nats-py clients connect with **nats_admin().
+NATS_SERVICE_USERS = ("user-api", "outbox-relay", "notification-consumer")
+NATS_USERS = NATS_SERVICE_USERS + ("admin",)
+# The settings through which a binary can be given NATS credentials; one of them in a Service's
+# env means the test chose them, and the harness adds none.
+NATS_AUTH_SETTINGS = ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CREDS_FILE",
+                      "NATS_NKEY_SEED_FILE")
+_nats_secrets: dict[str, tuple[str, Path]] = {}
+_nats_secrets_lock = threading.Lock()
+
+
+def nats_password_var(user: str) -> str:
+    """The variable deploy/nats-server.conf reads user's password from: NATS_PASSWORD_OUTBOX_RELAY."""
+    return "NATS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def new_nats_password() -> str:
+    """32 letters and digits, starting with a letter: nats-server parses a variable's value as a
+    config value, and one that looks like a number (or true, on, ...) is not a string."""
+    import secrets
+    import string
+    alnum = string.ascii_letters + string.digits
+    return secrets.choice(string.ascii_letters) + "".join(secrets.choice(alnum) for _ in range(31))
+
+
+def nats_secret(user: str) -> tuple[str, Path]:
+    """(password, file holding it) of one of NATS_USERS for this test session."""
+    with _nats_secrets_lock:
+        if not _nats_secrets:
+            d = Path(tempfile.mkdtemp(prefix="it-nats-auth-"))
+            _dirs.add(str(d))
+            if not KEEP_DIRS:
+                _mark(d / ".owner", os.getpid())
+            for u in NATS_USERS:
+                pw, f = new_nats_password(), d / f"{u}.password"
+                fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as out:
+                    out.write(pw + "\n")
+                _nats_secrets[u] = (pw, f)
+        return _nats_secrets[user]
+
+
+def nats_admin() -> dict:
+    """nats-py connect() keyword arguments of the admin user: nats.connect(url, **nats_admin())."""
+    return {"user": "admin", "password": nats_secret("admin")[0]}
+
+
+def nats_service_env(binary: str, env: dict) -> dict:
+    """What a Service of binary (user-api, outbox-relay, notification-consumer) needs to log in to
+    the harness's NATS as its own user: NATS_USER and NATS_PASSWORD_FILE, when env names a
+    NATS_URL without credentials in it and sets none of NATS_AUTH_SETTINGS (set NATS_USER to ""
+    to run a binary anonymously). Otherwise {}."""
+    url = str(env.get("NATS_URL", ""))
+    if binary not in NATS_SERVICE_USERS or not url or "@" in url \
+            or any(k in env for k in NATS_AUTH_SETTINGS):
+        return {}
+    return {"NATS_USER": binary, "NATS_PASSWORD_FILE": str(nats_secret(binary)[1])}
+
+
+class TLSFiles:
+    """A CA and the certificates it signed, made with openssl by make_tls_certs(): a server
+    certificate for 127.0.0.1 and localhost (subjectAltName) and a client certificate, each with
+    its key, all PEM in one folder. Any server of the tests can use them (NATS, PostgreSQL,
+    HTTPS)."""
+
+    def __init__(self, dir: Path):
+        self.dir = Path(dir)
+        self.ca = self.dir / "ca.pem"
+        self.ca_key = self.dir / "ca.key"
+        self.server_cert = self.dir / "server.pem"
+        self.server_key = self.dir / "server.key"
+        self.client_cert = self.dir / "client.pem"
+        self.client_key = self.dir / "client.key"
+
+    def client_context(self, cert: bool = True):
+        """An ssl.SSLContext that trusts the CA (and presents the client certificate)."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if cert:
+            ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
+
+
+def make_tls_certs(dir: str | Path | None = None, days: int = 2) -> TLSFiles:
+    """Makes a CA, a server certificate (CN and subjectAltName 127.0.0.1, ::1 and localhost) and a
+    client certificate (CN test-client) in dir (default: a new temporary folder), keys mode 0600."""
+    if dir is None:
+        dir = tempfile.mkdtemp(prefix="it-tls-")
+        _dirs.add(str(dir))
+        if not KEEP_DIRS:
+            _mark(Path(dir, ".owner"), os.getpid())
+    t = TLSFiles(Path(dir))
+    t.dir.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        r = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(map(str, args))} failed: {r.stderr.strip()}")
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *key, "-keyout", t.ca_key, "-out", t.ca, "-days", days,
+            "-subj", "/CN=user-sync test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, cert, k, subj, ext in (
+            ("server", t.server_cert, t.server_key, "/CN=127.0.0.1",
+             "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+            ("client", t.client_cert, t.client_key, "/CN=test-client",
+             "extendedKeyUsage=clientAuth")):
+        csr, extfile = t.dir / f"{name}.csr", t.dir / f"{name}.ext"
+        extfile.write_text(ext + "\n")
+        openssl("req", "-new", *key, "-keyout", k, "-out", csr, "-subj", subj)
+        openssl("x509", "-req", "-in", csr, "-CA", t.ca, "-CAkey", t.ca_key, "-CAcreateserial",
+                "-out", cert, "-days", days, "-extfile", extfile)
+        csr.unlink()
+        extfile.unlink()
+    for k in (t.ca_key, t.server_key, t.client_key):
+        os.chmod(k, 0o600)
+    return t
+
+
 class Nats(Process):
-    """nats-server with JetStream and deploy/nats-server.conf (a PubAck only after the fsync),
-    store in dir/store; same ports and store across restarts.
+    """nats-server with JetStream and deploy/nats-server.conf (a PubAck only after the fsync, a
+    user per service), store in dir/store; same ports and store across restarts.
     For a cluster member pass cluster_port, routes (nats://host:port of the others' cluster ports)
-    and cluster_name; NatsCluster does that for you."""
+    and cluster_name; NatsCluster does that for you.
+    With tls (make_tls_certs()) clients must speak TLS to it, trusting tls.ca; with tls_verify
+    (the default) they must also show a certificate the CA signed. service_env() and
+    client_options() give what a service and nats-py need to reach it."""
     name = "nats"
 
     def __init__(self, port: int | None = None, monitor_port: int | None = None,
                  server_name: str | None = None, cluster_port: int | None = None,
                  routes: list[str] | None = None, cluster_name: str = "test",
-                 args: list[str] | tuple = (), dir=None, config: Path | None = NATS_CONFIG):
+                 args: list[str] | tuple = (), dir=None, config: Path | None = NATS_CONFIG,
+                 tls: TLSFiles | None = None, tls_verify: bool = True):
         super().__init__(dir)
+        self.tls = tls
+        self.tls_verify = tls_verify
         self._ports_chosen_here = port is None and monitor_port is None and cluster_port is None
         self.config = config
         self.port = port or free_port()
@@ -716,7 +849,39 @@ class Nats(Process):
                      "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
             if self.routes:
                 argv += ["--routes", ",".join(self.routes)]
+        if self.tls:
+            argv += ["--tls", "--tlscert", str(self.tls.server_cert), "--tlskey",
+                     str(self.tls.server_key), "--tlscacert", str(self.tls.ca)]
+            if self.tls_verify:
+                argv.append("--tlsverify")
         return argv + self.args
+
+    def _env(self):
+        return {**os.environ, **{nats_password_var(u): nats_secret(u)[0] for u in NATS_USERS}}
+
+    def service_env(self) -> dict:
+        """NATS_URL and, with TLS, the files a service needs to reach this server (its user's
+        credentials come from nats_service_env, when the Service starts)."""
+        env = {"NATS_URL": self.url}
+        if self.tls:
+            env["NATS_TLS_CA"] = str(self.tls.ca)
+            if self.tls_verify:
+                env.update(NATS_TLS_CERT=str(self.tls.client_cert),
+                           NATS_TLS_KEY=str(self.tls.client_key))
+        return env
+
+    @property
+    def admin_url(self) -> str:
+        """url with the admin user's credentials in it, for a client that takes only a URL (the
+        benchmark's nats.c tools)."""
+        return self.url.replace("://", f"://admin:{nats_secret('admin')[0]}@", 1)
+
+    def client_options(self) -> dict:
+        """nats-py connect() keyword arguments for this server: the admin user, and TLS."""
+        opts = nats_admin()
+        if self.tls:
+            opts["tls"] = self.tls.client_context(cert=self.tls_verify)
+        return opts
 
     def _repick_ports(self):
         self.port, self.monitor_port = free_port(), free_port()
@@ -759,6 +924,12 @@ class NatsCluster:
     @property
     def url(self) -> str:
         return ",".join(s.url for s in self.servers)
+
+    def service_env(self) -> dict:
+        return {"NATS_URL": self.url}
+
+    def client_options(self) -> dict:
+        return nats_admin()
 
     def stop(self):
         for s in self.servers:
@@ -929,7 +1100,7 @@ class Service(Process):
         return [str(self.binary), *self.args]
 
     def _env(self):
-        return service_env(self.env)
+        return service_env(self.env, nats_service_env(self.binary.name, self.env))
 
     def _ready(self):
         if self.port is None:
@@ -962,7 +1133,8 @@ def run_binary(name: str, *args: str, env: dict | None = None, timeout: float = 
     """Runs bin/<name> to completion (e.g. `--help`, a check-only mode, replay); text output.
     The output of a sanitizer build is scanned into sanitizer_findings."""
     binary = bin_dir() / name
-    r = subprocess.run([str(binary), *args], env=service_env(env or {}), input=input,
+    r = subprocess.run([str(binary), *args],
+                       env=service_env(env or {}, nats_service_env(name, env or {})), input=input,
                        capture_output=True, text=True, timeout=timeout)
     _collect_sanitizer_reports(binary, r.stdout + r.stderr, f"{name} {' '.join(args)}")
     return r

@@ -49,7 +49,8 @@ def test_fetch_loop_under_sanitizers(nats, ferret, services, san_bin):
 
     env = {"NATS_URL": nats.url, "MONGODB_URI": ferret.uri, "MONGODB_DB": c.dbname,
            "ASAN_OPTIONS": "detect_leaks=1"}
-    r = harness.subprocess.run([str(san_bin), "replay"], env=harness.service_env(env),
+    r = harness.subprocess.run([str(san_bin), "replay"], env=harness.service_env(
+                                   env, harness.nats_service_env("notification-consumer", env)),
                                capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not harness.sanitizer_reports(san_bin, r.stderr), r.stderr

@@ -74,10 +74,12 @@ class Stream:
 
     def __init__(self, server):
         self.url = server.url
+        self.options = server.client_options()
 
     def _run(self, fn):
         async def go():
-            nc = await nats_py.connect(self.url, connect_timeout=3, allow_reconnect=False)
+            nc = await nats_py.connect(self.url, connect_timeout=3, allow_reconnect=False,
+                                      **self.options)
             try:
                 return await fn(nc, nc.jetstream(timeout=10))
             finally:

@@ -21,7 +21,7 @@ def test_nats_jetstream_answers(nats):
     import nats as nats_py
 
     async def check():
-        nc = await nats_py.connect(nats.url)
+        nc = await nats_py.connect(nats.url, **nats.client_options())
         try:
             info = await nc.jetstream().account_info()
             return info.limits

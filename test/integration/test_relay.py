@@ -91,7 +91,8 @@ class StreamReader:
         self.server = server
 
     async def _request(self, subject, body=b""):
-        nc = await nats.connect(self.server.url, connect_timeout=2, allow_reconnect=False)
+        nc = await nats.connect(self.server.url, connect_timeout=2, allow_reconnect=False,
+                                 **self.server.client_options())
         try:
             r = await nc.request(subject, body, timeout=5)
             return json.loads(r.data)
@@ -121,7 +122,8 @@ class StreamReader:
                 "data": base64.b64decode(m.get("data", "")).decode()}
 
     async def _all(self, n, timeout):
-        nc = await nats.connect(self.server.url, connect_timeout=2, allow_reconnect=False)
+        nc = await nats.connect(self.server.url, connect_timeout=2, allow_reconnect=False,
+                                 **self.server.client_options())
         try:
             js = nc.jetstream()
             sub = await js.subscribe("user.events.>", ordered_consumer=True)
@@ -1051,7 +1053,8 @@ def test_stream_recreated_with_other_settings_while_the_relay_was_away_is_restor
 
 async def _publish_foreign(server, n):
     """n messages without a Nats-Msg-Id, as another publisher would write them."""
-    nc = await nats.connect(server.url, connect_timeout=2, allow_reconnect=False)
+    nc = await nats.connect(server.url, connect_timeout=2, allow_reconnect=False,
+                             **server.client_options())
     try:
         js = nc.jetstream()
         for i in range(n):

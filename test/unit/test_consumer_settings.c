@@ -69,7 +69,7 @@ test_defaults(void)
 	struct consumer_settings s;
 
 	CHECK(load(&s) == -1);
-	CHECK_STR(s.nats_url, "nats://localhost:4222");
+	CHECK_STR(s.nats.url, "nats://localhost:4222");
 	CHECK_STR(s.store.uri, "mongodb://localhost:27017");
 	CHECK_STR(s.store.db, "notifications_db");
 	CHECK_STR(s.store.collection, "user_notifications");
