@@ -154,13 +154,17 @@ config_usage(FILE *out, const struct config_entry *tab)
 		fprintf(out, "  %-*s  %s [%s]\n", width, e->name, e->help, e->def ? e->def : "");
 }
 
-/* Prints every setting with its effective value; values of names containing PASSWORD are masked,
- * and so is the password of a connection string (MONGODB_URI, NATS_URL). */
+/* Prints every setting with its effective value; values of names containing PASSWORD are masked
+ * (not those ending in _FILE: a path, which says where the secret is, not what it is), and so is
+ * the password of a connection string (MONGODB_URI, NATS_URL). */
 static void
 config_dump(FILE *out, const struct config_entry *tab)
 {
 	for (const struct config_entry *e = tab; e->name != NULL; e++) {
-		if (strstr(e->name, "PASSWORD") != NULL) {
+		size_t nlen = strlen(e->name);
+
+		if (strstr(e->name, "PASSWORD") != NULL &&
+		    (nlen < 5 || strcmp(e->name + nlen - 5, "_FILE") != 0)) {
 			fprintf(out, "%s=********\n", e->name);
 			continue;
 		}
