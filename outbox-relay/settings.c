@@ -12,7 +12,7 @@
 static struct relay_settings loaded;
 
 static const struct config_entry table[] = {
-	PG_SETTINGS_ENTRIES(loaded.pg),
+	PG_SETTINGS_ENTRIES(loaded.pg, PG_ROLE_RELAY),
 	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
 	    "NATS server URL" },
 	{ "OUTBOX_RELAY_BIND", CONFIG_STRING, &loaded.http.bind, "0.0.0.0", 0, 0,
@@ -74,6 +74,8 @@ check(const void *arg, char *err, size_t errlen)
 {
 	const struct relay_settings *s = arg;
 
+	if (pg_settings_check(&s->pg, err, errlen) != 0)
+		return -1;
 	if (s->poll_min_ms > s->poll_max_ms) {
 		snprintf(err, errlen, "invalid RELAY_POLL_MIN %ldms: more than RELAY_POLL_MAX %ldms",
 		    s->poll_min_ms, s->poll_max_ms);

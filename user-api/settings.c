@@ -11,7 +11,7 @@
 static struct user_api_settings loaded;
 
 static const struct config_entry table[] = {
-	PG_SETTINGS_ENTRIES(loaded.store.pg),
+	PG_SETTINGS_ENTRIES(loaded.store.pg, PG_ROLE_API),
 	{ "NATS_URL", CONFIG_STRING, &loaded.nats_url, "nats://localhost:4222", 0, 0,
 	    "NATS server for the relay's wake-up nudges (optional; empty disables them)" },
 	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "0.0.0.0", 0, 0, "address to listen on" },
@@ -41,6 +41,15 @@ static const struct config_entry table[] = {
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 
+/* What the table alone cannot check. */
+static int
+check(const void *arg, char *err, size_t errlen)
+{
+	const struct user_api_settings *s = arg;
+
+	return pg_settings_check(&s->store.pg, err, errlen);
+}
+
 static const struct cli cli = {
 	.prog = "user-api",
 	.version = VERSION,
@@ -49,6 +58,8 @@ static const struct cli cli = {
 	    "Endpoints: GET/POST /users, GET/PUT/DELETE /users/{id}, /healthz, /readyz, /metrics.",
 	.commands = NULL,
 	.settings = table,
+	.validate = check,
+	.validate_arg = &loaded,
 };
 
 int
