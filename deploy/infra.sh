@@ -419,6 +419,9 @@ infra_start() {
 	infra_check_not_running
 	infra_check_ports
 	((MONGO_LOCAL)) && ferret_check_old_store
+	if ((PG_LOCAL)) && [[ -n ${POSTGRES_USER:-}${POSTGRES_PASSWORD:-} ]]; then
+		warn "POSTGRES_USER and POSTGRES_PASSWORD are not used with the local PostgreSQL: each process logs in as its own role (${RUN_DIR#"$REPO_ROOT"/}/<process>.env)"
+	fi
 	infra_env_files
 	if ((PG_LOCAL)); then
 		pg_datadir
