@@ -94,8 +94,9 @@ run: bootstrap
 	@$(MAKE) --no-print-directory all
 	@bash deploy/run.sh
 
-# Only the infrastructure, in the foreground.
+# Only the infrastructure (with the migrations and .run/<process>.env), in the foreground.
 infra: bootstrap
+	@$(MAKE) --no-print-directory all
 	@bash deploy/infra.sh
 
 clean-data:

@@ -8,47 +8,25 @@
 
 #include "event_contract.h"
 
-/* The row's state as outbox-relay/snapshot.c writes it: its type, subject and schema version from
- * common/event_contract.h as parameters, the payload from user_event_payload(), a new traceparent.
- * FOR SHARE keeps a concurrent update of a user waiting until this transaction commits, so the
- * update's own event gets a later outbox id and the user's events stay in version order. A user
- * whose current version, or a later one, already waits in the outbox gets nothing: the relay
- * carries that row (the audit saw a copy that had not caught up yet). */
-static const char snapshot_sql[] =
-    "WITH u AS (SELECT id, name, email, version, updated_at FROM users "
-    "    WHERE id = ANY ($1::bigint[]) ORDER BY id FOR SHARE), "
-    "p AS (SELECT aggregate_id, max(version) AS version FROM outbox_pending "
-    "    WHERE aggregate_id = ANY ($1::bigint[]) GROUP BY aggregate_id), "
-    "w AS (SELECT u.*, coalesce(p.version >= u.version, false) AS waiting "
-    "    FROM u LEFT JOIN p ON p.aggregate_id = u.id), "
-    "ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, "
-    "    payload, schema_version) "
-    "  SELECT gen_random_uuid(), id, $2::text, version, $3::text, "
-    "    jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' || "
-    "      substr(md5(random()::text), 1, 16) || '-01'), "
-    "    user_event_payload(id, name, email, version, updated_at, false), $4::smallint "
-    "  FROM w WHERE NOT waiting ORDER BY id) "
-    "SELECT id, version, waiting FROM w ORDER BY id";
+/* The statements are functions of migrations/0008_roles.sql, which run as the schema's owner: the
+ * auditor's role may read only users' ids and versions, and write nothing but these events.
+ *
+ * audit_repair_snapshot writes the row's state as outbox-relay's snapshot does: its type, subject
+ * and schema version from common/event_contract.h as parameters, the payload from
+ * user_event_payload(), a new traceparent. It reads the users FOR SHARE, which keeps a concurrent
+ * update of a user waiting until this transaction commits, so the update's own event gets a later
+ * outbox id and the user's events stay in version order. A user whose current version, or a later
+ * one, already waits in the outbox gets nothing: the relay carries that row (the audit saw a copy
+ * that had not caught up yet). */
+static const char snapshot_sql[] = "SELECT * FROM audit_repair_snapshot($1::bigint[], $2::text, "
+    "$3::text, $4::smallint)";
 
-/* A user gone from PostgreSQL has no row to read: the deletion is the version after the copy's
- * ($2, docs/audit.md says why that is safe), and carries no personal data (PostgreSQL no longer
- * has it, and the tombstone needs none). Ids are never reused, so a user absent now stays absent;
- * one that is present after all is left alone. */
-static const char delete_sql[] =
-    "WITH d AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS d (id, version)), "
-    "p AS (SELECT aggregate_id, max(version) AS version FROM outbox_pending "
-    "    WHERE aggregate_id = ANY ($1::bigint[]) GROUP BY aggregate_id), "
-    "w AS (SELECT d.id, d.version, coalesce(p.version >= d.version, false) AS waiting "
-    "    FROM d LEFT JOIN p ON p.aggregate_id = d.id "
-    "    WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = d.id)), "
-    "ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, "
-    "    payload, schema_version) "
-    "  SELECT gen_random_uuid(), id, $3::text, version, $4::text, "
-    "    jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' || "
-    "      substr(md5(random()::text), 1, 16) || '-01'), "
-    "    user_event_payload(id, '', '', version, clock_timestamp(), true), $5::smallint "
-    "  FROM w WHERE NOT waiting ORDER BY id) "
-    "SELECT id, version, waiting FROM w ORDER BY id";
+/* A user gone from PostgreSQL has no row to read: audit_repair_delete writes the deletion at the
+ * version after the copy's ($2, docs/audit.md says why that is safe), without personal data
+ * (PostgreSQL no longer has it, and the tombstone needs none). Ids are never reused, so a user
+ * absent now stays absent; one that is present after all is left alone. */
+static const char delete_sql[] = "SELECT * FROM audit_repair_delete($1::bigint[], $2::bigint[], "
+    "$3::text, $4::text, $5::smallint)";
 
 const char *
 repair_outcome_name(const struct repair_item *it)

@@ -16,7 +16,7 @@ static struct audit_settings loaded = { .http.prefix = "AUDIT" };
 /* The MongoDB names and defaults are the consumer's (notification-consumer/settings.c): one copy,
  * one set of variables. */
 static const struct config_entry table[] = {
-	PG_SETTINGS_ENTRIES(loaded.pg),
+	PG_SETTINGS_ENTRIES(loaded.pg, PG_ROLE_AUDIT),
 	{ "MONGODB_URI", CONFIG_STRING, &loaded.mongodb_uri, "mongodb://localhost:27017", 0, 0,
 	    "MongoDB (or FerretDB) connection string" },
 	{ "MONGODB_DB", CONFIG_STRING, &loaded.mongodb_db, "notifications_db", 0, 0,
@@ -61,6 +61,8 @@ check(const void *arg, char *err, size_t errlen)
 	mongoc_uri_t *uri;
 
 	if (httpd_config_check(&s->http, err, errlen) != 0)
+		return -1;
+	if (pg_settings_check(&s->pg, err, errlen) != 0)
 		return -1;
 	/* The parser's warnings (an unknown option) are log lines, --check's too. */
 	log_init("audit", s->log_level);

@@ -4,14 +4,37 @@
 #include <stdio.h>
 #include <string.h>
 
+/* libpq's sslmode values, as its documentation lists them. */
+static const char *const sslmodes[] = { "disable", "allow", "prefer", "require", "verify-ca",
+	"verify-full" };
+
+int
+pg_settings_check(const struct pg_settings *s, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(sslmodes) / sizeof(sslmodes[0]); i++)
+		if (strcmp(s->sslmode, sslmodes[i]) == 0)
+			return 0;
+	snprintf(err, errlen, "invalid POSTGRES_SSLMODE \"%s\": expected disable, allow, prefer, require, "
+	    "verify-ca or verify-full", s->sslmode);
+	return -1;
+}
+
+/* An empty setting is left to libpq (NULL): its environment variables and files, then its default. */
+static const char *
+or_libpq(const char *v)
+{
+	return v != NULL && *v != '\0' ? v : NULL;
+}
+
 PGconn *
 pg_connect(const struct pg_settings *s, const char *appname, char *err, size_t errlen)
 {
 	char port[24], timeout[24], options[64];
-	const char *keys[] = { "host", "port", "user", "password", "dbname", "connect_timeout",
-		"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
-		"keepalives_count", "tcp_user_timeout", "options", NULL };
-	const char *vals[14];
+	const char *keys[] = { "host", "port", "user", "dbname", "connect_timeout", "application_name",
+		"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+		"tcp_user_timeout", "options", "sslmode", "sslrootcert", "sslcert", "sslkey", "password",
+		NULL };
+	const char *vals[18];
 	PGconn *c;
 
 	snprintf(port, sizeof(port), "%ld", s->port);
@@ -21,17 +44,23 @@ pg_connect(const struct pg_settings *s, const char *appname, char *err, size_t e
 	vals[0] = s->host;
 	vals[1] = port;
 	vals[2] = s->user;
-	vals[3] = s->password;
-	vals[4] = s->db;
-	vals[5] = timeout;
-	vals[6] = appname;
-	vals[7] = "1";
-	vals[8] = "5";
-	vals[9] = "2";
-	vals[10] = "3";
-	vals[11] = "10000";
-	vals[12] = options;
-	vals[13] = NULL;
+	vals[3] = s->db;
+	vals[4] = timeout;
+	vals[5] = appname;
+	vals[6] = "1";
+	vals[7] = "5";
+	vals[8] = "2";
+	vals[9] = "3";
+	vals[10] = "10000";
+	vals[11] = options;
+	vals[12] = s->sslmode;
+	vals[13] = or_libpq(s->sslrootcert);
+	vals[14] = or_libpq(s->sslcert);
+	vals[15] = or_libpq(s->sslkey);
+	/* NULL (no password given): libpq reads PGPASSWORD, then the password file (PGPASSFILE or
+	 * ~/.pgpass); never a made-up default. */
+	vals[16] = or_libpq(s->password);
+	vals[17] = NULL;
 	c = PQconnectdbParams(keys, vals, 0);
 	if (c == NULL) {
 		snprintf(err, errlen, "could not connect to PostgreSQL: out of memory");
@@ -40,8 +69,10 @@ pg_connect(const struct pg_settings *s, const char *appname, char *err, size_t e
 	if (PQstatus(c) != CONNECTION_OK) {
 		char msg[512];
 
+		/* libpq's messages name the host, the user and the reason, never the password. */
 		pg_error_text(c, NULL, msg, sizeof(msg));
-		snprintf(err, errlen, "could not connect to PostgreSQL at %s:%ld: %s", s->host, s->port, msg);
+		snprintf(err, errlen, "could not connect to PostgreSQL at %s:%ld as \"%s\": %s", s->host,
+		    s->port, s->user, msg);
 		PQfinish(c);
 		return NULL;
 	}

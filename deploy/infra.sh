@@ -14,6 +14,12 @@
 # pids. Data survives restarts. A component whose address the environment points elsewhere is
 # not started: POSTGRES_HOST other than localhost/127.0.0.1, NATS_URL set, MONGODB_URI set (then
 # neither FerretDB nor its PostgreSQL).
+#
+# PostgreSQL: the superuser logs in on the unix socket only; each process has a role of its own
+# (migrations/0008_roles.sql) with a password generated once into .run/secrets. Every start creates
+# what is missing of them, applies the migrations as user_sync_owner, and writes .run/<process>.env
+# (user-api, outbox-relay, notification-consumer, migrate, audit; mode 0600, KEY=VALUE lines as
+# systemd's EnvironmentFile reads them): what each process needs to reach what this script started.
 # run.sh sources this file and uses the infra_* functions in its own foreground process.
 set -euo pipefail
 LOG_TAG=${LOG_TAG:-infra}
@@ -24,11 +30,14 @@ INFRA_NAMES=(postgres nats ferretdb-pg ferretdb)
 declare -A INFRA_PIDS=()
 INFRA_STOP_REQUESTED=0
 
+BIN_DIR=${BIN_DIR:-$REPO_ROOT/bin}
+
 infra_config() {
-	: "${POSTGRES_PORT:=5432}" "${POSTGRES_USER:=postgres}" "${POSTGRES_PASSWORD:=postgres}"
-	: "${POSTGRES_DB:=users_db}" "${NATS_PORT:=4222}" "${NATS_MONITOR_PORT:=8222}"
+	: "${POSTGRES_PORT:=5432}" "${POSTGRES_DB:=users_db}" "${NATS_PORT:=4222}" "${NATS_MONITOR_PORT:=8222}"
 	: "${MONGODB_PORT:=27017}"
-	export POSTGRES_PORT POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB NATS_PORT NATS_MONITOR_PORT MONGODB_PORT
+	: "${USER_API_PORT:=8080}" "${NOTIFICATION_CONSUMER_PORT:=8081}" "${OUTBOX_RELAY_PORT:=8082}"
+	: "${AUDIT_PORT:=8083}"
+	export POSTGRES_PORT POSTGRES_DB NATS_PORT NATS_MONITOR_PORT MONGODB_PORT
 	PG_LOCAL=1 NATS_LOCAL=1 MONGO_LOCAL=1
 	case ${POSTGRES_HOST:-} in "" | localhost | 127.0.0.1 | ::1) ;; *) PG_LOCAL=0 ;; esac
 	[[ -z ${NATS_URL:-} ]] || NATS_LOCAL=0
@@ -75,44 +84,200 @@ pg_datadir_of() {
 pg_datadir() { PGDATA_DIR=$(pg_datadir_of pg); }
 ferret_pg_datadir() { FERRET_PGDATA=$(pg_datadir_of ferretdb-pg); }
 
-# pg_initdb DIR LOGNAME [PASSWORD]: a new cluster whose superuser is `postgres`, trusted on the
-# unix socket in the data folder, which only the owner of the data can reach. With a password,
-# password authentication over TCP (what the services use); without one, no TCP login at all.
+# pg_initdb DIR LOGNAME [TCP]: a new cluster whose superuser is `postgres`, trusted on the unix
+# socket in the data folder, which only the owner of the data can reach, and without a password.
+# With TCP (the application's cluster), password authentication over TCP (scram), which the
+# processes' roles use and the superuser cannot (it has no password); without, no TCP login at all.
 pg_initdb() {
-	local dir=$1 name=$2 pass=${3:-} pwfile= auth_host=reject
+	local dir=$1 name=$2 auth_host=reject
 	mkdir -p "$dir"
 	is_root && chown postgres:postgres "$dir"
 	chmod 700 "$dir"
 	"${AS_PG[@]}" test -w "$dir" ||
 		die "the postgres user cannot write $dir: remove it (deploy/infra.sh clean-data) and retry"
 	say "initialising PostgreSQL data in $dir"
-	if [[ -n $pass ]]; then
-		pwfile=$(mktemp)
-		printf '%s\n' "$pass" >"$pwfile"
-		is_root && chown postgres "$pwfile"
-		auth_host=scram-sha-256
-	fi
-	if ! "${AS_PG[@]}" "$PG_BIN/initdb" -D "$dir" -U postgres ${pwfile:+--pwfile="$pwfile"} -E UTF8 \
+	[[ ${3:-} != tcp ]] || auth_host=scram-sha-256
+	if ! "${AS_PG[@]}" "$PG_BIN/initdb" -D "$dir" -U postgres -E UTF8 \
 		--locale=C.UTF-8 --auth-local=trust --auth-host="$auth_host" >>"$RUN_DIR/logs/$name.log" 2>&1; then
-		[[ -z $pwfile ]] || rm -f "$pwfile"
 		log_tail "$name"
 		die "initdb failed in $dir"
 	fi
-	[[ -z $pwfile ]] || rm -f "$pwfile"
 }
 
-# Role and database as the environment names them; the password is set on every start, so a
-# changed POSTGRES_PASSWORD takes effect.
+# psql as the superuser on the unix socket of the application's cluster.
+pg_psql() {
+	"$PG_BIN/psql" -X -q -h "$PGDATA_DIR" -p "$POSTGRES_PORT" -U postgres -v ON_ERROR_STOP=1 "$@"
+}
+
+# The roles of migrations/0008_roles.sql, created when missing (a cluster made before them) and
+# given their passwords from .run/secrets on every start, so that the files and the server agree;
+# the database, owned by user_sync_owner. The SQL goes to psql on stdin: no password in argv.
+# A superuser with a password (the stack before the roles gave `postgres` the password postgres)
+# loses it: the superuser logs in on the unix socket only.
 pg_setup() {
-	"$PG_BIN/psql" -X -q -h "$PGDATA_DIR" -p "$POSTGRES_PORT" -U postgres -d postgres \
-		-v ON_ERROR_STOP=1 -v user="$POSTGRES_USER" -v pass="$POSTGRES_PASSWORD" -v db="$POSTGRES_DB" \
-		>/dev/null <<-'SQL'
-		SELECT format('CREATE ROLE %I LOGIN SUPERUSER', :'user')
-		 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
-		SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'user', :'pass') \gexec
-		SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+	local role pw sql= supers
+	for role in "${PG_ROLES[@]}"; do
+		pw=$(run_secret "postgres-$role") || return 1
+		sql+="SELECT 'CREATE ROLE $role LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') \gexec"$'\n'
+		sql+="ALTER ROLE $role WITH LOGIN PASSWORD '$pw';"$'\n'
+	done
+	supers=$(pg_psql -d postgres -At -c \
+		"SELECT string_agg(rolname, ', ') FROM pg_authid WHERE rolsuper AND rolpassword IS NOT NULL") || return 1
+	if [[ -n $supers ]]; then
+		say "removing the password of superuser $supers: it logs in on the unix socket only (psql -h $PGDATA_DIR -p $POSTGRES_PORT -U postgres)"
+		sql+="SELECT format('ALTER ROLE %I PASSWORD NULL', rolname) FROM pg_authid WHERE rolsuper AND rolpassword IS NOT NULL \gexec"$'\n'
+	fi
+	pg_psql -d postgres -v db="$POSTGRES_DB" >/dev/null <<-SQL
+		$sql
+		SELECT format('CREATE DATABASE %I OWNER user_sync_owner', :'db')
 		 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
+		SELECT format('ALTER DATABASE %I OWNER TO user_sync_owner', :'db')
+		 WHERE (SELECT datdba FROM pg_database WHERE datname = :'db') <> 'user_sync_owner'::regrole \gexec
 	SQL
+}
+
+# bin/migrate up as user_sync_owner (.run/migrate.env). A database whose tables still belong to
+# another role (migrated before the roles existed, by the superuser) is first migrated once as the
+# superuser on the unix socket: the migration that creates the roles hands the tables over.
+pg_migrate() {
+	local mode=$1 out=$RUN_DIR/logs/migrate.log fd
+	[[ -x $BIN_DIR/migrate ]] || die "${BIN_DIR#"$REPO_ROOT"/}/migrate is not built: build it with make"
+	log_rotate migrate
+	if [[ $mode == fg ]]; then
+		exec {fd}> >(log_label migrate)
+	else
+		exec {fd}>>"$out"
+	fi
+	if ((PG_LOCAL)) && [[ $(pg_psql -d "$POSTGRES_DB" -At -c "SELECT EXISTS (SELECT FROM pg_class
+		WHERE oid IN (to_regclass('public.users'), to_regclass('public.schema_migrations'))
+		AND relowner <> 'user_sync_owner'::regrole)") == t ]]; then
+		say "handing the schema to user_sync_owner: bin/migrate up as the superuser, this once"
+		if ! (POSTGRES_HOST=$PGDATA_DIR POSTGRES_USER=postgres POSTGRES_PASSWORD= \
+			exec "$BIN_DIR/migrate" up) </dev/null >&"$fd" 2>&1; then
+			exec {fd}>&-
+			return 1
+		fi
+	fi
+	say "applying migrations (bin/migrate up as ${PG_ROLES[migrate]})"
+	if ! (set -a && . "$RUN_DIR/migrate.env" && set +a && exec "$BIN_DIR/migrate" up) </dev/null >&"$fd" 2>&1; then
+		exec {fd}>&-
+		return 1
+	fi
+	exec {fd}>&-
+}
+
+# --- secrets and the processes' environment files ---------------------------------------------
+
+# The PostgreSQL role of each process that uses PostgreSQL (migrations/0008_roles.sql, common/pg.h).
+declare -A PG_ROLES=([migrate]=user_sync_owner [user-api]=user_sync_api
+	[outbox-relay]=user_sync_relay [audit]=user_sync_audit)
+# The processes that get a .run/<process>.env.
+ENV_PROCESSES=(user-api outbox-relay notification-consumer migrate audit)
+
+# run_secret NAME: prints .run/secrets/NAME, made on first use (48 random hex digits, mode 0600)
+# and kept, so that it stays the same across restarts.
+run_secret() {
+	local dir=$RUN_DIR/secrets f=$RUN_DIR/secrets/$1
+	if [[ ! -s $f ]]; then
+		mkdir -p "$dir" && chmod 700 "$dir" || return 1
+		(umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$f.tmp" && mv -f "$f.tmp" "$f") ||
+			{ warn "could not write $f"; return 1; }
+	fi
+	cat "$f"
+}
+
+# env_line KEY VALUE: one line of an environment file. A value of plain characters is written as
+# it is; any other in single quotes, which both systemd's EnvironmentFile and the shell's `.` take
+# literally. A value with a quote or a line break in it cannot be written so: refused.
+env_line() {
+	case $2 in
+	*"'"* | *$'\n'*) die "$1 holds a quote or a line break, which an environment file cannot carry" ;;
+	esac
+	if [[ $2 =~ ^[A-Za-z0-9_./:@%+,=-]*$ ]]; then
+		printf '%s=%s\n' "$1" "$2"
+	else
+		printf "%s='%s'\n" "$1" "$2"
+	fi
+}
+
+# pg_env PROCESS: how PROCESS reaches PostgreSQL. The local server as its own role, with its
+# password; a server of the user's (POSTGRES_HOST set) with the user's settings, as its own role
+# unless POSTGRES_USER names another, and no password unless POSTGRES_PASSWORD gives one (libpq
+# then reads PGPASSWORD or ~/.pgpass).
+pg_env() {
+	local role=${PG_ROLES[$1]} pw v
+	if ((PG_LOCAL)); then
+		pw=$(run_secret "postgres-$role") || die "could not read the password of $role"
+		env_line POSTGRES_HOST 127.0.0.1
+		env_line POSTGRES_PORT "$POSTGRES_PORT"
+		env_line POSTGRES_DB "$POSTGRES_DB"
+		env_line POSTGRES_USER "$role"
+		env_line POSTGRES_PASSWORD "$pw"
+	else
+		env_line POSTGRES_HOST "$POSTGRES_HOST"
+		env_line POSTGRES_PORT "$POSTGRES_PORT"
+		env_line POSTGRES_DB "$POSTGRES_DB"
+		env_line POSTGRES_USER "${POSTGRES_USER:-$role}"
+		[[ -z ${POSTGRES_PASSWORD:-} ]] || env_line POSTGRES_PASSWORD "$POSTGRES_PASSWORD"
+	fi
+	for v in POSTGRES_SSLMODE POSTGRES_SSLROOTCERT POSTGRES_SSLCERT POSTGRES_SSLKEY; do
+		[[ -z ${!v:-} ]] || env_line "$v" "${!v}"
+	done
+}
+
+# nats_env PROCESS: how PROCESS reaches NATS: the local server as its own user (deploy/
+# nats-server.conf has one per service), with the file of its password; a server of the user's
+# (NATS_URL set) with the user's own NATS_* settings.
+nats_env() {
+	local v
+	if ((NATS_LOCAL)); then
+		env_line NATS_URL "nats://127.0.0.1:$NATS_PORT"
+		env_line NATS_USER "$1"
+		env_line NATS_PASSWORD_FILE "$NATS_AUTH_DIR/$1.password"
+		return
+	fi
+	env_line NATS_URL "$NATS_URL"
+	for v in NATS_USER NATS_PASSWORD_FILE NATS_CREDS_FILE NATS_NKEY_SEED_FILE NATS_TLS NATS_TLS_CA \
+		NATS_TLS_CERT NATS_TLS_KEY; do
+		[[ -z ${!v:-} ]] || env_line "$v" "${!v}"
+	done
+}
+
+# mongo_env: how a process reaches MongoDB (FerretDB when it is ours).
+mongo_env() {
+	env_line MONGODB_URI "${MONGODB_URI:-mongodb://127.0.0.1:$MONGODB_PORT/}"
+}
+
+# process_env PROCESS: the lines of PROCESS's environment file, one function per dependency.
+process_env() {
+	case $1 in
+	user-api) pg_env "$1" && nats_env "$1" && env_line USER_API_PORT "$USER_API_PORT" ;;
+	outbox-relay) pg_env "$1" && nats_env "$1" && env_line OUTBOX_RELAY_PORT "$OUTBOX_RELAY_PORT" ;;
+	notification-consumer)
+		nats_env "$1" && mongo_env && env_line NOTIFICATION_CONSUMER_PORT "$NOTIFICATION_CONSUMER_PORT" ;;
+	migrate) pg_env "$1" ;;
+	audit) pg_env "$1" && mongo_env && env_line AUDIT_PORT "$AUDIT_PORT" ;;
+	*) die "no environment file for '$1'" ;;
+	esac
+}
+
+# env_file_write PROCESS: writes .run/PROCESS.env (mode 0600) from process_env, replacing it whole.
+env_file_write() {
+	local tmp
+	tmp=$(mktemp "$RUN_DIR/.$1.env.XXXXXX") || return 1
+	if ! (printf '# %s: written by deploy/infra.sh at every start of make run or make infra\n' "$1" &&
+		process_env "$1") >"$tmp"; then
+		rm -f "$tmp"
+		return 1
+	fi
+	mv -f "$tmp" "$RUN_DIR/$1.env"
+}
+
+infra_env_files() {
+	local p
+	for p in "${ENV_PROCESSES[@]}"; do
+		env_file_write "$p" || die "could not write ${RUN_DIR#"$REPO_ROOT"/}/$p.env"
+	done
 }
 
 # --- FerretDB's store ----------------------------------------------------------------------------
@@ -316,10 +481,14 @@ infra_start() {
 	infra_check_not_running
 	infra_check_ports
 	((MONGO_LOCAL)) && ferret_check_old_store
+	if ((PG_LOCAL)) && [[ -n ${POSTGRES_USER:-}${POSTGRES_PASSWORD:-} ]]; then
+		warn "POSTGRES_USER and POSTGRES_PASSWORD are not used with the local PostgreSQL: each process logs in as its own role (${RUN_DIR#"$REPO_ROOT"/}/<process>.env)"
+	fi
+	infra_env_files
 	if ((PG_LOCAL)); then
 		pg_datadir
 		log_rotate postgres
-		[[ -s $PGDATA_DIR/PG_VERSION ]] || pg_initdb "$PGDATA_DIR" postgres "$POSTGRES_PASSWORD"
+		[[ -s $PGDATA_DIR/PG_VERSION ]] || pg_initdb "$PGDATA_DIR" postgres tcp
 		spawn "$mode" postgres "${AS_PG[@]}" "$PG_BIN/postgres" -D "$PGDATA_DIR" -p "$POSTGRES_PORT" \
 			-c listen_addresses=127.0.0.1 -c unix_socket_directories="$PGDATA_DIR"
 	fi
@@ -360,6 +529,10 @@ infra_start() {
 			ok=0
 		fi
 	fi
+	if ((ok)) && ! pg_migrate "$mode"; then
+		((INFRA_STOP_REQUESTED)) || say "migrations failed (bin/migrate up): see the [migrate] lines or ${RUN_DIR#"$REPO_ROOT"/}/logs/migrate.log"
+		ok=0
+	fi
 	if ((!ok)); then
 		infra_stop
 		return 1
@@ -367,7 +540,7 @@ infra_start() {
 
 	local rel=${RUN_DIR#"$REPO_ROOT"/}
 	if ((PG_LOCAL)); then
-		say "postgres  at postgresql://$POSTGRES_USER@127.0.0.1:$POSTGRES_PORT/$POSTGRES_DB (data $PGDATA_DIR)"
+		say "postgres  at postgresql://127.0.0.1:$POSTGRES_PORT/$POSTGRES_DB (data $PGDATA_DIR; a role per process, passwords in $rel/secrets)"
 	else
 		say "postgres  external at ${POSTGRES_HOST}:$POSTGRES_PORT (POSTGRES_HOST is set): not started"
 	fi
@@ -381,6 +554,7 @@ infra_start() {
 	else
 		say "mongodb   external at $MONGODB_URI (MONGODB_URI is set): FerretDB not started"
 	fi
+	say "settings  of each process in $rel/<process>.env (${ENV_PROCESSES[*]}); by hand: (set -a; . $rel/user-api.env; set +a; exec bin/user-api)"
 }
 
 # Stops the components this process started; with --pidfiles also those that .run/pids

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the dev stack in the foreground: the infrastructure (deploy/infra.sh), the migrations,
-# then user-api, outbox-relay and notification-consumer with labelled logs. Ctrl-C stops the
-# services first, then the infrastructure. If one process dies, everything stops, exit 1.
+# Runs the dev stack in the foreground: the infrastructure and the migrations (deploy/infra.sh),
+# then user-api, outbox-relay and notification-consumer with labelled logs, each with the settings
+# of its .run/<process>.env (written by infra.sh: its own PostgreSQL role and password). Ctrl-C
+# stops the services first, then the infrastructure. If one process dies, everything stops, exit 1.
 # `make run` calls it after bootstrap and build. BIN_DIR (default bin) picks the binaries.
 set -euo pipefail
 LOG_TAG=run
@@ -16,29 +17,13 @@ declare -A SVC_PIDS=()
 : "${USER_API_PORT:=8080}" "${NOTIFICATION_CONSUMER_PORT:=8081}" "${OUTBOX_RELAY_PORT:=8082}"
 export USER_API_PORT NOTIFICATION_CONSUMER_PORT OUTBOX_RELAY_PORT
 
-# The addresses the services (and migrate) get: ours for what infra started, the user's own
-# for what is external. Called after infra_start, which decides from the unset variables.
-services_env() {
-	((PG_LOCAL)) && POSTGRES_HOST=127.0.0.1
-	: "${NATS_URL:=nats://127.0.0.1:$NATS_PORT}" "${MONGODB_URI:=mongodb://127.0.0.1:$MONGODB_PORT/}"
-	export POSTGRES_HOST POSTGRES_PORT POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB NATS_URL MONGODB_URI
-}
-
-# NATS credentials of each service for the nats-server that infra started (deploy/nats-server.conf
-# has a user per service); with NATS_URL set, the user gives their own. To move into
-# .run/<process>.env when those exist.
-svc_nats_env() {
-	((NATS_LOCAL)) || return 0
-	printf '%s\n' "NATS_USER=$1" "NATS_PASSWORD_FILE=$NATS_AUTH_DIR/$1.password"
-}
-
+# svc_start NAME: bin/NAME with the settings of .run/NAME.env laid over run.sh's environment, read
+# as systemd's EnvironmentFile would be (`set -a; .`), in a subshell that becomes the service.
 svc_start() {
 	local name=$1 fd
-	local -a nats_env
-	mapfile -t nats_env < <(svc_nats_env "$name")
 	log_rotate "$name"
 	exec {fd}> >(log_label "$name")
-	env "${nats_env[@]}" setsid "$BIN_DIR/$name" </dev/null >&"$fd" 2>&1 &
+	(set -a && . "$RUN_DIR/$name.env" && set +a && exec setsid "$BIN_DIR/$name") </dev/null >&"$fd" 2>&1 &
 	SVC_PIDS[$name]=$!
 	exec {fd}>&-
 	printf '%s\n' "$!" >"$RUN_DIR/pids/$name.pid"
@@ -109,18 +94,11 @@ main() {
 		port_check "${!SVC_PORT_VAR[$name]}" "${SVC_PORT_VAR[$name]}" "$name"
 	done
 
+	# The infrastructure, the migrations and .run/<process>.env.
 	if ! infra_start fg; then
 		((INFRA_STOP_REQUESTED)) && exit 0
 		die "could not start the infrastructure"
 	fi
-	services_env
-
-	say "applying migrations (bin/migrate up)"
-	local rc=0
-	log_rotate migrate
-	"$BIN_DIR/migrate" up </dev/null > >(log_label migrate) 2>&1 || rc=$?
-	((INFRA_STOP_REQUESTED)) && exit 0
-	((rc == 0)) || die "migrations failed (bin/migrate up exited with $rc)"
 
 	for name in "${present[@]}"; do svc_start "$name"; done
 	((${#present[@]} == 0)) && warn "no service binary is built: running the infrastructure only"

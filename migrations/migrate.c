@@ -27,12 +27,18 @@ static const char *migrations_dir;
 static enum log_level level;
 
 static const struct config_entry settings[] = {
-	PG_SETTINGS_ENTRIES(pg),
+	PG_SETTINGS_ENTRIES(pg, PG_ROLE_OWNER),
 	{ "MIGRATIONS_DIR", CONFIG_STRING, &migrations_dir, NULL, 0, 0,
 	    "folder of NNNN_name.sql files (default: ../migrations beside the binary)" },
 	{ "LOG_LEVEL", CONFIG_LEVEL, &level, "info", 0, 0, "debug, info, warn or error" },
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
+
+static int
+check(const void *arg, char *err, size_t errlen)
+{
+	return pg_settings_check(arg, err, errlen);
+}
 
 static int
 migration_cmp(const void *a, const void *b)
@@ -160,10 +166,19 @@ applied_checksum(PGconn *c, long version, char *out, size_t outlen, char *applie
 	    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM schema_migrations WHERE version = $1",
 	    1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 		char msg[512];
 
 		pg_error_text(c, r, msg, sizeof(msg));
-		snprintf(err, errlen, "could not read schema_migrations: %s", msg);
+		/* 42501: a database migrated before 0008_roles.sql belongs to the role that migrated
+		 * it, usually the superuser, and its owner is the only one who can hand it over. */
+		if (state != NULL && strcmp(state, "42501") == 0)
+			snprintf(err, errlen, "could not read schema_migrations as \"%s\": %s; a database "
+			    "migrated before the roles of 0008_roles.sql belongs to the role that migrated it: "
+			    "run bin/migrate up once as a superuser, which hands it to " PG_ROLE_OWNER,
+			    PQuser(c), msg);
+		else
+			snprintf(err, errlen, "could not read schema_migrations: %s", msg);
 		PQclear(r);
 		return -1;
 	}
@@ -319,6 +334,8 @@ main(int argc, char **argv)
 		.commands = "  up      apply every pending migration (default)\n"
 		    "  status  list the migrations and whether each is applied",
 		.settings = settings,
+		.validate = check,
+		.validate_arg = &pg,
 	};
 	struct migration *list = NULL;
 	size_t n = 0;

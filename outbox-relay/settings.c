@@ -12,7 +12,7 @@
 static struct relay_settings loaded = { .http.prefix = "OUTBOX_RELAY" };
 
 static const struct config_entry table[] = {
-	PG_SETTINGS_ENTRIES(loaded.pg),
+	PG_SETTINGS_ENTRIES(loaded.pg, PG_ROLE_RELAY),
 	NATS_SETTINGS_ENTRIES(loaded.nats, "NATS server URL"),
 	{ "OUTBOX_RELAY_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
 	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
@@ -77,6 +77,8 @@ check(const void *arg, char *err, size_t errlen)
 	if (httpd_config_check(&s->http, err, errlen) != 0)
 		return -1;
 	if (natsconn_settings_check(&s->nats, err, errlen) != 0)
+		return -1;
+	if (pg_settings_check(&s->pg, err, errlen) != 0)
 		return -1;
 	if (s->poll_min_ms > s->poll_max_ms) {
 		snprintf(err, errlen, "invalid RELAY_POLL_MIN %ldms: more than RELAY_POLL_MAX %ldms",

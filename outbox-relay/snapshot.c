@@ -11,19 +11,12 @@
 #include "log.h"
 #include "util.h"
 
-/* FOR SHARE keeps a concurrent update of the same user waiting until this batch commits, so its
- * own outbox row gets a later id and per-user order holds. */
-static const char batch_sql[] =
-    "WITH u AS (SELECT id, name, email, version, updated_at FROM users WHERE id > $1 "
-    "    ORDER BY id LIMIT $2 FOR SHARE), "
-    "ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers, "
-    "    payload, schema_version) "
-    "  SELECT gen_random_uuid(), id, $3::text, version, $4::text, "
-    "    jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' || "
-    "      substr(md5(random()::text), 1, 16) || '-01'), "
-    "    user_event_payload(id, name, email, version, updated_at, false), $5::smallint "
-    "  FROM u ORDER BY id RETURNING aggregate_id) "
-    "SELECT count(*), COALESCE(max(aggregate_id), $1) FROM ins";
+/* outbox_snapshot_users (migrations/0008_roles.sql) runs as the schema's owner, since the relay's
+ * role may not read users. It reads them FOR SHARE, which keeps a concurrent update of the same
+ * user waiting until this batch commits, so its own outbox row gets a later id and per-user order
+ * holds. */
+static const char batch_sql[] = "SELECT * FROM outbox_snapshot_users($1::bigint, $2::bigint, "
+    "$3::text, $4::text, $5::smallint)";
 
 int
 snapshot_parse_args(int argc, char **argv, struct snapshot_options *o, char *err, size_t errlen)

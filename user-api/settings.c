@@ -12,7 +12,7 @@
 static struct user_api_settings loaded = { .http.prefix = "USER_API" };
 
 static const struct config_entry table[] = {
-	PG_SETTINGS_ENTRIES(loaded.store.pg),
+	PG_SETTINGS_ENTRIES(loaded.store.pg, PG_ROLE_API),
 	NATS_SETTINGS_ENTRIES(loaded.nats,
 	    "NATS server for the relay's wake-up nudges (optional; empty disables them)"),
 	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
@@ -52,7 +52,9 @@ check(const void *arg, char *err, size_t errlen)
 
 	if (httpd_config_check(&s->http, err, errlen) != 0)
 		return -1;
-	return natsconn_settings_check(&s->nats, err, errlen);
+	if (natsconn_settings_check(&s->nats, err, errlen) != 0)
+		return -1;
+	return pg_settings_check(&s->store.pg, err, errlen);
 }
 
 static const struct cli cli = {

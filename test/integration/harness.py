@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import psycopg
 import requests
+from psycopg import sql as pgsql
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The local stack's nats-server configuration (sync_interval: always); Nats(config=None) runs
@@ -43,11 +44,35 @@ KEEP_DIRS = os.environ.get("KEEP_TEST_DIRS", "") not in ("", "0")
 
 # Variables of the dev stack that must not leak from the caller's shell into what tests start.
 STACK_VARS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
+              "POSTGRES_SSLMODE", "POSTGRES_SSLROOTCERT", "POSTGRES_SSLCERT", "POSTGRES_SSLKEY",
+              "PGPASSWORD", "PGPASSFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
               "NATS_URL", "MONGODB_URI", "USER_API_PORT", "NOTIFICATION_CONSUMER_PORT",
               "OUTBOX_RELAY_PORT")
 # ... and how a shell that sourced a service's settings authenticates to NATS.
 STACK_VARS += ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CREDS_FILE",
                "NATS_NKEY_SEED_FILE", "NATS_TLS", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY")
+
+# The PostgreSQL login role of each binary (migrations/0008_roles.sql): a test's services run as
+# these, never as the superuser (Service, run_binary and migrate swap the superuser's credentials
+# for them), which proves the grants suffice. Each role's password on the test servers is
+# role_password(role).
+PG_ROLES = {"migrate": "user_sync_owner", "user-api": "user_sync_api",
+            "outbox-relay": "user_sync_relay", "audit": "user_sync_audit"}
+
+
+def role_password(role: str) -> str:
+    return f"{role}-test-password"
+
+
+def as_role(binary: str, env: dict) -> dict:
+    """env for bin/<binary>: the superuser's credentials (Postgres.env) swapped for the binary's
+    own role and its password. A test that sets another POSTGRES_USER or POSTGRES_PASSWORD on
+    purpose keeps it."""
+    role = PG_ROLES.get(Path(str(binary)).name)
+    if role is None or env.get("POSTGRES_USER") != Postgres.USER \
+            or env.get("POSTGRES_PASSWORD") != Postgres.PASSWORD:
+        return env
+    return {**env, "POSTGRES_USER": role, "POSTGRES_PASSWORD": role_password(role)}
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -526,7 +551,11 @@ _sweep_abandoned()
 class Postgres(Process):
     """A PostgreSQL server in its own folder: data in dir/data, unix socket in dir, TCP on
     127.0.0.1:port. Superuser `postgres` with password `postgres` (scram over TCP, trust on the
-    socket), database users_db.
+    socket), database users_db. A migrated one also has the roles of migrations/0008_roles.sql,
+    each with the password role_password(role), and users_db belongs to user_sync_owner, as
+    `make infra` sets it up.
+
+    tls=(certificate file, key file) starts the server with ssl=on and copies of those files.
 
     Data folders are copied from a template made once per session (initdb takes seconds, a copy a
     fraction of one): template=None uses the plain one; pass Postgres.template(migrated=True) for
@@ -546,7 +575,7 @@ class Postgres(Process):
     _templates: dict = {}
 
     def __init__(self, template: str | Path | None = None, port: int | None = None,
-                 settings: dict | None = None, dir=None):
+                 settings: dict | None = None, dir=None, tls: tuple | None = None):
         # /tmp rather than $TMPDIR: the `postgres` user must reach the folder when we are root,
         # and the socket path (folder + /.s.PGSQL.<port>) must stay under 108 bytes.
         super().__init__(dir, tmp_base="/tmp")
@@ -556,6 +585,20 @@ class Postgres(Process):
         self.data = self.dir / "data"
         self.settings = {"fsync": "off", "full_page_writes": "off", **(settings or {})}
         self._template = Path(template) if template else None
+        if tls:
+            self.settings.update(ssl="on", **self._tls_files(*tls))
+
+    def _tls_files(self, cert, key) -> dict:
+        """Copies of the server's certificate and key where the server can read them (the key
+        owned by the server's user, mode 0600, as PostgreSQL demands)."""
+        names = {}
+        for setting, src, mode in (("ssl_cert_file", cert, 0o644), ("ssl_key_file", key, 0o600)):
+            dst = self.dir / f"server.{setting.split('_')[1]}"
+            shutil.copyfile(src, dst)
+            os.chmod(dst, mode)
+            _chown_pg(dst)
+            names[setting] = str(dst)
+        return names
 
     # templates
     @classmethod
@@ -566,10 +609,13 @@ class Postgres(Process):
         if key in cls._templates:
             return cls._templates[key]
         if migrated:
+            # As an existing database is upgraded: the superuser's migrate creates the roles and
+            # hands them the schema; then the roles get their passwords, as `make infra` does.
             pg = Postgres(template=cls.template(False))
             pg.start()
             try:
-                migrate(pg)
+                migrate(pg, superuser=True)
+                pg.create_roles()
             finally:
                 pg.stop()
         else:
@@ -651,6 +697,31 @@ class Postgres(Process):
         _live.discard(self)
         return self.proc.returncode
 
+    # roles
+    def create_roles(self):
+        """What `make infra` does as the superuser before migrate runs as user_sync_owner: the
+        roles of migrations/0008_roles.sql (created when missing), each with its password
+        role_password(role), and users_db owned by user_sync_owner."""
+        with self.connect("postgres") as c:
+            for role in PG_ROLES.values():
+                name = pgsql.Identifier(role)
+                if c.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                    c.execute(pgsql.SQL("CREATE ROLE {} LOGIN").format(name))
+                c.execute(pgsql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    name, pgsql.Literal(role_password(role))))
+            c.execute(f"ALTER DATABASE {self.DB} OWNER TO user_sync_owner")
+
+    def env_for(self, binary: str) -> dict:
+        """The settings with which bin/<binary> reaches this server as its own role."""
+        return as_role(binary, self.env)
+
+    def connect_as(self, role: str, dbname: str | None = None, **kw) -> psycopg.Connection:
+        """A new autocommit connection as one of the roles of PG_ROLES; the caller closes it."""
+        kw.setdefault("connect_timeout", 10)
+        kw.setdefault("autocommit", True)
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=role,
+                               password=role_password(role), dbname=dbname or self.DB, **kw)
+
     # addresses
     @property
     def env(self) -> dict:
@@ -677,10 +748,13 @@ class Postgres(Process):
             return cur.fetchall() if cur.description else []
 
 
-def migrate(pg: Postgres, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Runs `bin/migrate up` (or the given arguments) against pg and asserts it exits 0."""
+def migrate(pg: Postgres, *args: str, timeout: float = 60.0,
+            superuser: bool = False) -> subprocess.CompletedProcess:
+    """Runs `bin/migrate up` (or the given arguments) against pg as user_sync_owner (as the
+    superuser with superuser=True) and asserts it exits 0."""
     argv = [str(bin_dir() / "migrate"), *(args or ("up",))]
-    r = subprocess.run(argv, env=service_env(pg.env), capture_output=True, text=True, timeout=timeout)
+    env = pg.env if superuser else pg.env_for("migrate")
+    r = subprocess.run(argv, env=service_env(env), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{' '.join(argv)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r
 
@@ -1100,7 +1174,8 @@ class Service(Process):
         return [str(self.binary), *self.args]
 
     def _env(self):
-        return service_env(self.env, nats_service_env(self.binary.name, self.env))
+        return service_env(as_role(self.binary.name, self.env),
+                           nats_service_env(self.binary.name, self.env))
 
     def _ready(self):
         if self.port is None:
@@ -1134,7 +1209,8 @@ def run_binary(name: str, *args: str, env: dict | None = None, timeout: float = 
     The output of a sanitizer build is scanned into sanitizer_findings."""
     binary = bin_dir() / name
     r = subprocess.run([str(binary), *args],
-                       env=service_env(env or {}, nats_service_env(name, env or {})), input=input,
+                       env=service_env(as_role(name, env or {}), nats_service_env(name, env or {})),
+                       input=input,
                        capture_output=True, text=True, timeout=timeout)
     _collect_sanitizer_reports(binary, r.stdout + r.stderr, f"{name} {' '.join(args)}")
     return r

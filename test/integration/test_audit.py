@@ -31,7 +31,8 @@ def stack(db, nats, ferret, services):
 
 
 def audit_env(db, ferret, dbname, **extra):
-    env = dict(db.env, MONGODB_URI=ferret.uri, MONGODB_DB=dbname, AUDIT_RECHECK_AFTER="0",
+    """audit's settings, as its own PostgreSQL role (some tests start it with subprocess)."""
+    env = dict(db.env_for("audit"), MONGODB_URI=ferret.uri, MONGODB_DB=dbname, AUDIT_RECHECK_AFTER="0",
                LOG_LEVEL="info")
     env.update({k: str(v) for k, v in extra.items()})
     return env

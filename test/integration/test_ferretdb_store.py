@@ -180,9 +180,9 @@ def test_dev_stack_keeps_the_copy_in_a_postgresql_of_its_own(run_dir):
         assert len(gin_indexes(pg, DB, table)) == 1
         assert pg.execute("SHOW plan_cache_mode").fetchone()[0] == "force_custom_plan"
         assert pg.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'ferretdb'").fetchone() == (False,)
-    # Never in the application's database.
-    with psycopg.connect(host="127.0.0.1", port=ports["POSTGRES_PORT"], user="postgres",
-                         password="postgres", dbname="users_db", autocommit=True) as app:
+    # Never in the application's database (its superuser logs in on the unix socket only).
+    with psycopg.connect(host=os.path.realpath(os.path.join(d, "pg")), port=ports["POSTGRES_PORT"],
+                         user="postgres", dbname="users_db", autocommit=True) as app:
         assert app.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
                            (DB,)).fetchone()[0] == 0
 

@@ -5,13 +5,59 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import tempfile
 import time
 
+import psycopg
 import requests
 
-from harness import REPO_ROOT, free_port, wait_for
+from harness import PG_ROLES, REPO_ROOT, free_port, wait_for
+
+PG_KEYS = {"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"}
+# What each process's .run/<process>.env must hold to reach what make infra started.
+ENV_KEYS = {
+    "user-api": PG_KEYS | {"NATS_URL", "USER_API_PORT"},
+    "outbox-relay": PG_KEYS | {"NATS_URL", "OUTBOX_RELAY_PORT"},
+    "notification-consumer": {"NATS_URL", "MONGODB_URI", "NOTIFICATION_CONSUMER_PORT"},
+    "migrate": PG_KEYS,
+    "audit": PG_KEYS | {"MONGODB_URI", "AUDIT_PORT"},
+}
+
+
+def check_env_files(run_dir, ports, bin_dir):
+    """Each .run/<process>.env: mode 0600, KEY=VALUE lines with what the process needs, its own
+    PostgreSQL role; sourced as the README says, a binary run by hand works with it."""
+    for name, keys in ENV_KEYS.items():
+        path = os.path.join(run_dir, f"{name}.env")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+        lines = [ln for ln in open(path).read().splitlines() if ln and not ln.startswith("#")]
+        assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*=\S*", ln) for ln in lines), lines
+        env = dict(ln.split("=", 1) for ln in lines)
+        assert keys <= env.keys(), (name, env.keys())
+        if "POSTGRES_USER" in keys:
+            assert env["POSTGRES_USER"] == PG_ROLES[name] and len(env["POSTGRES_PASSWORD"]) >= 32
+            assert env["POSTGRES_PORT"] == str(ports["POSTGRES_PORT"])
+        if "NATS_URL" in keys:
+            assert env["NATS_URL"] == f"nats://127.0.0.1:{ports['NATS_PORT']}"
+        if "MONGODB_URI" in keys:
+            assert env["MONGODB_URI"] == f"mongodb://127.0.0.1:{ports['MONGODB_PORT']}/"
+        for var in ("USER_API_PORT", "OUTBOX_RELAY_PORT", "NOTIFICATION_CONSUMER_PORT"):
+            if var in keys:
+                assert env[var] == str(ports[var])
+    # The README's way of running a binary by hand: the auditor finds the copy in step.
+    r = subprocess.run(["bash", "-c", 'set -a; . "$1"; set +a; exec "$2"', "audit",
+                        os.path.join(run_dir, "audit.env"), os.path.join(bin_dir, "audit")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # The services run as their roles, never as the superuser (on the unix socket: the only way
+    # in for it).
+    with psycopg.connect(host=os.path.realpath(os.path.join(run_dir, "pg")),
+                         port=ports["POSTGRES_PORT"], user="postgres", dbname="users_db") as c:
+        seen = dict(c.execute("SELECT DISTINCT application_name, usename FROM pg_stat_activity "
+                              "WHERE application_name IN ('user-api', 'outbox-relay')").fetchall())
+    assert seen == {"user-api": PG_ROLES["user-api"], "outbox-relay": PG_ROLES["outbox-relay"]}
 
 
 def readme_demo_block():
@@ -95,6 +141,7 @@ def test_make_run_serves_the_readme_curl_examples():
         # make run's nats-server syncs every write (deploy/nats-server.conf)
         varz = requests.get(f"http://127.0.0.1:{ports['NATS_MONITOR_PORT']}/varz", timeout=2).json()
         assert varz["jetstream"]["config"]["sync_always"] is True
+        check_env_files(run_dir, ports, env["BIN_DIR"])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)

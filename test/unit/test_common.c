@@ -8,6 +8,7 @@
 #include "failpoint.h"
 #include "httpd.h"
 #include "metrics.h"
+#include "pg.h"
 #include "unit.h"
 #include "util.h"
 
@@ -33,6 +34,39 @@ test_parsers(void)
 	CHECK(config_parse_bool("yes", &b) == 0 && b);
 	CHECK(config_parse_bool("OFF", &b) == 0 && !b);
 	CHECK(config_parse_bool("maybe", &b) == -1);
+}
+
+/* PostgreSQL's settings: the process's role and no password by default, sslmode checked. */
+static void
+test_pg_settings(void)
+{
+	static const char *const modes[] = { "disable", "allow", "prefer", "require", "verify-ca",
+		"verify-full" };
+	struct pg_settings pg;
+	char err[256] = "";
+	const struct config_entry tab[] = {
+		PG_SETTINGS_ENTRIES(pg, "unit_role"),
+		{ NULL, 0, NULL, NULL, 0, 0, NULL },
+	};
+
+	for (const struct config_entry *e = tab; e->name != NULL; e++)
+		unsetenv(e->name);
+	CHECK(config_load(tab, err, sizeof(err)) == 0);
+	CHECK_STR(pg.user, "unit_role");
+	CHECK_STR(pg.password, "");
+	CHECK_STR(pg.sslmode, "prefer");
+	CHECK_STR(pg.sslrootcert, "");
+	CHECK(pg_settings_check(&pg, err, sizeof(err)) == 0);
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		pg.sslmode = modes[i];
+		CHECK(pg_settings_check(&pg, err, sizeof(err)) == 0);
+	}
+	setenv("POSTGRES_SSLMODE", "verify_full", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == 0);
+	CHECK(pg_settings_check(&pg, err, sizeof(err)) == -1);
+	CHECK_STR(err, "invalid POSTGRES_SSLMODE \"verify_full\": expected disable, allow, prefer, "
+	    "require, verify-ca or verify-full");
+	unsetenv("POSTGRES_SSLMODE");
 }
 
 static void
@@ -226,6 +260,7 @@ main(void)
 	test_parsers();
 	test_url_redact();
 	test_load();
+	test_pg_settings();
 	test_ids();
 	test_trace_and_uuid();
 	test_uuid_unique();
