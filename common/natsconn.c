@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,6 +444,16 @@ hint(natsStatus s)
 	return "";
 }
 
+/* Whether nats.c set up its TLS in this process: see natsconn_library_close(). */
+static atomic_bool tls_started;
+
+void
+natsconn_library_close(void)
+{
+	if (!atomic_load(&tls_started))
+		nats_Close();
+}
+
 natsConnection *
 natsconn_open(const struct nats_settings *cfg, const char *name, char *err, size_t errlen)
 {
@@ -452,6 +463,9 @@ natsconn_open(const struct nats_settings *cfg, const char *name, char *err, size
 	natsStatus s;
 
 	url_shown(cfg->url, shown, sizeof(shown));
+	if (cfg->tls || (cfg->tls_ca != NULL && cfg->tls_ca[0] != '\0') ||
+	    (cfg->tls_cert != NULL && cfg->tls_cert[0] != '\0') || strstr(cfg->url, "tls://") != NULL)
+		atomic_store(&tls_started, true);
 	if ((s = natsOptions_Create(&opts)) != NATS_OK) {
 		snprintf(err, errlen, "could not set up NATS: %s", natsStatus_GetText(s));
 		return NULL;

@@ -70,6 +70,13 @@ natsConnection *natsconn_open(const struct nats_settings *s, const char *name, c
     size_t errlen);
 bool natsconn_ok(natsConnection *nc);
 
+/* nats_Close(), the last call to the library, except in a process that used TLS to NATS: there
+ * libnats 3.4's cleanup frees OpenSSL's list of compression methods and leaves OpenSSL pointing
+ * at it, and OpenSSL's own cleanup at exit frees it again and crashes the process
+ * (nats-io/nats.c#904, fixed after 3.4). The library is then left to the exit: its memory stays
+ * reachable, and it has nothing to flush once every connection is destroyed. */
+void natsconn_library_close(void);
+
 /* The public key ("U...", 56 characters and a NUL) of an nkey user seed ("SU...", 58 characters),
  * which nats.c needs next to the seed file. Returns 0, or -1 when seed is not a user seed. */
 int natsconn_nkey_public(const char *seed, char *pub, size_t publen)

@@ -117,6 +117,6 @@ main(int argc, char **argv)
 	natsConnection_Destroy(nc);
 	store_free(store);
 	store_library_cleanup();
-	nats_Close();
+	natsconn_library_close();
 	return rc;
 }

@@ -104,6 +104,6 @@ main(int argc, char **argv)
 	log_info("shutting down");
 	httpd_stop(httpd, s.drain_ms);
 	relay_free(relay);
-	nats_Close();
+	natsconn_library_close();
 	return 0;
 }

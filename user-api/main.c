@@ -62,7 +62,7 @@ main(int argc, char **argv)
 	log_info("shutting down: finishing requests in flight");
 	httpd_stop(server, set.drain_ms);
 	nudge_stop();
-	nats_Close();
+	natsconn_library_close();
 	log_info("stopped");
 	return 0;
 }

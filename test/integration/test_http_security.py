@@ -4,7 +4,6 @@ API_TOKENS_FILE (reloaded on SIGHUP), HTTPS with a certificate and key. Checked 
 import hashlib
 import os
 import signal
-import subprocess
 
 import pytest
 import requests
@@ -210,21 +209,9 @@ def test_consumer_tokens_and_scopes(nats, ferret, services, tmp_path):
 # --- HTTPS ----------------------------------------------------------------------------------------
 
 def make_certs(d):
-    """A CA, and a server certificate it signed for 127.0.0.1; returns (ca, cert, key) paths."""
-    ca_key, ca, key, csr, cert = (d / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
-                                                  "server.pem"))
-    ext = d / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-        "-days", "2", "-subj", "/CN=user-sync test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-        "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    return ca, cert, key
+    """(ca, server certificate for 127.0.0.1, its key) made by the harness with openssl."""
+    t = harness.make_tls_certs(d)
+    return t.ca, t.server_cert, t.server_key
 
 
 def test_https_with_a_certificate_and_key(pg_db, tmp_path):
@@ -265,7 +252,7 @@ def test_https_settings_that_do_not_fit_are_refused(tmp_path):
                            timeout=30)
     assert r.returncode != 0
     assert f'could not read USER_API_TLS_KEY "{tmp_path / "missing.key"}"' in r.stderr, r.stderr
-    r = harness.run_binary("user-api", env=dict(base, USER_API_TLS_KEY=str(tmp_path / "ca.key")),
+    r = harness.run_binary("user-api", env=dict(base, USER_API_TLS_KEY=str(tmp_path / "client.key")),
                            timeout=30)
     assert r.returncode != 0
     assert "the certificate and key are not a valid PEM pair" in r.stderr, r.stderr
