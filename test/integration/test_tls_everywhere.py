@@ -10,6 +10,7 @@ import requests
 
 import harness
 from test_consumer_support import Consumer, poll
+from user_api_fixtures import pg_db  # noqa: F401  (fixture)
 
 WRITER = "tls-writer-token-3f9a1c7e5b2d"
 READER = "tls-reader-token-8e6d4c2b0a1f"
@@ -114,3 +115,40 @@ def test_the_end_to_end_path_with_tls_on_every_link(services, tmp_path):
     for text in logs + answers:
         for secret in secrets:
             assert secret not in text, f"a secret appears in the output:\n{text[:2000]}"
+
+
+def test_secrets_in_settings_never_reach_a_log_or_an_answer(services, nats, pg_db):
+    """Passwords inside NATS_URL and MONGODB_URI and in POSTGRES_PASSWORD, against servers that
+    refuse them or are not there: --check, the logs, /readyz and the 503 answers name what failed
+    without them."""
+    secret = "S3cret-" + uuid.uuid4().hex
+    dead = harness.free_port()
+    mongo_uri = f"mongodb://copyuser:{secret}@127.0.0.1:{dead}/?serverSelectionTimeoutMS=300"
+    consumer_env = {"NATS_URL": nats.url.replace("://", f"://intruder:{secret}@", 1),
+                    "MONGODB_URI": mongo_uri, "NOTIFICATION_CONSUMER_PORT": harness.free_port(),
+                    "MONGODB_TIMEOUT": "300ms"}
+    api_env = dict(pg_db.env, POSTGRES_USER="user_sync_api", POSTGRES_PASSWORD=secret,
+                   NATS_URL=f"nats://nudger:{secret}@127.0.0.1:{dead}",
+                   USER_API_PORT=harness.free_port())
+    out = []
+    for name, env in (("notification-consumer", dict(consumer_env, NATS_URL=f"nats://x:{secret}@127.0.0.1:{dead}")),
+                      ("user-api", api_env)):
+        chk = harness.run_binary(name, "--check", env=env)
+        assert chk.returncode == 0, chk.stderr
+        out.append(chk.stdout + chk.stderr)
+    # NATS refuses the intruder: the consumer says so and stops, without the password.
+    c = harness.run_binary("notification-consumer", env=consumer_env, timeout=30)
+    assert c.returncode != 0
+    assert "refused the credentials" in c.stderr, c.stderr
+    out.append(c.stdout + c.stderr)
+    # PostgreSQL refuses the password: user-api answers 503 and is not ready, naming no secret.
+    api = services.start("user-api", api_env)
+    r = requests.get(api.url + "/users", timeout=10)
+    assert r.status_code == 503, r.text
+    ready = requests.get(api.url + "/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["checks"]["postgres"]["status"] == "down"
+    out += [r.text, ready.text, str(r.headers)]
+    poll(lambda: "password authentication failed" in api.log_text(), 10, "the refusal logged")
+    out.append(api.log_text())
+    for text in out:
+        assert secret not in text, text[:3000]
