@@ -31,8 +31,8 @@ static const char snapshot_sql[] =
     "SELECT id, version, waiting FROM w ORDER BY id";
 
 /* A user gone from PostgreSQL has no row to read: the deletion is the version after the copy's
- * ($2, docs/audit.md says why that is safe), and carries no personal data (PostgreSQL no longer
- * has it, and the tombstone needs none). Ids are never reused, so a user absent now stays absent;
+ * ($2, docs/audit.md says why that is safe), and carries no personal data, as every deletion
+ * (docs/events.md). Ids are never reused, so a user absent now stays absent;
  * one that is present after all is left alone. */
 static const char delete_sql[] =
     "WITH d AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS d (id, version)), "
@@ -46,7 +46,8 @@ static const char delete_sql[] =
     "  SELECT gen_random_uuid(), id, $3::text, version, $4::text, "
     "    jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' || "
     "      substr(md5(random()::text), 1, 16) || '-01'), "
-    "    user_event_payload(id, '', '', version, clock_timestamp(), true), $5::smallint "
+    "    user_event_payload(id, NULL, NULL, version, clock_timestamp(), true) - "
+    EVENT_PERSONAL_KEYS_SQL ", $5::smallint "
     "  FROM w WHERE NOT waiting ORDER BY id) "
     "SELECT id, version, waiting FROM w ORDER BY id";
 
