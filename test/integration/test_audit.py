@@ -232,6 +232,7 @@ def test_a_tombstone_that_kept_personal_data_is_found_and_erased_by_repair(stack
     r = run_audit(stack, "--repair")
     assert r.returncode == 1 and findings(r)[old["id"]][1]["repair"] == "user_deleted", r.stdout
     r = poll(lambda: (x := run_audit(stack)).returncode == 0 and x, 60, "the repair to take effect")
+    client, docs = coll(stack)
     with client:
         tomb = docs.find_one({"_id": old["id"]})
         assert tomb["deleted"] is True and "name" not in tomb and "email" not in tomb, tomb

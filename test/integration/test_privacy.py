@@ -174,3 +174,28 @@ def test_an_old_style_deletion_with_name_and_email_is_applied_without_storing_th
     assert entry["superseded"] is True, entry
     assert_forgotten(stack, uid, (name, email, "Late Name", "late@example.com"))
     assert stack.consumer.metric("consumer_events_dead_lettered_total") == 0
+
+
+def test_replay_fresh_keeps_the_users_whose_events_left_the_stream(stack):
+    """A replay rebuilds only what the stream still holds (RELAY_STREAM_MAX_AGE ages events out,
+    a purge removes them): when the stream no longer starts at sequence 1, replay --fresh keeps
+    the live documents of users it found no event of, instead of removing them from the copy."""
+    old = create(stack, "Aged Out")
+    stack.consumer.wait_version(old["id"], 1)
+    new = create(stack, "Still There")
+    stack.consumer.wait_version(new["id"], 1)
+    # The relay would publish its kept rows again (RELAY_RETAIN): stopped, it cannot.
+    assert stack.relay.stop() == 0
+    stream = Stream(stack.nats)
+    ids = [json.loads(d)["payload"]["id"] for _, d, _ in stream.messages("USER_EVENTS")]
+    assert ids == [old["id"], new["id"]], ids     # sequences 1 and 2
+
+    async def purge(nc, js):
+        return await js.purge_stream("USER_EVENTS", seq=2)
+    assert stream._run(purge)
+    r = replay(stack, "--fresh")
+    assert "the stream starts at seq 2" in r.stderr, r.stderr
+    assert "fresh collection merged into the live one" in r.stderr
+    for u in (old, new):
+        got = stack.consumer.user(u["id"])
+        assert got and (got["name"], got["email"]) == (u["name"], u["email"]), (u, got)
