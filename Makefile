@@ -56,7 +56,7 @@ unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstr
 
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate $(BIN)/audit
 
-.PHONY: all san bootstrap run infra test test-unit test-integration test-san clean clean-data check-deps bench chaos
+.PHONY: all san bootstrap run infra test test-unit test-integration test-san clean clean-data check-deps bench chaos install
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
 
 san:
@@ -137,6 +137,24 @@ endif
 # Every benchmark scenario with its baselines; writes bench/results/ (see docs/benchmarks.md).
 bench: all
 	@bash bench/run.sh
+
+# Installs the binaries and the migrations under $(PREFIX)/lib/user-sync (bin/ and migrations/,
+# as in the tree, so migrate finds its files beside it; the names stay out of $(PREFIX)/bin, where
+# `migrate` and `audit` would be ambiguous), the systemd units with that path, and the sysusers.d
+# file of their users. DESTDIR stages it all for a package. README: "Deploying with systemd".
+PREFIX      ?= /usr/local
+APPDIR      := $(PREFIX)/lib/user-sync
+UNITDIR     ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+install: check-deps $(PROGRAMS)
+	install -d $(DESTDIR)$(APPDIR)/bin $(DESTDIR)$(APPDIR)/migrations $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR)
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(APPDIR)/bin/
+	install -m 0644 migrations/*.sql $(DESTDIR)$(APPDIR)/migrations/
+	for u in deploy/systemd/*.service deploy/systemd/*.target; do \
+	    sed 's#/usr/local/lib/user-sync#$(APPDIR)#g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; done
+	install -m 0644 deploy/systemd/user-sync.sysusers $(DESTDIR)$(SYSUSERSDIR)/user-sync.conf
 
 clean:
 	rm -rf build build-san bin bin-san

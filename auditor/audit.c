@@ -400,9 +400,10 @@ audit_summary(const struct audit_counts *c, const struct audit_options *o,
 	else
 		n += (size_t)snprintf(out + n, outlen - n, "%" PRIu64 " differ (missing %" PRIu64
 		    ", behind %" PRIu64 ", ahead %" PRIu64 ", deleted_in_postgres %" PRIu64
-		    ", deleted_in_copy %" PRIu64 ")", drift, c->drift[DRIFT_MISSING],
-		    c->drift[DRIFT_BEHIND], c->drift[DRIFT_AHEAD], c->drift[DRIFT_DELETED_IN_POSTGRES],
-		    c->drift[DRIFT_DELETED_IN_COPY]);
+		    ", deleted_in_copy %" PRIu64 ", personal_data %" PRIu64 ")", drift,
+		    c->drift[DRIFT_MISSING], c->drift[DRIFT_BEHIND], c->drift[DRIFT_AHEAD],
+		    c->drift[DRIFT_DELETED_IN_POSTGRES], c->drift[DRIFT_DELETED_IN_COPY],
+		    c->drift[DRIFT_PERSONAL_DATA]);
 	if (n < outlen && c->settled > 0)
 		n += (size_t)snprintf(out + n, outlen - n, "; %" PRIu64 " more differed at first and "
 		    "caught up", c->settled);

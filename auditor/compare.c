@@ -8,6 +8,7 @@ static const char *const names[DRIFT_KINDS] = {
 	[DRIFT_AHEAD] = "ahead",
 	[DRIFT_DELETED_IN_POSTGRES] = "deleted_in_postgres",
 	[DRIFT_DELETED_IN_COPY] = "deleted_in_copy",
+	[DRIFT_PERSONAL_DATA] = "personal_data",
 };
 
 const char *
@@ -19,8 +20,13 @@ drift_kind_name(enum drift_kind k)
 enum drift_kind
 drift_classify(const struct user_pair *p)
 {
-	if (!p->in_pg)
-		return p->in_copy && !p->copy_deleted ? DRIFT_DELETED_IN_POSTGRES : DRIFT_NONE;
+	if (!p->in_pg) {
+		if (!p->in_copy)
+			return DRIFT_NONE;
+		if (!p->copy_deleted)
+			return DRIFT_DELETED_IN_POSTGRES;
+		return p->copy_personal ? DRIFT_PERSONAL_DATA : DRIFT_NONE;
+	}
 	if (!p->in_copy)
 		return DRIFT_MISSING;
 	/* First: a tombstone newer than the row is as impossible as a newer live document. */
@@ -42,6 +48,9 @@ drift_repair_for(const struct user_pair *p, enum drift_kind k)
 		/* A snapshot rebases the document, tombstone or not, but only from an older version. */
 		return p->copy_version < p->pg_version ? REPAIR_SNAPSHOT : REPAIR_IMPOSSIBLE;
 	case DRIFT_DELETED_IN_POSTGRES:
+	case DRIFT_PERSONAL_DATA:
+		/* A deletion after the tombstone's version: the consumer applies it in order, and its
+		 * tombstone and history keep no name or email. */
 		return REPAIR_DELETE;
 	case DRIFT_AHEAD:
 		return REPAIR_IMPOSSIBLE;
@@ -85,7 +94,8 @@ pair_merge(const struct pg_user *pg, size_t npg, const struct copy_doc *copy, si
 		if (take_copy) {
 			p->in_copy = true;
 			p->copy_version = copy[j].version;
-			p->copy_deleted = copy[j++].deleted;
+			p->copy_deleted = copy[j].deleted;
+			p->copy_personal = copy[j++].personal;
 		}
 		n++;
 	}

@@ -14,11 +14,13 @@ struct pg_user {
 	int64_t version;
 };
 
-/* A document of the copy: _id is the user id; deleted marks a tombstone. */
+/* A document of the copy: _id is the user id; deleted marks a tombstone; personal: it holds a
+ * name or an email (a tombstone must not: the consumer removes them with the deletion). */
 struct copy_doc {
 	int64_t id;
 	int64_t version;
 	bool deleted;
+	bool personal;
 };
 
 /* One user on both sides. A user absent from users is deleted (or never existed: ids come from
@@ -29,6 +31,7 @@ struct user_pair {
 	int64_t pg_version;
 	int64_t copy_version;
 	bool copy_deleted;	/* the copy's document is a tombstone */
+	bool copy_personal;	/* the copy's document holds a name or an email */
 };
 
 enum drift_kind {
@@ -38,8 +41,10 @@ enum drift_kind {
 	DRIFT_AHEAD,			/* the copy's version newer than PostgreSQL's: impossible */
 	DRIFT_DELETED_IN_POSTGRES,	/* gone from PostgreSQL, alive in the copy */
 	DRIFT_DELETED_IN_COPY,		/* alive in PostgreSQL, a tombstone at or below its version */
+	DRIFT_PERSONAL_DATA,		/* gone from PostgreSQL, a tombstone that still holds a name or
+					 * an email (written before deletions removed them) */
 };
-#define DRIFT_KINDS 6
+#define DRIFT_KINDS 7
 
 /* The kind's name as printed and as the metric's label ("missing", ...; "none"). Static text. */
 const char *drift_kind_name(enum drift_kind k);

@@ -109,6 +109,7 @@ doc_read(const bson_t *doc, int64_t id, struct copy_doc *out)
 	out->id = id;
 	out->version = 0;
 	out->deleted = false;
+	out->personal = bson_iter_init_find(&it, doc, "name") || bson_iter_init_find(&it, doc, "email");
 	if (bson_iter_init_find(&it, doc, "version") && BSON_ITER_HOLDS_NUMBER(&it))
 		out->version = bson_iter_as_int64(&it);
 	if (bson_iter_init_find(&it, doc, "deleted") && BSON_ITER_HOLDS_BOOL(&it))
@@ -152,7 +153,8 @@ copy_page(struct copy *c, int64_t after, size_t limit, struct copy_doc *out, siz
 {
 	bson_t *filter = BCON_NEW("_id", "{", "$gt", BCON_INT64(after), "}");
 	bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64((int64_t)limit),
-	    "projection", "{", "version", BCON_INT32(1), "deleted", BCON_INT32(1), "}");
+	    "projection", "{", "version", BCON_INT32(1), "deleted", BCON_INT32(1), "name", BCON_INT32(1),
+	    "email", BCON_INT32(1), "}");
 	int rc;
 
 	rc = find_docs(c, filter, opts, out, limit, n, read, last, err, errlen);
@@ -175,7 +177,7 @@ copy_get(struct copy *c, const int64_t *ids, size_t n, struct copy_doc *out, siz
 {
 	bson_t *filter = bson_new(), in, list;
 	bson_t *opts = BCON_NEW("projection", "{", "version", BCON_INT32(1), "deleted", BCON_INT32(1),
-	    "}");
+	    "name", BCON_INT32(1), "email", BCON_INT32(1), "}");
 	char key[24];
 	size_t read;
 	int64_t last;

@@ -1,5 +1,5 @@
 /* The copy's side of the audit: the consumer's collection in MongoDB (or FerretDB) read in pages of
- * (_id, version, deleted). One client, used by one thread. */
+ * (_id, version, deleted, and whether a name or an email is there). One client, used by one thread. */
 #ifndef AUDIT_COPY_H
 #define AUDIT_COPY_H
 

@@ -23,7 +23,7 @@ static const char snapshot_sql[] = "SELECT * FROM audit_repair_snapshot($1::bigi
 
 /* A user gone from PostgreSQL has no row to read: audit_repair_delete writes the deletion at the
  * version after the copy's ($2, docs/audit.md says why that is safe), without personal data
- * (PostgreSQL no longer has it, and the tombstone needs none). Ids are never reused, so a user
+ * (no name or email, as every deletion: docs/events.md). Ids are never reused, so a user
  * absent now stays absent; one that is present after all is left alone. */
 static const char delete_sql[] = "SELECT * FROM audit_repair_delete($1::bigint[], $2::bigint[], "
     "$3::text, $4::text, $5::smallint)";

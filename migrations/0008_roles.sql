@@ -77,6 +77,12 @@ BEGIN
     END IF;
 END $$;
 
+-- The headers of an event written by the database itself (a snapshot, a repair): a new trace.
+CREATE OR REPLACE FUNCTION new_trace_headers() RETURNS jsonb
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    RETURN jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' ||
+                              substr(md5(random()::text), 1, 16) || '-01');
+
 -- `outbox-relay snapshot`: the current state of up to max_users users after after_id, as
 -- user_snapshot rows (type, subject and schema version from common/event_contract.h); returns how
 -- many and the last user id written (after_id when none).
@@ -90,8 +96,7 @@ BEGIN ATOMIC
     ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers,
                                 payload, schema_version)
             SELECT gen_random_uuid(), id, new_type, version, new_subject,
-                   jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' ||
-                                      substr(md5(random()::text), 1, 16) || '-01'),
+                   new_trace_headers(),
                    user_event_payload(id, name, email, version, updated_at, false),
                    new_schema_version
               FROM u ORDER BY id RETURNING aggregate_id)
@@ -115,8 +120,7 @@ BEGIN ATOMIC
     ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers,
                                 payload, schema_version)
             SELECT gen_random_uuid(), id, new_type, version, new_subject,
-                   jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' ||
-                                      substr(md5(random()::text), 1, 16) || '-01'),
+                   new_trace_headers(),
                    user_event_payload(id, name, email, version, updated_at, false),
                    new_schema_version
               FROM w WHERE NOT waiting ORDER BY id)
@@ -140,9 +144,9 @@ BEGIN ATOMIC
     ins AS (INSERT INTO outbox (event_id, aggregate_id, event_type, version, subject, headers,
                                 payload, schema_version)
             SELECT gen_random_uuid(), id, new_type, version, new_subject,
-                   jsonb_build_object('traceparent', '00-' || md5(random()::text) || '-' ||
-                                      substr(md5(random()::text), 1, 16) || '-01'),
-                   user_event_payload(id, '', '', version, clock_timestamp(), true),
+                   new_trace_headers(),
+                   user_event_payload(id, NULL, NULL, version, clock_timestamp(), true)
+                       - '{name,email}'::text[],
                    new_schema_version
               FROM w WHERE NOT waiting ORDER BY id)
     SELECT id, version, waiting FROM w ORDER BY id;
@@ -161,6 +165,7 @@ ALTER FUNCTION rfc3339(timestamptz) OWNER TO user_sync_owner;
 ALTER FUNCTION user_json(bigint, text, text, bigint, timestamptz, timestamptz) OWNER TO user_sync_owner;
 ALTER FUNCTION user_event_payload(bigint, text, text, bigint, timestamptz, boolean)
     OWNER TO user_sync_owner;
+ALTER FUNCTION new_trace_headers() OWNER TO user_sync_owner;
 ALTER FUNCTION outbox_snapshot_users(bigint, bigint, text, text, smallint) OWNER TO user_sync_owner;
 ALTER FUNCTION audit_repair_snapshot(bigint[], text, text, smallint) OWNER TO user_sync_owner;
 ALTER FUNCTION audit_repair_delete(bigint[], bigint[], text, text, smallint) OWNER TO user_sync_owner;

@@ -503,9 +503,9 @@ recent_add(struct lane *l, const struct event *ev, const struct js_meta *meta)
 	}
 	r = &l->recent[l->nrecent];
 	r->ev = *ev;
-	r->ev.name = strdup(ev->name);
-	r->ev.email = strdup(ev->email);
-	if (r->ev.name == NULL || r->ev.email == NULL) {
+	r->ev.name = ev->name != NULL ? strdup(ev->name) : NULL;
+	r->ev.email = ev->email != NULL ? strdup(ev->email) : NULL;
+	if ((r->ev.name == NULL) != (ev->name == NULL) || (r->ev.email == NULL) != (ev->email == NULL)) {
 		event_release(&r->ev);
 		return;
 	}

@@ -163,13 +163,6 @@ parse_payload(json_t *p, struct event *ev, char *err, size_t errlen)
 		snprintf(err, errlen, "payload version %lld is not positive", (long long)ev->version);
 		return -1;
 	}
-	if ((name = get_string(p, "name", err, errlen)) == NULL ||
-	    (email = get_string(p, "email", err, errlen)) == NULL)
-		return -1;
-	if (has_control(name) || has_control(email)) {
-		snprintf(err, errlen, "payload name or email holds a control character");
-		return -1;
-	}
 	if (get_time(p, "updated_at", ev->updated_at, NULL, err, errlen) != 0)
 		return -1;
 	del = json_object_get(p, "deleted");
@@ -185,6 +178,17 @@ parse_payload(json_t *p, struct event *ev, char *err, size_t errlen)
 	if (ev->deleted != (ev->kind == EVENT_DELETED)) {
 		snprintf(err, errlen, "%s event with \"deleted\": %s", ev->type,
 		    ev->deleted ? "true" : "false");
+		return -1;
+	}
+	/* A deletion's name and email are not read: version 3 leaves them out, and where an older
+	 * producer still sent them they are read past, never checked, kept or stored. */
+	if (ev->kind == EVENT_DELETED)
+		return 0;
+	if ((name = get_string(p, "name", err, errlen)) == NULL ||
+	    (email = get_string(p, "email", err, errlen)) == NULL)
+		return -1;
+	if (has_control(name) || has_control(email)) {
+		snprintf(err, errlen, "payload name or email holds a control character");
 		return -1;
 	}
 	ev->name = strdup(name);
@@ -256,6 +260,8 @@ event_parse(const char *data, size_t len, const char *subject, struct event *ev,
 		goto fail;
 	}
 	ev->schema_version = (int)schema;
+	/* Version 2 to 3 needs no step: the only change is that a deletion leaves its name and
+	 * email out, and parse_payload() reads neither of a deletion, whatever its version. */
 	if (schema == 1 && upcast_v1(root, err, errlen) != 0)
 		goto fail;
 	if ((id = get_string(root, "event_id", err, errlen)) == NULL)

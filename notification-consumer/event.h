@@ -17,8 +17,8 @@ struct event {
 	int64_t occurred_us;		/* occurred_at in microseconds since the epoch */
 	int64_t user_id;
 	int64_t version;
-	char *name;			/* owned; freed by event_release() */
-	char *email;			/* owned */
+	char *name;			/* owned; freed by event_release(); NULL for a deletion */
+	char *email;			/* owned; NULL for a deletion */
 	char updated_at[40];		/* as sent */
 	bool deleted;
 };

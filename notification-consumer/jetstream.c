@@ -563,7 +563,8 @@ js_consumer_delete(jsCtx *js, const char *stream, const char *name)
 }
 
 int
-js_stream_last_seq(jsCtx *js, const char *stream, uint64_t *last, char *err, size_t errlen)
+js_stream_seqs(jsCtx *js, const char *stream, uint64_t *first, uint64_t *last, char *err,
+    size_t errlen)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
@@ -581,6 +582,8 @@ js_stream_last_seq(jsCtx *js, const char *stream, uint64_t *last, char *err, siz
 		return -1;
 	}
 	*last = si->State.Msgs == 0 ? 0 : si->State.LastSeq;
+	if (first != NULL)
+		*first = si->State.FirstSeq;
 	jsStreamInfo_Destroy(si);
 	return 0;
 }

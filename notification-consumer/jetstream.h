@@ -111,8 +111,9 @@ int js_ephemeral_new(jsCtx *js, const char *stream, const struct js_start *start
     size_t namelen, char *err, size_t errlen) __attribute__((warn_unused_result));
 void js_consumer_delete(jsCtx *js, const char *stream, const char *name);
 
-/* The stream's last sequence, 0 when it is empty. */
-int js_stream_last_seq(jsCtx *js, const char *stream, uint64_t *last, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+/* The stream's first and last sequence (first may be NULL): last is 0 when it is empty; first is
+ * above 1 once events left its start (a MaxAge, a purge), 0 or 1 when it holds them all. */
+int js_stream_seqs(jsCtx *js, const char *stream, uint64_t *first, uint64_t *last, char *err,
+    size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -452,7 +452,7 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 	struct replay rp = { nc, NULL, cfg, &c, 0 };
 	struct store *fresh = NULL;
 	char coll[256], err[512];
-	uint64_t until = 0, until2 = 0;
+	uint64_t first = 0, until = 0, until2 = 0;
 	char shown[512];
 	int64_t began = mono_ms(), deadline;
 	jsOptions jo;
@@ -477,7 +477,7 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 		goto out;
 	}
 	announce(&rp, false);
-	if (js_stream_last_seq(rp.js, cfg->stream, &until, err, sizeof(err)) != 0) {
+	if (js_stream_seqs(rp.js, cfg->stream, &first, &until, err, sizeof(err)) != 0) {
 		log_error("replay: %s", err);
 		goto out;
 	}
@@ -501,13 +501,20 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 		}
 		if (replay_pass(&rp, fresh, &o->start, until, "fresh") != 0)
 			goto out;
-		if (store_merge(fresh, coll, cfg->store.collection, until, err, sizeof(err)) != 0) {
+		/* A stream that no longer holds its first events (RELAY_STREAM_MAX_AGE, a purge) did
+		 * not show the pass every user: a document the fresh collection lacks is then kept
+		 * as it is, not removed. */
+		if (first > 1)
+			log_info("replay: the stream starts at seq %" PRIu64 " (older events left it): "
+			    "documents of users without an event in it are kept as they are", first);
+		if (store_merge(fresh, coll, cfg->store.collection, until, first <= 1, err,
+		    sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}
 		log_info("replay: fresh collection merged into the live one");
 		/* Events the live consumer applied to the old collections while the pass ran. */
-		if (js_stream_last_seq(rp.js, cfg->stream, &until2, err, sizeof(err)) != 0) {
+		if (js_stream_seqs(rp.js, cfg->stream, NULL, &until2, err, sizeof(err)) != 0) {
 			log_error("replay: %s", err);
 			goto out;
 		}

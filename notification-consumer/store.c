@@ -303,21 +303,65 @@ history_count_reapplied(mongoc_collection_t *coll, const struct event *ev, uint6
 	return ok;
 }
 
-/* The history entry of ev, as this process writes it: a new document the caller bson_destroy()s. */
+/* The history entry of ev, as this process writes it: a new document the caller bson_destroy()s.
+ * It holds ev's name and email only with personal, and never a deletion's (which has none). */
 static bson_t *
 history_entry(const struct store *s, const struct event *ev, int64_t published_us,
-    uint64_t stream_seq, const char *applied_at, bool superseded)
+    uint64_t stream_seq, const char *applied_at, bool superseded, bool personal)
 {
 	char published_at[32];
+	bson_t *doc;
 
 	rfc3339_us(published_us, published_at);
-	return BCON_NEW("_id", BCON_UTF8(ev->event_id), "event_id", BCON_UTF8(ev->event_id),
+	doc = BCON_NEW("_id", BCON_UTF8(ev->event_id), "event_id", BCON_UTF8(ev->event_id),
 	    "user_id", BCON_INT64(ev->user_id), "version", BCON_INT64(ev->version),
-	    "type", BCON_UTF8(ev->type), "name", BCON_UTF8(ev->name), "email", BCON_UTF8(ev->email),
+	    "type", BCON_UTF8(ev->type),
 	    "updated_at", BCON_UTF8(ev->updated_at), "deleted", BCON_BOOL(ev->deleted),
 	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
 	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
 	    "stream_seq", BCON_INT64((int64_t)stream_seq), "superseded", BCON_BOOL(superseded));
+	if (personal && ev->name != NULL && ev->email != NULL) {
+		BSON_APPEND_UTF8(doc, "name", ev->name);
+		BSON_APPEND_UTF8(doc, "email", ev->email);
+	}
+	return doc;
+}
+
+/* Removes the personal fields (name, email) from every history entry of user id: what applying
+ * its deletion does, before the deletion's own entry is written, so that a deletion whose entry
+ * exists has done it. Idempotent. */
+static bool
+history_erase_personal(mongoc_collection_t *hist, int64_t id, bson_error_t *e)
+{
+	bson_t *filter = BCON_NEW("user_id", BCON_INT64(id), "$or", "[",
+	    "{", "name", "{", "$exists", BCON_BOOL(true), "}", "}",
+	    "{", "email", "{", "$exists", BCON_BOOL(true), "}", "}", "]");
+	bson_t *update = BCON_NEW("$unset", "{", "name", BCON_UTF8(""), "email", BCON_UTF8(""), "}");
+	bool ok = mongoc_collection_update_many(hist, filter, update, NULL, NULL, e);
+
+	bson_destroy(filter);
+	bson_destroy(update);
+	return ok;
+}
+
+/* history_erase_personal() through cl, with err filled on failure. */
+static int
+history_erase(struct store *s, mongoc_client_t *cl, int64_t id, char *err, size_t errlen)
+{
+	mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
+	bson_error_t e;
+	bool ok = history_erase_personal(hist, id, &e);
+
+	mongoc_collection_destroy(hist);
+	if (!ok) {
+		char why[256];
+
+		error_text(&e, why, sizeof(why));
+		snprintf(err, errlen, "could not erase the personal data of deleted user %lld from %s: %s",
+		    (long long)id, s->history, why);
+		return -1;
+	}
+	return 0;
 }
 
 /* Inserts the history entry of ev; an entry that is already there is fine, except that an
@@ -325,10 +369,11 @@ history_entry(const struct store *s, const struct event *ev, int64_t published_u
  * (history_count_reapplied()). */
 static int
 history_insert(struct store *s, mongoc_client_t *cl, const struct event *ev, int64_t published_us,
-    uint64_t stream_seq, const char *applied_at, bool superseded, char *err, size_t errlen)
+    uint64_t stream_seq, const char *applied_at, bool superseded, bool personal, char *err,
+    size_t errlen)
 {
 	mongoc_collection_t *coll = mongoc_client_get_collection(cl, s->db, s->history);
-	bson_t *doc = history_entry(s, ev, published_us, stream_seq, applied_at, superseded);
+	bson_t *doc = history_entry(s, ev, published_us, stream_seq, applied_at, superseded, personal);
 	bson_error_t e;
 	bool ok;
 
@@ -369,6 +414,17 @@ copy_event_id(const bson_t *doc)
 	return bson_iter_utf8(&it, NULL);
 }
 
+/* True when doc is a tombstone: its user is deleted, and nothing written for it holds personal
+ * data any more. */
+static bool
+copy_deleted(const bson_t *doc)
+{
+	bson_iter_t it;
+
+	return bson_iter_init_find(&it, doc, "deleted") && BSON_ITER_HOLDS_BOOL(&it) &&
+	    bson_iter_bool(&it);
+}
+
 static int64_t
 copy_version(const bson_t *doc)
 {
@@ -402,12 +458,13 @@ copy_read(mongoc_collection_t *coll, int64_t id, bson_t **doc, bson_error_t *e)
 /* Inserts the applied history entry of the event the document doc holds, made from the document:
  * it holds every field of its event, and applied_by and applied_at of the write that put it
  * there, so the entry names the process whose write took effect, whichever process writes the
- * entry. An entry of that event already there is fine: it adds nothing. */
+ * entry. An entry of that event already there is fine: it adds nothing. A tombstone's entry gets
+ * no name or email, even from a tombstone written before deletions left them out. */
 static bool
 history_insert_from_copy(mongoc_collection_t *hist, const bson_t *doc, bson_error_t *e)
 {
-	static const char *const keys[] = { "user_id", "version", "name", "email", "updated_at",
-	    "deleted", "committed_at", "published_at", "applied_at", "applied_by", "stream_seq" };
+	static const char *const keys[] = { "user_id", "version", "updated_at", "deleted",
+	    "committed_at", "published_at", "applied_at", "applied_by", "stream_seq" };
 	bson_t *entry = bson_new();
 	bool ok;
 
@@ -416,6 +473,10 @@ history_insert_from_copy(mongoc_collection_t *hist, const bson_t *doc, bson_erro
 	copy_field(entry, doc, "event_type", "type");
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
 		copy_field(entry, doc, keys[i], keys[i]);
+	if (!copy_deleted(doc)) {
+		copy_field(entry, doc, "name", "name");
+		copy_field(entry, doc, "email", "email");
+	}
 	BSON_APPEND_BOOL(entry, "superseded", false);
 	ok = mongoc_collection_insert_one(hist, entry, NULL, NULL, e) || e->code == DUPLICATE_KEY;
 	bson_destroy(entry);
@@ -481,8 +542,10 @@ out:
  * one (another process's that stopped between its write and its history entry, killed or paused
  * past the lease, or an earlier attempt here whose history insert failed). Its entry is then the
  * applied one, from the document, naming that write; recording it as superseded would say that
- * the event never took effect. Otherwise ev had no effect: a superseded entry, once. Either way
- * an entry that is there already (a plain redelivery) adds nothing. */
+ * the event never took effect. Otherwise ev had no effect: a superseded entry, once, without
+ * name and email when the document is a tombstone (the user is deleted: a replay or a late
+ * redelivery of its older events brings none of its personal data back). Either way an entry
+ * that is there already (a plain redelivery) adds nothing. */
 static int
 history_record_stale(struct store *s, mongoc_client_t *cl, mongoc_collection_t *coll,
     const struct event *ev, const bson_t *doc, int64_t published_us, uint64_t stream_seq,
@@ -506,9 +569,11 @@ history_record_stale(struct store *s, mongoc_client_t *cl, mongoc_collection_t *
 	}
 	held = doc != NULL ? copy_event_id(doc) : NULL;
 	if (held == NULL || strcmp(held, ev->event_id) != 0) {
+		bool personal = doc == NULL || !copy_deleted(doc);
+
 		bson_destroy(read);
-		return history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, err,
-		    errlen);
+		return history_insert(s, cl, ev, published_us, stream_seq, applied_at, true, personal,
+		    err, errlen);
 	}
 	{
 		mongoc_collection_t *hist = mongoc_client_get_collection(cl, s->db, s->history);
@@ -530,21 +595,43 @@ history_record_stale(struct store *s, mongoc_client_t *cl, mongoc_collection_t *
 /* The update that writes ev's full state into its user's document: a new document the caller
  * bson_destroy()s. The document names the event that took effect last and the write that applied
  * it (applied_by, applied_at): what a stale event that finds itself there, or the repair, writes
- * its history entry from. */
+ * its history entry from. A deletion removes name and email: the tombstone keeps only what the
+ * version guard and the reads need. */
 static bson_t *
 copy_update(const struct store *s, const struct event *ev, int64_t published_us,
     uint64_t stream_seq, const char *applied_at)
 {
 	char published_at[32];
+	bson_t *update, set;
 
 	rfc3339_us(published_us, published_at);
-	return BCON_NEW("$set", "{", "user_id", BCON_INT64(ev->user_id), "name", BCON_UTF8(ev->name),
-	    "email", BCON_UTF8(ev->email), "updated_at", BCON_UTF8(ev->updated_at),
-	    "version", BCON_INT64(ev->version), "deleted", BCON_BOOL(ev->deleted),
-	    "event_id", BCON_UTF8(ev->event_id), "event_type", BCON_UTF8(ev->type),
-	    "committed_at", BCON_UTF8(ev->occurred_at), "published_at", BCON_UTF8(published_at),
-	    "applied_at", BCON_UTF8(applied_at), "applied_by", BCON_UTF8(s->instance),
-	    "stream_seq", BCON_INT64((int64_t)stream_seq), "}");
+	update = bson_new();
+	BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+	BSON_APPEND_INT64(&set, "user_id", ev->user_id);
+	if (ev->name != NULL && ev->email != NULL) {
+		BSON_APPEND_UTF8(&set, "name", ev->name);
+		BSON_APPEND_UTF8(&set, "email", ev->email);
+	}
+	BSON_APPEND_UTF8(&set, "updated_at", ev->updated_at);
+	BSON_APPEND_INT64(&set, "version", ev->version);
+	BSON_APPEND_BOOL(&set, "deleted", ev->deleted);
+	BSON_APPEND_UTF8(&set, "event_id", ev->event_id);
+	BSON_APPEND_UTF8(&set, "event_type", ev->type);
+	BSON_APPEND_UTF8(&set, "committed_at", ev->occurred_at);
+	BSON_APPEND_UTF8(&set, "published_at", published_at);
+	BSON_APPEND_UTF8(&set, "applied_at", applied_at);
+	BSON_APPEND_UTF8(&set, "applied_by", s->instance);
+	BSON_APPEND_INT64(&set, "stream_seq", (int64_t)stream_seq);
+	bson_append_document_end(update, &set);
+	if (ev->kind == EVENT_DELETED) {
+		bson_t unset;
+
+		BSON_APPEND_DOCUMENT_BEGIN(update, "$unset", &unset);
+		BSON_APPEND_UTF8(&unset, "name", "");
+		BSON_APPEND_UTF8(&unset, "email", "");
+		bson_append_document_end(update, &unset);
+	}
+	return update;
 }
 
 /* The filter of an event's write: its user's document only at the version just before the
@@ -672,8 +759,14 @@ store_apply(struct store *s, const struct event *ev, enum copy_store_order order
 	if (res == COPY_STORE_APPLIED && FAILPOINT("consumer.between_upsert_and_history") != 0) {
 		snprintf(err, errlen, "failpoint consumer.between_upsert_and_history");
 		res = COPY_STORE_ERROR;
-	} else if (res == COPY_STORE_APPLIED &&
-	    history_insert(s, cl, ev, published_us, stream_seq, applied_at, false, err, errlen) != 0) {
+	} else if (ev->kind == EVENT_DELETED && (res == COPY_STORE_APPLIED ||
+	    res == COPY_STORE_STALE) && history_erase(s, cl, ev->user_id, err, errlen) != 0) {
+		/* A deletion erases the user's personal data from the history before its own entry
+		 * is written, whether its write landed now or before (a stale deletion: the erasure
+		 * of that earlier attempt may not have happened). Retried as a whole. */
+		res = COPY_STORE_ERROR;
+	} else if (res == COPY_STORE_APPLIED && history_insert(s, cl, ev, published_us, stream_seq,
+	    applied_at, false, true, err, errlen) != 0) {
 		/* Retried as a whole: the write is then stale and finds the event in the document. */
 		res = COPY_STORE_ERROR;
 	} else if (res == COPY_STORE_STALE && history_record_stale(s, cl, coll, ev, stale_doc,
@@ -833,9 +926,11 @@ out:
 }
 
 /* The history's step of store_apply_batch(): one unordered bulk insert of the entries of the
- * events the documents' step applied. An entry that is there already means the event took
- * effect once more (history_count_reapplied()); an event whose entry could not be written is
- * left to store_apply(), which finds it stale in the document and writes the entry from there. */
+ * events the documents' step applied, after each applied deletion erased its user's personal
+ * data from the history (one update each; one that fails leaves its deletion to store_apply()).
+ * An entry that is there already means the event took effect once more
+ * (history_count_reapplied()); an event whose entry could not be written is left to
+ * store_apply(), which finds it stale in the document and writes the entry from there. */
 static void
 batch_write_history(struct store *s, mongoc_collection_t *hist, struct copy_batch_item *items,
     const size_t *ops, size_t nops, const char *applied_at, char *err, size_t errlen)
@@ -858,7 +953,13 @@ batch_write_history(struct store *s, mongoc_collection_t *hist, struct copy_batc
 			it->outcome = COPY_BATCH_ALONE;
 			continue;
 		}
-		doc = history_entry(s, it->ev, it->published_us, it->stream_seq, applied_at, false);
+		if (it->ev->kind == EVENT_DELETED && !history_erase_personal(hist, it->ev->user_id, &e)) {
+			snprintf(err, errlen, "could not erase the personal data of deleted user %lld from "
+			    "%s: %s", (long long)it->ev->user_id, s->history, e.message);
+			it->outcome = COPY_BATCH_ALONE;
+			continue;
+		}
+		doc = history_entry(s, it->ev, it->published_us, it->stream_seq, applied_at, false, true);
 		added = mongoc_bulk_operation_insert_with_opts(bulk, doc, NULL, &e);
 		bson_destroy(doc);
 		if (added)
@@ -1226,8 +1327,8 @@ cmp_int64(const void *a, const void *b)
 }
 
 int
-store_merge(struct store *s, const char *from, const char *to, uint64_t until, char *err,
-    size_t errlen)
+store_merge(struct store *s, const char *from, const char *to, uint64_t until, bool prune,
+    char *err, size_t errlen)
 {
 	mongoc_client_t *cl = mongoc_client_pool_pop(s->pool);
 	mongoc_collection_t *src = mongoc_client_get_collection(cl, s->db, from);
@@ -1282,6 +1383,10 @@ store_merge(struct store *s, const char *from, const char *to, uint64_t until, c
 		goto out;
 	if (merge_flush(&bulk, dst, &n, err, errlen) != 0)
 		goto out;
+	if (!prune) {
+		rc = 0;
+		goto out;
+	}
 
 	/* Then the users the fresh copy does not have (no event of theirs up to until): gone, unless
 	 * the live consumer wrote them from a newer event. */

@@ -74,7 +74,11 @@ enum copy_store_order {
  * the document. An early event writes nothing. An event that takes effect again after its entry
  * was written (another writer took the copy back) is counted on that entry as "reapplied", so the
  * history shows every effect, not only the first; an entry that already names the write adds
- * nothing. One write per event, and no read, unless it is stale or early. On COPY_STORE_EARLY
+ * nothing. A deletion leaves a tombstone without name and email and, applied now or found stale,
+ * removes name and email from every history entry of its user before its own entry is written;
+ * a stale event whose user is deleted is recorded without them, so nothing brings a deleted
+ * user's personal data back. One write per event, and no read, unless it is stale or early (or
+ * a deletion: one more update). On COPY_STORE_EARLY
  * *copy_version (unless NULL) is the version the copy is at, 0 without a document; on
  * COPY_STORE_ERROR err says why. */
 enum copy_store_result store_apply(struct store *s, const struct event *ev,
@@ -98,7 +102,8 @@ struct copy_batch_item {
 
 /* Applies the events of items in order (COPY_STORE_IN_ORDER) with as few round trips as it can:
  * one ordered bulk write of the documents, one bulk insert of the history entries (plus, once per
- * user in a process's life, the check of store_apply()). At most one event per user: a user's
+ * user in a process's life, the check of store_apply(), and for each deletion the erasure of its
+ * user's personal data that store_apply() makes). At most one event per user: a user's
  * next event goes in the next batch, once this one is settled. Every event it could not prove
  * applied (stale, early, a write or an entry that failed, a bulk the server refused) is
  * COPY_BATCH_ALONE, for store_apply() to settle with its reads; that is always safe, as a write of
@@ -138,12 +143,13 @@ int store_drop(struct store *s, const char *collection, char *err, size_t errlen
     __attribute__((warn_unused_result));
 /* Makes collection to (the live copy) hold what collection from (a fresh one) holds, one
  * document at a time, so that a reader never finds a user missing or the copy empty: each
- * document of from replaces its user's document in to, then the documents of to whose user from
- * does not have are removed; a document the live consumer wrote from an event past stream
- * sequence until is newer than the fresh one and stays. Then from is dropped. A server that can
+ * document of from replaces its user's document in to, then, with prune, the documents of to
+ * whose user from does not have are removed (without it they stay: the stream from could be
+ * rebuilt from no longer held every user); a document the live consumer wrote from an event past
+ * stream sequence until is newer than the fresh one and stays. Then from is dropped. A server that can
  * rename over a collection would do it in one step, but FerretDB 1.24 has no dropTarget, and a
  * drop then a rename leaves readers an empty copy in between. */
-int store_merge(struct store *s, const char *from, const char *to, uint64_t until, char *err,
-    size_t errlen) __attribute__((warn_unused_result));
+int store_merge(struct store *s, const char *from, const char *to, uint64_t until, bool prune,
+    char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

@@ -52,8 +52,12 @@ static void
 warn_limits(const struct relay_settings *s)
 {
 	if (s->stream_max_age_ms > 0)
-		log_warnx("RELAY_STREAM_MAX_AGE is %ldms: events older than that leave the stream even "
-		    "if no consumer has read them", s->stream_max_age_ms);
+		log_warnx("RELAY_STREAM_MAX_AGE is %ldms: events older than that leave the stream, read "
+		    "or not, a replay rebuilds only what it still holds, and a purge of its first events "
+		    "is no longer reported as a gap", s->stream_max_age_ms);
+	else
+		log_info("RELAY_STREAM_MAX_AGE is 0: the stream keeps every event, and with them the "
+		    "names and emails of deleted users in their older events (docs/relay.md)");
 	if (s->stream_max_bytes > 0)
 		log_warnx("RELAY_STREAM_MAX_BYTES is %ld: once the stream is full, publishing is refused "
 		    "and events wait in the outbox", s->stream_max_bytes);

@@ -42,7 +42,9 @@ static const struct config_entry table[] = {
 	{ "RELAY_STREAM_REPLICAS", CONFIG_INT, &loaded.stream_replicas, "1", 1, 5,
 	    "replicas of the stream (more than 1 needs a JetStream cluster)" },
 	{ "RELAY_STREAM_MAX_AGE", CONFIG_MS, &loaded.stream_max_age_ms, "0", 0, 3153600000000L,
-	    "oldest event the stream keeps (0: unlimited; a limit can drop unconsumed events)" },
+	    "oldest event the stream keeps: it bounds how long a deleted user's name and email stay "
+	    "in its older events, how far back a replay rebuilds, and how long the consumer may be "
+	    "down without losing events (0: unlimited, so nothing unread is ever dropped)" },
 	{ "RELAY_STREAM_MAX_BYTES", CONFIG_INT, &loaded.stream_max_bytes, "0", 0, 1L << 50,
 	    "most bytes the stream holds (0: unlimited; when full, publishing is refused)" },
 	{ "RELAY_POLL_MIN", CONFIG_MS, &loaded.poll_min_ms, "20ms", 1, 60000,
@@ -80,6 +82,12 @@ check(const void *arg, char *err, size_t errlen)
 		return -1;
 	if (pg_settings_check(&s->pg, err, errlen) != 0)
 		return -1;
+	/* JetStream refuses a duplicate window longer than the stream's MaxAge. */
+	if (s->stream_max_age_ms > 0 && s->stream_max_age_ms < s->duplicate_window_ms) {
+		snprintf(err, errlen, "invalid RELAY_STREAM_MAX_AGE %ldms: shorter than "
+		    "RELAY_DUPLICATE_WINDOW (%ldms)", s->stream_max_age_ms, s->duplicate_window_ms);
+		return -1;
+	}
 	if (s->poll_min_ms > s->poll_max_ms) {
 		snprintf(err, errlen, "invalid RELAY_POLL_MIN %ldms: more than RELAY_POLL_MAX %ldms",
 		    s->poll_min_ms, s->poll_max_ms);

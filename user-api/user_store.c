@@ -75,8 +75,8 @@ static const struct statement statements[ST_COUNT] = {
 		"                      schema_version)"
 		"  SELECT $3::uuid, u.id, $5::text, u.version + 1, $6::text,"
 		"         jsonb_build_object('traceparent', $4::text),"
-		"         user_event_payload(u.id, u.name, u.email, u.version + 1, clock_timestamp(), true),"
-		"         $7::smallint"
+		"         user_event_payload(u.id, NULL, NULL, u.version + 1, clock_timestamp(), true)"
+		"           - " EVENT_PERSONAL_KEYS_SQL ", $7::smallint"
 		"  FROM u"
 		") SELECT u.id FROM u", 7 },
 	[ST_FIND] = { "user_find",

@@ -8,7 +8,10 @@ and the read API), and ends with one line of figures:
 It judges effect, not arrival. A history entry is *applied* when the event took effect (the
 consumer writes superseded=false), *superseded* when it arrived out of date and changed nothing.
 Every committed (user, version) must have exactly one applied entry, and that entry's event id,
-type, name, email and deleted flag must be those PostgreSQL committed for that version.
+type, name, email and deleted flag must be those PostgreSQL committed for that version, except
+that a deleted user's entries keep no name and no email (the consumer erases them when it applies
+the deletion): for such a user the name and email are the one thing not compared, and finding
+them is a failure of its own (personal).
 
 Failures (any of these above 0 fails the run):
   lost                all losses, split by hop: lost_api_pg (an acknowledged write PostgreSQL does
@@ -27,6 +30,9 @@ Failures (any of these above 0 fails the run):
                       writer_overlaps() for the rule
   mismatch            content that differs from what PostgreSQL committed (history entry, stream
                       message, final document), or a copy ahead of PostgreSQL
+  personal            a deleted user's name or email still there: in a user_deleted event (as
+                      committed, or on the stream), in any of the user's history entries, in its
+                      tombstone, or in what GET /notifications/user/{id}/events answers
   orphan              a live MongoDB document whose user PostgreSQL never deleted and does not have
   phantom             a write answered as failed that PostgreSQL committed, or an event on the
                       stream or in the history that PostgreSQL never committed
@@ -56,7 +62,7 @@ import requests
 from system import COMMITTED_TABLE, MONGO_DB, System, consumer_pending, read_stream
 
 FAIL_KEYS = ("lost", "skipped", "double", "out_of_order", "two_writers", "orphan", "mismatch",
-             "phantom", "shown_deleted", "bad_answer", "bad_read", "dup_applied", "outbox",
+             "personal", "phantom", "shown_deleted", "bad_answer", "bad_read", "dup_applied", "outbox",
              "pending", "ack_pending", "drain_timeout")
 SNAPSHOT = "user_snapshot"
 
@@ -142,6 +148,16 @@ def content(ev: dict) -> tuple:
     return (ev.get("type"), ev.get("name"), ev.get("email"), bool(ev.get("deleted")))
 
 
+def impersonal(c: tuple) -> tuple:
+    """content() without the personal data: what a deleted user's history entry must still match."""
+    return (c[0], None, None, c[3])
+
+
+def personal(d: dict) -> bool:
+    """Whether d (an event's payload, a history entry, a document) holds a name or an email."""
+    return d.get("name") is not None or d.get("email") is not None
+
+
 def writer_overlaps(applies: list[tuple], window: float) -> list[tuple]:
     """One writer per user, checked on the applies of one user: [(time, instance, version)].
 
@@ -178,7 +194,7 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
     for k in ("ops", "ok", "failed", "unknown", "kills", "pauses", "users", "committed", "events",
               "applied", "superseded", "lost", "lost_api_pg", "lost_outbox_stream",
               "lost_stream_mongo", "lost_stream", "skipped", "double", "out_of_order",
-              "two_writers", "orphan", "mismatch", "phantom", "shown_deleted", "bad_answer",
+              "two_writers", "orphan", "mismatch", "personal", "phantom", "shown_deleted", "bad_answer",
               "bad_read", "unknown_applied", "dup_stream", "dup_absorbed", "dup_applied",
               "stale_acked"):
         fig[k] = 0
@@ -233,6 +249,9 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
         cmax[ev["user_id"]] = max(cmax[ev["user_id"]], ev["version"])
         if ev["type"] == "user_deleted":
             deleted_users.add(ev["user_id"])
+            if personal(ev):
+                rep.problem("personal", f"user {ev['user_id']}: PostgreSQL committed a deletion "
+                            f"(event {ev['event_id']}) that carries a name or an email")
         if ev["email"]:
             email_owner.setdefault(ev["email"].lower(), ev["user_id"])
     for (uid, v), evs in versions.items():
@@ -263,6 +282,9 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
             continue
         got = (p.get("id"), p.get("version")) + content({**p, "type": b.get("type")})
         want = (ev["user_id"], ev["version"]) + content(ev)
+        if b.get("type") == "user_deleted" and personal(p):
+            rep.problem("personal", f"stream seq {m['seq']}: deletion {eid} of user {p.get('id')} "
+                        f"carries a name or an email")
         if got != want:
             rep.problem("mismatch", f"stream seq {m['seq']}: event {eid} carries {got}, "
                         f"PostgreSQL committed {want}")
@@ -276,10 +298,20 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
     for h in hist:
         uid, v, eid = h.get("user_id"), h.get("version"), h.get("event_id")
         ev = committed.get(eid)
+        # A deleted user's entries keep no personal data: their other content is compared.
+        gone = uid in deleted_users
+        if gone and personal(h):
+            rep.problem("personal", f"deleted user {uid} version {v}: history entry of event "
+                        f"{eid} still holds a name or an email")
         if ev is None:
             rep.problem("phantom", f"user {uid} version {v}: the history holds event {eid}, "
                         f"which PostgreSQL never committed")
-        elif (uid, v) + content(h) != (ev["user_id"], ev["version"]) + content(ev):
+        elif gone and (uid, v) + impersonal(content(h)) != \
+                (ev["user_id"], ev["version"]) + impersonal(content(ev)):
+            rep.problem("mismatch", f"deleted user {uid} version {v}: history entry of event {eid} "
+                        f"is {(uid, v) + impersonal(content(h))}, PostgreSQL committed "
+                        f"{(ev['user_id'], ev['version']) + impersonal(content(ev))}")
+        elif not gone and (uid, v) + content(h) != (ev["user_id"], ev["version"]) + content(ev):
             rep.problem("mismatch", f"user {uid} version {v}: history entry of event {eid} is "
                         f"{(uid, v) + content(h)}, PostgreSQL committed "
                         f"{(ev['user_id'], ev['version']) + content(ev)}")
@@ -442,6 +474,9 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
             live_sample.append(uid)
             continue
         if uid in deleted_users:
+            if doc is not None and doc.get("deleted") and personal(doc):
+                rep.problem("personal", f"deleted user {uid}: its tombstone still holds a name or "
+                            f"an email")
             if doc is None or not doc.get("deleted") or doc.get("version") != final:
                 if doc is not None and (doc.get("version") or 0) > final:
                     rep.problem("mismatch", f"deleted user {uid}: last committed version {final}, "
@@ -491,6 +526,9 @@ def check(system: System, ops: list[dict], kills: int = 0, pauses: int = 0,
             rep.problem("bad_read", f"GET /notifications/user/{uid}/events answered "
                         f"{r.status_code} with versions {[v for v, _ in got]}, the applied history "
                         f"is {[v for v, _ in want]}")
+        if uid in deleted_users and any(personal(e) for e in body if isinstance(e, dict)):
+            rep.problem("personal", f"GET /notifications/user/{uid}/events of a deleted user "
+                        f"answered a name or an email")
         r = get(f"/notifications/user/{uid}/events?include=superseded")
         if r is None:
             continue

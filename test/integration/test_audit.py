@@ -146,7 +146,8 @@ def test_drift_is_found_by_kind_and_repaired_through_the_outbox(stack):
     assert any(f"user {d}: the copy is AHEAD of PostgreSQL" in ln for ln in errors), r.stderr
     assert any(f"user {e}: the copy holds a tombstone" in ln for ln in errors), r.stderr
     summary = r.stderr.splitlines()[-1]
-    assert ("7 differ (missing 2, behind 1, ahead 1, deleted_in_postgres 1, deleted_in_copy 2)"
+    assert ("7 differ (missing 2, behind 1, ahead 1, deleted_in_postgres 1, deleted_in_copy 2, "
+            "personal_data 0)"
             in summary), summary
     # Without --repair nothing is written.
     assert stack.db.sql("SELECT count(*) FROM outbox WHERE event_type = 'user_snapshot'")[0][0] == 0
@@ -166,7 +167,7 @@ def test_drift_is_found_by_kind_and_repaired_through_the_outbox(stack):
     assert snap[0][2]["name"] == users[0]["name"] + " (updated)" and snap[0][2]["deleted"] is False
     dele = [row for row in outbox_rows(stack, deleted1) if row[0] == "user_deleted"]
     assert [row[1] for row in dele] == [versions[deleted1], versions[deleted1] + 1]
-    assert dele[-1][2]["deleted"] is True and dele[-1][2]["name"] == "" and dele[-1][2]["email"] == ""
+    assert dele[-1][2]["deleted"] is True and "name" not in dele[-1][2] and "email" not in dele[-1][2]
     # Nothing is written for a user no event can repair.
     assert outbox_rows(stack, d) == ahead_rows
 
@@ -201,6 +202,44 @@ def test_drift_is_found_by_kind_and_repaired_through_the_outbox(stack):
     r = poll(lambda: (x := run_audit(stack)).returncode == 0 and x, 60, "audit to find no drift")
     assert r.stdout == "" and "no drift" in r.stderr
     stack.assert_converged()
+
+
+def test_a_tombstone_that_kept_personal_data_is_found_and_erased_by_repair(stack):
+    """A tombstone written before deletions removed name and email (planted here) is drift of
+    its own kind; --repair writes a deletion after it, which the consumer applies: the tombstone
+    and the user's history lose them. A tombstone without them is in order."""
+    users = make_users(stack, 3)
+    old, clean, alive = users
+    update(stack, old, "Old Tombstone")
+    delete(stack, old)
+    delete(stack, clean)
+    converged(stack)
+    r = run_audit(stack)
+    assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+
+    client, docs = coll(stack)
+    with client:
+        tomb = docs.find_one({"_id": old["id"]})
+        assert tomb["deleted"] is True and "name" not in tomb and "email" not in tomb, tomb
+        docs.update_one({"_id": old["id"]}, {"$set": {"name": "Old Tombstone", "email": old["email"]}})
+        hist = client[stack.dbname].user_notification_events
+        hist.update_many({"user_id": old["id"], "deleted": False},
+                         {"$set": {"name": "Old Tombstone", "email": old["email"]}})
+    r = run_audit(stack)
+    assert r.returncode == 1 and kinds(r) == {old["id"]: "personal_data"}, (r.stdout, r.stderr)
+    assert "personal_data 1)" in r.stderr.splitlines()[-1]
+    assert old["email"] not in r.stdout + r.stderr
+
+    r = run_audit(stack, "--repair")
+    assert r.returncode == 1 and findings(r)[old["id"]][1]["repair"] == "user_deleted", r.stdout
+    r = poll(lambda: (x := run_audit(stack)).returncode == 0 and x, 60, "the repair to take effect")
+    client, docs = coll(stack)
+    with client:
+        tomb = docs.find_one({"_id": old["id"]})
+        assert tomb["deleted"] is True and "name" not in tomb and "email" not in tomb, tomb
+        for h in client[stack.dbname].user_notification_events.find({"user_id": old["id"]}):
+            assert "name" not in h and "email" not in h, h
+        assert docs.find_one({"_id": alive["id"]})["name"] == alive["name"]
 
 
 def test_repair_writes_nothing_that_already_waits_in_the_outbox(stack):

@@ -134,6 +134,60 @@ def test_wrong_content_at_the_right_version_is_a_mismatch(run):
         set_entry(system, victim["_id"], name=victim["name"])
 
 
+def deleted_user(system) -> tuple[int, list[dict]]:
+    """A deleted user of the run, and its applied history entries in version order (created
+    first, deleted last): none of them holds its name or email."""
+    for uid in {e["user_id"] for e in history(system, type="user_deleted")}:
+        hs = applied_of(system, uid)
+        if len(hs) >= 2 and uid not in live_users(system):
+            assert not any("name" in e or "email" in e for e in history(system, user_id=uid)), hs
+            return uid, hs
+    pytest.fail("no deleted user in the run")
+
+
+def test_a_deleted_users_name_left_in_its_history_is_personal(run):
+    system = run["system"]
+    uid, hs = deleted_user(system)
+    victim = hs[0]
+    set_entry(system, victim["_id"], name="Kept Name", email="kept@example.com")
+    try:
+        rep = planted(run, "personal")
+        assert f"deleted user {uid} version {victim['version']}: history entry" in rep.text()
+        assert rep.figures["mismatch"] == 0, rep.line()
+    finally:
+        c, h = coll(system, "user_notification_events")
+        with c:
+            h.update_one({"_id": victim["_id"]}, {"$unset": {"name": "", "email": ""}})
+
+
+def test_a_deleted_users_entry_with_other_content_is_still_a_mismatch(run):
+    """Without personal data to compare, the rest of a deleted user's entry still is."""
+    system = run["system"]
+    uid, hs = deleted_user(system)
+    victim = hs[0]
+    set_entry(system, victim["_id"], deleted=True)
+    try:
+        rep = planted(run, "mismatch")
+        assert f"deleted user {uid} version {victim['version']}: history entry" in rep.text()
+    finally:
+        set_entry(system, victim["_id"], deleted=False)
+
+
+def test_a_tombstone_that_kept_an_email_is_personal(run):
+    system = run["system"]
+    uid, _ = deleted_user(system)
+    c, docs = coll(system, "user_notifications")
+    with c:
+        assert docs.update_one({"_id": uid}, {"$set": {"email": "kept@example.com"}}).matched_count
+    try:
+        rep = planted(run, "personal")
+        assert f"deleted user {uid}: its tombstone still holds" in rep.text()
+    finally:
+        c, docs = coll(system, "user_notifications")
+        with c:
+            docs.update_one({"_id": uid}, {"$unset": {"email": ""}})
+
+
 def test_an_older_version_applied_after_a_newer_one_is_out_of_order(run):
     system = run["system"]
     uid, hs = user_with(system, 2)

@@ -177,7 +177,7 @@ def test_poison_goes_to_the_dlq_with_reason_and_the_next_events_flow(nats, ferre
     good1 = make_event("user_created", 1, 1)
     wrong_subject = make_event("user_updated", 1, 2)
     bad_schema = json.loads(make_event("user_updated", 1, 2)[1])
-    bad_schema["schema_version"] = 3      # newer than this consumer reads
+    bad_schema["schema_version"] = 4      # newer than this consumer reads
     unknown = json.loads(make_event("user_updated", 1, 2)[1])
     unknown["type"] = "user_renamed"
     hdr = {"Nats-Msg-Id": "p1", "traceparent": TRACEPARENT, "Content-Type": "application/json"}

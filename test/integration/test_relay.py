@@ -398,6 +398,7 @@ def test_stream_is_provisioned_with_the_contract_settings(relay_db, relay_nats, 
     assert cfg["storage"] == "file"
     assert cfg["retention"] == "limits"
     assert cfg["duplicate_window"] == 90 * 10**9
+    # No limit by default: nothing unread is ever dropped (DESIGN.md; docs/relay.md, Retention).
     assert cfg.get("max_age", 0) == 0 and cfg.get("max_bytes", -1) == -1
     relays.stop_all()
 
@@ -822,12 +823,14 @@ def test_create_update_delete_through_user_api(relay_db, relay_nats, relays, use
     bodies = [json.loads(m["data"]) for m in msgs]
     assert [b["type"] for b in bodies] == ["user_created", "user_updated", "user_deleted"]
     assert [b["payload"]["version"] for b in bodies] == [1, 2, 3]
-    assert [b["payload"]["name"] for b in bodies] == ["Ada", "Ada L", "Ada L"]
+    # A deletion carries no personal data (docs/events.md, schema version 3).
+    assert [b["payload"].get("name") for b in bodies] == ["Ada", "Ada L", None]
     assert [b["payload"]["deleted"] for b in bodies] == [False, False, True]
+    assert "email" not in bodies[2]["payload"]
     for m, b in zip(msgs, bodies):
-        assert b["schema_version"] == 2     # what user-api writes now (common/event_contract.h)
+        assert b["schema_version"] == 3     # what user-api writes now (common/event_contract.h)
         assert b["payload"]["id"] == user["id"]
-        assert b["payload"]["email"] == user["email"]
+        assert b["payload"].get("email", user["email"]) == user["email"]
         assert m["headers"]["Nats-Msg-Id"] == b["event_id"]
         assert m["headers"]["Content-Type"] == "application/json"
         assert re.match(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$", m["headers"]["traceparent"])
@@ -1101,8 +1104,9 @@ def test_stream_that_went_back_to_an_older_store_is_restored(relay_db, relay_nat
 
 
 def test_loss_older_than_the_kept_rows_is_reported_as_a_gap(relay_db, relay_nats, relays):
+    # Without a MaxAge: under one, what left the stream's start cannot be told from what aged out.
     relay = relays.start(RELAY_DUPLICATE_WINDOW="1s", RELAY_RETAIN="3s",
-                         RELAY_STREAM_CHECK_INTERVAL="300ms")
+                         RELAY_STREAM_CHECK_INTERVAL="300ms", RELAY_STREAM_MAX_AGE="0")
     old = insert_rows(relay_db, 20)
     wait_drained(relay_db)
     poll(lambda: kept_count(relay_db) == 0, 15, "the first rows to be swept")
@@ -1149,6 +1153,14 @@ def test_sealed_stream_refuses_without_losing_a_row_or_spinning(relay_db, relay_
     assert_each_once(read_stream(relay_nats), first + more)
     poll(lambda: relay.ready()["status"] == "ready", 10, "the relay to be ready again")
     relay.stop()
+
+
+def test_max_age_shorter_than_the_duplicate_window_is_refused(relays):
+    r = relays.run_cli("--check", RELAY_STREAM_MAX_AGE="1m")
+    assert r.returncode == 2 and "RELAY_STREAM_MAX_AGE" in r.stderr and \
+        "RELAY_DUPLICATE_WINDOW" in r.stderr, r.stderr
+    r = relays.run_cli("--check", RELAY_STREAM_MAX_AGE="168h")
+    assert r.returncode == 0 and "RELAY_STREAM_MAX_AGE=604800000ms" in r.stdout, r.stdout
 
 
 def test_retain_shorter_than_the_duplicate_window_is_refused(relays):

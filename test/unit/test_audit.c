@@ -15,7 +15,7 @@ static struct user_pair
 pair(bool in_pg, int64_t pgv, bool in_copy, int64_t copyv, bool deleted)
 {
 	return (struct user_pair){ .id = 7, .in_pg = in_pg, .pg_version = pgv, .in_copy = in_copy,
-		.copy_version = copyv, .copy_deleted = deleted };
+		.copy_version = copyv, .copy_deleted = deleted, .copy_personal = !deleted };
 }
 
 static void
@@ -52,14 +52,23 @@ test_classify(void)
 	CHECK_STR(drift_kind_name(DRIFT_MISSING), "missing");
 	CHECK_STR(drift_kind_name(DRIFT_DELETED_IN_POSTGRES), "deleted_in_postgres");
 	CHECK_STR(drift_kind_name(DRIFT_DELETED_IN_COPY), "deleted_in_copy");
+	/* A tombstone with a name or an email left: a deletion after it removes them. */
+	p = pair(false, 0, true, 4, true);
+	p.copy_personal = true;
+	CHECK(drift_classify(&p) == DRIFT_PERSONAL_DATA);
+	CHECK(drift_repair_for(&p, DRIFT_PERSONAL_DATA) == REPAIR_DELETE);
+	CHECK_STR(drift_kind_name(DRIFT_PERSONAL_DATA), "personal_data");
+	/* Alive in PostgreSQL, a live document holds them as it should. */
+	p = pair(true, 3, true, 3, false);
+	CHECK(p.copy_personal && drift_classify(&p) == DRIFT_NONE);
 }
 
 static void
 test_merge(void)
 {
 	const struct pg_user pg[] = { { 1, 1 }, { 2, 5 }, { 4, 2 }, { 9, 1 } };
-	const struct copy_doc copy[] = { { 2, 5, false }, { 3, 1, true }, { 4, 1, false },
-		{ 8, 2, false } };
+	const struct copy_doc copy[] = { { 2, 5, false, true }, { 3, 1, true, true },
+		{ 4, 1, false, true }, { 8, 2, false, true } };
 	struct user_pair out[8];
 	size_t n;
 
@@ -67,7 +76,8 @@ test_merge(void)
 	CHECK(n == 6);
 	CHECK(out[0].id == 1 && out[0].in_pg && !out[0].in_copy);
 	CHECK(out[1].id == 2 && out[1].in_pg && out[1].in_copy && out[1].copy_version == 5);
-	CHECK(out[2].id == 3 && !out[2].in_pg && out[2].in_copy && out[2].copy_deleted);
+	CHECK(out[2].id == 3 && !out[2].in_pg && out[2].in_copy && out[2].copy_deleted &&
+	    out[2].copy_personal);
 	CHECK(out[3].id == 4 && out[3].pg_version == 2 && out[3].copy_version == 1);
 	CHECK(out[4].id == 8 && !out[4].in_pg);
 	CHECK(out[5].id == 9 && !out[5].in_copy);

@@ -26,7 +26,7 @@ body_with(const char *type, const char *payload_extra, const char *envelope_extr
 	return buf;
 }
 
-/* A body as the relay writes it today (schema version 2: "deleted" always present). */
+/* A body of schema version 2 ("deleted" always present, a deletion with name and email). */
 static char *
 body_v2(const char *type, const char *deleted)
 {
@@ -38,18 +38,48 @@ body_v2(const char *type, const char *deleted)
 	return buf;
 }
 
-/* The current schema version and the one before it are read; the old one is upcast. */
+/* A body as the relay writes it today (schema version 3): personal is the payload's name and
+ * email, which a deletion leaves out. */
+static char *
+body_v3(const char *type, const char *personal, const char *deleted)
+{
+	static char buf[1024];
+
+	snprintf(buf, sizeof(buf), "{\"type\":\"%s\",\"event_id\":\"" ID "\",\"schema_version\":3,"
+	    "\"occurred_at\":\"" T "\",\"payload\":{\"id\":7%s,\"version\":3,\"updated_at\":\"" T
+	    "\",\"deleted\":%s}}", type, personal, deleted);
+	return buf;
+}
+
+/* The current schema version and the ones before it are read; version 1 is upcast. A deletion
+ * of any version comes out without name and email. */
 static void
 test_schema_versions(void)
 {
 	struct event ev;
 	char err[256];
 
-	CHECK(parse(body_v2("user_updated", ",\"deleted\":false"), "user.events.updated", &ev, err) == 0);
+	CHECK(parse(body_v3("user_updated", ",\"name\":\"Ann\",\"email\":\"a@x.io\"", "false"),
+	    "user.events.updated", &ev, err) == 0);
 	CHECK(ev.schema_version == EVENT_SCHEMA_VERSION && !ev.deleted && ev.version == 3);
+	CHECK_STR(ev.name, "Ann");
+	event_release(&ev);
+	CHECK(parse(body_v3("user_deleted", "", "true"), "user.events.deleted", &ev, err) == 0);
+	CHECK(ev.kind == EVENT_DELETED && ev.deleted && ev.name == NULL && ev.email == NULL);
+	event_release(&ev);
+	/* Version 3 still needs them on every other kind. */
+	CHECK(parse(body_v3("user_updated", "", "false"), "user.events.updated", &ev, err) == -1);
+	CHECK(strstr(err, "name") != NULL);
+	/* Older deletions (and a producer that still sends them) carry them: read past, not kept. */
+	CHECK(parse(body_v3("user_deleted", ",\"name\":\"Ann\",\"email\":\"a@x.io\"", "true"),
+	    "user.events.deleted", &ev, err) == 0);
+	CHECK(ev.name == NULL && ev.email == NULL);
+	event_release(&ev);
+	CHECK(parse(body_v2("user_updated", ",\"deleted\":false"), "user.events.updated", &ev, err) == 0);
+	CHECK(ev.schema_version == 2 && !ev.deleted && ev.version == 3);
 	event_release(&ev);
 	CHECK(parse(body_v2("user_deleted", ",\"deleted\":true"), "user.events.deleted", &ev, err) == 0);
-	CHECK(ev.kind == EVENT_DELETED && ev.deleted);
+	CHECK(ev.kind == EVENT_DELETED && ev.deleted && ev.name == NULL && ev.email == NULL);
 	event_release(&ev);
 	/* Version 2 must say "deleted"; version 1 said it on deletions only. */
 	CHECK(parse(body_v2("user_updated", ""), "user.events.updated", &ev, err) == -1);
@@ -59,13 +89,14 @@ test_schema_versions(void)
 	event_release(&ev);
 	CHECK(parse(body_with("user_deleted", ",\"deleted\":true", ""), "user.events.deleted", &ev,
 	    err) == 0);
-	CHECK(ev.schema_version == 1 && ev.deleted);
+	CHECK(ev.schema_version == 1 && ev.deleted && ev.name == NULL && ev.email == NULL);
 	event_release(&ev);
-	/* Outside the range this consumer reads: poison, with the range in the reason. */
-	CHECK(EVENT_SCHEMA_VERSION_OLDEST == EVENT_SCHEMA_VERSION - 1);
+	/* Outside the range this consumer reads: poison, with the range in the reason. At least the
+	 * version before the current one is read. */
+	CHECK(EVENT_SCHEMA_VERSION_OLDEST <= EVENT_SCHEMA_VERSION - 1);
 	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":0,"
 	    "\"occurred_at\":\"" T "\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
-	CHECK(strstr(err, "reads 1 to 2") != NULL);
+	CHECK(strstr(err, "reads 1 to 3") != NULL);
 	/* Every kind's type and subject come from the one table. */
 	CHECK(event_kind_by_type(EVENT_TYPE_SNAPSHOT)->kind == EVENT_SNAPSHOT);
 	CHECK_STR(event_kind_info(EVENT_DELETED)->subject, EVENT_SUBJECT_DELETED);
@@ -120,7 +151,7 @@ test_poison(void)
 	    err) == -1);
 	CHECK(parse(body_with("user_updated", ",\"deleted\":\"yes\"", ""), "user.events.updated", &ev,
 	    err) == -1);
-	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":3,"
+	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"" ID "\",\"schema_version\":4,"
 	    "\"occurred_at\":\"" T "\",\"payload\":{}}", "user.events.updated", &ev, err) == -1);
 	CHECK(strstr(err, "schema_version") != NULL);
 	CHECK(parse("{\"type\":\"user_updated\",\"event_id\":\"nope\",\"schema_version\":1,"

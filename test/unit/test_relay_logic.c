@@ -97,7 +97,7 @@ test_settings(void)
 	CHECK(s.pipeline == 2);
 	CHECK(s.duplicate_window_ms == 120000);
 	CHECK(s.stream_replicas == 1);
-	CHECK(s.stream_max_age_ms == 0 && s.stream_max_bytes == 0);
+	CHECK(s.stream_max_age_ms == 168L * 3600 * 1000 && s.stream_max_bytes == 0);
 	CHECK(s.retain_ms == 300000 && s.sweep_batch == 1000 && s.stream_check_ms == 5000);
 	CHECK_STR(s.nats.url, "nats://localhost:4222");
 	CHECK(s.log_level == LOG_LEVEL_INFO);
