@@ -75,7 +75,7 @@ test_defaults(void)
 	CHECK_STR(s.store.collection, "user_notifications");
 	CHECK_STR(s.store.history, "user_notification_events");
 	CHECK(s.store.timeout_ms == 2000);
-	CHECK_STR(s.http.bind, "0.0.0.0");
+	CHECK_STR(s.http.bind, "127.0.0.1");
 	CHECK(s.http.port == 8081);
 	CHECK(s.http.threads == 16);
 	CHECK(s.http.max_body == 4096);

@@ -89,7 +89,7 @@ test_settings(void)
 		unsetenv(names[i]);
 	CHECK(load(&s, 1, argv, &argi) == -1 && argi == 1);
 	CHECK(s.http.port == 8082);
-	CHECK_STR(s.http.bind, "0.0.0.0");
+	CHECK_STR(s.http.bind, "127.0.0.1");
 	CHECK(s.http.threads == 2 && s.http.max_body == 1024 && s.http.conn_timeout_s == 10);
 	CHECK(s.http.max_connections == 64 && s.http.max_connections_per_ip == 32);
 	CHECK(s.drain_ms == 1000);
@@ -97,7 +97,7 @@ test_settings(void)
 	CHECK(s.pipeline == 2);
 	CHECK(s.duplicate_window_ms == 120000);
 	CHECK(s.stream_replicas == 1);
-	CHECK(s.stream_max_age_ms == 168L * 3600 * 1000 && s.stream_max_bytes == 0);
+	CHECK(s.stream_max_age_ms == 0 && s.stream_max_bytes == 0);
 	CHECK(s.retain_ms == 300000 && s.sweep_batch == 1000 && s.stream_check_ms == 5000);
 	CHECK_STR(s.nats.url, "nats://localhost:4222");
 	CHECK(s.log_level == LOG_LEVEL_INFO);
