@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #define DIGEST_LEN 32
 /* A tokens file is a short list; a bigger one is a mistake (a wrong file named). */
 #define FILE_MAX (1024 * 1024)
@@ -58,18 +60,6 @@ static bool
 token_char(char c)
 {
 	return isalnum((unsigned char)c) || strchr("-._~+/=", c) != NULL;
-}
-
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 static int
@@ -132,7 +122,7 @@ parse_line(char *line, unsigned char digest[DIGEST_LEN], unsigned *scopes, char 
 			return -1;
 		}
 		for (size_t i = 0; i < DIGEST_LEN; i++) {
-			int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+			int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
 
 			if (hi < 0 || lo < 0) {
 				snprintf(err, errlen, "a sha256: digest has 64 hex digits");

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "random.h"
 #include "shutdown.h"
+#include "util.h"
 #include "utf8.h"
 
 #define MAX_PARAMS 4
@@ -696,18 +697,6 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	*con_cls = NULL;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes the path and query values in place, except %00: a decoded NUL would cut the
  * string short and turn "/users/1%00" into "/users/1". Kept encoded, it fails validation. */
 static size_t
@@ -720,7 +709,7 @@ on_unescape(void *cls, struct MHD_Connection *conn, char *s)
 	while (*r) {
 		int hi, lo;
 
-		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo) != 0) {
+		if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 && (hi | lo) != 0) {
 			*w++ = (char)(hi * 16 + lo);
 			r += 3;
 		} else {

@@ -10,6 +10,19 @@
 #include "timefmt.h"
 #include "traceparent.h"
 
+/* The value of one hexadecimal digit (either case), or -1. */
+static inline int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 /* A macro's value as a string literal (XSTR(1000) is "1000"). */
 #define STR_(x) #x

@@ -69,6 +69,17 @@ def relay_env(db, server_env, **extra):
             **extra}
 
 
+def relay_exit_log(env):
+    """Starts outbox-relay with env, which must make it stop at start with status 1; its log."""
+    svc = harness.Service("outbox-relay", env)
+    try:
+        svc.start(wait=False)
+        assert svc.wait_exit(15) == 1, svc.log_text()
+        return svc.log_text()
+    finally:
+        svc.close()
+
+
 def soon(fn):
     """fn, with any exception (a stream not created yet) meaning "not yet", for poll()."""
     def attempt():
@@ -249,14 +260,7 @@ def test_a_wrong_password_stops_the_service_with_a_clear_error_that_hides_it(nat
     pw_file.write_text(secret + "\n")
     for creds in ({"NATS_USER": "outbox-relay", "NATS_PASSWORD_FILE": str(pw_file)},
                   {"NATS_USER": "outbox-relay", "NATS_PASSWORD": secret}):
-        env = relay_env(db, {"NATS_URL": nats.url}, **creds)
-        svc = harness.Service("outbox-relay", env)
-        try:
-            svc.start(wait=False)
-            assert svc.wait_exit(15) == 1, svc.log_text()
-            log = svc.log_text()
-        finally:
-            svc.close()
+        log = relay_exit_log(relay_env(db, {"NATS_URL": nats.url}, **creds))
         assert (f'could not connect to NATS at "{nats.url}" as "outbox-relay": '
                 f'Authorization Violation') in log, log
         assert secret not in log
@@ -388,13 +392,7 @@ def test_a_client_without_the_ca_is_refused_with_a_clear_error(tls_nats, db):
     sign it): the relay stops at start and says so, naming the setting to look at."""
     env = relay_env(db, tls_nats.service_env())
     del env["NATS_TLS_CA"]
-    svc = harness.Service("outbox-relay", env)
-    try:
-        svc.start(wait=False)
-        assert svc.wait_exit(15) == 1, svc.log_text()
-        log = svc.log_text()
-    finally:
-        svc.close()
+    log = relay_exit_log(env)
     assert "SSL handshake error" in log and "unable to get local issuer certificate" in log, log
     assert "check NATS_TLS_CA" in log, log
     assert "(conn.c:" not in log
