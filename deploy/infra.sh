@@ -248,15 +248,23 @@ mongo_env() {
 	env_line MONGODB_URI "${MONGODB_URI:-mongodb://127.0.0.1:$MONGODB_PORT/}"
 }
 
+# http_env: the bearer tokens of the HTTP ports, when the caller of make run or make infra named a
+# file (README, Security); without it the services listen on loopback only, unauthenticated.
+http_env() {
+	[[ -z ${API_TOKENS_FILE:-} ]] || env_line API_TOKENS_FILE "$(realpath -- "$API_TOKENS_FILE")"
+}
+
 # process_env PROCESS: the lines of PROCESS's environment file, one function per dependency.
 process_env() {
 	case $1 in
-	user-api) pg_env "$1" && nats_env "$1" && env_line USER_API_PORT "$USER_API_PORT" ;;
-	outbox-relay) pg_env "$1" && nats_env "$1" && env_line OUTBOX_RELAY_PORT "$OUTBOX_RELAY_PORT" ;;
+	user-api) pg_env "$1" && nats_env "$1" && http_env && env_line USER_API_PORT "$USER_API_PORT" ;;
+	outbox-relay)
+		pg_env "$1" && nats_env "$1" && http_env && env_line OUTBOX_RELAY_PORT "$OUTBOX_RELAY_PORT" ;;
 	notification-consumer)
-		nats_env "$1" && mongo_env && env_line NOTIFICATION_CONSUMER_PORT "$NOTIFICATION_CONSUMER_PORT" ;;
+		nats_env "$1" && mongo_env && http_env &&
+			env_line NOTIFICATION_CONSUMER_PORT "$NOTIFICATION_CONSUMER_PORT" ;;
 	migrate) pg_env "$1" ;;
-	audit) pg_env "$1" && mongo_env && env_line AUDIT_PORT "$AUDIT_PORT" ;;
+	audit) pg_env "$1" && mongo_env && http_env && env_line AUDIT_PORT "$AUDIT_PORT" ;;
 	*) die "no environment file for '$1'" ;;
 	esac
 }

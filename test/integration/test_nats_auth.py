@@ -260,7 +260,8 @@ def test_a_wrong_password_stops_the_service_with_a_clear_error_that_hides_it(nat
     pw_file.write_text(secret + "\n")
     for creds in ({"NATS_USER": "outbox-relay", "NATS_PASSWORD_FILE": str(pw_file)},
                   {"NATS_USER": "outbox-relay", "NATS_PASSWORD": secret}):
-        log = relay_exit_log(relay_env(db, {"NATS_URL": nats.url}, **creds))
+        env = relay_env(db, {"NATS_URL": nats.url}, **creds)
+        log = relay_exit_log(env)
         assert (f'could not connect to NATS at "{nats.url}" as "outbox-relay": '
                 f'Authorization Violation') in log, log
         assert secret not in log
