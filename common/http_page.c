@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "utf8.h"
+
 bool
 http_page_read(struct http_page *p, struct http_request *req)
 {
@@ -15,15 +17,15 @@ http_page_read(struct http_page *p, struct http_request *req)
 	p->limit = HTTP_PAGE_LIMIT_DEFAULT;
 	if (limit != NULL) {
 		if (!http_parse_id(limit, &v) || v > HTTP_PAGE_LIMIT_MAX) {
-			http_reply_problem(req, 400, "limit", "limit \"%.40s\" is not a whole number from 1 to %d",
-			    limit, HTTP_PAGE_LIMIT_MAX);
+			http_reply_problem(req, 400, "limit", "limit \"%.*s\" is not a whole number from 1 to %d",
+			    (int)utf8_prefix(limit, 40), limit, HTTP_PAGE_LIMIT_MAX);
 			return false;
 		}
 		p->limit = (long)v;
 	}
 	if (after != NULL && strcmp(after, "0") != 0 && !http_parse_id(after, &p->after)) {
-		http_reply_problem(req, 400, "after", "after \"%.40s\" is not an id: expected 0 or a "
-		    "positive whole number below 2^63", after);
+		http_reply_problem(req, 400, "after", "after \"%.*s\" is not an id: expected 0 or a "
+		    "positive whole number below 2^63", (int)utf8_prefix(after, 40), after);
 		return false;
 	}
 	return true;

@@ -264,17 +264,18 @@ static void
 reply_problem(struct http_request *req, unsigned status, const char *field, json_t *extra,
     const char *fmt, va_list ap)
 {
-	char detail[512], shown[128];
+	char raw[1024], detail[512], shown[128];
 	json_t *p;
 	char *s;
 
-	vsnprintf(detail, sizeof(detail), fmt, ap);
-	utf8_scrub(detail);
+	/* Quoting into a buffer half the size of raw: a sequence that vsnprintf() cut at the end of
+	 * raw is never reached, and the detail is cut at a character. */
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	utf8_quote(detail, sizeof(detail), raw, strlen(raw));
 	p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title", status_title(status),
 	    "status", (int)status, "detail", detail, "request_id", req->request_id);
 	if (p != NULL && field != NULL) {
-		snprintf(shown, sizeof(shown), "%s", field);
-		utf8_scrub(shown);
+		utf8_quote(shown, sizeof(shown), field, strlen(field));
 		json_object_set_new(p, "field", json_string(shown));
 	}
 	if (p != NULL && extra != NULL)
@@ -339,7 +340,10 @@ http_path_id(struct http_request *req, size_t n, const char *noun, int64_t *id)
 
 	if (http_parse_id(segment, id))
 		return true;
-	http_reply_problem(req, 404, NULL, "%s \"%.40s\" does not exist", noun, segment ? segment : "");
+	if (segment == NULL)
+		segment = "";
+	http_reply_problem(req, 404, NULL, "%s \"%.*s\" does not exist", noun,
+	    (int)utf8_prefix(segment, 40), segment);
 	return false;
 }
 

@@ -88,9 +88,9 @@ void http_reply_text(struct http_request *req, unsigned status, const char *cont
 void http_reply_empty(struct http_request *req, unsigned status);
 /* The one way an error is answered: application/problem+json (RFC 9457) with type about:blank,
  * the status's title, the detail, and request_id; field, if not NULL, is added as "field" (the
- * parameter, header or body field at fault). Bytes of the detail or field that are not valid UTF-8
- * (from a path or query value, or cut by the 512-byte detail) are shown as '?'. A status of 500
- * or more is also logged. */
+ * parameter, header or body field at fault). The detail and field are always valid UTF-8: bytes
+ * that are not (from a path or a query value) are shown as \xHH (utf8_quote()), and a detail
+ * longer than 511 bytes is cut at a character. A status of 500 or more is also logged. */
 void http_reply_problem(struct http_request *req, unsigned status, const char *field,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* The same with more members: those of extra (a JSON object, taken over; NULL for none) are added,

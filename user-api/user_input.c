@@ -1,6 +1,6 @@
 /* Strict input for users: jansson parses with duplicate keys rejected; everything else (types,
- * unknown keys, NUL, control characters, invalid UTF-8, lengths, email syntax) is checked here so
- * that each failure names its field. */
+ * unknown keys, NUL, invalid UTF-8, lengths, characters that break, reorder or hide text (one rule,
+ * in common/utf8.h), email syntax) is checked here so that each failure names its field. */
 #include "user_input.h"
 
 #include <ctype.h>
@@ -14,32 +14,21 @@
 
 #define REPLACEMENT "\xEF\xBF\xBD"
 
-/* Copies at most len bytes of valid UTF-8 src into out (outsize bytes), cut back to a whole
- * character when it does not fit, so that a long key shown in an answer stays valid UTF-8. */
-static void
-copy_text(char *out, size_t outsize, const char *src, size_t len)
-{
-	if (len > outsize - 1) {
-		len = outsize - 1;
-		while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
-			len--;
-	}
-	memcpy(out, src, len);
-	out[len] = '\0';
-}
-
 /* Fills *e: the status, the field at fault (NULL for none) and the detail. Returns -1, what the
  * parser returns for every invalid body. */
 static int __attribute__((format(printf, 4, 5)))
 input_fail(struct input_error *e, unsigned status, const char *field, const char *fmt, ...)
 {
+	char raw[512];
 	va_list ap;
 
 	e->status = status;
-	copy_text(e->field, sizeof(e->field), field ? field : "", field ? strlen(field) : 0);
+	utf8_quote(e->field, sizeof(e->field), field ? field : "", field ? strlen(field) : 0);
 	va_start(ap, fmt);
-	vsnprintf(e->detail, sizeof(e->detail), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	/* Quoted into a buffer half the size of raw, so a cut is at a character (utf8_quote()). */
+	utf8_quote(e->detail, sizeof(e->detail), raw, strlen(raw));
 	return -1;
 }
 
@@ -95,20 +84,43 @@ utf8_codepoints(const char *s)
 	return n;
 }
 
-/* Rejects C0 controls, DEL and C1 controls (U+0080..U+009F, encoded C2 80..C2 9F). */
-static bool
-has_control(const char *s, size_t len)
+/* The one rule for the characters a name or an email may not hold (common/utf8.h): control
+ * characters, bidirectional formatting, invisible characters, a joiner outside a word, line
+ * separators. Fills *e naming field and the first such character. */
+static int
+check_characters(const char *field, const char *s, struct input_error *e)
 {
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
+	struct utf8_found f;
 
-		if (c < 0x20 || c == 0x7F)
-			return true;
-		if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
-		    (unsigned char)s[i + 1] <= 0x9F)
-			return true;
+	if (!utf8_find(s, strlen(s), UTF8_MASK_REFUSED, &f))
+		return 0;
+	return input_fail(e, 422, field, "\"%s\" must not contain %s (U+%04X at character %zu)", field,
+	    utf8_class_name(f.cls), (unsigned)f.cp, f.index + 1);
+}
+
+/* jansson's message quotes the token it stopped in, cut after the byte it choked on. The body is
+ * known to be UTF-8 here, so a byte of that quote that is not part of a valid sequence is a
+ * character cut short: it is left out rather than shown as something the client did not send. */
+static void
+json_error_text(const char *text, char *out, size_t outsize)
+{
+	const unsigned char *u = (const unsigned char *)text;
+	size_t len = strlen(text), o = 0;
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq(u + i, len - i);
+
+		if (n == 0) {
+			i++;
+			continue;
+		}
+		if (o + n >= outsize)
+			break;
+		memcpy(out + o, u + i, n);
+		o += n;
+		i += n;
 	}
-	return false;
+	out[o] = '\0';
 }
 
 static bool
@@ -190,7 +202,7 @@ find_repaired_field(json_t *obj, char *field, size_t fieldlen)
 		if (strstr(key, REPLACEMENT) != NULL)
 			return;		/* a key is not valid UTF-8: the body as a whole is at fault */
 		if (json_is_string(v) && strstr(json_string_value(v), REPLACEMENT) != NULL) {
-			copy_text(field, fieldlen, key, strlen(key));
+			utf8_quote(field, fieldlen, key, strlen(key));
 			return;
 		}
 	}
@@ -217,7 +229,7 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 {
 	json_error_t jerr;
 	json_t *root = NULL;
-	char field[sizeof(e->field)];
+	char field[sizeof(e->field)], text[JSON_ERROR_TEXT_LENGTH];
 	const char *key, *name, *email;
 	size_t name_len, email_len;
 	json_t *v;
@@ -248,11 +260,12 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 				size_t n = strcspn(q + 1, "\"");
 
 				if (n > 0 && n < sizeof(dup))
-					copy_text(dup, sizeof(dup), q + 1, n);
+					utf8_quote(dup, sizeof(dup), q + 1, n);
 			}
 			return input_fail(e, 422, dup, "duplicate key \"%s\"", dup);
 		}
-		return input_fail(e, 400, NULL, "the body is not valid JSON: %s at position %d", jerr.text,
+		json_error_text(jerr.text, text, sizeof(text));
+		return input_fail(e, 400, NULL, "the body is not valid JSON: %s at position %d", text,
 		    jerr.position);
 	}
 	if (!json_is_object(root)) {
@@ -261,7 +274,7 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 	}
 	json_object_foreach(root, key, v) {
 		if (strcmp(key, "name") != 0 && strcmp(key, "email") != 0) {
-			copy_text(field, sizeof(field), key, strlen(key));
+			utf8_quote(field, sizeof(field), key, strlen(key));
 			input_fail(e, 422, field, "unknown field \"%s\"; expected name and email", field);
 			goto out;
 		}
@@ -278,18 +291,14 @@ user_input_parse(const char *body, size_t len, struct user_input *out, struct in
 		input_fail(e, 422, "name", "\"name\" must not be empty");
 		goto out;
 	}
-	if (has_control(out->name, strlen(out->name))) {
-		input_fail(e, 422, "name", "\"name\" must not contain control characters");
+	if (check_characters("name", out->name, e) != 0)
 		goto out;
-	}
 	if (!trim_copy(email, email_len, out->email, sizeof(out->email))) {
 		input_fail(e, 422, "email", "\"email\" must be at most %d characters", USER_EMAIL_MAX);
 		goto out;
 	}
-	if (has_control(out->email, strlen(out->email))) {
-		input_fail(e, 422, "email", "\"email\" must not contain control characters");
+	if (check_characters("email", out->email, e) != 0)
 		goto out;
-	}
 	if (!email_valid(out->email)) {
 		input_fail(e, 422, "email", "\"email\" is not a valid address");
 		goto out;

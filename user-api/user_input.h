@@ -16,7 +16,7 @@ struct user_input {
 struct input_error {
 	unsigned status;	/* 400 for a malformed body, 422 for invalid fields */
 	char field[64];		/* the field at fault, "" when none */
-	char detail[256];
+	char detail[256];	/* valid UTF-8, whatever the body held */
 };
 
 /* Parses body (len bytes, need not be NUL-terminated) into *out with both fields trimmed and

@@ -184,6 +184,36 @@ test_poison(void)
 	CHECK(strstr(err, "name") != NULL);
 }
 
+/* A name or email in an event: one definition of a control character with user-api (C0, DEL and
+ * C1, which user-api always refused: poison); bidirectional formatting and invisible characters,
+ * which user-api accepted before it refused them, are read (docs/events.md). */
+static void
+test_characters(void)
+{
+	static const char *const poison[] = { "a\\u0085b", "a\\u009Bb", "a\\u007Fb", "a\\u001Bb",
+		"a\xC2\x80" "b" };
+	static const char *const read[] = { "evil\\u202Egpj", "a\\u2066b", "ad\\u200Bmin", "\\uFEFFa",
+		"a\\u2028b", "a\\u200Eb" };
+	struct event ev;
+	char err[256], payload[128];
+
+	for (size_t i = 0; i < sizeof(poison) / sizeof(poison[0]); i++) {
+		snprintf(payload, sizeof(payload), ",\"name\":\"%s\",\"email\":\"a@x.io\"", poison[i]);
+		CHECK(parse(body_v3("user_updated", payload, "false"), "user.events.updated", &ev,
+		    err) == -1);
+		CHECK(strstr(err, "control character") != NULL);
+		snprintf(payload, sizeof(payload), ",\"name\":\"Ann\",\"email\":\"a%s@x.io\"", poison[i]);
+		CHECK(parse(body_v3("user_updated", payload, "false"), "user.events.updated", &ev,
+		    err) == -1);
+	}
+	for (size_t i = 0; i < sizeof(read) / sizeof(read[0]); i++) {
+		snprintf(payload, sizeof(payload), ",\"name\":\"%s\",\"email\":\"a@x.io\"", read[i]);
+		CHECK(parse(body_v3("user_updated", payload, "false"), "user.events.updated", &ev,
+		    err) == 0);
+		event_release(&ev);
+	}
+}
+
 static void
 test_times(void)
 {
@@ -223,6 +253,7 @@ main(void)
 	test_valid();
 	test_schema_versions();
 	test_poison();
+	test_characters();
 	test_times();
 	test_meta();
 	return unit_report("consumer_event");

@@ -138,6 +138,74 @@ test_details(void)
 	CHECK_STR(e.field, "");
 }
 
+/* A name or an email with a character that reorders or hides text is refused like a control
+ * character, naming the field and the character. */
+static void
+test_deceptive(void)
+{
+	static const char *const refused[] = {
+		"evil\\u202Egpj.exe",	/* RIGHT-TO-LEFT OVERRIDE */
+		"a\\u202Ab", "a\\u202Bb", "a\\u202Cb", "a\\u202Db",
+		"a\\u2066b", "a\\u2067b", "a\\u2068b", "a\\u2069b",	/* isolates */
+		"a\\u200Eb", "a\\u200Fb", "a\\u061Cb",		/* LRM, RLM, ALM */
+		"ad\\u200Bmin", "a\\u2060b", "\\uFEFFbob", "a\\u00ADb",	/* ZWSP, WJ, BOM, SHY */
+		"ad\\u200Dmin", "bob\\u200C",			/* joiners outside a word */
+		"a\\u2028b", "a\\u2029b",			/* line and paragraph separators */
+		"a\xE2\x80\xAE" "b",				/* RLO as raw UTF-8, not an escape */
+		"a\xC2\x9B" "b",				/* C1 CSI as raw UTF-8 */
+	};
+	char body[256];
+
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		snprintf(body, sizeof(body), "{\"name\": \"%s\", \"email\": \"a@b.co\"}", refused[i]);
+		expect_error(body, 422, "name");
+		CHECK(strstr(e.detail, "\"name\" must not contain") != NULL);
+		snprintf(body, sizeof(body), "{\"name\": \"a\", \"email\": \"x%s@b.co\"}", refused[i]);
+		expect_error(body, 422, "email");
+		CHECK(strstr(e.detail, "\"email\" must not contain") != NULL);
+	}
+	/* The detail says what and where. */
+	expect_error("{\"name\": \"evil\\u202Egpj.exe\", \"email\": \"a@b.co\"}", 422, "name");
+	CHECK_STR(e.detail, "\"name\" must not contain bidirectional formatting characters "
+	    "(U+202E at character 5)");
+	expect_error("{\"name\": \"ad\\u200Bmin\", \"email\": \"a@b.co\"}", 422, "name");
+	CHECK_STR(e.detail, "\"name\" must not contain invisible characters (U+200B at character 3)");
+	expect_error("{\"name\": \"a\\nb\", \"email\": \"a@b.co\"}", 422, "name");
+	CHECK_STR(e.detail, "\"name\" must not contain control characters (U+000A at character 2)");
+	/* Joiners where spelling needs them: a Persian surname with ZWNJ, an emoji sequence. */
+	CHECK(parse("{\"name\": \"\\u062D\\u0633\\u06CC\\u0646\\u200C\\u0632\\u0627\\u062F\\u0647\", "
+	    "\"email\": \"a@b.co\"}") == 0);
+	CHECK_STR(in.name, "\xD8\xAD\xD8\xB3\xDB\x8C\xD9\x86\xE2\x80\x8C\xD8\xB2\xD8\xA7\xD8\xAF\xD9\x87");
+	CHECK(parse("{\"name\": \"Ann \\uD83D\\uDC69\\u200D\\uD83D\\uDCBB\", \"email\": \"a@b.co\"}") == 0);
+	/* Emoji with a variation selector, a no-break space: ordinary. */
+	CHECK(parse("{\"name\": \"Ann\\u00A0Lee \\u2764\\uFE0F\", \"email\": \"a@b.co\"}") == 0);
+}
+
+/* What the issue reproduced: every detail is valid UTF-8 and shows nothing the client did not
+ * send. */
+static void
+test_details_from_client_bytes(void)
+{
+	char body[256] = "{\"";
+
+	/* "\é: jansson stops inside é and quotes the byte it choked on. */
+	CHECK(parse("\"\\\xC3\xA9") == -1);
+	CHECK(e.status == 400);
+	CHECK(utf8_ok(e.detail));
+	CHECK(strstr(e.detail, "invalid escape") != NULL);
+	CHECK(strchr(e.detail, '?') == NULL && strstr(e.detail, "\\x") == NULL);
+	/* An unknown key of 62 ASCII characters and é: the field is cut before the é. */
+	for (int i = 0; i < 62; i++)
+		strcat(body, "k");
+	strcat(body, "\xC3\xA9\": 1, \"name\": \"a\", \"email\": \"a@b.co\"}");
+	expect_error(body, 422, "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk");
+	CHECK(utf8_ok(e.detail));
+	/* Malformed JSON after a multibyte character, and a long token. */
+	CHECK(parse("{\"name\": \xE2\x82\xAC}") == -1 && e.status == 400 && utf8_ok(e.detail));
+	CHECK(parse("{\"name\": \"\xE6\x9D\x8E\xE6\x9D\x8E\\q\"}") == -1 && utf8_ok(e.detail));
+	CHECK(strstr(e.detail, "\xE6\x9D\x8E") != NULL);
+}
+
 static void
 test_email(void)
 {
@@ -185,5 +253,7 @@ main(void)
 	test_email();
 	test_long_keys();
 	test_details();
+	test_deceptive();
+	test_details_from_client_bytes();
 	return unit_report("user_input");
 }
