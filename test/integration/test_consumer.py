@@ -224,6 +224,54 @@ def test_poison_goes_to_the_dlq_with_reason_and_the_next_events_flow(nats, ferre
     assert [h["version"] for h in c.history(1)] == [1, 2]
 
 
+def test_names_follow_user_apis_rule_of_characters(nats, ferret, services, stream):
+    """One definition of a control character with user-api (C0, DEL and C1; common/utf8.h): an
+    event whose name or email holds one was not written by user-api and is dead-lettered, C1
+    included. Bidirectional formatting and invisible characters, which user-api accepted before it
+    refused them, are applied: the copy follows what PostgreSQL holds (docs/events.md)."""
+    c = start_consumer(services, nats, ferret)
+    c1_name = make_event("user_created", 1, 1, name="a\u0085b")
+    c1_email = make_event("user_created", 2, 1, email="a\u009b@example.com")
+    bidi = make_event("user_created", 3, 1, name="evil\u202egpj.exe")
+    hidden = make_event("user_created", 4, 1, name="ad\u200bmin\ufeff")
+    stream.publish([c1_name, c1_email, bidi, hidden])
+    c.wait_version(3, 1)
+    c.wait_version(4, 1)
+    assert c.user(3) == expected_doc(bidi[4])
+    assert c.user(4) == expected_doc(hidden[4])
+    dlq = poll(lambda: (lambda m: m if len(m) == 2 else None)(stream.messages("USER_EVENTS_DLQ")),
+               10, "2 dead letters")
+    assert sorted(m[2]["Dlq-Original-Msg-Id"] for m in dlq) == sorted([c1_name[3], c1_email[3]])
+    for m in dlq:
+        assert "control character" in m[2]["Dlq-Reason"], m[2]
+    assert_problem(c.get("/notifications/user/1"), 404)
+    assert_problem(c.get("/notifications/user/2"), 404)
+
+
+def test_bytes_that_are_not_utf8_in_the_url_get_their_4xx_shown_as_escapes(nats, ferret, services,
+                                                                            stream):
+    """Each answer is the right 4xx, its detail valid UTF-8 (it was not JSON, a 500 in text/plain)
+    and a byte that is not UTF-8 shown as \\xHH, never raw, never a '?' the client could have sent."""
+    c = start_consumer(services, nats, ferret)
+    cases = [
+        ("GET", "/notifications/user/%FF", 404, None, 'user "\\xFF" does not exist'),
+        ("GET", "/notifications/user/%FF/events", 404, None, 'user "\\xFF" does not exist'),
+        ("GET", "/notifications/user/1?min_version=%FF", 400, "min_version", 'min_version "\\xFF"'),
+        ("GET", "/notifications/user/1?wait=%C3", 400, "wait", 'wait "\\xC3"'),
+        ("GET", "/notifications/user/1/events?include=%FF", 400, "include", 'include "\\xFF"'),
+        ("GET", "/notifications?limit=%FF", 400, "limit", 'limit "\\xFF"'),
+        ("GET", "/notifications?after=%C3", 400, "after", 'after "\\xC3"'),
+        ("POST", "/notifications/user/%FF", 405, None, "/notifications/user/\\xFF"),
+        ("GET", "/notifications/%FF", 404, None, ""),
+        ("GET", "/notifications/user/x" + "%C3%A9" * 30, 404, None,
+         'user "x' + "é" * 19 + '" does not exist'),
+    ]
+    for method, path, status, field, shown in cases:
+        problem = assert_problem(requests.request(method, c.base + path, timeout=10), status)
+        assert problem.get("field") == field, (path, problem)
+        assert shown in problem["detail"], (path, problem)
+
+
 def test_stream_missing_at_start_is_not_ready_then_consumes(nats, ferret, services):
     s = Stream(nats)
     c = start_consumer(services, nats, ferret, wait_ready=False)

@@ -270,6 +270,63 @@ def test_lone_surrogate_escape_is_rejected(api):
         assert_problem(r, r.status_code)
 
 
+# --- text that deceives: one rule of characters for names and emails (common/utf8.h) ------------
+
+DECEIVING = {
+    "rlo": "evil\u202egpj.exe",          # shown as "evilexe.jpg"
+    "lre": "a\u202ab", "rle": "a\u202bb", "pdf": "a\u202cb", "lro": "a\u202db",
+    "lri": "a\u2066b", "rli": "a\u2067b", "fsi": "a\u2068b", "pdi": "a\u2069b",
+    "lrm": "a\u200eb", "rlm": "a\u200fb", "alm": "a\u061cb",
+    "zwsp": "ad\u200bmin", "word-joiner": "a\u2060b", "bom": "\ufeffbob", "soft-hyphen": "a\u00adb",
+    "zwj-in-ascii": "ad\u200dmin", "zwnj-at-end": "bob\u200c",
+    "line-separator": "a\u2028b", "paragraph-separator": "a\u2029b",
+    "c1-csi": "a\u009bb", "c1-nel": "a\u0085b",
+}
+
+
+@pytest.mark.parametrize("case", list(DECEIVING))
+def test_deceiving_characters_in_a_name_are_422_naming_the_field(api, case):
+    """Bidirectional formatting, invisible characters, a joiner outside a word and line separators
+    are refused like control characters: wherever a name is shown they reorder or hide it."""
+    with api.unchanged():
+        problem = assert_problem(api.post("/users", json={"name": DECEIVING[case],
+                                                          "email": unique_email()}), 422, field="name")
+    assert problem["detail"].startswith('"name" must not contain'), problem
+
+
+@pytest.mark.parametrize("case", ["rlo", "pdi", "zwsp", "bom", "line-separator", "c1-nel"])
+def test_deceiving_characters_are_refused_on_update_and_in_emails(api, case):
+    u = api.create()
+    with api.unchanged():
+        assert_problem(api.put(f"/users/{u['id']}", json={"name": DECEIVING[case], "email": u["email"]}),
+                       422, field="name")
+        local, domain = unique_email().split("@")
+        problem = assert_problem(api.post("/users", json={"name": "N", "email": f"{local}{DECEIVING[case]}@{domain}"}),
+                                 422, field="email")
+    assert problem["detail"].startswith('"email" must not contain'), problem
+    assert api.get(f"/users/{u['id']}").json() == u
+
+
+def test_the_detail_names_the_character_and_where_it_is(api):
+    with api.unchanged():
+        problem = assert_problem(api.post("/users", json={"name": "evil\u202egpj.exe",
+                                                          "email": unique_email()}), 422, field="name")
+    assert problem["detail"] == ('"name" must not contain bidirectional formatting characters '
+                                 "(U+202E at character 5)"), problem
+
+
+@pytest.mark.parametrize("name", [
+    "\u062d\u0633\u06cc\u0646\u200c\u0632\u0627\u062f\u0647",   # Persian surname, ZWNJ inside
+    "Ann \U0001f469\u200d\U0001f4bb",                                 # emoji sequence with ZWJ
+    "\u0915\u094d\u200d\u0937",                                      # Devanagari, virama + ZWJ
+    "Ann\u00a0Lee \u2764\ufe0f",                                      # no-break space, variation selector
+])
+def test_joiners_inside_a_word_and_ordinary_unicode_are_accepted(api, name):
+    r = api.post("/users", json={"name": name, "email": unique_email()})
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == name
+
+
 # --- the edges that are valid ------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [
@@ -346,6 +403,48 @@ def test_bytes_that_are_not_utf8_in_the_url_get_a_problem(api, method, path, sta
     answer was a 500 in text/plain)."""
     with api.unchanged():
         assert_problem(api.request(method, path), status)
+
+
+@pytest.mark.parametrize("method,path,status,shown", [
+    ("GET", "/users/%FF", 404, 'user "\\xFF" does not exist'),
+    ("PATCH", "/users/%FF", 405, "/users/\\xFF"),
+    ("GET", "/users?limit=%FF", 400, 'limit "\\xFF"'),
+    ("GET", "/users?after=%C3", 400, 'after "\\xC3"'),
+    ("GET", "/users?after=%C3%A9%FF", 400, 'after "\u00e9\\xFF"'),
+])
+def test_a_detail_shows_bytes_that_are_not_utf8_as_escapes(api, method, path, status, shown):
+    """Never raw and never a '?' that could have been sent: each such byte as \\xHH."""
+    with api.unchanged():
+        problem = assert_problem(api.request(method, path), status)
+    assert shown in problem["detail"], problem
+
+
+def test_a_quoted_path_segment_is_cut_at_a_character(api):
+    """The segment is quoted up to 40 bytes: x and 19 times é (39 bytes), not half of the 20th."""
+    problem = assert_problem(api.get("/users/x" + "%C3%A9" * 30), 404)
+    assert problem["detail"] == 'user "x' + "\u00e9" * 19 + '" does not exist', problem
+
+
+@pytest.mark.parametrize("name,raw,status,field", [
+    # A quote, a backslash, an é: jansson stops inside the é and quotes half of it.
+    ("escape-before-e-acute", b'"\\\xc3\xa9', 400, None),
+    ("escape-in-a-value", b'{"name": "\xe6\x9d\x8e\\q", "email": "a@b.co"}', 400, None),
+    ("unknown-key-62-and-e-acute", b'{"' + b"k" * 62 + b'\xc3\xa9": 1, "name": "N", "email": "a@b.co"}',
+     422, "k" * 62),
+    ("invalid-token-after-multibyte", b'{"name": \xe2\x82\xac}', 400, None),
+])
+def test_a_body_detail_quotes_only_what_the_client_sent(api, name, raw, status, field):
+    """The cases of the issue: each gets its 4xx, and its detail shows no byte or '?' that the
+    body did not hold (a character jansson cut in two is left out, not shown half)."""
+    with api.unchanged():
+        problem = assert_problem(raw_post(api, raw), status, field=field)
+    assert "?" not in problem["detail"] and "\\x" not in problem["detail"], problem
+
+
+@pytest.mark.parametrize("path", ["/items/%FF", "/%C3", "/users/1/%FF", "/items/%ED%A0%80"])
+def test_an_unknown_path_that_is_not_utf8_is_404(api, path):
+    with api.unchanged():
+        assert_problem(api.get(path), 404)
 
 
 # --- routes and methods ------------------------------------------------------------------------
