@@ -79,8 +79,8 @@ E2E_PROBE_EVERY = int(os.environ.get("BENCH_E2E_PROBE_EVERY", "10"))
 E2E_POINTS = [(0.1, E2E_PROBE_EVERY), (0.5, E2E_PROBE_EVERY), (0.8, E2E_PROBE_EVERY)] + \
     ([(0.5, 1)] if E2E_PROBE_EVERY != 1 else [])
 E2E_BURST = max(500, int(20_000 * SCALE))
-# e2e_probe's threads: enough for the writes waiting to be visible at once, fewer than the 256
-# connections from one address user-api and the consumer take by default.
+# e2e_probe's threads: enough for the writes waiting to be visible at once, fewer than the
+# connections from one address the services take here (Stack.service).
 E2E_THREADS = 200
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 NICE = int(os.environ.get("BENCH_NICE", "5"))
@@ -323,7 +323,11 @@ class Stack:
 
     def service(self, name: str, env: dict, port_var: str | None = None):
         port = harness.free_port()
-        env = {**env, **({port_var: port} if port_var else {})}
+        # wrk (up to 64 connections) and e2e_probe (E2E_THREADS) come from one address, more
+        # connections than the services allow one address by default (64).
+        env = {"USER_API_MAX_CONNECTIONS_PER_IP": "1024",
+               "NOTIFICATION_CONSUMER_MAX_CONNECTIONS_PER_IP": "1024",
+               **env, **({port_var: port} if port_var else {})}
         return self.add(harness.Service(name, env))
 
     def close(self):

@@ -13,14 +13,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "clock.h"
+#include "http_deadline.h"
 #include "log.h"
 #include "metrics.h"
 #include "random.h"
+#include "ratelimit.h"
 #include "shutdown.h"
 #include "util.h"
 #include "utf8.h"
@@ -42,6 +45,14 @@ struct httpd {
 	size_t tls_key_len;
 	pthread_t reloader;	/* rereads the tokens after SIGHUP */
 	bool reloader_started;
+	struct http_deadlines *deadlines;
+	long request_timeout_ms;
+	long wait_ms;		/* for the next request line on a kept-alive connection */
+	pthread_t sweeper;	/* closes the connections whose request is past its deadline */
+	bool sweeper_started;
+	struct ratelimit *rate;	/* NULL: no rate limit */
+	long rate_limit;
+	bool rate_limit_loopback;
 	atomic_bool stopping;
 };
 
@@ -66,6 +77,7 @@ struct http_request {
 	http_handler_fn resumed;	/* set while suspended; worker thread only */
 	void *ctx;
 	void (*ctx_free)(void *);
+	struct http_conn_deadline *deadline;	/* the connection's; NULL without one */
 };
 
 static const char *
@@ -80,12 +92,14 @@ status_title(unsigned status)
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
 	case 409: return "Conflict";
 	case 412: return "Precondition Failed";
 	case 413: return "Content Too Large";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Content";
 	case 428: return "Precondition Required";
+	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -578,6 +592,58 @@ request_id_ok(const char *s)
 	return n > 0 && n <= 64;
 }
 
+/* The deadline of the request on conn's connection (http_deadline.h), or NULL. */
+static struct http_conn_deadline *
+conn_deadline(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+#define CUT_OFF_HELP "Requests whose headers and body did not arrive by the request deadline, " \
+	"answered 408 or closed"
+
+static void
+count_cut_off(enum http_phase phase)
+{
+	metrics_add(metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP,
+	    phase == HTTP_PHASE_BODY ? "phase=\"body\"" : "phase=\"headers\""), 1);
+}
+
+/* Takes a token of the caller's address (common/ratelimit.h). When there is none, answers 429
+ * with Retry-After and returns false. Loopback addresses are the machine itself (a proxy in
+ * front, the benchmark) and pass unless rate_limit_loopback is set. */
+static bool
+rate_allowed(struct http_request *req)
+{
+	struct httpd *h = req->h;
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr_in *sa;
+	uint32_t addr;
+	long retry_s = 1;
+	char retry[24];
+
+	if (h->rate == NULL)
+		return true;
+	ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	sa = ci ? (const struct sockaddr_in *)ci->client_addr : NULL;
+	if (sa == NULL || sa->sin_family != AF_INET)
+		return true;
+	addr = ntohl(sa->sin_addr.s_addr);
+	if ((addr >> 24) == 127 && !h->rate_limit_loopback)
+		return true;
+	if (ratelimit_take(h->rate, addr, mono_ms(), &retry_s))
+		return true;
+	req->route_label = route_of(req);
+	snprintf(retry, sizeof(retry), "%ld", retry_s);
+	http_add_header(req, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+	http_reply_problem(req, 429, NULL, "too many requests from this address (more than %ld a "
+	    "second); try again in %ld s", h->rate_limit, retry_s);
+	return false;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
     const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -607,8 +673,23 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			snprintf(req->request_id, sizeof(req->request_id), "%s", rid);
 		else
 			uuid_new(req->request_id);
-		/* Before the body is read: a caller who may not write does not get to upload. */
-		if (!authorize(req))
+		req->deadline = conn_deadline(conn);
+		switch (http_deadline_headers(req->deadline, mono_ms())) {
+		case HTTP_DEADLINE_CUT:		/* a sweep closed the connection meanwhile */
+			return MHD_NO;
+		case HTTP_DEADLINE_LATE:
+			/* Here, and after the body, is where libmicrohttpd lets a request be answered. */
+			count_cut_off(HTTP_PHASE_HEADERS);
+			req->route_label = route_of(req);
+			http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+			http_reply_problem(req, 408, NULL, "the request did not arrive within %ld ms",
+			    h->request_timeout_ms);
+			return MHD_YES;
+		case HTTP_DEADLINE_IN_TIME:
+			break;
+		}
+		/* Before the body is read: a caller who may not call or write does not get to upload. */
+		if (!rate_allowed(req) || !authorize(req))
 			return MHD_YES;
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)h->max_body) {
@@ -655,6 +736,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		req->body[req->len] = '\0';
 		return MHD_YES;
 	}
+	/* The request is whole: handled from here on (or suspended) without a deadline, unless a
+	 * sweep cut it off just now. */
+	if (!http_deadline_body_done(req->deadline) && !req->replied)
+		return MHD_NO;
 	if (req->replied)
 		return MHD_YES;
 	/* Called again after http_resume(): the handler goes on where it suspended. */
@@ -681,8 +766,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	struct httpd *h = cls;
 	struct http_request *req = *con_cls;
 
-	(void)conn;
 	(void)toe;
+	/* The next request on a kept-alive connection is due within the idle timeout. */
+	http_deadline_answered(conn_deadline(conn), mono_ms());
 	if (req == NULL)
 		return;
 	if (req->counted)
@@ -699,6 +785,83 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 		req->ctx_free(req->ctx);
 	free(req);
 	*con_cls = NULL;
+}
+
+/* A connection opens or closes: its request deadline is made or dropped, before libmicrohttpd
+ * closes its socket (the sweep may shut the socket down up to then). */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode code)
+{
+	struct httpd *h = cls;
+	const union MHD_ConnectionInfo *ci;
+
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		http_deadline_close(*socket_context);
+		*socket_context = NULL;
+		return;
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (h->deadlines != NULL && ci != NULL)
+		*socket_context = http_deadline_open(h->deadlines, ci->connect_fd, mono_ms());
+}
+
+/* The request line arrived (libmicrohttpd's URI logger, the one call it makes before the
+ * headers are in): a request on a kept-alive connection starts its deadline. */
+static void *
+on_request_line(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	(void)cls;
+	(void)uri;
+	http_deadline_request_line(conn_deadline(conn), mono_ms());
+	return NULL;
+}
+
+/* Closes a connection whose request missed its deadline. libmicrohttpd has no call that closes a
+ * connection from outside its worker thread, and lets a request be answered only once its headers
+ * or its whole body are in, so a request cut off halfway gets no answer: shutdown(2) ends the
+ * connection both ways, and its worker thread, woken by that, sees the end and closes it. Called
+ * under the deadlines' lock, before libmicrohttpd can close fd. */
+static void
+cut_connection(void *arg, int fd, enum http_phase phase)
+{
+	struct httpd *h = arg;
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	char addr[INET_ADDRSTRLEN] = "unknown";
+
+	if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 && sa.sin_family == AF_INET)
+		inet_ntop(AF_INET, &sa.sin_addr, addr, sizeof(addr));
+	shutdown(fd, SHUT_RDWR);
+	count_cut_off(phase);
+	if (phase == HTTP_PHASE_WAITING)
+		log_warnx("http: closed the connection of %s: its next request line did not arrive "
+		    "within %ld ms of the last answer", addr, h->wait_ms);
+	else
+		log_warnx("http: closed the connection of %s: its request's %s did not arrive within "
+		    "%ld ms", addr, phase == HTTP_PHASE_BODY ? "body" : "headers", h->request_timeout_ms);
+}
+
+/* Cuts off the requests past their deadline, five times a second. */
+static void *
+deadline_sweeper(void *arg)
+{
+	struct httpd *h = arg;
+	int64_t last = mono_ms();
+
+	while (!atomic_load(&h->stopping)) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		int64_t now = mono_ms();
+
+		/* A sweep a second late: the process did not run meanwhile (SIGSTOP, a starved
+		 * machine), so it read nothing its clients sent; that time is not theirs. */
+		if (now - last > 1000)
+			http_deadlines_postpone(h->deadlines, now - last - 200);
+		last = now;
+		http_deadlines_sweep(h->deadlines, now, cut_connection, h);
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
 }
 
 /* Percent-decodes the path and query values in place, except %00: a decoded NUL would cut the
@@ -803,6 +966,8 @@ httpd_free(struct httpd *h)
 	}
 	free(h->tls_cert);
 	auth_free(h->auth);
+	http_deadlines_free(h->deadlines);
+	ratelimit_free(h->rate);
 	free(h);
 }
 
@@ -876,6 +1041,34 @@ security_setup(struct httpd *h, const struct httpd_config *cfg, struct MHD_Optio
 	return 0;
 }
 
+/* What bounds slow and greedy clients besides libmicrohttpd's own limits: the request deadline
+ * and the rate limit per address. Fills h. */
+static int
+limits_setup(struct httpd *h, const struct httpd_config *cfg, char *err, size_t errlen)
+{
+	h->request_timeout_ms = cfg->request_timeout_ms;
+	/* A kept-alive connection that sends nothing is closed by the idle timeout, conn_timeout_s
+	 * after its answer. One that is still here a second later has sent part of a request line
+	 * since, slowly: the sweep closes it. (The second keeps the two from racing over an idle
+	 * connection, which would count it as cut off.) */
+	h->wait_ms = cfg->conn_timeout_s * 1000 + 1000;
+	if (cfg->request_timeout_ms > 0 &&
+	    (h->deadlines = http_deadlines_new(cfg->request_timeout_ms, h->wait_ms)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	/* Registered now, so that /metrics shows them at 0. */
+	metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase=\"headers\"");
+	metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase=\"body\"");
+	h->rate_limit = cfg->rate_limit;
+	h->rate_limit_loopback = cfg->rate_limit_loopback;
+	if (cfg->rate_limit > 0 && (h->rate = ratelimit_new(cfg->rate_limit, cfg->rate_burst)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 struct httpd *
 httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
     http_ready_fn ready, void *ready_arg, char *err, size_t errlen)
@@ -903,7 +1096,8 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	h->ready = ready;
 	h->ready_arg = ready_arg;
 	h->max_body = cfg->max_body;
-	if (security_setup(h, cfg, tls_opts, &flags, err, errlen) != 0) {
+	if (security_setup(h, cfg, tls_opts, &flags, err, errlen) != 0 ||
+	    limits_setup(h, cfg, err, errlen) != 0) {
 		httpd_free(h);
 		return NULL;
 	}
@@ -915,6 +1109,8 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+	    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
 	    MHD_OPTION_ARRAY, tls_opts,
@@ -926,6 +1122,13 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 		    "address in use or not available");
 		httpd_free(h);
 		return NULL;
+	}
+	if (h->deadlines != NULL) {
+		if (pthread_create(&h->sweeper, NULL, deadline_sweeper, h) == 0)
+			h->sweeper_started = true;
+		else
+			log_warnx("http: could not start the thread that enforces the request deadline; "
+			    "only the idle timeout applies");
 	}
 	if (h->auth != NULL) {
 		if (pthread_create(&h->reloader, NULL, tokens_reloader, h) == 0)
@@ -962,5 +1165,7 @@ httpd_stop(struct httpd *h, long drain_ms)
 	atomic_store(&h->stopping, true);
 	if (h->reloader_started)
 		pthread_join(h->reloader, NULL);
+	if (h->sweeper_started)
+		pthread_join(h->sweeper, NULL);
 	httpd_free(h);
 }

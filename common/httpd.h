@@ -25,9 +25,14 @@ struct httpd_config {
 	long port;
 	long threads;
 	long max_body;			/* bytes; larger bodies get 413 */
-	long conn_timeout_s;
+	long conn_timeout_s;		/* idle: every byte starts it again */
+	long request_timeout_ms;	/* a request's headers and body must arrive within it */
 	long max_connections;
 	long max_connections_per_ip;
+	/* Requests a second one address may make on average, and at once (429 beyond); 0: no
+	 * limit. Loopback addresses are limited only with rate_limit_loopback. */
+	long rate_limit, rate_burst;
+	bool rate_limit_loopback;
 	/* Bearer tokens with scopes (common/auth.h); empty: no authentication, and then only a
 	 * loopback address may be listened on. */
 	const char *tokens_file;
@@ -49,6 +54,20 @@ struct httpd_config {
 	{ PREFIX "_TLS_KEY", CONFIG_STRING, &(cfg).tls_key, NULL, 0, 0,                               \
 	    "PEM private key of " PREFIX "_TLS_CERT" }
 
+/* Entries every HTTP server's settings table splices in: the request deadline and the rate limit
+ * per address (README, "Slow and greedy clients", says why the defaults are what they are). */
+#define HTTPD_LIMIT_ENTRIES(cfg, PREFIX)                                                             \
+	{ PREFIX "_REQUEST_TIMEOUT", CONFIG_MS, &(cfg).request_timeout_ms, "10s", 1000, 3600000,      \
+	    "longest a request's headers and body may take to arrive, however slowly they come (then " \
+	    "408 or the connection is closed); handling and answering it do not count" },              \
+	{ PREFIX "_RATE_LIMIT", CONFIG_INT, &(cfg).rate_limit, "1000", 0, 1000000,                    \
+	    "requests a second one client address may make on average (429 with Retry-After beyond; " \
+	    "0: no limit; loopback addresses only with " PREFIX "_RATE_LIMIT_LOOPBACK)" },              \
+	{ PREFIX "_RATE_BURST", CONFIG_INT, &(cfg).rate_burst, "2000", 1, 10000000,                   \
+	    "requests one client address may make at once before " PREFIX "_RATE_LIMIT applies" },     \
+	{ PREFIX "_RATE_LIMIT_LOOPBACK", CONFIG_BOOL, &(cfg).rate_limit_loopback, "false", 0, 0,      \
+	    "limit loopback addresses (127.0.0.0/8) too; they share the machine (a proxy in front, "   \
+	    "the benchmark) and are not limited by default" }
 
 /* Fills *out (a new reference, caller json_decref()s) with the readiness checks and returns
  * whether the process is ready. */
@@ -106,10 +125,11 @@ void http_reply_problem_with(struct http_request *req, unsigned status, const ch
  * suspends again. http_resume() must come after http_suspend() (libmicrohttpd's behaviour is
  * undefined otherwise): a caller racing with the handler orders the two under a lock of its own.
  * After http_resume() the caller must not touch req: it may be answered and freed at once.
- * While suspended, a connection does not time out (its timeout starts again at the resume), counts
- * against the connection limits, and its client's disconnect is not seen. Every suspended request
- * must be resumed before httpd_stop() begins: libmicrohttpd aborts the process when stopped with
- * a connection still suspended. */
+ * While suspended, a connection does not time out (its timeout starts again at the resume; the
+ * request deadline ended when the request was whole), counts against the connection limits, and
+ * its client's disconnect is not seen. Every suspended request must be resumed before
+ * httpd_stop() begins: libmicrohttpd aborts the process when stopped with a connection still
+ * suspended. */
 void http_suspend(struct http_request *req, http_handler_fn resumed);
 void http_resume(struct http_request *req);
 

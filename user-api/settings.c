@@ -24,11 +24,13 @@ static const struct config_entry table[] = {
 	{ "USER_API_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "65536", 64, 16777216,
 	    "largest request body in bytes (413 above)" },
 	{ "USER_API_CONN_TIMEOUT", CONFIG_INT, &loaded.http.conn_timeout_s, "30", 1, 3600,
-	    "seconds an idle or stalled connection is kept" },
+	    "seconds a connection may go without a byte in or out (idle between requests, or an "
+	    "answer the client does not read)" },
 	{ "USER_API_MAX_CONNECTIONS", CONFIG_INT, &loaded.http.max_connections, "1024", 1, 65536,
 	    "concurrent connections in all" },
-	{ "USER_API_MAX_CONNECTIONS_PER_IP", CONFIG_INT, &loaded.http.max_connections_per_ip, "256", 1,
+	{ "USER_API_MAX_CONNECTIONS_PER_IP", CONFIG_INT, &loaded.http.max_connections_per_ip, "64", 1,
 	    65536, "concurrent connections from one address" },
+	HTTPD_LIMIT_ENTRIES(loaded.http, "USER_API"),
 	{ "USER_API_RECONNECT_HOLDOFF", CONFIG_MS, &loaded.store.reconnect_holdoff_ms, "250ms", 0, 60000,
 	    "after a failed PostgreSQL connect, requests get 503 at once for this long instead of each "
 	    "trying again" },

@@ -81,7 +81,9 @@ test_defaults(void)
 	CHECK(s.http.max_body == 4096);
 	CHECK(s.http.conn_timeout_s == 30);
 	CHECK(s.http.max_connections == 1024);
-	CHECK(s.http.max_connections_per_ip == 256);
+	CHECK(s.http.max_connections_per_ip == 64);
+	CHECK(s.http.request_timeout_ms == 10000);
+	CHECK(s.http.rate_limit == 1000 && s.http.rate_burst == 2000 && !s.http.rate_limit_loopback);
 	CHECK(s.drain_ms == 3000);
 	CHECK_STR(s.stream, "USER_EVENTS");
 	CHECK_STR(s.durable, "notification-consumer");

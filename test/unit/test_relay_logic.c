@@ -91,7 +91,8 @@ test_settings(void)
 	CHECK(s.http.port == 8082);
 	CHECK_STR(s.http.bind, "127.0.0.1");
 	CHECK(s.http.threads == 2 && s.http.max_body == 1024 && s.http.conn_timeout_s == 10);
-	CHECK(s.http.max_connections == 64 && s.http.max_connections_per_ip == 32);
+	CHECK(s.http.max_connections == 64 && s.http.max_connections_per_ip == 8);
+	CHECK(s.http.request_timeout_ms == 10000 && s.http.rate_limit == 1000);
 	CHECK(s.drain_ms == 1000);
 	CHECK(s.batch_size == 1000);
 	CHECK(s.pipeline == 2);
