@@ -19,7 +19,7 @@ from test_consumer_support import *  # noqa: F401,F403
 from test_consumer_support import Stream, make_event, start_consumer, expected_doc, poll, \
     assert_problem
 
-# Room for 500 waiting sockets from one address (the default allows 256 per address).
+# Room for 500 waiting sockets from one address (the default allows 64 per address).
 MANY = {"NOTIFICATION_CONSUMER_MAX_CONNECTIONS_PER_IP": 1000, "CONSUMER_READ_WAIT_MAX": "60s"}
 
 
@@ -284,6 +284,29 @@ def test_a_version_applied_between_the_read_and_the_wait_is_not_missed(nats, fer
         waits.close()
     assert answer.status == 200 and answer.json() == expected_doc(late[4]), answer
     waiting(c, 0)
+
+
+def test_a_read_that_waits_longer_than_the_request_deadline_is_not_cut_off(nats, ferret, services,
+                                                                          stream):
+    """The request deadline (NOTIFICATION_CONSUMER_REQUEST_TIMEOUT, here 2 s) bounds a request's
+    arrival: a read whose request is whole and that waits for its version (suspended) is not a
+    slow client, however long it waits."""
+    c = start_consumer(services, nats, ferret, NOTIFICATION_CONSUMER_REQUEST_TIMEOUT="2s", **MANY)
+    stream.publish([make_event("user_created", 1, 1)])
+    c.wait_version(1, 1)
+    waits = Waits(c.service.port, ["/notifications/user/1?min_version=2&wait=15s"])
+    try:
+        waiting(c, 1)
+        time.sleep(5)               # past the deadline and many sweeps of it
+        assert waits.answered() == 0, "the waiting read's connection was closed"
+        late = make_event("user_updated", 1, 2)
+        stream.publish([late])
+        (answer,) = waits.answers(timeout=20)
+    finally:
+        waits.close()
+    assert answer.status == 200 and answer.json() == expected_doc(late[4]), answer
+    assert c.metric('http_requests_cut_off_total{phase="headers"}') == 0
+    assert c.metric('http_requests_cut_off_total{phase="body"}') == 0
 
 
 def test_sigterm_answers_the_waiting_reads_503_and_exits_0(nats, ferret, services, stream):
