@@ -12,9 +12,9 @@ int
 nudge_start(const struct nats_settings *nats, char *err, size_t errlen)
 {
 	nudges_sent = metrics_counter("outbox_nudges_total", "Relay wake-ups sent after commits",
-	    "result=\"sent\"");
+	    "result", "sent", NULL);
 	nudges_skipped = metrics_counter("outbox_nudges_total", "Relay wake-ups sent after commits",
-	    "result=\"skipped\"");
+	    "result", "skipped", NULL);
 	if (nats->url == NULL || *nats->url == '\0')
 		return 0;
 	nudge_nc = natsconn_open(nats, "user-api", err, errlen);

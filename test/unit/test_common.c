@@ -212,14 +212,14 @@ static void
 test_metrics(void)
 {
 	const double bounds[] = { 0.1, 1 };
-	struct metrics_series *c = metrics_counter("ut_total", "a counter", "k=\"v\"");
-	struct metrics_series *h = metrics_histogram("ut_seconds", "a histogram", NULL, bounds, 2);
+	struct metrics_series *c = metrics_counter("ut_total", "a counter", "k", "v", NULL);
+	struct metrics_series *h = metrics_histogram("ut_seconds", "a histogram", bounds, 2, NULL);
 	char *text;
 
 	metrics_add(c, 3);
 	metrics_observe(h, 0.05);
 	metrics_observe(h, 5);
-	CHECK(metrics_counter("ut_total", "a counter", "k=\"v\"") == c);
+	CHECK(metrics_counter("ut_total", "a counter", "k", "v", NULL) == c);
 	CHECK(metrics_gauge("ut_total", "wrong type", NULL) == NULL);
 	text = metrics_render(NULL);
 	CHECK(text != NULL);
