@@ -27,24 +27,23 @@ struct periodic *
 periodic_new(const struct audit_settings *s)
 {
 	struct periodic *p = calloc(1, sizeof(*p));
-	char label[64];
 
 	if (p == NULL)
 		return NULL;
 	p->s = s;
 	pthread_mutex_init(&p->lock, NULL);
 	for (int k = DRIFT_NONE + 1; k < DRIFT_KINDS; k++) {
-		snprintf(label, sizeof(label), "kind=\"%s\"", drift_kind_name((enum drift_kind)k));
 		p->drift[k] = metrics_gauge("audit_drift_users", "Users that differed between "
-		    "PostgreSQL and the copy at the end of the last complete pass, by kind", label);
+		    "PostgreSQL and the copy at the end of the last complete pass, by kind",
+		    "kind", drift_kind_name((enum drift_kind)k), NULL);
 		metrics_set(p->drift[k], 0);
 	}
 	p->runs_clean = metrics_counter("audit_runs_total", "Audit passes, by result",
-	    "result=\"clean\"");
+	    "result", "clean", NULL);
 	p->runs_drift = metrics_counter("audit_runs_total", "Audit passes, by result",
-	    "result=\"drift\"");
+	    "result", "drift", NULL);
 	p->runs_failed = metrics_counter("audit_runs_total", "Audit passes, by result",
-	    "result=\"failed\"");
+	    "result", "failed", NULL);
 	p->last_ts = metrics_gauge("audit_last_run_timestamp_seconds", "When the last complete pass "
 	    "ended (Unix time; a pass that could not reach a store does not count)", NULL);
 	p->last_duration = metrics_gauge("audit_last_run_duration_seconds", "How long the last "
@@ -54,9 +53,9 @@ periodic_new(const struct audit_settings *s)
 	p->settled = metrics_gauge("audit_users_caught_up", "Users of the last complete pass that "
 	    "differed at the first look and not at the second (events on their way)", NULL);
 	p->written_snapshot = metrics_counter("audit_repair_events_total", "Events written to the "
-	    "outbox by --repair, by type", "type=\"user_snapshot\"");
+	    "outbox by --repair, by type", "type", "user_snapshot", NULL);
 	p->written_deleted = metrics_counter("audit_repair_events_total", "Events written to the "
-	    "outbox by --repair, by type", "type=\"user_deleted\"");
+	    "outbox by --repair, by type", "type", "user_deleted", NULL);
 	return p;
 }
 

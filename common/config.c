@@ -99,10 +99,20 @@ config_load(const struct config_entry *tab, char *err, size_t errlen)
 	for (const struct config_entry *e = tab; e->name != NULL; e++) {
 		const char *v = getenv(e->name);
 
-		if (v == NULL || *v == '\0')
+		if (v == NULL) {
 			v = e->def;
+		} else if (*v == '\0' && !(e->type == CONFIG_STRING_OR_EMPTY ||
+		    (e->type == CONFIG_STRING && e->def == NULL))) {
+			if (e->def != NULL)
+				snprintf(err, errlen, "%s is set but empty: unset it for its default \"%s\", "
+				    "or give a value", e->name, e->def);
+			else
+				snprintf(err, errlen, "%s is set but empty: give a value", e->name);
+			return -1;
+		}
 		switch (e->type) {
 		case CONFIG_STRING:
+		case CONFIG_STRING_OR_EMPTY:
 			*(const char **)e->target = v != NULL ? v : "";
 			break;
 		case CONFIG_INT:
@@ -149,7 +159,9 @@ config_usage(FILE *out, const struct config_entry *tab)
 	for (const struct config_entry *e = tab; e->name != NULL; e++)
 		if ((int)strlen(e->name) > width)
 			width = (int)strlen(e->name);
-	fprintf(out, "Environment (default in brackets):\n");
+	fprintf(out, "Environment (default in brackets, for a variable that is unset; a variable set "
+	    "but empty\nmeans empty: taken where the default is empty or the help says what empty "
+	    "means,\nrefused elsewhere):\n");
 	for (const struct config_entry *e = tab; e->name != NULL; e++)
 		fprintf(out, "  %-*s  %s [%s]\n", width, e->name, e->help, e->def ? e->def : "");
 }
@@ -169,7 +181,8 @@ config_dump(FILE *out, const struct config_entry *tab)
 			continue;
 		}
 		switch (e->type) {
-		case CONFIG_STRING: {
+		case CONFIG_STRING:
+		case CONFIG_STRING_OR_EMPTY: {
 			const char *v = *(const char **)e->target;
 			size_t len = strlen(v) + 9;	/* the mask may be longer than the password */
 			char *shown = malloc(len);

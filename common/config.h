@@ -8,6 +8,9 @@
 
 enum config_type {
 	CONFIG_STRING,	/* target: const char ** (points into the environment or the default) */
+	/* A string with a default whose empty value means something of its own, which its help
+	 * says (user-api's NATS_URL: no nudges); a CONFIG_STRING with a default refuses empty. */
+	CONFIG_STRING_OR_EMPTY,
 	CONFIG_INT,	/* target: long *, checked against min and max */
 	CONFIG_BOOL,	/* target: bool *; true/false/1/0/yes/no/on/off */
 	CONFIG_MS,	/* target: long * in milliseconds; "250ms", "2s", "2m", "1h" or bare ms */
@@ -18,13 +21,17 @@ struct config_entry {
 	const char *name;	/* environment variable */
 	enum config_type type;
 	void *target;
-	const char *def;	/* default as text; NULL means empty/unset */
+	const char *def;	/* default as text, for an unset variable; NULL: none */
 	long min, max;		/* CONFIG_INT and CONFIG_MS only */
 	const char *help;
 };
 
-/* Reads every entry from the environment (or its default). On a bad value fills err with
- * a message naming the variable and the value and returns -1. */
+/* Reads every entry from the environment; an unset variable takes its default. A variable set
+ * but empty means empty, never the default: a string without a default, or a
+ * CONFIG_STRING_OR_EMPTY, is "" (its help says what that means); any other entry (a string with
+ * a default, a number, a boolean, a duration, a level) refuses it, as empty is none of its
+ * values. On a bad value fills err with a message naming the variable and the value and returns
+ * -1. */
 int config_load(const struct config_entry *tab, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -194,20 +194,32 @@ http_add_header(struct http_request *req, const char *name, const char *value)
 	req->nheaders++;
 }
 
+/* The method as a metric label: one of a fixed set, so that a client cannot add series. */
+static const char *
+method_label(const char *method)
+{
+	static const char *const known[] = { "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+		"OPTIONS" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+		if (strcmp(method, known[i]) == 0)
+			return known[i];
+	return "other";
+}
+
 static void
 count_request(struct http_request *req, unsigned status)
 {
-	char labels[192];
+	char code[16];
 	double secs = (double)(mono_ms() - req->start_ms) / 1000.0;
 	const char *route = req->route_label ? req->route_label : "other";
 
-	snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",code=\"%u\"", route,
-	    req->method, status);
-	metrics_add(metrics_counter("http_requests_total", "HTTP requests answered", labels), 1);
-	snprintf(labels, sizeof(labels), "route=\"%s\"", route);
+	snprintf(code, sizeof(code), "%u", status);
+	metrics_add(metrics_counter("http_requests_total", "HTTP requests answered", "route", route,
+	    "method", method_label(req->method), "code", code, NULL), 1);
 	metrics_observe(metrics_histogram("http_request_duration_seconds",
-	    "Time from the request's arrival to its answer", labels, metrics_latency_bounds,
-	    metrics_latency_nbounds), secs);
+	    "Time from the request's arrival to its answer", metrics_latency_bounds,
+	    metrics_latency_nbounds, "route", route, NULL), secs);
 	if (route[0] == '/' && strncmp(route, "/healthz", 8) != 0 && strncmp(route, "/metrics", 8) != 0)
 		log_info("%s %s %u %.1fms rid=%s", req->method, req->path, status, secs * 1000.0,
 		    req->request_id);
@@ -608,8 +620,8 @@ conn_deadline(struct MHD_Connection *conn)
 static void
 count_cut_off(enum http_phase phase)
 {
-	metrics_add(metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP,
-	    phase == HTTP_PHASE_BODY ? "phase=\"body\"" : "phase=\"headers\""), 1);
+	metrics_add(metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase",
+	    phase == HTTP_PHASE_BODY ? "body" : "headers", NULL), 1);
 }
 
 /* Takes a token of the caller's address (common/ratelimit.h). When there is none, answers 429
@@ -1058,8 +1070,8 @@ limits_setup(struct httpd *h, const struct httpd_config *cfg, char *err, size_t 
 		return -1;
 	}
 	/* Registered now, so that /metrics shows them at 0. */
-	metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase=\"headers\"");
-	metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase=\"body\"");
+	metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase", "headers", NULL);
+	metrics_counter("http_requests_cut_off_total", CUT_OFF_HELP, "phase", "body", NULL);
 	h->rate_limit = cfg->rate_limit;
 	h->rate_limit_loopback = cfg->rate_limit_loopback;
 	if (cfg->rate_limit > 0 && (h->rate = ratelimit_new(cfg->rate_limit, cfg->rate_burst)) == NULL) {

@@ -1,4 +1,5 @@
-/* Leveled logging to stderr, one line per call, written with a single write(2) so lines never interleave. */
+/* Leveled logging to stderr, one line per call, written with a single write(2) so lines never
+ * interleave, and every message escaped so that one call is always exactly one line. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -8,6 +9,8 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "utf8.h"
 
 static const char *log_proc = "?";
 static enum log_level log_threshold = LOG_LEVEL_INFO;
@@ -45,15 +48,90 @@ log_enabled(enum log_level level)
 	return level >= log_threshold;
 }
 
+/* Whether the valid UTF-8 sequence at s (n bytes) is a character that must not reach a log line
+ * as it is: a C1 control (U+0080..U+009F), the line and paragraph separators U+2028 and U+2029
+ * (line breaks to some readers of logs), and the bidirectional formatting characters (U+061C,
+ * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), which reorder how a line is displayed. */
+static bool
+unsafe_char(const unsigned char *s, size_t n)
+{
+	if (n == 2)
+		return (s[0] == 0xC2 && s[1] <= 0x9F) || (s[0] == 0xD8 && s[1] == 0x9C);
+	if (n != 3)
+		return false;
+	if (s[0] == 0xE2 && s[1] == 0x80)
+		return s[2] == 0x8E || s[2] == 0x8F || (s[2] >= 0xA8 && s[2] <= 0xAE);
+	if (s[0] == 0xE2 && s[1] == 0x81)
+		return s[2] >= 0xA6 && s[2] <= 0xA9;
+	return false;
+}
+
+size_t
+log_escape(char *out, size_t outlen, const char *in, size_t inlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0;
+
+	if (outlen == 0)
+		return 0;
+	for (size_t i = 0; i < inlen;) {
+		char esc[16];
+		size_t elen = 0, n = utf8_seq(s + i, inlen - i);
+
+		if (n == 1 && (s[i] < 0x20 || s[i] == 0x7F || s[i] == '\\')) {
+			esc[elen++] = '\\';
+			switch (s[i]) {
+			case '\\': esc[elen++] = '\\'; break;
+			case '\n': esc[elen++] = 'n'; break;
+			case '\r': esc[elen++] = 'r'; break;
+			case '\t': esc[elen++] = 't'; break;
+			default:
+				esc[elen++] = 'x';
+				esc[elen++] = hex[s[i] >> 4];
+				esc[elen++] = hex[s[i] & 15];
+			}
+			n = 1;
+		} else if (n == 0 || unsafe_char(s + i, n)) {
+			/* An invalid byte alone, or each byte of a character kept out: \xNN is always one
+			 * byte, so the original bytes can be read back. */
+			if (n == 0)
+				n = 1;
+			for (size_t k = 0; k < n; k++) {
+				esc[elen++] = '\\';
+				esc[elen++] = 'x';
+				esc[elen++] = hex[s[i + k] >> 4];
+				esc[elen++] = hex[s[i + k] & 15];
+			}
+		} else {
+			memcpy(esc, s + i, n);
+			elen = n;
+		}
+		/* Cut before a character or an escape that does not fit, never inside one. */
+		if (o + elen >= outlen)
+			break;
+		memcpy(out + o, esc, elen);
+		o += elen;
+		i += n;
+	}
+	out[o] = '\0';
+	return o;
+}
+
 static void
 log_emit(enum log_level level, const char *fmt, va_list ap)
 {
-	char line[2048];
+	/* The message as formatted, then escaped into the line: an escape takes up to 4 bytes a byte,
+	 * and a line is cut rather than split. */
+	char msg[2048], line[4096];
 	struct timespec ts;
 	struct tm tm;
-	size_t n;
+	size_t n, mlen = 0;
 	int r;
 
+	r = vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (r > 0)
+		mlen = (size_t)r < sizeof(msg) ? (size_t)r : sizeof(msg) - 1;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
@@ -61,13 +139,10 @@ log_emit(enum log_level level, const char *fmt, va_list ap)
 	    level_names[level], log_proc);
 	if (r > 0)
 		n += (size_t)r;
-	if (n < sizeof(line)) {
-		r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-		if (r > 0)
-			n += (size_t)r;
-	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
+	/* One byte kept for the newline: log_escape's NUL takes its place. */
+	n += log_escape(line + n, sizeof(line) - n - 1, msg, mlen);
 	line[n++] = '\n';
 	/* A short write to stderr has nowhere to be reported. */
 	(void)!write(STDERR_FILENO, line, n);

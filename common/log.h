@@ -1,4 +1,12 @@
-/* Leveled logging to stderr: one line per event, with level and an optional request or event id. */
+/* Leveled logging to stderr: one line per event, with level and an optional request or event id.
+ *
+ * Every message is escaped as a whole when it is written, because a log call cannot tell its own
+ * words from the bytes of a request or an event it quotes: a backslash is written as \\, LF, CR
+ * and TAB as \n, \r and \t, any other C0 control or DEL as \xNN, and so is each byte of invalid
+ * UTF-8, of a C1 control (U+0080..U+009F), of U+2028 and U+2029, and of a bidirectional formatting
+ * character (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069). So one call writes exactly
+ * one line, and the escaping can be undone: \xNN is always one byte. A line is cut at 4 KiB,
+ * never inside an escape or a character. */
 #ifndef COMMON_LOG_H
 #define COMMON_LOG_H
 
@@ -21,6 +29,10 @@ void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
+/* Escapes in (inlen bytes) as log lines are escaped (above) into out, NUL-terminated; stops
+ * before a character or an escape that would not fit in outlen bytes. Returns the length written. */
+size_t log_escape(char *out, size_t outlen, const char *in, size_t inlen);
+
 /* Copies into out the headline of one of this project's error messages: the text before its
  * first ": " or " at ", which says what could not be done, without the server's address, the
  * user or the driver's words that follow. What a caller sees (readiness checks, 503 details)

@@ -3,11 +3,18 @@
 #include "metrics.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "utf8.h"
+
+#define REFUSED_NAME "metrics_series_refused_total"
+#define REFUSED_HELP "New series not registered because their metric already had " \
+	"METRICS_MAX_SERIES series"
 
 enum series_type { SERIES_COUNTER, SERIES_GAUGE, SERIES_HISTOGRAM };
 
@@ -55,31 +62,91 @@ streq0(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+/* Appends the label value v to f escaped as the text format wants it: backslash, double quote and
+ * line feed escaped, and each byte that is not valid UTF-8 replaced with U+FFFD. */
+static void
+escape_label_value(FILE *f, const char *v)
+{
+	const unsigned char *s = (const unsigned char *)v;
+	size_t len = strlen(v);
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq(s + i, len - i);
+
+		if (n == 0) {
+			fputs("\xef\xbf\xbd", f);
+			i++;
+			continue;
+		}
+		if (s[i] == '\\' || s[i] == '"')
+			fputc('\\', f);
+		if (s[i] == '\n')
+			fputs("\\n", f);
+		else
+			fwrite(s + i, 1, n, f);
+		i += n;
+	}
+}
+
+static bool
+label_name_valid(const char *n)
+{
+	if (*n == '\0' || (*n >= '0' && *n <= '9'))
+		return false;
+	for (; *n; n++)
+		if (!(*n == '_' || (*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') ||
+		    (*n >= '0' && *n <= '9')))
+			return false;
+	return true;
+}
+
+/* The text inside the braces for the pairs of ap (name, value, ..., NULL): `a="x",b="y"`, its
+ * values escaped. Returns NULL for no labels, and sets *bad for a bad label name, a name without
+ * a value or no memory; the caller frees the result. */
+static char *
+labels_text(va_list ap, bool *bad)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	const char *name;
+	bool any = false;
+
+	*bad = f == NULL;
+	if (f == NULL)
+		return NULL;
+	while ((name = va_arg(ap, const char *)) != NULL) {
+		const char *value = va_arg(ap, const char *);
+
+		if (value == NULL || !label_name_valid(name)) {
+			*bad = true;
+			break;
+		}
+		fprintf(f, "%s%s=\"", any ? "," : "", name);
+		escape_label_value(f, value);
+		fputc('"', f);
+		any = true;
+	}
+	if (fclose(f) != 0)
+		*bad = true;
+	if (*bad || !any) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
 static struct metrics_series *
-series_get(const char *name, const char *help, const char *labels, enum series_type type,
+series_new(const char *name, const char *help, char *labels, enum series_type type,
     const double *bounds, size_t nbounds)
 {
-	struct metrics_series *s;
+	struct metrics_series *s = calloc(1, sizeof(*s));
 
-	if (labels != NULL && *labels == '\0')
-		labels = NULL;
-	pthread_mutex_lock(&registry_lock);
-	for (s = registry_head; s != NULL; s = s->next) {
-		if (strcmp(s->name, name) != 0)
-			continue;
-		if (s->type != type) {
-			s = NULL;
-			goto out;
-		}
-		if (streq0(s->labels, labels))
-			goto out;
-	}
-	s = calloc(1, sizeof(*s));
 	if (s == NULL)
-		goto out;
+		return NULL;
 	s->name = strdup(name);
 	s->help = strdup(help);
-	s->labels = labels ? strdup(labels) : NULL;
+	s->labels = labels;
 	s->type = type;
 	if (nbounds > 0) {
 		s->bounds = malloc(nbounds * sizeof(double));
@@ -88,16 +155,14 @@ series_get(const char *name, const char *help, const char *labels, enum series_t
 			memcpy(s->bounds, bounds, nbounds * sizeof(double));
 		s->nbounds = nbounds;
 	}
-	if (s->name == NULL || s->help == NULL || (labels && s->labels == NULL) ||
+	if (s->name == NULL || s->help == NULL ||
 	    (nbounds > 0 && (s->bounds == NULL || s->buckets == NULL))) {
 		free(s->name);
 		free(s->help);
-		free(s->labels);
 		free(s->bounds);
 		free(s->buckets);
 		free(s);
-		s = NULL;
-		goto out;
+		return NULL;
 	}
 	/* Appending keeps series of one name together as long as callers register them together;
 	 * rendering groups by name anyway. */
@@ -106,28 +171,121 @@ series_get(const char *name, const char *help, const char *labels, enum series_t
 	else
 		registry_head = s;
 	registry_tail = s;
-out:
+	return s;
+}
+
+static struct metrics_series *series_get_locked(const char *name, const char *help, char *labels,
+    enum series_type type, const double *bounds, size_t nbounds);
+
+/* Counts a refused series in REFUSED_NAME{metric="name"}; a refusal of that family itself is
+ * not counted (it would recurse), and cannot happen before METRICS_MAX_SERIES metric names did. */
+static void
+count_refusal(const char *name)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	struct metrics_series *s;
+
+	if (strcmp(name, REFUSED_NAME) == 0 || (f = open_memstream(&buf, &len)) == NULL)
+		return;
+	fputs("metric=\"", f);
+	escape_label_value(f, name);
+	fputc('"', f);
+	if (fclose(f) != 0) {
+		free(buf);
+		return;
+	}
+	s = series_get_locked(REFUSED_NAME, REFUSED_HELP, buf, SERIES_COUNTER, NULL, 0);
+	if (s != NULL)
+		atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
+}
+
+/* With registry_lock held: the series of name with exactly labels (taken over: freed unless it
+ * becomes the new series'), or a new one. */
+static struct metrics_series *
+series_get_locked(const char *name, const char *help, char *labels, enum series_type type,
+    const double *bounds, size_t nbounds)
+{
+	struct metrics_series *s, *found = NULL;
+	size_t family = 0;
+
+	for (s = registry_head; s != NULL; s = s->next) {
+		if (strcmp(s->name, name) != 0)
+			continue;
+		if (s->type != type)
+			goto refuse;
+		if (streq0(s->labels, labels)) {
+			found = s;
+			break;
+		}
+		family++;
+	}
+	if (found != NULL) {
+		free(labels);
+		return found;
+	}
+	if (family >= METRICS_MAX_SERIES) {
+		count_refusal(name);
+		goto refuse;
+	}
+	if ((s = series_new(name, help, labels, type, bounds, nbounds)) != NULL)
+		return s;
+refuse:
+	free(labels);
+	return NULL;
+}
+
+static struct metrics_series *
+series_get(const char *name, const char *help, enum series_type type, const double *bounds,
+    size_t nbounds, va_list ap)
+{
+	struct metrics_series *s;
+	bool bad;
+	char *labels = labels_text(ap, &bad);
+
+	if (bad)
+		return NULL;
+	pthread_mutex_lock(&registry_lock);
+	s = series_get_locked(name, help, labels, type, bounds, nbounds);
 	pthread_mutex_unlock(&registry_lock);
 	return s;
 }
 
 struct metrics_series *
-metrics_counter(const char *name, const char *help, const char *labels)
+metrics_counter(const char *name, const char *help, ...)
 {
-	return series_get(name, help, labels, SERIES_COUNTER, NULL, 0);
+	struct metrics_series *s;
+	va_list ap;
+
+	va_start(ap, help);
+	s = series_get(name, help, SERIES_COUNTER, NULL, 0, ap);
+	va_end(ap);
+	return s;
 }
 
 struct metrics_series *
-metrics_gauge(const char *name, const char *help, const char *labels)
+metrics_gauge(const char *name, const char *help, ...)
 {
-	return series_get(name, help, labels, SERIES_GAUGE, NULL, 0);
+	struct metrics_series *s;
+	va_list ap;
+
+	va_start(ap, help);
+	s = series_get(name, help, SERIES_GAUGE, NULL, 0, ap);
+	va_end(ap);
+	return s;
 }
 
 struct metrics_series *
-metrics_histogram(const char *name, const char *help, const char *labels, const double *bounds,
-    size_t nbounds)
+metrics_histogram(const char *name, const char *help, const double *bounds, size_t nbounds, ...)
 {
-	return series_get(name, help, labels, SERIES_HISTOGRAM, bounds, nbounds);
+	struct metrics_series *s;
+	va_list ap;
+
+	va_start(ap, nbounds);
+	s = series_get(name, help, SERIES_HISTOGRAM, bounds, nbounds, ap);
+	va_end(ap);
+	return s;
 }
 
 void
@@ -226,6 +384,20 @@ render_series(FILE *f, struct metrics_series *s)
 	}
 }
 
+/* HELP text escapes a backslash and a line feed (and, unlike a label value, not a quote). */
+static void
+render_help(FILE *f, const char *help)
+{
+	for (const char *c = help; *c != '\0'; c++) {
+		if (*c == '\\')
+			fputs("\\\\", f);
+		else if (*c == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*c, f);
+	}
+}
+
 char *
 metrics_render(size_t *len)
 {
@@ -249,7 +421,9 @@ metrics_render(size_t *len)
 		}
 		if (!first)
 			continue;
-		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name, type_names[s->type]);
+		fprintf(f, "# HELP %s ", s->name);
+		render_help(f, s->help);
+		fprintf(f, "\n# TYPE %s %s\n", s->name, type_names[s->type]);
 		for (struct metrics_series *p = s; p != NULL; p = p->next)
 			if (strcmp(p->name, s->name) == 0)
 				render_series(f, p);

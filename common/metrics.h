@@ -7,14 +7,27 @@
 
 struct metrics_series;
 
-/* Finds or registers a series. labels is the text inside the braces (`code="201"`) or NULL.
- * Series live until the process exits; the pointer may be cached. A name registered with another
- * type returns NULL, and the update functions accept NULL as a no-op. */
-struct metrics_series *metrics_counter(const char *name, const char *help, const char *labels);
-struct metrics_series *metrics_gauge(const char *name, const char *help, const char *labels);
-/* bounds: ascending upper bounds, copied; +Inf is implied. */
-struct metrics_series *metrics_histogram(const char *name, const char *help, const char *labels,
-    const double *bounds, size_t nbounds);
+/* The most series one family (one metric name) may hold. Label values that come from outside are
+ * mapped to fixed sets by the caller (known methods or "other", route templates); this cap is the
+ * backstop for a mistake there: beyond it a family takes no new series, so memory and the size of
+ * /metrics stay bounded whatever clients send. */
+#define METRICS_MAX_SERIES 1000
+
+/* Finds or registers a series. After help come its labels as pairs of name and value, ended by
+ * NULL: metrics_counter("http_requests_total", "...", "route", route, "code", "200", NULL), or
+ * metrics_counter(name, help, NULL) for none. A label name is ours ([a-zA-Z_][a-zA-Z0-9_]*); a
+ * value may hold any bytes: it is escaped here as the text format says (\\, \" and \n, invalid
+ * UTF-8 as U+FFFD), the one place that does it. Series live until the process exits; the pointer
+ * may be cached. Returns NULL for a name registered with another type, a bad label name, a
+ * family already at METRICS_MAX_SERIES (counted in metrics_series_refused_total{metric=name}),
+ * or no memory; the update functions accept NULL as a no-op. */
+struct metrics_series *metrics_counter(const char *name, const char *help, ...)
+    __attribute__((sentinel));
+struct metrics_series *metrics_gauge(const char *name, const char *help, ...)
+    __attribute__((sentinel));
+/* bounds: ascending upper bounds, copied; +Inf is implied. Labels as for metrics_counter(). */
+struct metrics_series *metrics_histogram(const char *name, const char *help, const double *bounds,
+    size_t nbounds, ...) __attribute__((sentinel));
 
 void metrics_add(struct metrics_series *s, uint64_t n);
 void metrics_set(struct metrics_series *s, double v);

@@ -30,9 +30,11 @@ struct nats_settings {
 };
 
 /* Entries to splice into a service's settings table; url_help says what the service uses NATS
- * for. Names holding PASSWORD are masked by --check. */
-#define NATS_SETTINGS_ENTRIES(s, url_help)                                                         \
-	{ "NATS_URL", CONFIG_STRING, &(s).url, "nats://localhost:4222", 0, 0, url_help },            \
+ * for, url_empty_ok whether an empty NATS_URL means "no NATS" (said in url_help) rather than an
+ * error. Names holding PASSWORD are masked by --check. */
+#define NATS_SETTINGS_ENTRIES(s, url_help, url_empty_ok)                                           \
+	{ "NATS_URL", (url_empty_ok) ? CONFIG_STRING_OR_EMPTY : CONFIG_STRING, &(s).url,             \
+	    "nats://localhost:4222", 0, 0, url_help },                                               \
 	{ "NATS_USER", CONFIG_STRING, &(s).user, NULL, 0, 0,                                         \
 	    "NATS user, with NATS_PASSWORD_FILE or NATS_PASSWORD" },                                \
 	{ "NATS_PASSWORD_FILE", CONFIG_STRING, &(s).password_file, NULL, 0, 0,                       \

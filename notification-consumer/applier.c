@@ -205,11 +205,11 @@ applier_new(natsConnection *nc, struct store *store, struct lease *lease,
 	a->m_ack_pending = metrics_gauge("consumer_ack_pending_messages",
 	    "Messages delivered to the consumer and not yet acknowledged", NULL);
 	a->m_commit_latency = metrics_histogram("consumer_commit_to_apply_seconds",
-	    "Time from the outbox commit (occurred_at) to the apply in MongoDB", NULL,
-	    metrics_latency_bounds, metrics_latency_nbounds);
+	    "Time from the outbox commit (occurred_at) to the apply in MongoDB",
+	    metrics_latency_bounds, metrics_latency_nbounds, NULL);
 	a->m_publish_latency = metrics_histogram("consumer_publish_to_apply_seconds",
-	    "Time from the stream's timestamp to the apply in MongoDB", NULL,
-	    metrics_latency_bounds, metrics_latency_nbounds);
+	    "Time from the stream's timestamp to the apply in MongoDB",
+	    metrics_latency_bounds, metrics_latency_nbounds, NULL);
 	return a;
 }
 

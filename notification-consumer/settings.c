@@ -14,7 +14,7 @@
 static struct consumer_settings loaded = { .http.prefix = "NOTIFICATION_CONSUMER" };
 
 static const struct config_entry table[] = {
-	NATS_SETTINGS_ENTRIES(loaded.nats, "NATS server URL"),
+	NATS_SETTINGS_ENTRIES(loaded.nats, "NATS server URL", false),
 	{ "MONGODB_URI", CONFIG_STRING, &loaded.store.uri, "mongodb://localhost:27017", 0, 0,
 	    "MongoDB (or FerretDB) connection string" },
 	{ "MONGODB_DB", CONFIG_STRING, &loaded.store.db, "notifications_db", 0, 0,

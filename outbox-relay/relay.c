@@ -142,7 +142,6 @@ struct relay *
 relay_new(const struct relay_settings *s, char *err, size_t errlen)
 {
 	struct relay *r = calloc(1, sizeof(*r));
-	char labels[64];
 	jsOptions jo;
 	natsStatus st;
 
@@ -203,10 +202,9 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 	r->m_checks = metrics_counter("relay_stream_checks_total", "Checks of the stream against what "
 	    "it acknowledged", NULL);
 	for (size_t i = 0; i < ARRAY_SIZE(restore_reasons); i++) {
-		snprintf(labels, sizeof(labels), "reason=\"%s\"", watch_reason_label(restore_reasons[i]));
 		r->m_restores[i] = metrics_counter("relay_stream_restores_total", "Times the stream was "
 		    "found without events it had acknowledged, and kept rows were published again",
-		    labels);
+		    "reason", watch_reason_label(restore_reasons[i]), NULL);
 	}
 	r->m_restored = metrics_counter("relay_events_restored_total", "Kept rows published again "
 	    "because the stream lost them", NULL);
@@ -214,9 +212,9 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 	    "could restore (older than RELAY_RETAIN), found since start; outbox-relay snapshot refills",
 	    NULL);
 	r->m_refused_full = metrics_counter("relay_stream_refusals_total", "Batches the stream refused "
-	    "(rolled back and retried)", "reason=\"full\"");
+	    "(rolled back and retried)", "reason", "full", NULL);
 	r->m_refused_sealed = metrics_counter("relay_stream_refusals_total", "Batches the stream "
-	    "refused (rolled back and retried)", "reason=\"sealed\"");
+	    "refused (rolled back and retried)", "reason", "sealed", NULL);
 	r->m_published = metrics_counter("relay_events_published_total", "Events acknowledged by "
 	    "JetStream and marked published in the outbox", NULL);
 	r->m_duplicates = metrics_counter("relay_events_duplicate_total", "Events JetStream already "
@@ -227,10 +225,10 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 	r->m_dead = metrics_counter("relay_events_dead_total", "Events moved to outbox_dead because "
 	    "they can never be published", NULL);
 	r->m_batch_size = metrics_histogram("relay_batch_size", "Rows claimed per non-empty batch",
-	    NULL, batch_bounds, ARRAY_SIZE(batch_bounds));
+	    batch_bounds, ARRAY_SIZE(batch_bounds), NULL);
 	r->m_publish_seconds = metrics_histogram("relay_publish_duration_seconds", "Time from the "
-	    "first publish of a batch to its last PubAck", NULL, metrics_latency_bounds,
-	    metrics_latency_nbounds);
+	    "first publish of a batch to its last PubAck", metrics_latency_bounds,
+	    metrics_latency_nbounds, NULL);
 	metrics_set(r->m_leader, 0);
 	return r;
 fail:

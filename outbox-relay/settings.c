@@ -13,7 +13,7 @@ static struct relay_settings loaded = { .http.prefix = "OUTBOX_RELAY" };
 
 static const struct config_entry table[] = {
 	PG_SETTINGS_ENTRIES(loaded.pg, PG_ROLE_RELAY),
-	NATS_SETTINGS_ENTRIES(loaded.nats, "NATS server URL"),
+	NATS_SETTINGS_ENTRIES(loaded.nats, "NATS server URL", false),
 	{ "OUTBOX_RELAY_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
 	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "OUTBOX_RELAY_PORT", CONFIG_INT, &loaded.http.port, "8082", 1, 65535,

@@ -12,11 +12,14 @@ int
 nudge_start(const struct nats_settings *nats, char *err, size_t errlen)
 {
 	nudges_sent = metrics_counter("outbox_nudges_total", "Relay wake-ups sent after commits",
-	    "result=\"sent\"");
+	    "result", "sent", NULL);
 	nudges_skipped = metrics_counter("outbox_nudges_total", "Relay wake-ups sent after commits",
-	    "result=\"skipped\"");
-	if (nats->url == NULL || *nats->url == '\0')
+	    "result", "skipped", NULL);
+	if (nats->url == NULL || *nats->url == '\0') {
+		log_info("NATS_URL is empty: no wake-up nudges, the relay finds new outbox rows by "
+		    "polling");
 		return 0;
+	}
 	nudge_nc = natsconn_open(nats, "user-api", err, errlen);
 	return nudge_nc != NULL ? 0 : -1;
 }
@@ -24,6 +27,8 @@ nudge_start(const struct nats_settings *nats, char *err, size_t errlen)
 void
 nudge_send(void)
 {
+	if (nudge_nc == NULL)		/* nudges are off */
+		return;
 	/* While disconnected nats.c would buffer; a stale nudge is worthless, so skip it. */
 	if (!natsconn_ok(nudge_nc) ||
 	    natsConnection_Publish(nudge_nc, OUTBOX_NUDGE_SUBJECT, NULL, 0) != NATS_OK) {

@@ -14,7 +14,7 @@ static struct user_api_settings loaded = { .http.prefix = "USER_API" };
 static const struct config_entry table[] = {
 	PG_SETTINGS_ENTRIES(loaded.store.pg, PG_ROLE_API),
 	NATS_SETTINGS_ENTRIES(loaded.nats,
-	    "NATS server for the relay's wake-up nudges (optional; empty disables them)"),
+	    "NATS server for the relay's wake-up nudges (optional; empty disables them)", true),
 	{ "USER_API_BIND", CONFIG_STRING, &loaded.http.bind, "127.0.0.1", 0, 0,
 	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "USER_API_PORT", CONFIG_INT, &loaded.http.port, "8080", 1, 65535, "HTTP port" },

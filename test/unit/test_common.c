@@ -7,6 +7,7 @@
 #include "config.h"
 #include "failpoint.h"
 #include "httpd.h"
+#include "log.h"
 #include "metrics.h"
 #include "pg.h"
 #include "unit.h"
@@ -84,7 +85,7 @@ test_load(void)
 
 	unsetenv("UT_HOST");
 	unsetenv("UT_PORT");
-	setenv("UT_WAIT", "", 1);
+	unsetenv("UT_WAIT");
 	CHECK(config_load(tab, err, sizeof(err)) == 0);
 	CHECK_STR(host, "localhost");
 	CHECK(port == 8080 && wait == 2000);
@@ -95,6 +96,57 @@ test_load(void)
 	setenv("UT_HOST", "db.internal", 1);
 	CHECK(config_load(tab, err, sizeof(err)) == 0 && port == 9000);
 	CHECK_STR(host, "db.internal");
+}
+
+/* A variable set but empty means empty, never the default: "" for a string that may be empty,
+ * an error naming the variable for everything else. */
+static void
+test_empty(void)
+{
+	const char *host = NULL, *url = NULL, *file = NULL;
+	long port = 0, wait = 0;
+	bool on = false;
+	enum log_level level = LOG_LEVEL_DEBUG;
+	char err[256] = "";
+	const struct config_entry tab[] = {
+		{ "UT_E_URL", CONFIG_STRING_OR_EMPTY, &url, "nats://localhost:4222", 0, 0, "empty: none" },
+		{ "UT_E_FILE", CONFIG_STRING, &file, NULL, 0, 0, "empty: none" },
+		{ "UT_E_HOST", CONFIG_STRING, &host, "localhost", 0, 0, "host" },
+		{ "UT_E_PORT", CONFIG_INT, &port, "8080", 1, 65535, "port" },
+		{ "UT_E_WAIT", CONFIG_MS, &wait, "2s", 0, 60000, "wait" },
+		{ "UT_E_ON", CONFIG_BOOL, &on, "true", 0, 0, "on" },
+		{ "UT_E_LEVEL", CONFIG_LEVEL, &level, "info", 0, 0, "level" },
+		{ NULL, 0, NULL, NULL, 0, 0, NULL },
+	};
+	static const char *const refused[] = { "UT_E_HOST", "UT_E_PORT", "UT_E_WAIT", "UT_E_ON",
+		"UT_E_LEVEL" };
+	static const char *const defaults[] = { "\"localhost\"", "\"8080\"", "\"2s\"", "\"true\"",
+		"\"info\"" };
+
+	for (const struct config_entry *e = tab; e->name != NULL; e++)
+		unsetenv(e->name);
+	CHECK(config_load(tab, err, sizeof(err)) == 0);
+	CHECK_STR(url, "nats://localhost:4222");
+	CHECK_STR(file, "");
+	CHECK(port == 8080 && wait == 2000 && on && level == LOG_LEVEL_INFO);
+
+	setenv("UT_E_URL", "", 1);
+	setenv("UT_E_FILE", "", 1);
+	CHECK(config_load(tab, err, sizeof(err)) == 0);
+	CHECK_STR(url, "");
+	CHECK_STR(file, "");
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char want[160];
+
+		setenv(refused[i], "", 1);
+		CHECK(config_load(tab, err, sizeof(err)) == -1);
+		snprintf(want, sizeof(want), "%s is set but empty: unset it for its default %s, or give a "
+		    "value", refused[i], defaults[i]);
+		CHECK_STR(err, want);
+		unsetenv(refused[i]);
+	}
+	unsetenv("UT_E_URL");
+	unsetenv("UT_E_FILE");
 }
 
 static void
@@ -212,14 +264,14 @@ static void
 test_metrics(void)
 {
 	const double bounds[] = { 0.1, 1 };
-	struct metrics_series *c = metrics_counter("ut_total", "a counter", "k=\"v\"");
-	struct metrics_series *h = metrics_histogram("ut_seconds", "a histogram", NULL, bounds, 2);
+	struct metrics_series *c = metrics_counter("ut_total", "a counter", "k", "v", NULL);
+	struct metrics_series *h = metrics_histogram("ut_seconds", "a histogram", bounds, 2, NULL);
 	char *text;
 
 	metrics_add(c, 3);
 	metrics_observe(h, 0.05);
 	metrics_observe(h, 5);
-	CHECK(metrics_counter("ut_total", "a counter", "k=\"v\"") == c);
+	CHECK(metrics_counter("ut_total", "a counter", "k", "v", NULL) == c);
 	CHECK(metrics_gauge("ut_total", "wrong type", NULL) == NULL);
 	text = metrics_render(NULL);
 	CHECK(text != NULL);
@@ -260,6 +312,7 @@ main(void)
 	test_parsers();
 	test_url_redact();
 	test_load();
+	test_empty();
 	test_pg_settings();
 	test_ids();
 	test_trace_and_uuid();
