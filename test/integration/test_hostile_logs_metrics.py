@@ -66,6 +66,12 @@ def test_a_poison_event_cannot_forge_a_consumer_log_line(nats, ferret, services,
     log = poll(lambda: (lambda t: t if "FORGED-EVENT" in t else None)(c.log()), 10,
                "the dead letter logged")
     assert_no_forged_line(log, "FORGED-EVENT")
+    # The dead letter's reason header quotes the type escaped: one header, no line break in it.
+    (_, _, headers), = stream.messages("USER_EVENTS_DLQ")
+    reason = headers.get("Dlq-Reason", "")
+    assert "FORGED-EVENT" in reason and "\\n" in reason, headers
+    assert "\n" not in reason and "\r" not in reason, headers
+    assert not any("FORGED" in k for k in headers), headers
 
 
 # --- metrics -----------------------------------------------------------------------------------
