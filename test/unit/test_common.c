@@ -6,8 +6,10 @@
 
 #include "config.h"
 #include "failpoint.h"
+#include "http_page.h"
 #include "httpd.h"
 #include "metrics.h"
+#include "percent.h"
 #include "pg.h"
 #include "unit.h"
 #include "util.h"
@@ -112,6 +114,29 @@ test_ids(void)
 	CHECK(!http_parse_id("1x", &id));
 	CHECK(!http_parse_id("", &id));
 	CHECK(!http_parse_id(NULL, &id));
+}
+
+static void
+test_percent_and_page(void)
+{
+	char s[64];
+	struct http_page p;
+
+	snprintf(s, sizeof(s), "/users/%%41%%62%%7e%%2F");
+	CHECK(percent_decode(s) == 11);
+	CHECK_STR(s, "/users/Ab~/");
+	/* %00 stays encoded; a lone or short escape is copied as it is. */
+	snprintf(s, sizeof(s), "1%%00%%4%%G1%%");
+	CHECK(percent_decode(s) == strlen("1%00%4%G1%"));
+	CHECK_STR(s, "1%00%4%G1%");
+
+	CHECK(http_page_parse(&p, NULL, NULL) == NULL && p.limit == HTTP_PAGE_LIMIT_DEFAULT && p.after == 0);
+	CHECK(http_page_parse(&p, "1000", "0") == NULL && p.limit == 1000 && p.after == 0);
+	CHECK(http_page_parse(&p, "007", "42") == NULL && p.limit == 7 && p.after == 42);
+	CHECK_STR(http_page_parse(&p, "1001", NULL), "limit");
+	CHECK_STR(http_page_parse(&p, "0", NULL), "limit");
+	CHECK_STR(http_page_parse(&p, NULL, "-1"), "after");
+	CHECK_STR(http_page_parse(&p, NULL, "00"), "after");
 }
 
 static void
@@ -262,6 +287,7 @@ main(void)
 	test_load();
 	test_pg_settings();
 	test_ids();
+	test_percent_and_page();
 	test_trace_and_uuid();
 	test_uuid_unique();
 	test_backoff();
