@@ -24,6 +24,16 @@ digits(const char *s, int n, int *out)
 	return 0;
 }
 
+/* Days in month mo (1..12) of year y, of the Gregorian calendar. */
+static int
+days_in_month(int y, int mo)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+
+	return mo == 2 && leap ? 29 : days[mo - 1];
+}
+
 bool
 rfc3339_parse(const char *s, int64_t *us)
 {
@@ -40,7 +50,8 @@ rfc3339_parse(const char *s, int64_t *us)
 	    digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) ||
 	    s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &sec))
 		return false;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+	/* timegm() would take February 31 for March 3: an impossible date is refused, not moved. */
+	if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
 		return false;
 	p = s + 19;
 	if (*p == '.') {
