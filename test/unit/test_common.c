@@ -31,6 +31,9 @@ test_parsers(void)
 	CHECK(config_parse_ms("1h", 0, 10000000, &v) == 0 && v == 3600000);
 	CHECK(config_parse_ms("15", 0, 100, &v) == 0 && v == 15);
 	CHECK(config_parse_ms("-1s", 0, 100000, &v) == -1);
+	/* A space before the sign hid it, and the product overflowed (fuzz_http_input found it). */
+	CHECK(config_parse_ms(" -1s", 0, 100000, &v) == -1);
+	CHECK(config_parse_ms(" -1922330322233032m", 0, 30000, &v) == -1);
 	CHECK(config_parse_ms("2d", 0, 100000000, &v) == -1);
 	CHECK(config_parse_ms("3m", 0, 60000, &v) == -1);
 	CHECK(config_parse_bool("yes", &b) == 0 && b);
