@@ -1,5 +1,6 @@
 # One Makefile for the whole project. `make` builds bin/; `make san` builds bin-san/ with
-# AddressSanitizer and UndefinedBehaviorSanitizer; `make run` and `make test` set everything up.
+# AddressSanitizer and UndefinedBehaviorSanitizer; `make fuzz` builds bin-fuzz/ with clang and runs
+# the libFuzzer targets; `make run` and `make test` set everything up.
 
 CC      ?= cc
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
@@ -54,9 +55,32 @@ UNIT_SRC     := $(wildcard test/unit/test_*.c)
 UNIT_BIN     := $(patsubst test/unit/%.c,$(BIN)/unit/%,$(UNIT_SRC))
 unit_objs     = $(if $(findstring test_user,$(1)),$(USER_API_OBJ),$(if $(findstring test_relay,$(1)),$(RELAY_OBJ),$(if $(findstring test_consumer,$(1)),$(CONSUMER_OBJ),$(if $(findstring test_audit,$(1)),$(AUDIT_OBJ)))))
 
+# libFuzzer targets (test/fuzz/, docs/testing.md): clang, with libFuzzer's coverage,
+# AddressSanitizer and UndefinedBehaviorSanitizer; objects in build-fuzz/, binaries in bin-fuzz/.
+# The library code is compiled with -fsanitize=fuzzer-no-link; only the link adds libFuzzer's main.
+FUZZ_CC      ?= clang
+FUZZ_OUT     := build-fuzz
+FUZZ_BIN     := bin-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# The gcc build's warnings, less one clang adds: gcc lets a vprintf-style helper pass its format on,
+# clang wants it marked format(printf, n, 0), and the gcc build already checks every call's format.
+FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
+                -fsanitize=fuzzer-no-link $(WARN) -Wno-unknown-warning-option -Wno-format-nonliteral \
+                -Icommon -MMD -MP -DVERSION='"$(VERSION)"'
+FUZZ_SRC     := $(wildcard test/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(patsubst test/fuzz/%.c,$(FUZZ_BIN)/%,$(FUZZ_SRC))
+# What each target fuzzes beyond common/, which every target links whole (as the unit tests do).
+FUZZ_LINK_fuzz_user_input     := user-api/user_input.c
+FUZZ_LINK_fuzz_consumer_event := notification-consumer/event.c
+FUZZ_LINK_fuzz_http_input     := user-api/write_headers.c
+FUZZ_LINK_fuzz_log            :=
+fuzz_obj = $(patsubst %.c,$(FUZZ_OUT)/%.o,$(1))
+
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate $(BIN)/audit
 
-.PHONY: all san bootstrap run infra test test-unit test-integration test-san clean clean-data check-deps bench chaos install
+.PHONY: all san bootstrap run infra test test-unit test-integration test-san clean clean-data check-deps bench chaos install \
+	fuzz fuzz-build fuzz-check
 all: check-deps $(PROGRAMS) $(UNIT_BIN)
 
 san:
@@ -86,6 +110,31 @@ $(OUT)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# A missing clang or libFuzzer runtime is an error, never a skip: a link of an empty target says
+# which is missing before anything is compiled.
+fuzz-check:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "$(FUZZ_CC) is missing: run 'bash deploy/bootstrap.sh' (make test does), which installs clang and libclang-rt-14-dev" >&2; exit 1; }
+	@mkdir -p $(FUZZ_OUT)
+	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n);\nint LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' >$(FUZZ_OUT)/check.c
+	@$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $(FUZZ_OUT)/check $(FUZZ_OUT)/check.c 2>$(FUZZ_OUT)/check.log || { cat $(FUZZ_OUT)/check.log >&2; echo "$(FUZZ_CC) cannot link a libFuzzer target: libFuzzer's runtime is missing; run 'bash deploy/bootstrap.sh' (make test does), which installs libclang-rt-14-dev" >&2; exit 1; }
+
+fuzz-build: fuzz-check check-deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS)
+
+# Each target for FUZZ_SECONDS on its corpus (FUZZ=name for one); test/fuzz/run.sh says how.
+fuzz: fuzz-build
+	@bash test/fuzz/run.sh -s $(FUZZ_SECONDS) $(FUZZ)
+
+$(FUZZ_BIN)/%: $(FUZZ_OUT)/test/fuzz/%.o $$(call fuzz_obj,$$(FUZZ_LINK_$$*)) $(call fuzz_obj,$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LDLIBS)
+
+$(FUZZ_OUT)/test/fuzz/%.o: FUZZ_CFLAGS += -Iuser-api -Inotification-consumer
+
+$(FUZZ_OUT)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
 bootstrap:
 	@bash deploy/bootstrap.sh
 
@@ -108,6 +157,7 @@ clean-data:
 test: bootstrap
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory san
+	@$(MAKE) --no-print-directory fuzz-build
 	@BIN_DIR=$(BIN) bash test/run.sh
 
 test-unit:
@@ -157,6 +207,6 @@ install: check-deps $(PROGRAMS)
 	install -m 0644 deploy/systemd/user-sync.sysusers $(DESTDIR)$(SYSUSERSDIR)/user-sync.conf
 
 clean:
-	rm -rf build build-san bin bin-san
+	rm -rf build build-san bin bin-san build-fuzz bin-fuzz
 
--include $(shell find build build-san -name '*.d' 2>/dev/null)
+-include $(shell find build build-san build-fuzz -name '*.d' 2>/dev/null)

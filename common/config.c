@@ -35,7 +35,9 @@ config_parse_ms(const char *s, long min, long max, long *out)
 		return -1;
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s)
+	/* strtol() skips leading spaces, so " -5m" passed the sign check above; negative, it would
+	 * also slip under the overflow check below. */
+	if (errno != 0 || end == s || v < 0)
 		return -1;
 	if (*end == '\0' || strcmp(end, "ms") == 0)
 		mult = 1;

@@ -7,28 +7,38 @@
 
 #include "utf8.h"
 
-bool
-http_page_read(struct http_page *p, struct http_request *req)
+const char *
+http_page_parse(struct http_page *p, const char *limit, const char *after)
 {
-	const char *limit = http_query(req, "limit"), *after = http_query(req, "after");
 	int64_t v;
 
 	p->after = 0;
 	p->limit = HTTP_PAGE_LIMIT_DEFAULT;
 	if (limit != NULL) {
-		if (!http_parse_id(limit, &v) || v > HTTP_PAGE_LIMIT_MAX) {
-			http_reply_problem(req, 400, "limit", "limit \"%.*s\" is not a whole number from 1 to %d",
-			    (int)utf8_prefix(limit, 40), limit, HTTP_PAGE_LIMIT_MAX);
-			return false;
-		}
+		if (!http_parse_id(limit, &v) || v > HTTP_PAGE_LIMIT_MAX)
+			return "limit";
 		p->limit = (long)v;
 	}
-	if (after != NULL && strcmp(after, "0") != 0 && !http_parse_id(after, &p->after)) {
+	if (after != NULL && strcmp(after, "0") != 0 && !http_parse_id(after, &p->after))
+		return "after";
+	return NULL;
+}
+
+bool
+http_page_read(struct http_page *p, struct http_request *req)
+{
+	const char *limit = http_query(req, "limit"), *after = http_query(req, "after");
+	const char *bad = http_page_parse(p, limit, after);
+
+	if (bad == NULL)
+		return true;
+	if (strcmp(bad, "limit") == 0)
+		http_reply_problem(req, 400, "limit", "limit \"%.*s\" is not a whole number from 1 to %d",
+		    (int)utf8_prefix(limit, 40), limit, HTTP_PAGE_LIMIT_MAX);
+	else
 		http_reply_problem(req, 400, "after", "after \"%.*s\" is not an id: expected 0 or a "
 		    "positive whole number below 2^63", (int)utf8_prefix(after, 40), after);
-		return false;
-	}
-	return true;
+	return false;
 }
 
 bool

@@ -36,6 +36,11 @@ struct http_page {
  * answers 400 problem+json whose field names it, and returns false: the handler returns at once. */
 bool http_page_read(struct http_page *p, struct http_request *req) __attribute__((warn_unused_result));
 
+/* The parsing of http_page_read() without a request: limit and after are the query values (NULL
+ * when absent). Returns NULL with *p filled, or the parameter at fault, "limit" or "after"
+ * (static text), with *p unspecified. */
+const char *http_page_parse(struct http_page *p, const char *limit, const char *after);
+
 /* Whether a next page exists, given fetched: how many rows a fetch of p->limit + 1 rows returned.
  * The caller serves only the first p->limit of them. */
 bool http_page_has_next(const struct http_page *p, int64_t fetched);

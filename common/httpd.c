@@ -22,6 +22,7 @@
 #include "http_deadline.h"
 #include "log.h"
 #include "metrics.h"
+#include "percent.h"
 #include "random.h"
 #include "ratelimit.h"
 #include "shutdown.h"
@@ -876,27 +877,13 @@ deadline_sweeper(void *arg)
 	return NULL;
 }
 
-/* Percent-decodes the path and query values in place, except %00: a decoded NUL would cut the
- * string short and turn "/users/1%00" into "/users/1". Kept encoded, it fails validation. */
+/* Percent-decodes the path and query values in place (percent.h says how). */
 static size_t
 on_unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
-	char *r = s, *w = s;
-
 	(void)cls;
 	(void)conn;
-	while (*r) {
-		int hi, lo;
-
-		if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 && (hi | lo) != 0) {
-			*w++ = (char)(hi * 16 + lo);
-			r += 3;
-		} else {
-			*w++ = *r++;
-		}
-	}
-	*w = '\0';
-	return (size_t)(w - s);
+	return percent_decode(s);
 }
 
 static void

@@ -3,7 +3,7 @@
 # when everything is present. `make run` and `make test` call it first.
 #
 # Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl, wrk for the benchmarks and
-# their smoke test), nats-server and FerretDB
+# their smoke test, clang with libFuzzer for the fuzz targets), nats-server and FerretDB
 # pinned and built from the Go module proxy into .tools/bin, the Python test venv in .venv.
 # It ends by writing .tools/env.sh (PG_BIN, NATS_SERVER, FERRETDB, GO, PATH), which the other
 # deploy scripts source and test/integration/harness.py reads.
@@ -12,9 +12,11 @@ LOG_TAG=bootstrap
 # shellcheck source=deploy/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# clang and libclang-rt-14-dev (libFuzzer's runtime, which clang only recommends) build the fuzz
+# targets of test/fuzz/.
 APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
 	libjansson-dev libmicrohttpd-dev libgnutls28-dev uuid-dev postgresql postgresql-client curl
-	ca-certificates openssl wrk)
+	ca-certificates openssl wrk clang libclang-rt-14-dev)
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -23,6 +24,16 @@ digits(const char *s, int n, int *out)
 	}
 	*out = v;
 	return 0;
+}
+
+/* Days in month mo (1..12) of year y, of the Gregorian calendar. */
+static int
+days_in_month(int y, int mo)
+{
+	static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+
+	return mo == 2 && leap ? 29 : days[mo - 1];
 }
 
 bool
@@ -41,7 +52,8 @@ rfc3339_parse(const char *s, int64_t *us)
 	    digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) ||
 	    s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &sec))
 		return false;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+	/* timegm() would take February 31 for March 3: an impossible date is refused, not moved. */
+	if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60)
 		return false;
 	p = s + 19;
 	if (*p == '.') {
@@ -127,7 +139,8 @@ get_time(json_t *obj, const char *key, char out[40], int64_t *us, char *err, siz
 	if (s == NULL)
 		return -1;
 	if (strlen(s) >= 40 || !rfc3339_parse(s, us ? us : &ignored)) {
-		snprintf(err, errlen, "field \"%s\" is not an RFC 3339 time: \"%.60s\"", key, s);
+		snprintf(err, errlen, "field \"%s\" is not an RFC 3339 time: \"%.*s\"", key,
+		    (int)utf8_prefix(s, 60), s);
 		return -1;
 	}
 	strcpy(out, s);
@@ -216,8 +229,26 @@ upcast_v1(json_t *root, char *err, size_t errlen)
 	return 0;
 }
 
+static int parse(const char *data, size_t len, const char *subject, struct event *ev, char *err,
+    size_t errlen);
+
 int
 event_parse(const char *data, size_t len, const char *subject, struct event *ev, char *err,
+    size_t errlen)
+{
+	char raw[1024];
+
+	if (parse(data, len, subject, ev, raw, sizeof(raw)) == 0)
+		return 0;
+	/* The reason quotes the event (a type, an id, a time, jansson's view of the body) and goes
+	 * to the log and the dead letter's headers: escaped as a log line is, it is valid UTF-8
+	 * and holds no control byte, whatever the event held. */
+	log_escape(err, errlen, raw, strlen(raw));
+	return -1;
+}
+
+static int
+parse(const char *data, size_t len, const char *subject, struct event *ev, char *err,
     size_t errlen)
 {
 	const struct event_kind_info *kind;
@@ -240,13 +271,14 @@ event_parse(const char *data, size_t len, const char *subject, struct event *ev,
 	if ((type = get_string(root, "type", err, errlen)) == NULL)
 		goto fail;
 	if ((kind = event_kind_by_type(type)) == NULL) {
-		snprintf(err, errlen, "unknown event type \"%.60s\"", type);
+		snprintf(err, errlen, "unknown event type \"%.*s\"", (int)utf8_prefix(type, 60), type);
 		goto fail;
 	}
 	ev->kind = kind->kind;
 	ev->type = kind->type;
 	if (subject != NULL && strcmp(subject, kind->subject) != 0) {
-		snprintf(err, errlen, "%s event on subject \"%.100s\", expected \"%s\"", ev->type, subject,
+		snprintf(err, errlen, "%s event on subject \"%.*s\", expected \"%s\"", ev->type,
+		    (int)utf8_prefix(subject, 100), subject,
 		    kind->subject);
 		goto fail;
 	}
@@ -265,7 +297,7 @@ event_parse(const char *data, size_t len, const char *subject, struct event *ev,
 	if ((id = get_string(root, "event_id", err, errlen)) == NULL)
 		goto fail;
 	if (!uuid_valid(id)) {
-		snprintf(err, errlen, "event_id \"%.60s\" is not a uuid", id);
+		snprintf(err, errlen, "event_id \"%.*s\" is not a uuid", (int)utf8_prefix(id, 60), id);
 		goto fail;
 	}
 	snprintf(ev->event_id, sizeof(ev->event_id), "%s", id);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "util.h"
 
 struct js_pull {
@@ -419,7 +418,7 @@ int
 js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream,
     const struct js_meta *meta, const char *reason, long timeout_ms, char *err, size_t errlen)
 {
-	char subject[512], num[32], msgid[96], shown[512];
+	char subject[512], num[32], msgid[96];
 	const char **keys = NULL;
 	int nkeys = 0;
 	natsMsg *out = NULL;
@@ -457,11 +456,9 @@ js_dlq_publish(jsCtx *js, natsMsg *m, const char *prefix, const char *stream,
 	snprintf(msgid, sizeof(msgid), "%s-%" PRIu64, stream, meta->stream_seq);
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(out, "Nats-Msg-Id", msgid);
-	/* The reason may quote the event (its type, a name): escaped as a log line is, a CR or LF
-	 * in it cannot start a header line of its own. */
-	log_escape(shown, sizeof(shown), reason, strlen(reason));
+	/* event_parse() escaped the reason as a log line is: no CR or LF can start a header line. */
 	if (s == NATS_OK)
-		s = natsMsgHeader_Set(out, "Dlq-Reason", shown);
+		s = natsMsgHeader_Set(out, "Dlq-Reason", reason);
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(out, "Dlq-Stream", stream);
 	if (s == NATS_OK)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs the C unit tests and the integration suite and ends with one line
-# "summary: N passed, N failed, N skipped". Exits non-zero on any failure.
-#   test/run.sh [all|unit|integration] [pytest arguments...]
+# Runs the C unit tests, the fuzz targets for a few seconds each and the integration suite, and
+# ends with one line "summary: N passed, N failed, N skipped". Exits non-zero on any failure.
+#   test/run.sh [all|unit|fuzz|integration] [pytest arguments...]
 #
 # Binaries come from $BIN_DIR (default bin). The tests that scan logs for sanitizer reports (the
 # user-api tests, test_consumer_san.py) take the sanitizer build from $SAN_BIN_DIR (default bin-san,
 # or $BIN_DIR when it is a sanitizer build), and the unit binaries run from both, so `make test`
 # needs bin/ and bin-san/. Each unit binary counts as one test: it passes when it printed its result
 # line with no failed check and exited 0 (a LeakSanitizer report at exit makes it exit non-zero).
+# Each fuzz target of bin-fuzz/ (make fuzz-build) counts as one test too.
 # Every skipped test is listed with its reason; one that test/allowed-skips.txt does not allow
 # counts as failed.
 set -uo pipefail
@@ -63,6 +64,23 @@ run_unit_dir() {
 run_unit() {
 	run_unit_dir "$BIN_DIR" make
 	[ "$SAN_BIN_DIR" = "$BIN_DIR" ] || run_unit_dir "$SAN_BIN_DIR" "make san"
+}
+
+# Each libFuzzer target of bin-fuzz/ is one test: it passes when it ran FUZZ_SECONDS (default 5)
+# on its corpus without a crash, a sanitizer report or a failed property (test/fuzz/run.sh).
+run_fuzz() {
+	local out line
+	out=$(bash test/fuzz/run.sh -s "${FUZZ_SECONDS:-5}")
+	printf '%s\n' "$out" | sed '$d'
+	line=$(printf '%s\n' "$out" | tail -n 1)
+	if [[ $line =~ ^fuzz:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+		passed=$((passed + BASH_REMATCH[1]))
+		failed=$((failed + BASH_REMATCH[2]))
+	else
+		printf '%s\n' "$out"
+		echo "FAIL test/fuzz/run.sh: no result line"
+		failed=$((failed + 1))
+	fi
 }
 
 run_integration() {
@@ -155,10 +173,11 @@ PY
 }
 
 case $what in
-all) run_unit; run_integration "$@" ;;
+all) run_unit; run_fuzz; run_integration "$@" ;;
 unit) run_unit ;;
+fuzz) run_fuzz ;;
 integration) run_integration "$@" ;;
-*) echo "usage: test/run.sh [all|unit|integration] [pytest arguments...]" >&2; exit 2 ;;
+*) echo "usage: test/run.sh [all|unit|fuzz|integration] [pytest arguments...]" >&2; exit 2 ;;
 esac
 
 echo "summary: $passed passed, $failed failed, $skipped skipped"

@@ -14,8 +14,7 @@
 #include "traceparent.h"
 #include "user_input.h"
 #include "user_store.h"
-
-#define IDEMPOTENCY_KEY_MAX 200
+#include "write_headers.h"
 
 static void
 reply_store_error(struct http_request *req, enum user_store_result rc, const char *err)
@@ -83,50 +82,6 @@ read_user_body(struct http_request *req, struct user_input *in)
 	return true;
 }
 
-/* If-Match into a bigint[] literal of the versions it accepts: NULL when absent or "*", else the
- * strong tags of the list ("3", "4" gives {3,4}); weak or malformed tags match nothing. */
-static const char *
-read_if_match(struct http_request *req, char *buf, size_t n)
-{
-	const char *v = http_header(req, "If-Match");
-	size_t used = 0;
-
-	if (v == NULL)
-		return NULL;
-	while (*v == ' ')
-		v++;
-	if (strcmp(v, "*") == 0)
-		return NULL;
-	buf[used++] = '{';
-	while (*v != '\0') {
-		const char *end;
-		char digits[24];
-		int64_t version;
-		size_t len;
-
-		while (*v == ' ' || *v == ',')
-			v++;
-		if (*v == '\0')
-			break;
-		end = strchr(v, ',');
-		len = end ? (size_t)(end - v) : strlen(v);
-		while (len > 0 && v[len - 1] == ' ')
-			len--;
-		if (len >= 3 && len - 2 < sizeof(digits) && v[0] == '"' && v[len - 1] == '"') {
-			snprintf(digits, sizeof(digits), "%.*s", (int)(len - 2), v + 1);
-			if (http_parse_id(digits, &version) && used + 24 < n)
-				used += (size_t)snprintf(buf + used, n - used, "%s%lld", used > 1 ? "," : "",
-				    (long long)version);
-		}
-		v = end ? end + 1 : v + strlen(v);
-	}
-	buf[used++] = '}';
-	buf[used] = '\0';
-	return buf;
-}
-
-#define IF_MATCH_MAX 256
-
 static void
 write_meta_init(struct http_request *req, struct write_meta *m, char traceparent[56],
     char if_match[IF_MATCH_MAX])
@@ -139,7 +94,7 @@ write_meta_init(struct http_request *req, struct write_meta *m, char traceparent
 		traceparent_new(traceparent);
 	m->traceparent = traceparent;
 	m->idempotency_key = NULL;
-	m->if_match = read_if_match(req, if_match, IF_MATCH_MAX);
+	m->if_match = if_match_versions(http_header(req, "If-Match"), if_match, IF_MATCH_MAX);
 }
 
 static void
@@ -156,19 +111,6 @@ after_commit(void)
 {
 	(void)FAILPOINT("api.after_commit_before_response");
 	nudge_send();
-}
-
-static bool
-idempotency_key_valid(const char *k)
-{
-	size_t n = strlen(k);
-
-	if (n == 0 || n > IDEMPOTENCY_KEY_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)k[i] < 0x20 || (unsigned char)k[i] > 0x7E)
-			return false;
-	return true;
 }
 
 static void

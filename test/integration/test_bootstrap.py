@@ -54,7 +54,16 @@ def want_packages() -> list[str]:
         ["bash", "-c", '. deploy/bootstrap.sh; printf "%s\\n" "${APT_PKGS[@]}"'],
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     assert "libnats-dev" in out and "wrk" in out, out
+    assert "clang" in out and "libclang-rt-14-dev" in out, out   # the fuzz targets (test/fuzz/)
     return out + ["python3-venv"]
+
+
+def ci_purged_packages() -> list[str]:
+    """The packages .ci/run removes before make test, from its apt-get purge command."""
+    text = (REPO / ".ci" / "run").read_text().replace("\\\n", " ")
+    line = next(l for l in text.splitlines() if "apt-get" in l and " purge " in l)
+    words = line.split(" purge ", 1)[1].split()
+    return [w for w in words if not w.startswith(("-", ">", "2>"))]
 
 
 @pytest.fixture
@@ -110,6 +119,19 @@ def test_a_machine_where_dpkg_knows_some_gets_exactly_the_rest(stubs):
     assert r.returncode == 0, r.stderr
     assert installs(stubs) == [["libnats-dev", "libmicrohttpd-dev", "wrk"]]
     assert "installed Debian packages: libnats-dev libmicrohttpd-dev wrk" in r.stdout
+
+
+def test_what_ci_removes_is_installed_again_and_nothing_else(stubs):
+    """CI purges some packages so that every run takes the real install path (.ci/run): bootstrap
+    must want each of them, and on a machine that lacks only those, install exactly those."""
+    purged = ci_purged_packages()
+    assert "clang" in purged and "libclang-rt-14-dev" in purged, purged
+    want = want_packages()
+    assert set(purged) <= set(want), set(purged) - set(want)
+    (stubs / "installed").write_text("\n".join(p for p in want if p not in purged) + "\n")
+    r = run_step(stubs, "packages_step")
+    assert r.returncode == 0, r.stderr
+    assert installs(stubs) == [[p for p in want if p in purged]]
 
 
 def test_a_machine_that_has_them_all_asks_apt_get_nothing(stubs):

@@ -6,9 +6,11 @@
 
 #include "config.h"
 #include "failpoint.h"
+#include "http_page.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "percent.h"
 #include "pg.h"
 #include "unit.h"
 #include "util.h"
@@ -30,6 +32,9 @@ test_parsers(void)
 	CHECK(config_parse_ms("1h", 0, 10000000, &v) == 0 && v == 3600000);
 	CHECK(config_parse_ms("15", 0, 100, &v) == 0 && v == 15);
 	CHECK(config_parse_ms("-1s", 0, 100000, &v) == -1);
+	/* A space before the sign hid it, and the product overflowed (fuzz_http_input found it). */
+	CHECK(config_parse_ms(" -1s", 0, 100000, &v) == -1);
+	CHECK(config_parse_ms(" -1922330322233032m", 0, 30000, &v) == -1);
 	CHECK(config_parse_ms("2d", 0, 100000000, &v) == -1);
 	CHECK(config_parse_ms("3m", 0, 60000, &v) == -1);
 	CHECK(config_parse_bool("yes", &b) == 0 && b);
@@ -164,6 +169,29 @@ test_ids(void)
 	CHECK(!http_parse_id("1x", &id));
 	CHECK(!http_parse_id("", &id));
 	CHECK(!http_parse_id(NULL, &id));
+}
+
+static void
+test_percent_and_page(void)
+{
+	char s[64];
+	struct http_page p;
+
+	snprintf(s, sizeof(s), "/users/%%41%%62%%7e%%2F");
+	CHECK(percent_decode(s) == 11);
+	CHECK_STR(s, "/users/Ab~/");
+	/* %00 stays encoded; a lone or short escape is copied as it is. */
+	snprintf(s, sizeof(s), "1%%00%%4%%G1%%");
+	CHECK(percent_decode(s) == strlen("1%00%4%G1%"));
+	CHECK_STR(s, "1%00%4%G1%");
+
+	CHECK(http_page_parse(&p, NULL, NULL) == NULL && p.limit == HTTP_PAGE_LIMIT_DEFAULT && p.after == 0);
+	CHECK(http_page_parse(&p, "1000", "0") == NULL && p.limit == 1000 && p.after == 0);
+	CHECK(http_page_parse(&p, "007", "42") == NULL && p.limit == 7 && p.after == 42);
+	CHECK_STR(http_page_parse(&p, "1001", NULL), "limit");
+	CHECK_STR(http_page_parse(&p, "0", NULL), "limit");
+	CHECK_STR(http_page_parse(&p, NULL, "-1"), "after");
+	CHECK_STR(http_page_parse(&p, NULL, "00"), "after");
 }
 
 static void
@@ -315,6 +343,7 @@ main(void)
 	test_empty();
 	test_pg_settings();
 	test_ids();
+	test_percent_and_page();
 	test_trace_and_uuid();
 	test_uuid_unique();
 	test_backoff();

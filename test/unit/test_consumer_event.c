@@ -225,6 +225,14 @@ test_times(void)
 	CHECK(rfc3339_parse("2026-11-29T10:00:00.1234567Z", &us) && us % 1000000 == 123456);
 	CHECK(!rfc3339_parse("2026-11-29 10:00:00Z", &us));
 	CHECK(!rfc3339_parse("2026-13-29T10:00:00Z", &us));
+	/* Impossible dates are refused, not moved to the next month (fuzz_consumer_event found them). */
+	CHECK(!rfc3339_parse("2026-02-29T00:00:00Z", &us));
+	CHECK(!rfc3339_parse("2026-02-31T00:00:00Z", &us));
+	CHECK(!rfc3339_parse("2026-04-31T00:00:00Z", &us));
+	CHECK(!rfc3339_parse("1900-02-29T00:00:00Z", &us));
+	CHECK(rfc3339_parse("2024-02-29T00:00:00Z", &us) && us == 1709164800000000LL);
+	CHECK(rfc3339_parse("2000-02-29T00:00:00Z", &us));
+	CHECK(rfc3339_parse("2026-12-31T23:59:59Z", &us));
 	CHECK(!rfc3339_parse("2026-11-29T10:00:00", &us));
 	CHECK(!rfc3339_parse("2026-11-29T10:00:00Zjunk", &us));
 	CHECK(!rfc3339_parse("2026-11-29T10:00:00.Z", &us));
