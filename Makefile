@@ -76,6 +76,10 @@ FUZZ_LINK_fuzz_consumer_event := notification-consumer/event.c
 FUZZ_LINK_fuzz_http_input     := user-api/write_headers.c
 FUZZ_LINK_fuzz_log            :=
 fuzz_obj = $(patsubst %.c,$(FUZZ_OUT)/%.o,$(1))
+# Objects reached only through the pattern rule's second expansion count as intermediate, which
+# make deletes after each link (and builds again next time): they are kept.
+.SECONDARY: $(call fuzz_obj,$(FUZZ_SRC) $(COMMON_SRC) user-api/user_input.c notification-consumer/event.c \
+	user-api/write_headers.c)
 
 PROGRAMS := $(BIN)/user-api $(BIN)/outbox-relay $(BIN)/notification-consumer $(BIN)/migrate $(BIN)/audit
 
