@@ -2,13 +2,13 @@
 #include "auth.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <gnutls/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
 #include "util.h"
 
 #define DIGEST_LEN 32
@@ -205,33 +205,14 @@ fail:
 	return NULL;
 }
 
+/* The text of the tokens file; NULL with err filled when it cannot be read or holds a NUL. */
 static char *
-read_file(const char *path, char *err, size_t errlen)
+read_tokens(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	char *buf = NULL;
 	size_t n;
+	char *buf = file_read(NULL, path, FILE_MAX, &n, err, errlen);
 
-	if (f == NULL) {
-		snprintf(err, errlen, "could not read \"%s\": %s", path, strerror(errno));
-		return NULL;
-	}
-	if ((buf = malloc(FILE_MAX + 1)) == NULL) {
-		snprintf(err, errlen, "could not read \"%s\": out of memory", path);
-		fclose(f);
-		return NULL;
-	}
-	n = fread(buf, 1, FILE_MAX + 1, f);
-	if (ferror(f) || n > FILE_MAX) {
-		snprintf(err, errlen, "could not read \"%s\": %s", path,
-		    ferror(f) ? strerror(errno) : "larger than 1 MiB");
-		free(buf);
-		fclose(f);
-		return NULL;
-	}
-	fclose(f);
-	buf[n] = '\0';
-	if (memchr(buf, '\0', n) != NULL) {
+	if (buf != NULL && memchr(buf, '\0', n) != NULL) {
 		snprintf(err, errlen, "could not read \"%s\": it holds a NUL byte", path);
 		free(buf);
 		return NULL;
@@ -271,7 +252,7 @@ auth_new_text(const char *text, const char *name, char *err, size_t errlen)
 struct auth *
 auth_new(const char *path, char *err, size_t errlen)
 {
-	char *text = read_file(path, err, errlen);
+	char *text = read_tokens(path, err, errlen);
 	struct tokens *t;
 	struct auth *a;
 
@@ -298,7 +279,7 @@ auth_reload(struct auth *a, size_t *count, char *err, size_t errlen)
 		snprintf(err, errlen, "the tokens were not read from a file");
 		return -1;
 	}
-	if ((text = read_file(a->path, err, errlen)) == NULL)
+	if ((text = read_tokens(a->path, err, errlen)) == NULL)
 		return -1;
 	t = tokens_parse(text, a->path, err, errlen);
 	free(text);

@@ -19,6 +19,7 @@
 
 #include "auth.h"
 #include "clock.h"
+#include "file.h"
 #include "http_deadline.h"
 #include "log.h"
 #include "metrics.h"
@@ -924,35 +925,18 @@ tokens_reloader(void *arg)
 	return NULL;
 }
 
-/* Reads a PEM file whole; NULL with err filled when it cannot. The caller frees the result. */
+/* Reads a PEM file whole (certificates and keys are a few KiB; a chain of a dozen fits in
+ * 256 KiB); NULL with err filled when it cannot or it is empty. The caller frees the result. */
 static char *
 read_pem(const char *setting, const char *path, size_t *len, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	char *buf;
-	size_t n;
+	char *buf = file_read(setting, path, 256 * 1024, len, err, errlen);
 
-	if (f == NULL) {
-		snprintf(err, errlen, "could not read %s \"%s\": %s", setting, path, strerror(errno));
-		return NULL;
-	}
-	/* Certificates and keys are a few KiB; a chain of a dozen fits in 256 KiB. */
-	if ((buf = malloc(256 * 1024 + 1)) == NULL) {
-		fclose(f);
-		snprintf(err, errlen, "could not read %s: out of memory", setting);
-		return NULL;
-	}
-	n = fread(buf, 1, 256 * 1024 + 1, f);
-	if (ferror(f) || n == 0 || n > 256 * 1024) {
-		snprintf(err, errlen, "could not read %s \"%s\": %s", setting, path,
-		    ferror(f) ? strerror(errno) : n == 0 ? "it is empty" : "larger than 256 KiB");
-		fclose(f);
+	if (buf != NULL && *len == 0) {
+		snprintf(err, errlen, "could not read %s \"%s\": it is empty", setting, path);
 		free(buf);
 		return NULL;
 	}
-	fclose(f);
-	buf[n] = '\0';
-	*len = n;
 	return buf;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "file.h"
 #include "log.h"
 #include "pg.h"
 
@@ -46,31 +47,6 @@ migration_cmp(const void *a, const void *b)
 	const struct migration *x = a, *y = b;
 
 	return (x->version > y->version) - (x->version < y->version);
-}
-
-static int
-read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (f == NULL) {
-		snprintf(err, errlen, "could not open \"%s\": %s", path, strerror(errno));
-		return -1;
-	}
-	if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0 ||
-	    (buf = malloc((size_t)n + 1)) == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		snprintf(err, errlen, "could not read \"%s\": %s", path, strerror(errno));
-		free(buf);
-		fclose(f);
-		return -1;
-	}
-	fclose(f);
-	buf[n] = '\0';
-	*out = buf;
-	*len = (size_t)n;
-	return 0;
 }
 
 /* Loads every NNNN_name.sql of dir, sorted by version. */
@@ -111,7 +87,8 @@ migrations_load(const char *dir, struct migration **out, size_t *count, char *er
 		snprintf(m->name, sizeof(m->name), "%s", de->d_name);
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		n++;
-		if (read_file(path, &m->sql, &m->len, err, errlen) != 0)
+		/* A migration is a few KiB; 16 MiB says a wrong file was named. */
+		if ((m->sql = file_read(NULL, path, 16 * 1024 * 1024, &m->len, err, errlen)) == NULL)
 			goto fail;
 	}
 	closedir(d);
