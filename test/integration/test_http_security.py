@@ -4,6 +4,7 @@ API_TOKENS_FILE (reloaded on SIGHUP), HTTPS with a certificate and key. Checked 
 import hashlib
 import os
 import signal
+import subprocess
 
 import pytest
 import requests
@@ -260,3 +261,18 @@ def test_https_settings_that_do_not_fit_are_refused(tmp_path):
                            env={"NOTIFICATION_CONSUMER_TLS_KEY": str(key)})
     assert r.returncode == 2
     assert "HTTPS needs both NOTIFICATION_CONSUMER_TLS_CERT and NOTIFICATION_CONSUMER_TLS_KEY" in r.stderr
+
+
+def test_make_infra_writes_the_tokens_file_into_the_env_files(tmp_path):
+    """README: with API_TOKENS_FILE set, make infra writes it, as an absolute path, into each
+    .run/<process>.env, so a binary started by hand from its file asks for tokens too; without it,
+    no line."""
+    infra = harness.REPO_ROOT / "deploy" / "infra.sh"
+    r = subprocess.run(["bash", "-c", f'. "{infra}" && http_env'], cwd=tmp_path, timeout=30,
+                       capture_output=True, text=True, env=dict(os.environ, API_TOKENS_FILE="tokens"))
+    assert r.returncode == 0 and r.stdout == f"API_TOKENS_FILE={tmp_path / 'tokens'}\n", r
+    env = {k: v for k, v in os.environ.items() if k != "API_TOKENS_FILE"}
+    r = subprocess.run(["bash", "-c", f'. "{infra}" && http_env'], cwd=tmp_path, timeout=30,
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout == "", r
+    assert "http_env && env_line USER_API_PORT" in infra.read_text()
