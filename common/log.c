@@ -49,21 +49,19 @@ log_enabled(enum log_level level)
 }
 
 /* Whether the valid UTF-8 sequence at s (n bytes) is a character that must not reach a log line
- * as it is: a C1 control (U+0080..U+009F), the line and paragraph separators U+2028 and U+2029
- * (line breaks to some readers of logs), and the bidirectional formatting characters (U+061C,
- * U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), which reorder how a line is displayed. */
+ * as it is, by common/utf8.h's one classification: a control (C0 and DEL are escaped before this;
+ * C1 here), a line or paragraph separator (a line break to some readers of logs), or a
+ * bidirectional formatting character, which reorders how a line is displayed. */
 static bool
 unsafe_char(const unsigned char *s, size_t n)
 {
-	if (n == 2)
-		return (s[0] == 0xC2 && s[1] <= 0x9F) || (s[0] == 0xD8 && s[1] == 0x9C);
-	if (n != 3)
-		return false;
-	if (s[0] == 0xE2 && s[1] == 0x80)
-		return s[2] == 0x8E || s[2] == 0x8F || (s[2] >= 0xA8 && s[2] <= 0xAE);
-	if (s[0] == 0xE2 && s[1] == 0x81)
-		return s[2] >= 0xA6 && s[2] <= 0xA9;
-	return false;
+	uint32_t cp;
+	enum utf8_class cls;
+
+	if (utf8_decode(s, n, &cp) != n)
+		return true;
+	cls = utf8_classify(cp);
+	return cls == UTF8_CONTROL || cls == UTF8_SEPARATOR || cls == UTF8_BIDI;
 }
 
 size_t
