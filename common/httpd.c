@@ -535,15 +535,32 @@ route_of(struct http_request *req)
 	return NULL;
 }
 
-static void
-client_address(struct MHD_Connection *conn, char *out, size_t outlen)
+/* The caller's IPv4 address, in host order; false when it is not one. */
+static bool
+client_ipv4(struct MHD_Connection *conn, uint32_t *addr)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
 	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr_in *sa = ci ? (const struct sockaddr_in *)ci->client_addr : NULL;
 
-	if (sa == NULL || sa->sin_family != AF_INET || inet_ntop(AF_INET, &sa->sin_addr, out,
-	    (socklen_t)outlen) == NULL)
+	if (sa == NULL || sa->sin_family != AF_INET)
+		return false;
+	*addr = ntohl(sa->sin_addr.s_addr);
+	return true;
+}
+
+static void
+client_address(struct MHD_Connection *conn, char *out, size_t outlen)
+{
+	uint32_t addr;
+	struct in_addr in;
+
+	if (!client_ipv4(conn, &addr)) {
+		snprintf(out, outlen, "unknown");
+		return;
+	}
+	in.s_addr = htonl(addr);
+	if (inet_ntop(AF_INET, &in, out, (socklen_t)outlen) == NULL)
 		snprintf(out, outlen, "unknown");
 }
 
@@ -633,19 +650,12 @@ static bool
 rate_allowed(struct http_request *req)
 {
 	struct httpd *h = req->h;
-	const union MHD_ConnectionInfo *ci;
-	const struct sockaddr_in *sa;
 	uint32_t addr;
 	long retry_s = 1;
 	char retry[24];
 
-	if (h->rate == NULL)
+	if (h->rate == NULL || !client_ipv4(req->conn, &addr))
 		return true;
-	ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	sa = ci ? (const struct sockaddr_in *)ci->client_addr : NULL;
-	if (sa == NULL || sa->sin_family != AF_INET)
-		return true;
-	addr = ntohl(sa->sin_addr.s_addr);
 	if ((addr >> 24) == 127 && !h->rate_limit_loopback)
 		return true;
 	if (ratelimit_take(h->rate, addr, mono_ms(), &retry_s))
