@@ -86,7 +86,7 @@ def test_make_run_serves_the_readme_curl_examples():
     run_dir = tempfile.mkdtemp(prefix="it-readme-run-")
     os.chmod(run_dir, 0o755)  # PostgreSQL runs as `postgres` and must reach its data folder
     env = {k: v for k, v in os.environ.items()
-           if k not in ("POSTGRES_HOST", "NATS_URL", "MONGODB_URI")}
+           if k not in ("POSTGRES_HOST", "NATS_URL", "MONGODB_URI", "API_TOKENS_FILE")}
     env.update({k: str(v) for k, v in ports.items()})
     env["RUN_DIR"] = run_dir
     env["BIN_DIR"] = os.environ.get("BIN_DIR", str(REPO_ROOT / "bin"))
@@ -154,3 +154,6 @@ def test_make_run_serves_the_readme_curl_examples():
         log.close()
         subprocess.run(["rm", "-rf", run_dir])
     assert rc == 0, f"deploy/run.sh ended with {rc} after Ctrl-C:\n{out[-3000:]}"
+    # Without API_TOKENS_FILE the demo's curl examples work unauthenticated, and run.sh says so.
+    assert "no API_TOKENS_FILE: the APIs answer anyone without a token, on 127.0.0.1 only" in out, \
+        out[-3000:]
