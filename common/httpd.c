@@ -13,12 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "clock.h"
+#include "evloop.h"
 #include "file.h"
 #include "http_deadline.h"
 #include "log.h"
@@ -56,6 +58,10 @@ struct httpd {
 	long rate_limit;
 	bool rate_limit_loopback;
 	atomic_bool stopping;
+	struct evloop *loop;	/* NULL: libmicrohttpd's own worker threads */
+	atomic_bool quiesce;	/* httpd_stop() asks the loop's thread to stop accepting */
+	atomic_bool quiesced;
+	MHD_socket listen_fd;	/* handed back by the quiesce, closed at the stop */
 };
 
 struct http_request {
@@ -209,19 +215,50 @@ method_label(const char *method)
 	return "other";
 }
 
+/* The series of one kind of answer, remembered by each thread: finding a series in the registry
+ * (its lock, its labels written and compared) took more time than the rest of an answer's
+ * bookkeeping. Route labels and method labels are static strings, so their addresses are keys. */
+struct answer_series {
+	const char *route, *method;
+	unsigned status;
+	struct metrics_series *count, *duration;
+};
+
+#define ANSWER_CACHE 32
+
+static struct answer_series *
+answer_series(const char *route, const char *method, unsigned status)
+{
+	static _Thread_local struct answer_series cache[ANSWER_CACHE];
+	static _Thread_local size_t used, next;
+	struct answer_series *a;
+	char code[16];
+
+	for (size_t i = 0; i < used; i++)
+		if (cache[i].route == route && cache[i].method == method && cache[i].status == status)
+			return &cache[i];
+	a = &cache[used < ANSWER_CACHE ? used++ : next++ % ANSWER_CACHE];
+	snprintf(code, sizeof(code), "%u", status);
+	a->route = route;
+	a->method = method;
+	a->status = status;
+	a->count = metrics_counter("http_requests_total", "HTTP requests answered", "route", route,
+	    "method", method, "code", code, NULL);
+	a->duration = metrics_histogram("http_request_duration_seconds",
+	    "Time from the request's arrival to its answer", metrics_latency_bounds,
+	    metrics_latency_nbounds, "route", route, NULL);
+	return a;
+}
+
 static void
 count_request(struct http_request *req, unsigned status)
 {
-	char code[16];
 	double secs = (double)(mono_ms() - req->start_ms) / 1000.0;
 	const char *route = req->route_label ? req->route_label : "other";
+	struct answer_series *a = answer_series(route, method_label(req->method), status);
 
-	snprintf(code, sizeof(code), "%u", status);
-	metrics_add(metrics_counter("http_requests_total", "HTTP requests answered", "route", route,
-	    "method", method_label(req->method), "code", code, NULL), 1);
-	metrics_observe(metrics_histogram("http_request_duration_seconds",
-	    "Time from the request's arrival to its answer", metrics_latency_bounds,
-	    metrics_latency_nbounds, "route", route, NULL), secs);
+	metrics_add(a->count, 1);
+	metrics_observe(a->duration, secs);
 	if (route[0] == '/' && strncmp(route, "/healthz", 8) != 0 && strncmp(route, "/metrics", 8) != 0)
 		log_info("%s %s %u %.1fms rid=%s", req->method, req->path, status, secs * 1000.0,
 		    req->request_id);
@@ -1062,13 +1099,63 @@ limits_setup(struct httpd *h, const struct httpd_config *cfg, char *err, size_t 
 	return 0;
 }
 
+/* On a loop: everything libmicrohttpd has to do after any wake-up of the loop (new connections,
+ * data, resumed requests, timeouts); returns when it wants to run again. */
+static long
+loop_tick(void *arg)
+{
+	struct httpd *h = arg;
+	MHD_UNSIGNED_LONG_LONG ms;
+
+	if (atomic_load(&h->quiesce) && !atomic_load(&h->quiesced)) {
+		h->listen_fd = MHD_quiesce_daemon(h->daemon);
+		atomic_store(&h->quiesced, true);
+	}
+	(void)MHD_run(h->daemon);
+	if (MHD_get_timeout(h->daemon, &ms) != MHD_YES)
+		return -1;
+	return ms > 1000 ? 1000 : (long)ms;
+}
+
+/* On a loop, when it stops: answers the requests its earlier stop functions resumed. */
+static void
+loop_stopped(void *arg)
+{
+	struct httpd *h = arg;
+
+	for (int i = 0; i < 3; i++)
+		(void)MHD_run(h->daemon);
+}
+
+/* Events on libmicrohttpd's epoll descriptor: the tick that follows runs it. */
+static void
+loop_io(void *arg, uint32_t events)
+{
+	(void)arg;
+	(void)events;
+}
+
+static int
+loop_attach(struct httpd *h, char *err, size_t errlen)
+{
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+
+	if (di == NULL || evloop_watch(h->loop, di->epoll_fd, EPOLLIN, loop_io, h) != 0) {
+		snprintf(err, errlen, "could not put the HTTP server on the event loop");
+		return -1;
+	}
+	evloop_on_tick(h->loop, loop_tick, h);
+	evloop_on_stop(h->loop, loop_stopped, h);
+	return 0;
+}
+
 struct httpd *
 httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
     http_ready_fn ready, void *ready_arg, char *err, size_t errlen)
 {
 	struct MHD_OptionItem tls_opts[3];
-	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
-	    MHD_USE_ERROR_LOG;
+	unsigned flags = (cfg->loop != NULL ? MHD_USE_EPOLL : MHD_USE_EPOLL_INTERNAL_THREAD) |
+	    MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 	struct sockaddr_in sa;
 	struct httpd *h;
 
@@ -1089,6 +1176,8 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	h->ready = ready;
 	h->ready_arg = ready_arg;
 	h->max_body = cfg->max_body;
+	h->loop = cfg->loop;
+	h->listen_fd = MHD_INVALID_SOCKET;
 	if (security_setup(h, cfg, tls_opts, &flags, err, errlen) != 0 ||
 	    limits_setup(h, cfg, err, errlen) != 0) {
 		httpd_free(h);
@@ -1097,7 +1186,7 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	h->daemon = MHD_start_daemon(flags,
 	    (uint16_t)cfg->port, NULL, NULL, on_request, h,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+	    MHD_OPTION_THREAD_POOL_SIZE, cfg->loop != NULL ? 0U : (unsigned int)cfg->threads,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->conn_timeout_s,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
@@ -1113,6 +1202,11 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 		    (flags & MHD_USE_TLS) != 0 ? "address in use or not available, or the certificate "
 		    "and key are not a valid PEM pair" : errno ? strerror(errno) :
 		    "address in use or not available");
+		httpd_free(h);
+		return NULL;
+	}
+	if (h->loop != NULL && loop_attach(h, err, errlen) != 0) {
+		MHD_stop_daemon(h->daemon);
 		httpd_free(h);
 		return NULL;
 	}
@@ -1146,9 +1240,20 @@ httpd_stop(struct httpd *h, long drain_ms)
 
 	if (h == NULL)
 		return;
-	fd = MHD_quiesce_daemon(h->daemon);
-	while (atomic_load(&h->active) > 0 && mono_ms() < deadline)
-		usleep(10 * 1000);
+	if (h->loop != NULL) {
+		/* libmicrohttpd is the loop thread's: it quiesces there, and is stopped once the loop
+		 * has (its stop functions resumed and answered what still waited). */
+		atomic_store(&h->quiesce, true);
+		evloop_wake(h->loop);
+		while (atomic_load(&h->active) > 0 && mono_ms() < deadline)
+			usleep(10 * 1000);
+		evloop_stop(h->loop);
+		fd = h->listen_fd;
+	} else {
+		fd = MHD_quiesce_daemon(h->daemon);
+		while (atomic_load(&h->active) > 0 && mono_ms() < deadline)
+			usleep(10 * 1000);
+	}
 	/* A bug of the caller, which libmicrohttpd answers with abort(): say what it was first. */
 	if (atomic_load(&h->suspended) > 0)
 		log_warnx("http: %d requests still suspended at stop", atomic_load(&h->suspended));

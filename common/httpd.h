@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct evloop;
 struct httpd;
 struct http_request;
 
@@ -23,7 +24,12 @@ struct http_route {
 struct httpd_config {
 	const char *bind;		/* address to listen on, e.g. "127.0.0.1" */
 	long port;
-	long threads;
+	long threads;			/* worker threads, each with an epoll of its own */
+	/* Instead of worker threads: libmicrohttpd runs on this loop's thread (common/evloop.h), and
+	 * handlers must never block; they suspend what waits (http_suspend()). httpd_start()
+	 * adds its tick and stop functions to the loop, which the caller starts after it;
+	 * httpd_stop() stops the loop. */
+	struct evloop *loop;
 	long max_body;			/* bytes; larger bodies get 413 */
 	long conn_timeout_s;		/* idle: every byte starts it again */
 	long request_timeout_ms;	/* a request's headers and body must arrive within it */
@@ -84,7 +90,9 @@ int httpd_config_check(const struct httpd_config *cfg, char *err, size_t errlen)
 struct httpd *httpd_start(const struct httpd_config *cfg, const struct http_route *routes, void *arg,
     http_ready_fn ready, void *ready_arg, char *err, size_t errlen);
 /* Stops accepting, lets in-flight requests finish for up to drain_ms, then stops. Suspended
- * requests count as in flight; the caller resumes them before (see http_suspend()). */
+ * requests count as in flight; the caller resumes them before (see http_suspend()), or, on a loop
+ * (httpd_config.loop), in a stop function of the loop added before httpd_start()'s: httpd_stop()
+ * stops the loop after the drain, and answers what the loop's stop functions resumed. */
 void httpd_stop(struct httpd *h, long drain_ms);
 
 /* Request accessors. Strings live as long as the request. */

@@ -113,16 +113,94 @@ after_commit(void)
 	nudge_send();
 }
 
+/* A request waiting for the store: its call, freed with the request. */
+struct pending {
+	struct user_store_call call;
+	struct http_request *req;
+	struct http_page page;		/* GET /users */
+};
+
 static void
-users_create(struct http_request *req, void *arg)
+pending_free(void *p)
 {
-	struct user_input in;
-	struct user_result res;
-	struct write_meta m;
-	char traceparent[56], location[48], err[512], if_match[IF_MATCH_MAX];
-	enum user_store_result rc;
+	user_result_release(&((struct pending *)p)->call.res);
+	free(p);
+}
+
+static void
+call_done(struct user_store_call *c)
+{
+	http_resume(((struct pending *)c->arg)->req);
+}
+
+/* Suspends the request until its call on the store ends, then answer(req) runs with the call in
+ * http_context(); NULL (answered 500) when memory runs out. */
+static struct user_store_call *
+call_begin(struct http_request *req, http_handler_fn answer)
+{
+	struct pending *p = calloc(1, sizeof(*p));
+
+	if (p == NULL) {
+		http_reply_problem(req, 500, NULL, "the request could not be completed: out of memory");
+		return NULL;
+	}
+	p->req = req;
+	p->call.done = call_done;
+	p->call.arg = p;
+	http_set_context(req, p, pending_free);
+	http_suspend(req, answer);
+	return &p->call;
+}
+
+/* The call that ended, in a resumed handler; NULL (answered) when it failed. */
+static struct user_store_call *
+call_ended(struct http_request *req)
+{
+	struct user_store_call *c = &((struct pending *)http_context(req))->call;
+
+	if (c->rc != USER_STORE_OK) {
+		reply_store_error(req, c->rc, c->err);
+		return NULL;
+	}
+	return c;
+}
+
+static void
+users_created(struct http_request *req, void *arg)
+{
+	struct user_store_call *c = call_ended(req);
+	char location[48];
 
 	(void)arg;
+	if (c == NULL)
+		return;
+	if (c->res.status != 0) {
+		/* A replay: the stored answer, with the version read back from it for the ETag. */
+		json_t *j = json_loads(c->res.json, 0, NULL);
+
+		if (j != NULL)
+			set_etag(req, json_integer_value(json_object_get(j, "version")));
+		json_decref(j);
+		http_add_header(req, "Idempotent-Replayed", "true");
+	} else {
+		set_etag(req, c->res.version);
+		after_commit();
+		log_info("created user %lld rid=%s", (long long)c->res.id, http_request_id(req));
+	}
+	snprintf(location, sizeof(location), "/users/%lld", (long long)c->res.id);
+	http_add_header(req, "Location", location);
+	http_reply_text(req, c->res.status ? c->res.status : 201, "application/json", c->res.json,
+	    strlen(c->res.json));
+}
+
+static void
+users_create(struct http_request *req, void *store)
+{
+	struct user_input in;
+	struct write_meta m;
+	struct user_store_call *c;
+	char traceparent[56], if_match[IF_MATCH_MAX];
+
 	write_meta_init(req, &m, traceparent, if_match);
 	m.if_match = NULL;
 	m.idempotency_key = http_header(req, "Idempotency-Key");
@@ -131,120 +209,110 @@ users_create(struct http_request *req, void *arg)
 		    "Idempotency-Key must be 1 to %d printable ASCII characters", IDEMPOTENCY_KEY_MAX);
 		return;
 	}
-	if (!read_user_body(req, &in))
+	if (!read_user_body(req, &in) || (c = call_begin(req, users_created)) == NULL)
 		return;
-	rc = user_store_create(user_store_get(), &in, &m, &res, err, sizeof(err));
-	if (rc != USER_STORE_OK) {
-		reply_store_error(req, rc, err);
-		return;
-	}
-	if (res.status != 0) {
-		/* A replay: the stored answer, with the version read back from it for the ETag. */
-		json_t *j = json_loads(res.json, 0, NULL);
+	user_store_create(store, c, &in, &m);
+}
 
-		if (j != NULL)
-			set_etag(req, json_integer_value(json_object_get(j, "version")));
-		json_decref(j);
-		http_add_header(req, "Idempotent-Replayed", "true");
-	} else {
-		set_etag(req, res.version);
-		after_commit();
-		log_info("created user %lld rid=%s", (long long)res.id, http_request_id(req));
-	}
-	snprintf(location, sizeof(location), "/users/%lld", (long long)res.id);
-	http_add_header(req, "Location", location);
-	http_reply_text(req, res.status ? res.status : 201, "application/json", res.json, strlen(res.json));
-	user_result_release(&res);
+/* The answer of PUT, and of GET: the user with its ETag. */
+static void
+user_answered(struct http_request *req, void *arg)
+{
+	struct user_store_call *c = call_ended(req);
+
+	(void)arg;
+	if (c == NULL)
+		return;
+	set_etag(req, c->res.version);
+	http_reply_text(req, 200, "application/json", c->res.json, strlen(c->res.json));
 }
 
 static void
-users_update(struct http_request *req, void *arg)
+users_updated(struct http_request *req, void *arg)
+{
+	if (((struct pending *)http_context(req))->call.rc == USER_STORE_OK)
+		after_commit();
+	user_answered(req, arg);
+}
+
+static void
+users_update(struct http_request *req, void *store)
 {
 	struct user_input in;
-	struct user_result res;
 	struct write_meta m;
-	char traceparent[56], err[512], if_match[IF_MATCH_MAX];
-	enum user_store_result rc;
+	struct user_store_call *c;
+	char traceparent[56], if_match[IF_MATCH_MAX];
 	int64_t id;
 
-	(void)arg;
 	if (!http_path_id(req, 0, "user", &id) || !read_user_body(req, &in))
 		return;
 	write_meta_init(req, &m, traceparent, if_match);
-	rc = user_store_update(user_store_get(), id, &in, &m, &res, err, sizeof(err));
-	if (rc != USER_STORE_OK) {
-		reply_store_error(req, rc, err);
-		return;
-	}
-	after_commit();
-	set_etag(req, res.version);
-	http_reply_text(req, 200, "application/json", res.json, strlen(res.json));
-	user_result_release(&res);
+	if ((c = call_begin(req, users_updated)) != NULL)
+		user_store_update(store, c, id, &in, &m);
 }
 
 static void
-users_delete(struct http_request *req, void *arg)
+users_deleted(struct http_request *req, void *arg)
 {
-	struct write_meta m;
-	char traceparent[56], err[512], if_match[IF_MATCH_MAX];
-	enum user_store_result rc;
-	int64_t id;
+	struct user_store_call *c = call_ended(req);
 
 	(void)arg;
-	if (!http_path_id(req, 0, "user", &id))
+	if (c == NULL)
 		return;
-	write_meta_init(req, &m, traceparent, if_match);
-	rc = user_store_delete(user_store_get(), id, &m, err, sizeof(err));
-	if (rc != USER_STORE_OK) {
-		reply_store_error(req, rc, err);
-		return;
-	}
 	after_commit();
-	log_info("deleted user %lld rid=%s", (long long)id, http_request_id(req));
+	log_info("deleted user %lld rid=%s", (long long)c->id, http_request_id(req));
 	http_reply_empty(req, 204);
 }
 
 static void
-users_get(struct http_request *req, void *arg)
+users_delete(struct http_request *req, void *store)
 {
-	struct user_result res;
-	char err[512];
-	enum user_store_result rc;
+	struct write_meta m;
+	struct user_store_call *c;
+	char traceparent[56], if_match[IF_MATCH_MAX];
 	int64_t id;
 
-	(void)arg;
 	if (!http_path_id(req, 0, "user", &id))
 		return;
-	rc = user_store_find(user_store_get(), id, &res, err, sizeof(err));
-	if (rc != USER_STORE_OK) {
-		reply_store_error(req, rc, err);
-		return;
-	}
-	set_etag(req, res.version);
-	http_reply_text(req, 200, "application/json", res.json, strlen(res.json));
-	user_result_release(&res);
+	write_meta_init(req, &m, traceparent, if_match);
+	if ((c = call_begin(req, users_deleted)) != NULL)
+		user_store_delete(store, c, id, &m);
 }
 
 static void
-users_list(struct http_request *req, void *arg)
+users_get(struct http_request *req, void *store)
 {
-	struct http_page page;
-	struct user_result res;
-	char err[512];
-	enum user_store_result rc;
+	struct user_store_call *c;
+	int64_t id;
+
+	if (http_path_id(req, 0, "user", &id) && (c = call_begin(req, user_answered)) != NULL)
+		user_store_find(store, c, id);
+}
+
+static void
+users_listed(struct http_request *req, void *arg)
+{
+	struct user_store_call *c = call_ended(req);
+	const struct http_page *page = &((struct pending *)http_context(req))->page;
 
 	(void)arg;
-	if (!http_page_read(&page, req))
+	if (c == NULL)
 		return;
-	rc = user_store_list(user_store_get(), page.after, page.limit, &res, err, sizeof(err));
-	if (rc != USER_STORE_OK) {
-		reply_store_error(req, rc, err);
-		return;
+	if (http_page_has_next(page, c->res.fetched))
+		http_page_link_next(page, req, "/users", c->res.last_id);
+	http_reply_text(req, 200, "application/json", c->res.json, strlen(c->res.json));
+}
+
+static void
+users_list(struct http_request *req, void *store)
+{
+	struct http_page page;
+	struct user_store_call *c;
+
+	if (http_page_read(&page, req) && (c = call_begin(req, users_listed)) != NULL) {
+		((struct pending *)c->arg)->page = page;
+		user_store_list(store, c, page.after, page.limit);
 	}
-	if (http_page_has_next(&page, res.fetched))
-		http_page_link_next(&page, req, "/users", res.last_id);
-	http_reply_text(req, 200, "application/json", res.json, strlen(res.json));
-	user_result_release(&res);
 }
 
 const struct http_route user_api_routes[] = {
@@ -257,14 +325,13 @@ const struct http_route user_api_routes[] = {
 };
 
 bool
-user_api_ready(void *arg, json_t **out)
+user_api_ready(void *store, json_t **out)
 {
 	char err[512] = "", shown[128];
-	enum user_store_result rc = user_store_ping(user_store_get(), err, sizeof(err));
+	bool ok = user_store_ready(store, err, sizeof(err));
 
-	(void)arg;
 	error_headline(err, shown, sizeof(shown));
-	*out = json_pack("{s:{s:s, s:s}}", "postgres", "status", rc == USER_STORE_OK ? "up" : "down",
-	    "detail", rc == USER_STORE_OK ? "reachable" : shown);
-	return rc == USER_STORE_OK;
+	*out = json_pack("{s:{s:s, s:s}}", "postgres", "status", ok ? "up" : "down",
+	    "detail", ok ? "reachable" : shown);
+	return ok;
 }

@@ -19,8 +19,9 @@ static const struct config_entry table[] = {
 	    "address to listen on (an address other than loopback needs API_TOKENS_FILE)" },
 	{ "USER_API_PORT", CONFIG_INT, &loaded.http.port, "8080", 1, 65535, "HTTP port" },
 	HTTPD_SECURITY_ENTRIES(loaded.http, "USER_API"),
-	{ "USER_API_THREADS", CONFIG_INT, &loaded.http.threads, "8", 1, 256,
-	    "HTTP worker threads, each with its own PostgreSQL connection" },
+	{ "USER_API_PG_CONNECTIONS", CONFIG_INT, &loaded.store.connections, "4", 1, 64,
+	    "PostgreSQL connections; requests share them, each statement its own transaction, many "
+	    "in flight on one (pipeline mode); one thread serves HTTP and all of them" },
 	{ "USER_API_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "65536", 64, 16777216,
 	    "largest request body in bytes (413 above)" },
 	{ "USER_API_CONN_TIMEOUT", CONFIG_INT, &loaded.http.conn_timeout_s, "30", 1, 3600,

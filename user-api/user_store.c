@@ -1,29 +1,25 @@
-/* One PostgreSQL connection per HTTP worker thread, with prepared statements. Each write is one
- * statement whose data-modifying CTEs insert or change the user row and insert its outbox row, so
- * both commit together or not at all, in one round trip. The UPDATE (or DELETE) takes the row lock
- * before the outbox INSERT draws its id, so one user's events get ids in version order. */
+/* The users table and its outbox on a pool of pipelined PostgreSQL connections (common/pgpipe.h).
+ * Each write is one statement whose data-modifying CTEs insert or change the user row and insert
+ * its outbox row, so both commit together or not at all, in one round trip. The UPDATE (or
+ * DELETE) takes the row lock before the outbox INSERT draws its id, so one user's events get ids
+ * in version order. A call that needs a second statement (an idempotency key to look up, a miss
+ * to explain) sends it when the first one's answer is in. */
 #include "user_store.h"
 
-#include <poll.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
 #include "event_contract.h"
 #include "log.h"
 #include "random.h"
 #include "shutdown.h"
 
 struct user_store {
-	PGconn *conn;
+	struct user_store_config config;
+	struct pgpipe *pool;
+	PGconn *sweep_conn;	/* the key sweep's, blocking, on the main thread */
 };
-
-/* When a connection attempt last failed, shared by all threads: while PostgreSQL is down one
- * attempt per holdoff finds out, and the first success lets every thread connect again. */
-static _Atomic int64_t store_failed_at_ms;
 
 struct statement {
 	const char *name;
@@ -100,162 +96,106 @@ static const struct statement statements[ST_COUNT] = {
 		"  WHERE expires_at <= clock_timestamp() LIMIT $1::bigint)", 1 },
 };
 
-static struct user_store_config store_config;
 
-/* Each thread's store lives in thread-local storage, so getting it cannot fail; the key exists
- * only for its destructor, which closes the thread's connection when the thread exits. */
-static _Thread_local struct user_store thread_store;
-static pthread_key_t store_key;
-
-static void
-store_release(void *p)
+/* Opens a connection with every statement prepared: the pool's opener thread, and the sweep. */
+static PGconn *
+store_open(void *arg, char *err, size_t errlen)
 {
-	struct user_store *s = p;
+	struct user_store *s = arg;
+	PGconn *c = pg_connect(&s->config.pg, "user-api", err, errlen);
 
-	if (s->conn) {
-		PQfinish(s->conn);
-		s->conn = NULL;
-	}
-}
-
-int
-user_store_configure(const struct user_store_config *c, char *err, size_t errlen)
-{
-	int rc;
-
-	store_config = *c;
-	if ((rc = pthread_key_create(&store_key, store_release)) != 0) {
-		snprintf(err, errlen, "could not set up the per-thread user stores: %s", strerror(rc));
-		return -1;
-	}
-	return 0;
-}
-
-struct user_store *
-user_store_get(void)
-{
-	struct user_store *s = &thread_store;
-
-	/* Registers the destructor with the thread's first call. Should that fail (it cannot for
-	 * the first keys of a process), the connection stays open until the process exits. */
-	if (pthread_getspecific(store_key) == NULL)
-		(void)pthread_setspecific(store_key, s);
-	return s;
-}
-
-static void
-store_disconnect(struct user_store *s)
-{
-	if (s->conn) {
-		PQfinish(s->conn);
-		s->conn = NULL;
-	}
-}
-
-/* An idle connection whose server went away still reports CONNECTION_OK until something is read
- * from it. Nothing should arrive on an idle connection of ours: anything readable is the server's
- * goodbye (or EOF), so the connection is replaced before a request is sent on it and a restart of
- * PostgreSQL costs no request. */
-static bool
-store_conn_alive(PGconn *c)
-{
-	struct pollfd p = { .fd = PQsocket(c), .events = POLLIN };
-
-	if (PQstatus(c) != CONNECTION_OK || p.fd < 0)
-		return false;
-	return poll(&p, 1, 0) == 0;
-}
-
-/* Makes sure the store has a live, prepared connection. */
-static enum user_store_result
-store_connect(struct user_store *s, char *err, size_t errlen)
-{
-	if (s->conn != NULL && store_conn_alive(s->conn))
-		return USER_STORE_OK;
-	if (s->conn != NULL)
-		store_disconnect(s);
-	int64_t failed_at = atomic_load(&store_failed_at_ms);
-
-	if (failed_at != 0 && mono_ms() - failed_at < store_config.reconnect_holdoff_ms) {
-		snprintf(err, errlen, "PostgreSQL is unreachable");
-		return USER_STORE_UNAVAILABLE;
-	}
-	s->conn = pg_connect(&store_config.pg, "user-api", err, errlen);
-	if (s->conn == NULL) {
-		/* Once per hold-off at most: the callers show only the headline. */
-		log_warnx("%s", err);
-		atomic_store(&store_failed_at_ms, mono_ms());
-		return USER_STORE_UNAVAILABLE;
-	}
+	if (c == NULL)
+		return NULL;
 	for (size_t i = 0; i < ST_COUNT; i++) {
-		PGresult *r = PQprepare(s->conn, statements[i].name, statements[i].sql,
+		PGresult *r = PQprepare(c, statements[i].name, statements[i].sql,
 		    statements[i].nparams, NULL);
 
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			char msg[512];
-			bool lost = pg_connection_lost(s->conn, r);
 
-			pg_error_text(s->conn, r, msg, sizeof(msg));
+			pg_error_text(c, r, msg, sizeof(msg));
 			snprintf(err, errlen, "could not prepare %s: %s", statements[i].name, msg);
 			PQclear(r);
-			store_disconnect(s);
-			atomic_store(&store_failed_at_ms, mono_ms());
-			return lost ? USER_STORE_UNAVAILABLE : USER_STORE_ERROR;
+			PQfinish(c);
+			return NULL;
 		}
 		PQclear(r);
 	}
-	atomic_store(&store_failed_at_ms, 0);
 	log_debug("user store connected");
-	return USER_STORE_OK;
+	return c;
 }
 
-/* Runs a prepared statement. On failure the result is cleared, err filled, the connection dropped
- * when it is gone, and sqlstate (6 bytes) and constraint (64 bytes), if given, receive the error's
- * code and constraint name. */
-static enum user_store_result
-store_exec(struct user_store *s, int st, const char *const *params, PGresult **out,
-    char *sqlstate, char *constraint, char *err, size_t errlen)
+struct user_store *
+user_store_new(struct evloop *loop, const struct user_store_config *config, char *err,
+    size_t errlen)
 {
-	enum user_store_result rc = store_connect(s, err, errlen);
-	PGresult *r;
-	ExecStatusType status;
+	struct user_store *s = calloc(1, sizeof(*s));
 
-	*out = NULL;
-	if (sqlstate)
-		sqlstate[0] = '\0';
-	if (constraint)
-		constraint[0] = '\0';
-	if (rc != USER_STORE_OK)
-		return rc;
-	r = PQexecPrepared(s->conn, statements[st].name, statements[st].nparams, params, NULL, NULL, 0);
-	status = PQresultStatus(r);
-	if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
-		*out = r;
-		return USER_STORE_OK;
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
 	}
-	{
-		const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-		const char *cons = r ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
-		char msg[512];
+	s->config = *config;
+	s->pool = pgpipe_new(loop, (int)config->connections, config->reconnect_holdoff_ms, store_open,
+	    s, err, errlen);
+	if (s->pool == NULL) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
 
-		pg_error_text(s->conn, r, msg, sizeof(msg));
-		snprintf(err, errlen, "%s failed: %s", statements[st].name, msg);
-		if (sqlstate && state)
-			snprintf(sqlstate, 6, "%s", state);
-		if (constraint && cons)
-			snprintf(constraint, 64, "%s", cons);
-		if (pg_connection_lost(s->conn, r)) {
-			PQclear(r);
-			store_disconnect(s);
-			return USER_STORE_UNAVAILABLE;
-		}
-		/* Statement timeout, lock timeout, too many connections: transient. */
-		rc = state && (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0 ||
-		    strcmp(state, "53300") == 0 || strcmp(state, "40001") == 0 ||
-		    strcmp(state, "40P01") == 0) ? USER_STORE_UNAVAILABLE : USER_STORE_ERROR;
-		PQclear(r);
-		return rc;
-	}
+void
+user_store_free(struct user_store *s)
+{
+	if (s == NULL)
+		return;
+	pgpipe_free(s->pool);
+	if (s->sweep_conn != NULL)
+		PQfinish(s->sweep_conn);
+	free(s);
+}
+
+bool
+user_store_ready(struct user_store *s, char *err, size_t errlen)
+{
+	char last[256];
+
+	if (pgpipe_connected(s->pool, last, sizeof(last)) > 0)
+		return true;
+	snprintf(err, errlen, "%s", last);
+	return false;
+}
+
+/* --- one call: statements in turn, each answer read as it comes ---------------------------------- */
+
+/* What each step of a call waits for. */
+enum step { STEP_KEY_GET, STEP_KEY_DROP, STEP_CREATE, STEP_KEY_RECHECK, STEP_UPDATE, STEP_DELETE,
+	STEP_VERSION, STEP_FIND, STEP_LIST };
+
+static void call_result(struct pgpipe_query *q, PGresult *r, const char *err);
+
+static void
+call_send(struct user_store_call *c, enum step step, int st, const char *const *params)
+{
+	c->step = step;
+	c->q.done = call_result;
+	pgpipe_send(c->s->pool, &c->q, statements[st].name, statements[st].nparams, params);
+}
+
+static void
+call_end(struct user_store_call *c, enum user_store_result rc)
+{
+	c->rc = rc;
+	if (rc == USER_STORE_OK)
+		c->err[0] = '\0';
+	c->done(c);
+}
+
+static void
+fmt_i64(char *buf, size_t n, int64_t v)
+{
+	snprintf(buf, n, "%lld", (long long)v);
 }
 
 static int64_t
@@ -276,256 +216,345 @@ field_dup(PGresult *r, int row, int col, char **out, char *err, size_t errlen)
 	return USER_STORE_OK;
 }
 
-/* Reads the (id, version, json) row every user statement returns, and clears the result. */
+/* Reads the (id, version, json) row every user statement returns. */
 static enum user_store_result
 take_user(PGresult *r, struct user_result *out, char *err, size_t errlen)
 {
-	enum user_store_result rc;
-
 	out->id = field_i64(r, 0, 0);
 	out->version = field_i64(r, 0, 1);
-	rc = field_dup(r, 0, 2, &out->json, err, errlen);
-	PQclear(r);
-	return rc;
+	return field_dup(r, 0, 2, &out->json, err, errlen);
+}
+
+/* A statement that failed: err filled, the SQLSTATE's meaning returned, constraint (64 bytes)
+ * given the constraint's name when there is one. */
+static enum user_store_result
+statement_error(const char *name, PGresult *r, const char *lost, char *constraint, char *err,
+    size_t errlen, char sqlstate[6])
+{
+	const char *state, *cons;
+	char msg[512];
+
+	sqlstate[0] = '\0';
+	if (r == NULL) {
+		snprintf(err, errlen, "%s failed: %s", name, lost);
+		return USER_STORE_UNAVAILABLE;
+	}
+	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	cons = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+	pg_error_text(NULL, r, msg, sizeof(msg));
+	snprintf(err, errlen, "%s failed: %s", name, msg);
+	if (state != NULL)
+		snprintf(sqlstate, 6, "%s", state);
+	if (constraint != NULL)
+		snprintf(constraint, 64, "%s", cons ? cons : "");
+	if (state == NULL)
+		return USER_STORE_ERROR;
+	/* The connection is going (class 08, admin shutdown), or a statement timeout, lock
+	 * timeout, too many connections, a serialization failure or deadlock: transient. */
+	if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+	    strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0 || strcmp(state, "53300") == 0 ||
+	    strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+		return USER_STORE_UNAVAILABLE;
+	return USER_STORE_ERROR;
 }
 
 static void
-fmt_i64(char *buf, size_t n, int64_t v)
+send_create(struct user_store_call *c)
 {
-	snprintf(buf, n, "%lld", (long long)v);
+	char event_id[37], ttl[24];
+	const char *params[9] = { c->in.name, c->in.email, event_id, c->traceparent,
+		c->has_key ? c->key : NULL, ttl, EVENT_TYPE_CREATED, EVENT_SUBJECT_CREATED,
+		EVENT_SCHEMA_VERSION_TEXT };
+
+	uuid_new(event_id);
+	fmt_i64(ttl, sizeof(ttl), c->s->config.idempotency_ttl_ms / 1000);
+	call_send(c, STEP_CREATE, ST_CREATE, params);
 }
 
-/* Looks up an idempotency key. USER_STORE_OK with *replay set and out filled with the stored
- * answer (out->status non-zero) when the key was used with the same body; USER_STORE_OK with
- * *replay false when the key is unknown or expired (an expired one is removed);
- * USER_STORE_KEY_REUSED when it was used with another body. */
-static enum user_store_result
-key_lookup(struct user_store *s, const char *key, const struct user_input *in, bool *replay,
-    struct user_result *out, char *err, size_t errlen)
+static void
+send_key_get(struct user_store_call *c, enum step step)
 {
-	const char *params[3] = { key, in->name, in->email };
-	PGresult *r;
-	enum user_store_result rc = store_exec(s, ST_KEY_GET, params, &r, NULL, NULL, err, errlen);
+	const char *params[3] = { c->key, c->in.name, c->in.email };
 
-	*replay = false;
-	if (rc != USER_STORE_OK)
-		return rc;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		return USER_STORE_OK;
-	}
+	call_send(c, step, ST_KEY_GET, params);
+}
+
+static void
+send_version(struct user_store_call *c)
+{
+	char idbuf[24];
+	const char *params[1] = { idbuf };
+
+	fmt_i64(idbuf, sizeof(idbuf), c->id);
+	call_send(c, STEP_VERSION, ST_VERSION, params);
+}
+
+/* The answer of an idempotency key lookup: true when the call ended (a replay, or the key reused
+ * with another body); false when the key is unknown or expired (*expired says which). */
+static bool
+key_answer(struct user_store_call *c, PGresult *r, bool *expired)
+{
+	*expired = false;
+	if (PQntuples(r) == 0)
+		return false;
 	if (strcmp(PQgetvalue(r, 0, 4), "t") != 0) {
-		PQclear(r);
-		rc = store_exec(s, ST_KEY_DROP, params, &r, NULL, NULL, err, errlen);
-		if (rc != USER_STORE_OK)
-			return rc;
-		PQclear(r);
-		return USER_STORE_OK;
+		*expired = true;
+		return false;
 	}
 	if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
-		PQclear(r);
-		return USER_STORE_KEY_REUSED;
+		call_end(c, USER_STORE_KEY_REUSED);
+		return true;
 	}
-	out->status = (unsigned)field_i64(r, 0, 1);
-	out->id = field_i64(r, 0, 3);
-	rc = field_dup(r, 0, 2, &out->json, err, errlen);
-	PQclear(r);
-	*replay = rc == USER_STORE_OK;
-	return rc;
+	c->res.status = (unsigned)field_i64(r, 0, 1);
+	c->res.id = field_i64(r, 0, 3);
+	call_end(c, field_dup(r, 0, 2, &c->res.json, c->err, sizeof(c->err)));
+	return true;
 }
 
-enum user_store_result
-user_store_create(struct user_store *s, const struct user_input *in, const struct write_meta *m,
-    struct user_result *out, char *err, size_t errlen)
+/* After a create lost to a unique index: whose key or which email it was. */
+static void
+create_conflict(struct user_store_call *c)
 {
-	char event_id[37], ttl[24], sqlstate[6], constraint[64];
-	const char *params[9] = { in->name, in->email, event_id, m->traceparent, m->idempotency_key, ttl,
-		EVENT_TYPE_CREATED, EVENT_SUBJECT_CREATED, EVENT_SCHEMA_VERSION_TEXT };
-	enum user_store_result rc;
-	bool replay;
-	PGresult *r;
-
-	memset(out, 0, sizeof(*out));
-	if (m->idempotency_key != NULL) {
-		rc = key_lookup(s, m->idempotency_key, in, &replay, out, err, errlen);
-		if (rc != USER_STORE_OK || replay)
-			return rc;
+	if (strcmp(c->constraint, "users_email_lower_key") != 0) {
+		call_end(c, USER_STORE_ERROR);
+		return;
 	}
-	uuid_new(event_id);
-	fmt_i64(ttl, sizeof(ttl), store_config.idempotency_ttl_ms / 1000);
-	rc = store_exec(s, ST_CREATE, params, &r, sqlstate, constraint, err, errlen);
-	if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
-		/* A concurrent request with the same key may have won the race: replay its answer. */
-		if (m->idempotency_key != NULL) {
-			rc = key_lookup(s, m->idempotency_key, in, &replay, out, err, errlen);
-			if (rc != USER_STORE_OK || replay)
-				return rc;
+	snprintf(c->err, sizeof(c->err), "a user with email \"%s\" already exists", c->in.email);
+	call_end(c, USER_STORE_EMAIL_TAKEN);
+}
+
+static void
+call_result(struct pgpipe_query *q, PGresult *r, const char *lost)
+{
+	struct user_store_call *c = (struct user_store_call *)((char *)q -
+	    offsetof(struct user_store_call, q));
+	ExecStatusType status = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	char sqlstate[6];
+	enum user_store_result rc;
+	bool expired;
+
+	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+		int st = c->step == STEP_KEY_GET || c->step == STEP_KEY_RECHECK ? ST_KEY_GET :
+		    c->step == STEP_KEY_DROP ? ST_KEY_DROP : c->step == STEP_CREATE ? ST_CREATE :
+		    c->step == STEP_UPDATE ? ST_UPDATE : c->step == STEP_DELETE ? ST_DELETE :
+		    c->step == STEP_VERSION ? ST_VERSION : c->step == STEP_FIND ? ST_FIND : ST_LIST;
+
+		rc = statement_error(statements[st].name, r, lost, c->constraint, c->err,
+		    sizeof(c->err), sqlstate);
+		if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
+			if (c->step == STEP_CREATE && c->has_key) {
+				/* A concurrent request with the same key may have won the race: replay
+				 * its answer. */
+				send_key_get(c, STEP_KEY_RECHECK);
+				return;
+			}
+			if (c->step == STEP_CREATE) {
+				create_conflict(c);
+				return;
+			}
+			if (c->step == STEP_UPDATE) {
+				snprintf(c->err, sizeof(c->err), "a user with email \"%s\" already exists",
+				    c->in.email);
+				rc = USER_STORE_EMAIL_TAKEN;
+			}
 		}
-		if (strcmp(constraint, "users_email_lower_key") != 0)
-			return USER_STORE_ERROR;
-		snprintf(err, errlen, "a user with email \"%s\" already exists", in->email);
-		return USER_STORE_EMAIL_TAKEN;
+		call_end(c, rc);
+		return;
 	}
-	if (rc != USER_STORE_OK)
-		return rc;
-	return take_user(r, out, err, errlen);
+	switch ((enum step)c->step) {
+	case STEP_KEY_GET:
+		if (key_answer(c, r, &expired))
+			return;
+		if (expired) {
+			const char *params[1] = { c->key };
+
+			call_send(c, STEP_KEY_DROP, ST_KEY_DROP, params);
+			return;
+		}
+		send_create(c);
+		return;
+	case STEP_KEY_DROP:
+		send_create(c);
+		return;
+	case STEP_KEY_RECHECK:
+		if (!key_answer(c, r, &expired))
+			create_conflict(c);
+		return;
+	case STEP_CREATE:
+	case STEP_FIND:
+	case STEP_UPDATE:
+		if (PQntuples(r) == 0) {
+			if (c->step == STEP_UPDATE) {
+				send_version(c);	/* the update matched no row: why? */
+			} else if (c->step == STEP_FIND) {
+				snprintf(c->err, sizeof(c->err), "user %lld does not exist", (long long)c->id);
+				call_end(c, USER_STORE_NOT_FOUND);
+			} else {
+				snprintf(c->err, sizeof(c->err), "user_create returned no row");
+				call_end(c, USER_STORE_ERROR);
+			}
+			return;
+		}
+		call_end(c, take_user(r, &c->res, c->err, sizeof(c->err)));
+		return;
+	case STEP_DELETE:
+		if (PQntuples(r) == 0)
+			send_version(c);
+		else
+			call_end(c, USER_STORE_OK);
+		return;
+	case STEP_VERSION:
+		if (PQntuples(r) == 0) {
+			snprintf(c->err, sizeof(c->err), "user %lld does not exist", (long long)c->id);
+			call_end(c, USER_STORE_NOT_FOUND);
+		} else {
+			snprintf(c->err, sizeof(c->err), "user %lld is at version %s", (long long)c->id,
+			    PQgetvalue(r, 0, 0));
+			call_end(c, USER_STORE_STALE);
+		}
+		return;
+	case STEP_LIST:
+		c->res.fetched = field_i64(r, 0, 1);
+		c->res.last_id = field_i64(r, 0, 2);
+		call_end(c, field_dup(r, 0, 0, &c->res.json, c->err, sizeof(c->err)));
+		return;
+	}
 }
 
-/* After a write matched no row: was the user missing, or at another version? */
-static enum user_store_result
-explain_miss(struct user_store *s, int64_t id, char *err, size_t errlen)
+/* Copies what a write carries into the call, which outlives the request's strings. */
+static void
+call_init(struct user_store *s, struct user_store_call *c, int64_t id, const struct user_input *in,
+    const struct write_meta *m)
 {
-	char idbuf[24];
-	const char *params[1] = { idbuf };
-	enum user_store_result rc;
-	PGresult *r;
+	void (*done)(struct user_store_call *) = c->done;
+	void *arg = c->arg;
 
-	fmt_i64(idbuf, sizeof(idbuf), id);
-	rc = store_exec(s, ST_VERSION, params, &r, NULL, NULL, err, errlen);
-	if (rc != USER_STORE_OK)
-		return rc;
-	if (PQntuples(r) == 0) {
-		snprintf(err, errlen, "user %lld does not exist", (long long)id);
-		rc = USER_STORE_NOT_FOUND;
-	} else {
-		snprintf(err, errlen, "user %lld is at version %s", (long long)id, PQgetvalue(r, 0, 0));
-		rc = USER_STORE_STALE;
+	memset(c, 0, offsetof(struct user_store_call, in));
+	c->done = done;
+	c->arg = arg;
+	c->s = s;
+	c->id = id;
+	c->has_key = c->has_if_match = false;
+	c->constraint[0] = '\0';
+	if (in != NULL)
+		c->in = *in;
+	if (m != NULL) {
+		snprintf(c->traceparent, sizeof(c->traceparent), "%s", m->traceparent);
+		c->has_key = m->idempotency_key != NULL;
+		if (c->has_key)
+			snprintf(c->key, sizeof(c->key), "%s", m->idempotency_key);
+		c->has_if_match = m->if_match != NULL;
+		if (c->has_if_match)
+			snprintf(c->if_match, sizeof(c->if_match), "%s", m->if_match);
 	}
-	PQclear(r);
-	return rc;
 }
 
-enum user_store_result
-user_store_update(struct user_store *s, int64_t id, const struct user_input *in,
-    const struct write_meta *m, struct user_result *out, char *err, size_t errlen)
+void
+user_store_create(struct user_store *s, struct user_store_call *c, const struct user_input *in,
+    const struct write_meta *m)
 {
-	char idbuf[24], event_id[37], sqlstate[6], constraint[64];
-	const char *params[9] = { idbuf, in->name, in->email, m->if_match, event_id, m->traceparent,
-		EVENT_TYPE_UPDATED, EVENT_SUBJECT_UPDATED, EVENT_SCHEMA_VERSION_TEXT };
-	enum user_store_result rc;
-	PGresult *r;
-
-	memset(out, 0, sizeof(*out));
-	fmt_i64(idbuf, sizeof(idbuf), id);
-	uuid_new(event_id);
-	rc = store_exec(s, ST_UPDATE, params, &r, sqlstate, constraint, err, errlen);
-	if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
-		snprintf(err, errlen, "a user with email \"%s\" already exists", in->email);
-		return USER_STORE_EMAIL_TAKEN;
-	}
-	if (rc != USER_STORE_OK)
-		return rc;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		return explain_miss(s, id, err, errlen);
-	}
-	return take_user(r, out, err, errlen);
+	call_init(s, c, 0, in, m);
+	if (c->has_key)
+		send_key_get(c, STEP_KEY_GET);
+	else
+		send_create(c);
 }
 
-enum user_store_result
-user_store_delete(struct user_store *s, int64_t id, const struct write_meta *m, char *err, size_t errlen)
+void
+user_store_update(struct user_store *s, struct user_store_call *c, int64_t id,
+    const struct user_input *in, const struct write_meta *m)
 {
 	char idbuf[24], event_id[37];
-	const char *params[7] = { idbuf, m->if_match, event_id, m->traceparent, EVENT_TYPE_DELETED,
-		EVENT_SUBJECT_DELETED, EVENT_SCHEMA_VERSION_TEXT };
-	enum user_store_result rc;
-	PGresult *r;
+	const char *params[9] = { idbuf, NULL, NULL, NULL, event_id, NULL, EVENT_TYPE_UPDATED,
+		EVENT_SUBJECT_UPDATED, EVENT_SCHEMA_VERSION_TEXT };
 
+	call_init(s, c, id, in, m);
+	params[1] = c->in.name;
+	params[2] = c->in.email;
+	params[3] = c->has_if_match ? c->if_match : NULL;
+	params[5] = c->traceparent;
 	fmt_i64(idbuf, sizeof(idbuf), id);
 	uuid_new(event_id);
-	rc = store_exec(s, ST_DELETE, params, &r, NULL, NULL, err, errlen);
-	if (rc != USER_STORE_OK)
-		return rc;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		return explain_miss(s, id, err, errlen);
-	}
-	PQclear(r);
-	return USER_STORE_OK;
+	call_send(c, STEP_UPDATE, ST_UPDATE, params);
 }
 
-enum user_store_result
-user_store_find(struct user_store *s, int64_t id, struct user_result *out, char *err, size_t errlen)
+void
+user_store_delete(struct user_store *s, struct user_store_call *c, int64_t id,
+    const struct write_meta *m)
+{
+	char idbuf[24], event_id[37];
+	const char *params[7] = { idbuf, NULL, event_id, NULL, EVENT_TYPE_DELETED,
+		EVENT_SUBJECT_DELETED, EVENT_SCHEMA_VERSION_TEXT };
+
+	call_init(s, c, id, NULL, m);
+	params[1] = c->has_if_match ? c->if_match : NULL;
+	params[3] = c->traceparent;
+	fmt_i64(idbuf, sizeof(idbuf), id);
+	uuid_new(event_id);
+	call_send(c, STEP_DELETE, ST_DELETE, params);
+}
+
+void
+user_store_find(struct user_store *s, struct user_store_call *c, int64_t id)
 {
 	char idbuf[24];
 	const char *params[1] = { idbuf };
-	enum user_store_result rc;
-	PGresult *r;
 
-	memset(out, 0, sizeof(*out));
+	call_init(s, c, id, NULL, NULL);
 	fmt_i64(idbuf, sizeof(idbuf), id);
-	rc = store_exec(s, ST_FIND, params, &r, NULL, NULL, err, errlen);
-	if (rc != USER_STORE_OK)
-		return rc;
-	if (PQntuples(r) == 0) {
-		PQclear(r);
-		snprintf(err, errlen, "user %lld does not exist", (long long)id);
-		return USER_STORE_NOT_FOUND;
-	}
-	return take_user(r, out, err, errlen);
+	call_send(c, STEP_FIND, ST_FIND, params);
 }
 
-enum user_store_result
-user_store_list(struct user_store *s, int64_t after, long limit, struct user_result *out, char *err,
-    size_t errlen)
+void
+user_store_list(struct user_store *s, struct user_store_call *c, int64_t after, long limit)
 {
 	char afterbuf[24], limitbuf[24];
 	const char *params[2] = { afterbuf, limitbuf };
-	enum user_store_result rc;
-	PGresult *r;
 
-	memset(out, 0, sizeof(*out));
+	call_init(s, c, 0, NULL, NULL);
 	fmt_i64(afterbuf, sizeof(afterbuf), after);
 	fmt_i64(limitbuf, sizeof(limitbuf), limit);
-	rc = store_exec(s, ST_LIST, params, &r, NULL, NULL, err, errlen);
-	if (rc != USER_STORE_OK)
-		return rc;
-	out->fetched = field_i64(r, 0, 1);
-	out->last_id = field_i64(r, 0, 2);
-	rc = field_dup(r, 0, 0, &out->json, err, errlen);
-	PQclear(r);
-	return rc;
+	call_send(c, STEP_LIST, ST_LIST, params);
 }
 
-enum user_store_result
-user_store_ping(struct user_store *s, char *err, size_t errlen)
-{
-	enum user_store_result rc = store_connect(s, err, errlen);
-	PGresult *r;
-
-	if (rc != USER_STORE_OK)
-		return rc;
-	r = PQexec(s->conn, "SELECT 1");
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		pg_error_text(s->conn, r, err, errlen);
-		PQclear(r);
-		store_disconnect(s);
-		return USER_STORE_UNAVAILABLE;
-	}
-	PQclear(r);
-	return USER_STORE_OK;
-}
+/* --- the key sweep: blocking, on the main thread ------------------------------------------------- */
 
 enum user_store_result
 user_store_expire_keys(struct user_store *s, long *deleted, char *err, size_t errlen)
 {
 	char batchbuf[24];
 	const char *params[1] = { batchbuf };
-	enum user_store_result rc;
 	long n;
 
 	*deleted = 0;
-	fmt_i64(batchbuf, sizeof(batchbuf), store_config.key_sweep_batch);
+	if (s->sweep_conn != NULL && PQstatus(s->sweep_conn) != CONNECTION_OK) {
+		PQfinish(s->sweep_conn);
+		s->sweep_conn = NULL;
+	}
+	if (s->sweep_conn == NULL && (s->sweep_conn = store_open(s, err, errlen)) == NULL)
+		return USER_STORE_UNAVAILABLE;
+	fmt_i64(batchbuf, sizeof(batchbuf), s->config.key_sweep_batch);
 	do {
-		PGresult *r;
+		PGresult *r = PQexecPrepared(s->sweep_conn, statements[ST_KEYS_EXPIRE].name, 1, params,
+		    NULL, NULL, 0);
+		char sqlstate[6];
 
-		rc = store_exec(s, ST_KEYS_EXPIRE, params, &r, NULL, NULL, err, errlen);
-		if (rc != USER_STORE_OK)
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			enum user_store_result rc = statement_error(statements[ST_KEYS_EXPIRE].name, r,
+			    "no answer", NULL, err, errlen, sqlstate);
+
+			if (r == NULL || pg_connection_lost(s->sweep_conn, r)) {
+				PQfinish(s->sweep_conn);
+				s->sweep_conn = NULL;
+				rc = USER_STORE_UNAVAILABLE;
+			}
+			PQclear(r);
 			return rc;
+		}
 		n = strtol(PQcmdTuples(r), NULL, 10);
 		PQclear(r);
 		*deleted += n;
-	} while (n == store_config.key_sweep_batch && !shutdown_requested());
+	} while (n == s->config.key_sweep_batch && !shutdown_requested());
 	return USER_STORE_OK;
 }
 

@@ -199,7 +199,7 @@ class System:
         self.wait_stream()
         self._service("api", "user-api", {
             **self.pg.env, "NATS_URL": self.nats.url, "USER_API_PORT": harness.free_port(),
-            "USER_API_BIND": "127.0.0.1", "USER_API_THREADS": "4", "LOG_LEVEL": "info"})
+            "USER_API_BIND": "127.0.0.1", "USER_API_PG_CONNECTIONS": "4", "LOG_LEVEL": "info"})
         for i in range(self.nconsumers):
             self._service(f"consumer{i}" if self.nconsumers > 1 else "consumer",
                           "notification-consumer", {

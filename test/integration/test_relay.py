@@ -300,7 +300,7 @@ class UserApi:
 @pytest.fixture
 def user_api(relay_db, relay_nats):
     env = {**relay_db.env, "NATS_URL": relay_nats.url, "USER_API_PORT": harness.free_port(),
-           "USER_API_BIND": "127.0.0.1", "USER_API_THREADS": "4"}
+           "USER_API_BIND": "127.0.0.1", "USER_API_PG_CONNECTIONS": "4"}
     svc = harness.Service("user-api", env=env)
     svc.start()
     yield UserApi(svc)

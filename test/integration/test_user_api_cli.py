@@ -10,7 +10,7 @@ from user_api_fixtures import *  # noqa: F401,F403  (fixtures: pg_db, start_api)
 from user_api_fixtures import assert_problem, base_env, unique_email, user_api_binary
 
 SETTINGS = ["POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
-            "NATS_URL", "USER_API_PORT", "USER_API_BIND", "USER_API_THREADS", "USER_API_MAX_BODY",
+            "NATS_URL", "USER_API_PORT", "USER_API_BIND", "USER_API_PG_CONNECTIONS", "USER_API_MAX_BODY",
             "LOG_LEVEL"]
 
 
@@ -51,8 +51,8 @@ def test_check_with_good_settings_exits_0_and_prints_the_values(pg_db):
     ("USER_API_PORT", "abc"),
     ("USER_API_PORT", "70000"),
     ("USER_API_PORT", "-1"),
-    ("USER_API_THREADS", "0"),
-    ("USER_API_THREADS", "many"),
+    ("USER_API_PG_CONNECTIONS", "0"),
+    ("USER_API_PG_CONNECTIONS", "many"),
     ("USER_API_MAX_BODY", "-5"),
     ("USER_API_MAX_BODY", "1k2"),
     ("POSTGRES_PORT", "5432x"),

@@ -22,7 +22,7 @@ test_defaults(void)
 	CHECK_STR(s.store.pg.host, "localhost");
 	CHECK(s.store.pg.port == 5432);
 	CHECK(s.http.port == 8080);
-	CHECK(s.http.threads == 8);
+	CHECK(s.store.connections == 4);
 	CHECK(s.http.max_body == 65536);
 	CHECK(s.store.idempotency_ttl_ms == 24L * 3600 * 1000);
 	CHECK(s.store.reconnect_holdoff_ms == 250);
@@ -76,7 +76,7 @@ main(void)
 {
 	/* The tests set what they need; nothing from the caller's environment leaks in. */
 	static const char *const names[] = { "POSTGRES_HOST", "POSTGRES_PORT", "USER_API_PORT",
-		"USER_API_THREADS", "USER_API_MAX_BODY", "USER_API_IDEMPOTENCY_TTL",
+		"USER_API_PG_CONNECTIONS", "USER_API_MAX_BODY", "USER_API_IDEMPOTENCY_TTL",
 		"USER_API_RECONNECT_HOLDOFF", "USER_API_KEY_SWEEP_BATCH", "USER_API_KEY_SWEEP_INTERVAL",
 		"USER_API_DRAIN_TIMEOUT", "LOG_LEVEL" };
 
