@@ -173,6 +173,22 @@ def test_a_request_that_arrives_whole_is_not_held_to_the_deadline(start_api):
     assert metric_sum(api, "http_requests_cut_off_total") == 0
 
 
+def test_request_headers_of_15_kib_are_served_and_larger_ones_answered_431(start_api):
+    """README: request headers may take up to about 15 KiB (the connection's memory, which
+    libmicrohttpd zeroes after every request, is 16 KiB); beyond, 431, and the server goes on."""
+    api = start_api()
+    for size, status in ((14 * 1024, b"200"), (20 * 1024, b"431")):
+        s = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        try:
+            s.sendall(b"GET /users?limit=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                      b"X-Padding: " + b"a" * size + b"\r\n\r\n")
+            answer = read_all(s)
+        finally:
+            s.close()
+        assert answer.startswith(b"HTTP/1.1 " + status), (size, answer[:200])
+    assert api.get("/users?limit=1").status_code == 200
+
+
 def get_from(source, port, path="/healthz"):
     """GET path on user-api from the local address source (127.0.0.1, 127.0.0.2, ...): every
     address of 127.0.0.0/8 is this machine, so one test has several client addresses."""
