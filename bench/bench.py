@@ -44,6 +44,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "integration"))
@@ -104,36 +105,52 @@ def wanted(n: int) -> bool:
 
 # --- /proc -----------------------------------------------------------------------------------------
 
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
+class Cpu(NamedTuple):
+    """CPU seconds spent on a process's behalf in user mode and in the kernel (system)."""
+    user: float = 0.0
+    system: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def minus(self, before: Cpu) -> Cpu:
+        return Cpu(self.user - before.user, self.system - before.system)
+
+
+def _stat(path: str) -> list[str]:
+    """The fields of a /proc stat file after the command name: [0] is field 3 (state) of
+    proc(5), so field k (1-based) is [k - 3]."""
+    with open(path) as f:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process, all its threads."""
+def cpu_times(pid: int) -> Cpu:
+    """CPU time of a process, all its threads (utime and stime, fields 14 and 15)."""
     try:
-        st = _stat(pid)
+        st = _stat(f"/proc/{pid}/stat")
     except OSError:
-        return 0.0
-    return (int(st[11]) + int(st[12])) / CLK
+        return Cpu()
+    return Cpu(int(st[11]) / CLK, int(st[12]) / CLK)
 
 
-def cpu_tree_s(pid: int) -> float:
-    """CPU seconds of a process, its reaped children and its live children (PostgreSQL's backends)."""
+def cpu_tree_times(pid: int) -> Cpu:
+    """CPU time of a process, its reaped children (cutime, cstime: fields 16 and 17) and its live
+    children (PostgreSQL's backends)."""
     try:
-        st = _stat(pid)
+        st = _stat(f"/proc/{pid}/stat")
     except OSError:
-        return 0.0
-    total = (int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])) / CLK
+        return Cpu()
+    user, system = int(st[11]) + int(st[13]), int(st[12]) + int(st[14])
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                s = _stat(int(d))
+                s = _stat(f"/proc/{d}/stat")
                 if int(s[1]) == pid:
-                    total += (int(s[11]) + int(s[12])) / CLK
+                    user, system = user + int(s[11]), system + int(s[12])
             except (OSError, IndexError, ValueError):
                 pass
-    return total
+    return Cpu(user / CLK, system / CLK)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -148,34 +165,55 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 class CpuMeter:
-    """CPU seconds spent by named processes between start() and stop(), as shares of the machine."""
+    """CPU seconds spent by named processes between start() and stop(), user and system, next to
+    the machine's."""
 
     def __init__(self, procs: dict):
         self.procs = procs  # name -> (pid, tree?)
 
-    def _sample(self):
-        return {n: (cpu_tree_s(p) if tree else cpu_s(p)) for n, (p, tree) in self.procs.items()}
+    def _sample(self) -> dict[str, Cpu]:
+        return {n: (cpu_tree_times(p) if tree else cpu_times(p))
+                for n, (p, tree) in self.procs.items()}
 
     def start(self):
         self.t0, self.c0, self.busy0 = time.monotonic(), self._sample(), machine_busy_s()
         return self
 
-    def stop(self, extra: dict | None = None) -> dict:
+    def stop(self, extra: dict[str, Cpu] | None = None) -> dict:
+        """{name: CPU seconds (user + system)} of every process, with extra's (measured by the
+        caller, e.g. a load generator's rusage), the machine's figures, and `user_system_s`:
+        {name: {"user": s, "system": s}}."""
         # A backend whose client just left may not be reaped yet: its time would be missed.
         time.sleep(0.2)
         wall = time.monotonic() - self.t0
         c1 = self._sample()
-        out = {n: round(c1[n] - self.c0[n], 2) for n in c1}
-        out.update({k: round(v, 2) for k, v in (extra or {}).items()})
+        used = {n: c1[n].minus(self.c0[n]) for n in c1}
+        used.update(extra or {})
         busy = machine_busy_s() - self.busy0
+        out: dict = {n: round(c.total, 2) for n, c in used.items()}
         out["wall_s"] = round(wall, 2)
         out["machine_capacity_s"] = round(wall * NCPU, 2)
         out["machine_busy_s"] = round(busy, 2)
         # Whatever else ran on the machine meanwhile (other users' processes).
-        out["other_processes_s"] = round(max(0.0, busy - sum(v for k, v in out.items()
-                                                               if k not in ("wall_s", "machine_capacity_s", "machine_busy_s"))), 2)
+        out["other_processes_s"] = round(max(0.0, busy - sum(c.total for c in used.values())), 2)
         out["loadavg_1m_after"] = float(open("/proc/loadavg").read().split()[0])
+        out["user_system_s"] = {n: {"user": round(c.user, 2), "system": round(c.system, 2)}
+                                for n, c in used.items()}
         return out
+
+
+def per_item_us(cpu: dict, n: float, names=None) -> dict:
+    """CPU microseconds per item (request, transaction, row, event) of each process of a
+    CpuMeter's figures (names: all when None): {name: {"user", "system", "total"}}."""
+    split = cpu.get("user_system_s", {})
+    if not n:
+        return {}
+    out = {}
+    for k in (names if names is not None else split):
+        if k in split:
+            u, s = split[k]["user"] * 1e6 / n, split[k]["system"] * 1e6 / n
+            out[k] = {"user": round(u, 1), "system": round(s, 1), "total": round(u + s, 1)}
+    return out
 
 
 def machine_busy_s() -> float:
@@ -186,39 +224,52 @@ def machine_busy_s() -> float:
 
 
 def run_child(argv: list[str], env: dict | None = None, nice: bool = True,
-              timeout: float = 600) -> tuple[str, str, float]:
-    """Runs a load generator (niced); returns stdout, stderr and its CPU seconds (rusage)."""
+              timeout: float = 600) -> tuple[str, str, Cpu]:
+    """Runs a load generator (niced); returns stdout, stderr and its CPU time (rusage)."""
     if nice:
         argv = ["nice", "-n", str(NICE), *argv]
+    c0 = child_cpu()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, **(env or {})})
     out, err = p.communicate(timeout=timeout)
-    # communicate() reaped it: the children's rusage of this process grew by its CPU time.
+    # communicate() reaped it: the children's rusage of this process grew by its CPU time (and
+    # by that of any other child reaped meanwhile; bench.py runs one load generator at a time).
+    cpu = child_cpu().minus(c0)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{out}\n{err}")
-    return out, err, 0.0
+    return out, err, cpu
 
 
-def child_cpu() -> float:
+def child_cpu() -> Cpu:
+    """The CPU time of this process's reaped children."""
     r = os.times()
-    return r.children_user + r.children_system
+    return Cpu(r.children_user, r.children_system)
+
+
+def generator_fields(cpu: Cpu) -> dict:
+    """A load generator's CPU time as a result records it."""
+    return {"generator_cpu_s": round(cpu.total, 2), "generator_user_s": round(cpu.user, 2),
+            "generator_system_s": round(cpu.system, 2)}
+
+
+def generator_cpu(r: dict) -> Cpu:
+    """The load generator's CPU time of a result of wrk(), pgbench() or e2e_probe()."""
+    return Cpu(r.get("generator_user_s", 0.0), r.get("generator_system_s", 0.0))
 
 
 # --- load generators -------------------------------------------------------------------------------
 
 def wrk(url: str, script: str, conns: int, duration: int, env: dict | None = None) -> dict:
     threads = min(conns, NCPU)
-    c0 = child_cpu()
-    out, err, _ = run_child(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
-                             "--latency", "-s", str(BENCH / "lua" / script), url], env=env)
-    cpu = child_cpu() - c0
+    out, err, cpu = run_child(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
+                               "--latency", "-s", str(BENCH / "lua" / script), url], env=env)
     m = re.search(r"^BENCH (\{.*\})$", out, re.M)
     if not m:
         raise RuntimeError(f"wrk printed no figures:\n{out}\n{err}")
     r = json.loads(m.group(1))
     ok = r["requests"] - r["non2xx"]
     r["rate"] = round(ok / r["seconds"], 1) if r["seconds"] else 0
-    r["generator_cpu_s"] = round(cpu, 2)
+    r.update(generator_fields(cpu))
     return r
 
 
@@ -233,9 +284,7 @@ def pgbench(pg: harness.Postgres, script: str, clients: int, duration: int | Non
     for k, v in (defines or {}).items():
         argv += ["-D", f"{k}={v}"]
     argv.append(pg.DB)
-    c0 = child_cpu()
-    out, err, _ = run_child(argv, env={"PGPASSWORD": pg.PASSWORD})
-    cpu = child_cpu() - c0
+    out, err, cpu = run_child(argv, env={"PGPASSWORD": pg.PASSWORD})
     lat = []
     for f in logdir.iterdir():
         for line in f.read_text().splitlines():
@@ -249,7 +298,7 @@ def pgbench(pg: harness.Postgres, script: str, clients: int, duration: int | Non
     return {"rate": round(tps, 1), "transactions": len(lat),
             "failed": int(failed.group(1)) if failed else 0,
             "p50_ms": round(pct(lat, 50), 4), "p99_ms": round(pct(lat, 99), 4),
-            "max_ms": round(lat[-1], 4) if lat else None, "generator_cpu_s": round(cpu, 2)}
+            "max_ms": round(lat[-1], 4) if lat else None, **generator_fields(cpu)}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -397,12 +446,18 @@ def scenario_1_2():
                 m = CpuMeter(procs).start()
                 ours = wrk(api.url, lua, c, DURATION,
                            env={"BENCH_RUN": f"{op}{c}", "BENCH_USERS": str(PUT_USERS)})
-                ours["cpu"] = m.stop({"wrk": ours["generator_cpu_s"]})
-                log(f"  {ours['rate']}/s p50 {ours['p50_ms']} ms p99 {ours['p99_ms']} ms")
+                ours["cpu"] = m.stop({"wrk": generator_cpu(ours)})
+                ours["cpu_us_per_item"] = per_item_us(
+                    ours["cpu"], ours["requests"], ("user-api", "postgres", "nats-server", "wrk"))
+                log(f"  {ours['rate']}/s p50 {ours['p50_ms']} ms p99 {ours['p99_ms']} ms, user-api "
+                    f"{ours['cpu_us_per_item'].get('user-api', {}).get('total')} µs of CPU per "
+                    "request")
                 log(f"scenario 1: {op} at {c} clients, pgbench")
                 m = CpuMeter(procs).start()
                 base = pgbench(pg, sql, c, DURATION, defines={"users": PUT_USERS})
-                base["cpu"] = m.stop({"pgbench": base["generator_cpu_s"]})
+                base["cpu"] = m.stop({"pgbench": generator_cpu(base)})
+                base["cpu_us_per_item"] = per_item_us(base["cpu"], base["transactions"],
+                                                      ("postgres", "pgbench"))
                 log(f"  {base['rate']}/s p50 {base['p50_ms']} ms p99 {base['p99_ms']} ms")
                 s1["points"].append({"op": op, "clients": c, "ours": ours, "pgbench": base,
                                      "ratio": round(ours["rate"] / base["rate"], 3)})
@@ -484,9 +539,10 @@ def scenario_3_4():
             sqlb = pgbench_db(pg, "bench_copy", "claim_mark.sql", 1, -(-n // batch),
                               # pgbench would read :MI and :SS of the literal as variables
                               {"fmt": 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', "batch": batch})
-            sqlb["cpu"] = m.stop({"pgbench": sqlb["generator_cpu_s"]})
+            sqlb["cpu"] = m.stop({"pgbench": generator_cpu(sqlb)})
             left = pg.sql("SELECT count(*) FROM outbox_pending", dbname="bench_copy")[0][0]
             sqlb["rows_per_s"] = round((n - left) / sqlb["elapsed_s"], 1)
+            sqlb["cpu_us_per_item"] = per_item_us(sqlb["cpu"], n - left, ("postgres", "pgbench"))
             log(f"  {sqlb['rows_per_s']} rows/s ({left} left)")
 
         # Ours: the relay drains the backlog.
@@ -502,14 +558,16 @@ def scenario_3_4():
         first = drain_wait(pg, f"http://127.0.0.1:{port}")
         drain = time.monotonic() - t0
         steady = time.monotonic() - first if first else None
-        relay_cpu = cpu_s(relay.pid)
+        # The relay's own time from its start, as the meter's from before it.
+        relay_cpu = cpu_times(relay.pid)
         cpu = meter.stop({"outbox-relay": relay_cpu})
         ours = {"rows": n, "seconds": round(drain, 3), "rows_per_s": round(n / drain, 1),
                 # From the first PubAck on: without the start (connect, leader lock, stream).
                 "seconds_after_first_ack": round(steady, 3) if steady else None,
                 "rows_per_s_after_first_ack": round(n / steady, 1) if steady else None,
                 "cpu": cpu, "relay_peak_rss_mb": peak_rss_mb(relay.pid),
-                "relay_cpu_s_per_10k": round(relay_cpu * 10000 / n, 3)}
+                "relay_cpu_s_per_10k": round(relay_cpu.total * 10000 / n, 3),
+                "cpu_us_per_item": per_item_us(cpu, n, ("outbox-relay", "nats-server", "postgres"))}
         ours["profile"] = prof.finish()
         log(f"  relay: {ours['rows_per_s']} rows/s")
         stream = nats.varz("jsz", streams="true")
@@ -526,13 +584,15 @@ def scenario_3_4():
             pg.sql(FILL_SQL, n, USERS, USERS)
             log("scenario 3: plain nats.c async publish loop")
             meter = CpuMeter({"nats-server": (nats2.pid, False)}).start()
-            c0 = child_cpu()
-            out, _, _ = run_child([str(TOOLS / "js_publish"), nats2.admin_url, nats.admin_url,
-                                   f"host=127.0.0.1 port={pg.port} user={pg.USER} "
-                                   f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
+            out, _, gen = run_child([str(TOOLS / "js_publish"), nats2.admin_url, nats.admin_url,
+                                     f"host=127.0.0.1 port={pg.port} user={pg.USER} "
+                                     f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
             pub = json.loads(out)
-            pub["cpu"] = meter.stop({"js_publish": child_cpu() - c0})
+            # js_publish's time includes reading the rows before its clock starts.
+            pub["cpu"] = meter.stop({"js_publish": gen})
             pub["rows_per_s"] = pub["rate"]
+            pub["cpu_us_per_item"] = per_item_us(pub["cpu"], pub["rows"],
+                                                 ("js_publish", "nats-server"))
             log(f"  publish loop: {pub['rows_per_s']} msgs/s ({pub['nacks']} nacks)")
             pg.sql("TRUNCATE outbox")
             rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.admin_url, "1000"],
@@ -699,9 +759,9 @@ class Progress:
                 "updates_last_tenth_mean_ms": round((t10 - t9) * 1e3 / tenth, 4)}
 
 
-def per_event_us(cpu: dict, n: int, names) -> dict:
-    """CPU microseconds per event of each named process of a CpuMeter's figures."""
-    return {k: round(cpu[k] * 1e6 / n, 1) for k in names if k in cpu and n}
+def totals(per_item: dict) -> dict:
+    """{name: total} of per_item_us()'s figures (results.json's cpu_us_per_event)."""
+    return {k: v["total"] for k, v in per_item.items()}
 
 
 def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
@@ -734,24 +794,30 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     prog = Progress(cons.url, "consumer_events_applied_total")
     prog.until(n, "the consumer applying every event", cons, ferret)
     took = (prog.when(n) or time.monotonic()) - t0
-    ccpu = cpu_s(cons.pid)
+    # The consumer's own time from its start, as the meter's from before it.
+    ccpu = cpu_times(cons.pid)
     cpu = meter.stop({"notification-consumer": ccpu})
+    per_event = per_item_us(cpu, n, ("notification-consumer", "nats-server", "ferretdb",
+                                     "ferretdb-postgres"))
     ours = {"events": n, "seconds": round(took, 3), "events_per_s": round(n / took, 1), "cpu": cpu,
             **prog.tenths(0, n), **prog.later_tenths(USERS, n),
             "apply_errors": metric(cons.url, "consumer_apply_errors_total"),
             "consumer_peak_rss_mb": peak_rss_mb(cons.pid),
-            "consumer_cpu_s_per_10k": round(ccpu * 10000 / n, 3),
-            "cpu_us_per_event": per_event_us(cpu, n, ("notification-consumer", "nats-server",
-                                                       "ferretdb", "ferretdb-postgres"))}
+            "consumer_cpu_s_per_10k": round(ccpu.total * 10000 / n, 3),
+            "cpu_us_per_event": totals(per_event), "cpu_us_per_item": per_event}
     ours["profile"] = prof.finish()
     log(f"  consumer: {ours['events_per_s']} events/s, ms per event first/last tenth "
         f"{ours.get('first_tenth_mean_ms')}/{ours.get('last_tenth_mean_ms')}")
     cons.stop()
 
     log("scenario 4: fetch-and-ack-only loop")
-    c0 = child_cpu()
-    fa = json.loads(run_child([str(TOOLS / "js_fetch_ack"), nats.admin_url, str(n_stream), "64"], nice=False)[0])
-    fa["cpu_s"] = round(child_cpu() - c0, 2)
+    meter = CpuMeter({"nats-server": (nats.pid, False)}).start()
+    out, _, gen = run_child([str(TOOLS / "js_fetch_ack"), nats.admin_url, str(n_stream), "64"],
+                            nice=False)
+    fa = json.loads(out)
+    fa["cpu_s"] = round(gen.total, 2)
+    fa["cpu"] = meter.stop({"js_fetch_ack": gen})
+    fa["cpu_us_per_item"] = per_item_us(fa["cpu"], fa["events"], ("js_fetch_ack", "nats-server"))
     log(f"  fetch+ack: {fa['rate']} events/s")
 
     ferret2 = st.add(harness.FerretDB())
@@ -759,13 +825,13 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
         f"{lanes} lanes, bulks of at most {bulk} updates)")
     meter = CpuMeter({"ferretdb": (ferret2.pid, False),
                       "ferretdb-postgres": (ferret2.store.pid, True)}).start()
-    c0 = child_cpu()
-    up = json.loads(run_child([str(TOOLS / "mongo_upsert"), ferret2.uri, str(n), "3", str(USERS),
-                               str(lanes), str(batch), str(bulk)],
-                              nice=False, timeout=3600)[0])
-    up["cpu"] = meter.stop({"mongo_upsert": child_cpu() - c0})
-    up["cpu_us_per_event"] = per_event_us(up["cpu"], n, ("mongo_upsert", "ferretdb",
-                                                         "ferretdb-postgres"))
+    out, _, gen = run_child([str(TOOLS / "mongo_upsert"), ferret2.uri, str(n), "3", str(USERS),
+                             str(lanes), str(batch), str(bulk)], nice=False, timeout=3600)
+    up = json.loads(out)
+    up["cpu"] = meter.stop({"mongo_upsert": gen})
+    up["cpu_us_per_item"] = per_item_us(up["cpu"], n, ("mongo_upsert", "ferretdb",
+                                                       "ferretdb-postgres"))
+    up["cpu_us_per_event"] = totals(up["cpu_us_per_item"])
     up["bulk_max"] = bulk
     log(f"  plain loop: {up['rate']} events/s, ms per event first/last tenth "
         f"{up['first_tenth_mean_ms']}/{up['last_tenth_mean_ms']}")
@@ -837,11 +903,11 @@ def sampling(applied: Progress, fn, *args, **kw):
 
 def e2e_probe(api, cons, rate: float, seconds: float, tag: str, every: int) -> dict:
     """bench/bin/e2e_probe: POSTs at rate for seconds, every Nth read back (0: none)."""
-    c0 = child_cpu()
-    r = json.loads(run_child([str(TOOLS / "e2e_probe"), api.url, cons.url, f"{rate:.1f}",
-                              f"{seconds:g}", tag, str(E2E_THREADS), "5s", str(every)],
-                             timeout=seconds + 120)[0])
-    r["generator_cpu_s"] = round(child_cpu() - c0, 2)
+    out, _, cpu = run_child([str(TOOLS / "e2e_probe"), api.url, cons.url, f"{rate:.1f}",
+                             f"{seconds:g}", tag, str(E2E_THREADS), "5s", str(every)],
+                            timeout=seconds + 120)
+    r = json.loads(out)
+    r.update(generator_fields(cpu))
     return r
 
 
@@ -938,6 +1004,9 @@ def scenario_5_6():
                  "nats-server": (nats.pid, False), "ferretdb": (ferret.pid, False),
                  "ferretdb-postgres": (ferret.store.pid, True)}
         meter_all = CpuMeter(procs).start()
+        # The load generators' time over the whole scenario: the children this process reaps
+        # meanwhile are wrk and e2e_probe only (the services are reaped when the stack closes).
+        generators0 = child_cpu()
         applied = Progress(cons.url, "consumer_events_applied_total", interval=0.1)
         conns = 16
         log(f"scenario 5: the rate the pipeline sustains (a burst of POSTs, then paced steps of "
@@ -959,24 +1028,27 @@ def scenario_5_6():
             probe = e2e_probe(api, cons, rate, E2E_SECONDS, tag, every)
             applied.until(base + probe["posted"], "the consumer applying the load point", cons,
                           relay, ferret)
-            cpu = m.stop({"e2e_probe": probe["generator_cpu_s"]})
-            point = {"load": frac, **probe, "cpu": cpu, "history": history_breakdown(ferret, tag)}
+            cpu = m.stop({"e2e_probe": generator_cpu(probe)})
+            point = {"load": frac, **probe, "cpu": cpu,
+                     "cpu_us_per_item": per_item_us(cpu, probe["posted"]),
+                     "history": history_breakdown(ferret, tag)}
             points.append(point)
             log(f"  achieved {probe['achieved_rate']}/s, {probe['visible']} of {probe['probed']} "
                 f"read back: commit to visible p50 {probe['visible_p50_ms']} ms p99 "
                 f"{probe['visible_p99_ms']} ms (writes late > 10 ms: {probe['late_over_10ms']})")
-        total_cpu = meter_all.stop()
+        total_cpu = meter_all.stop({"load generators": child_cpu().minus(generators0)})
         events = applied.samples[-1][1] if applied.samples else 0
-        s6 = {"events": int(events), "processes": {}}
-        for name, svc in (("user-api", api), ("outbox-relay", relay), ("notification-consumer", cons)):
-            s6["processes"][name] = {"peak_rss_mb": peak_rss_mb(svc.pid),
+        per_event = per_item_us(total_cpu, events)
+        s6 = {"events": int(events), "processes": {}, "cpu": total_cpu}
+        rss = {"user-api": api, "outbox-relay": relay, "notification-consumer": cons}
+        for name in ("user-api", "outbox-relay", "notification-consumer", "postgres",
+                     "nats-server", "ferretdb", "ferretdb-postgres", "load generators"):
+            s6["processes"][name] = {**({"peak_rss_mb": peak_rss_mb(rss[name].pid)}
+                                        if name in rss else {}),
                                      "cpu_s": total_cpu[name],
                                      "cpu_s_per_10k_events": round(total_cpu[name] * 1e4 / events, 3)
-                                     if events else None}
-        for name in ("postgres", "nats-server", "ferretdb", "ferretdb-postgres"):
-            s6["processes"][name] = {"cpu_s": total_cpu[name],
-                                     "cpu_s_per_10k_events": round(total_cpu[name] * 1e4 / events, 3)
-                                     if events else None}
+                                     if events else None,
+                                     "cpu_us_per_event": per_event.get(name)}
         results["scenarios"]["5"] = {"saturation": sat, "seconds_per_point": E2E_SECONDS,
                                      "probe_every": E2E_PROBE_EVERY, "probe_threads": E2E_THREADS,
                                      "lanes_set": CONSUMER_LANES or None, "points": points}
