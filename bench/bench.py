@@ -216,6 +216,72 @@ def per_item_us(cpu: dict, n: float, names=None) -> dict:
     return out
 
 
+def thread_sample(pid: int) -> dict[int, tuple]:
+    """Each thread of a process: tid -> (name, Cpu, voluntary and nonvoluntary context switches
+    since it started)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+            name = text[text.index("(") + 1:text.rindex(")")]
+            st = text.rsplit(")", 1)[1].split()
+            vol = nonvol = 0
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        nonvol = int(line.split()[1])
+            out[int(tid)] = (name, Cpu(int(st[11]) / CLK, int(st[12]) / CLK), vol, nonvol)
+        except (OSError, ValueError, IndexError):
+            pass   # the thread ended while it was read
+    return out
+
+
+class ThreadMeter:
+    """The CPU time and context switches of each thread of one process between start() and
+    stop(), summed by thread name (the comm a thread gave itself, such as MHD-worker)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def start(self):
+        self.t0 = thread_sample(self.pid)
+        return self
+
+    def stop(self, n: int) -> dict:
+        """Per item (n of them: a run's requests): {"per_item": {name: {"threads", "user_us",
+        "system_us", "voluntary_switches", "nonvoluntary_switches"}}, "items": n,
+        "threads_ended": threads of start() gone by now, whose time in between is missing}."""
+        t1 = thread_sample(self.pid)
+        sums: dict[str, list] = {}
+        for tid, (name, cpu, vol, nonvol) in t1.items():
+            # A thread started meanwhile counts from zero.
+            _, cpu0, vol0, nonvol0 = self.t0.get(tid, (name, Cpu(), 0, 0))
+            d = cpu.minus(cpu0)
+            s = sums.setdefault(name, [0, 0.0, 0.0, 0, 0])
+            s[0] += 1
+            s[1] += d.user
+            s[2] += d.system
+            s[3] += vol - vol0
+            s[4] += nonvol - nonvol0
+        per = {}
+        busiest_first = sorted(sums.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
+        for name, (k, u, s, vol, nonvol) in busiest_first:
+            per[name] = {"threads": k,
+                         "user_us": round(u * 1e6 / n, 1) if n else None,
+                         "system_us": round(s * 1e6 / n, 1) if n else None,
+                         "voluntary_switches": round(vol / n, 3) if n else None,
+                         "nonvoluntary_switches": round(nonvol / n, 3) if n else None}
+        return {"per_item": per, "items": n,
+                "threads_ended": len(set(self.t0) - set(t1))}
+
+
 def machine_busy_s() -> float:
     """CPU seconds all cores spent on anything but idle and iowait since boot."""
     with open("/proc/stat") as f:
@@ -307,19 +373,37 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
+def profiling() -> bool:
+    """Whether the perf profiles run: perf is installed and BENCH_PROFILE is not 0."""
+    return os.environ.get("BENCH_PROFILE", "1") != "0" and shutil.which("perf") is not None
+
+
 class Profile:
-    """A machine-wide `perf record` while a scenario runs, for at most `seconds`; the summary (CPU
-    per process and the top symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is
+    """A machine-wide `perf record -a -g` while a scenario runs, for at most `seconds`; the summary
+    (CPU per process and the top symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is
     missing or BENCH_PROFILE=0."""
+
+    # Each section of the summary: its title, the arguments of `perf report`, the lines kept.
+    SECTIONS = (
+        ("CPU samples per process",
+         ["--no-children", "--sort", "comm", "--percent-limit", "1"], 45),
+        ("CPU samples per process and binary (the kernel's share is [kernel.kallsyms])",
+         ["--no-children", "--sort", "comm,dso", "--percent-limit", "0.5"], 45),
+        ("Top symbols (self time, by process)",
+         ["--no-children", "--sort", "comm,dso,sym", "--percent-limit", "0.7"], 45))
 
     def __init__(self, name: str, seconds: float, hz: int = 199):
         self.name, self.proc = name, None
-        if os.environ.get("BENCH_PROFILE", "1") == "0" or not shutil.which("perf"):
+        if not profiling():
             return
         self.data = Path(tempfile.mkdtemp(prefix="bench-perf-")) / "perf.data"
-        self.proc = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(hz), "-o", str(self.data),
-                                      "--", "sleep", str(seconds)],
+        argv = ["perf", "record", *self.target(), "-g", "-F", str(hz)]
+        self.title = f"{' '.join(argv)} during {name}"
+        self.proc = subprocess.Popen([*argv, "-o", str(self.data), "--", "sleep", str(seconds)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def target(self) -> list[str]:
+        return ["-a"]
 
     def finish(self) -> str | None:
         """Ends the recording (early, when the scenario ended first) and writes the summary."""
@@ -329,19 +413,38 @@ class Profile:
             self.proc.send_signal(signal.SIGINT)   # perf stops its workload and writes its data
         self.proc.wait()
         parts = []
-        for title, args in (("CPU samples per process", ["--sort", "comm", "--percent-limit", "1"]),
-                            ("CPU samples per process and binary (the kernel's share is "
-                             "[kernel.kallsyms])", ["--sort", "comm,dso", "--percent-limit", "0.5"]),
-                            ("Top symbols (self time, by process)",
-                             ["--sort", "comm,dso,sym", "--percent-limit", "0.7"])):
-            r = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "--no-children",
-                                "-g", "none", *args], capture_output=True, text=True)
+        for title, args, keep in self.SECTIONS:
+            r = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "-g", "none",
+                                *args], capture_output=True, text=True)
             lines = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-            parts.append(f"## {title}\n" + "\n".join(lines[:45]))
+            parts.append(f"## {title}\n" + "\n".join(lines[:keep]))
         shutil.rmtree(self.data.parent, ignore_errors=True)
-        text = f"# perf record -a -g during {self.name}\n\n" + "\n\n".join(parts) + "\n"
+        text = f"# {self.title}\n\n" + "\n\n".join(parts) + "\n"
         (OUT / f"profile-{self.name}.txt").write_text(text)
         return f"profile-{self.name}.txt"
+
+
+class ProcessProfile(Profile):
+    """`perf record -g -p <pid>`: the samples of one process alone, at a higher frequency, by
+    thread name, by binary, by symbol, and by caller (which system or library call the time is
+    under). Skipped like Profile."""
+
+    SECTIONS = (
+        ("CPU samples by thread name", ["--no-children", "--sort", "comm"], 30),
+        ("CPU samples by binary (the kernel's share is [kernel.kallsyms])",
+         ["--no-children", "--sort", "dso", "--percent-limit", "0.1"], 30),
+        ("Top symbols (self time)", ["--no-children", "--sort", "dso,sym"], 40),
+        # Frame-pointer call chains: complete in the kernel, cut short in user space where a
+        # library was built without frame pointers.
+        ("Callers (children time: the samples in a function and in all it called)",
+         ["--children", "--sort", "sym"], 40))
+
+    def __init__(self, name: str, seconds: float, pid: int, hz: int = 1999):
+        self.pid = pid
+        super().__init__(name, seconds, hz)
+
+    def target(self) -> list[str]:
+        return ["-p", str(self.pid)]
 
 
 def metric(url: str, name: str) -> float:
@@ -444,8 +547,10 @@ def scenario_1_2():
             for op, lua, sql in (("POST", "post.lua", "post.sql"), ("PUT", "put.lua", "put.sql")):
                 log(f"scenario 1: {op} at {c} clients, user-api")
                 m = CpuMeter(procs).start()
+                threads = ThreadMeter(api.pid).start()
                 ours = wrk(api.url, lua, c, DURATION,
                            env={"BENCH_RUN": f"{op}{c}", "BENCH_USERS": str(PUT_USERS)})
+                ours["threads"] = threads.stop(ours["requests"])
                 ours["cpu"] = m.stop({"wrk": generator_cpu(ours)})
                 ours["cpu_us_per_item"] = per_item_us(
                     ours["cpu"], ours["requests"], ("user-api", "postgres", "nats-server", "wrk"))
@@ -485,9 +590,12 @@ def scenario_1_2():
         log(f"  {s1['threads_64_experiment']}")
         api64.stop()
         log("scenario 1: profiled extra run, POST at 16 clients (not in the table)")
-        prof = Profile("scenario1-post-16", min(DURATION, 4))
-        wrk(api.url, "post.lua", 16, min(DURATION, 4) + 1, env={"BENCH_RUN": "prof"})
+        seconds = min(DURATION, 4)
+        prof = Profile("scenario1-post-16", seconds)
+        prof_api = ProcessProfile("user-api-post-16", seconds, api.pid)
+        wrk(api.url, "post.lua", 16, seconds + 1, env={"BENCH_RUN": "prof"})
         s1["profile"] = prof.finish()
+        s1["user_api_profile"] = prof_api.finish()
         s1["max_post_rate"] = max(p["ours"]["rate"] for p in s1["points"] if p["op"] == "POST")
         s1["user_api_peak_rss_mb"] = peak_rss_mb(api.pid)
         s1["user_api_threads"] = 8
