@@ -576,19 +576,7 @@ def scenario_1_2():
                                      "without_outbox_p50_ms": bare["p50_ms"],
                                      "ratio": round(base["rate"] / bare["rate"], 3)})
                 log(f"  {bare['rate']}/s: with/without = {s2['points'][-1]['ratio']}")
-        # An experiment: user-api with as many worker threads (PostgreSQL connections) as
-        # clients, next to the default 8, at 64 clients.
-        log("scenario 1: experiment, user-api with USER_API_THREADS=64 at 64 clients")
-        api64 = st.service("user-api", {**pg.env, "NATS_URL": nats.url, "LOG_LEVEL": "warn",
-                                        "USER_API_THREADS": 64}, "USER_API_PORT")
-        t64 = wrk(api64.url, "post.lua", 64, DURATION, env={"BENCH_RUN": "t64"})
-        before = next(p for p in s1["points"] if p["op"] == "POST" and p["clients"] == 64)
-        s1["threads_64_experiment"] = {"clients": 64, "threads_64_rate": t64["rate"],
-                                       "threads_64_p50_ms": t64["p50_ms"],
-                                       "threads_8_rate": before["ours"]["rate"],
-                                       "pgbench_rate": before["pgbench"]["rate"]}
-        log(f"  {s1['threads_64_experiment']}")
-        api64.stop()
+        s1["pg_connections_experiment"] = pg_connections_experiment(st, pg, nats, s1["points"])
         log("scenario 1: profiled extra run, POST at 16 clients (not in the table)")
         seconds = min(DURATION, 4)
         prof = Profile("scenario1-post-16", seconds)
@@ -598,7 +586,9 @@ def scenario_1_2():
         s1["user_api_profile"] = prof_api.finish()
         s1["max_post_rate"] = max(p["ours"]["rate"] for p in s1["points"] if p["op"] == "POST")
         s1["user_api_peak_rss_mb"] = peak_rss_mb(api.pid)
-        s1["user_api_threads"] = 8
+        s1["user_api_threads"] = service_default("user-api", "USER_API_THREADS", required=False)
+        s1["user_api_pg_connections"] = service_default("user-api", "USER_API_PG_CONNECTIONS",
+                                                        required=False)
         results["scenarios"]["1"] = s1
         results["scenarios"]["2"] = s2
     finally:
@@ -622,6 +612,32 @@ def projection(ours: dict, base: dict) -> dict:
     return {"user_api_rate": a, "pgbench_rate": b,
             "ratio": round(a / b, 3) if a and b else None,
             "user_api_busy_share": busy_share(ours), "pgbench_busy_share": busy_share(base)}
+
+
+def pg_connections_experiment(st: Stack, pg, nats, points: list) -> dict:
+    """user-api with four times its default PostgreSQL connections (USER_API_PG_CONNECTIONS),
+    POST at 64 clients, next to the table's point with the default; skipped for a user-api
+    without the setting."""
+    default = service_default("user-api", "USER_API_PG_CONNECTIONS", required=False)
+    if default is None:
+        log("scenario 1: experiment skipped: bin/user-api --help shows no USER_API_PG_CONNECTIONS")
+        return {"skipped": "bin/user-api has no USER_API_PG_CONNECTIONS setting"}
+    conns = 4 * default
+    log(f"scenario 1: experiment, user-api with USER_API_PG_CONNECTIONS={conns} (4 x its "
+        f"default) at 64 clients")
+    api = st.service("user-api", {**pg.env, "NATS_URL": nats.url, "LOG_LEVEL": "warn",
+                                  "USER_API_PG_CONNECTIONS": conns}, "USER_API_PORT")
+    m = CpuMeter({"user-api": (api.pid, False), "postgres": (pg.pid, True)}).start()
+    r = wrk(api.url, "post.lua", 64, DURATION, env={"BENCH_RUN": "pgconns"})
+    cpu = m.stop({"wrk": generator_cpu(r)})
+    api.stop()
+    before = next(p for p in points if p["op"] == "POST" and p["clients"] == 64)
+    out = {"clients": 64, "pg_connections": conns, "pg_connections_default": default,
+           "rate": r["rate"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "cpu": cpu,
+           "cpu_us_per_item": per_item_us(cpu, r["requests"], ("user-api", "postgres", "wrk")),
+           "default_rate": before["ours"]["rate"], "pgbench_rate": before["pgbench"]["rate"]}
+    log(f"  {r['rate']}/s with {conns} connections, {before['ours']['rate']}/s with {default}")
+    return out
 
 
 # --- scenario 3: relay drain -----------------------------------------------------------------------
@@ -1227,7 +1243,14 @@ def machine() -> dict:
                                      "(the test harness's settings)",
                          "ferretdb": "PostgreSQL store set up by deploy/ferretdb-store.sql, "
                                      "fsync=off (the test harness's settings)",
-                         "user_api_threads": 8,
+                         # The defaults of the user-api under test; a setting it does not have
+                         # is left out.
+                         **{k: v for k, v in (
+                             ("user_api_threads",
+                              service_default("user-api", "USER_API_THREADS", required=False)),
+                             ("user_api_pg_connections",
+                              service_default("user-api", "USER_API_PG_CONNECTIONS",
+                                              required=False))) if v is not None},
                          "relay_batch_size": service_default("outbox-relay", "RELAY_BATCH_SIZE"),
                          "relay_pipeline": service_default("outbox-relay", "RELAY_PIPELINE"),
                          "consumer_batch": service_default("notification-consumer",
