@@ -358,7 +358,10 @@ def pgbench(pg: harness.Postgres, script: str, clients: int, duration: int | Non
             if len(parts) >= 3:
                 lat.append(int(parts[2]) / 1000.0)
     shutil.rmtree(logdir, ignore_errors=True)
-    tps = float(re.search(r"tps = ([\d.]+) \(without initial", out).group(1))
+    m = re.search(r"tps = ([\d.]+) \(without initial", out)
+    if not m:
+        raise RuntimeError(f"pgbench printed no rate:\n{out}\n{err}")
+    tps = float(m.group(1))
     failed = re.search(r"number of failed transactions: (\d+)", out)
     lat.sort()
     return {"rate": round(tps, 1), "transactions": len(lat),
