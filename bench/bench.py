@@ -44,6 +44,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "test" / "integration"))
@@ -104,36 +105,52 @@ def wanted(n: int) -> bool:
 
 # --- /proc -----------------------------------------------------------------------------------------
 
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
+class Cpu(NamedTuple):
+    """CPU seconds spent on a process's behalf in user mode and in the kernel (system)."""
+    user: float = 0.0
+    system: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def minus(self, before: Cpu) -> Cpu:
+        return Cpu(self.user - before.user, self.system - before.system)
+
+
+def _stat(path: str) -> list[str]:
+    """The fields of a /proc stat file after the command name: [0] is field 3 (state) of
+    proc(5), so field k (1-based) is [k - 3]."""
+    with open(path) as f:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process, all its threads."""
+def cpu_times(pid: int) -> Cpu:
+    """CPU time of a process, all its threads (utime and stime, fields 14 and 15)."""
     try:
-        st = _stat(pid)
+        st = _stat(f"/proc/{pid}/stat")
     except OSError:
-        return 0.0
-    return (int(st[11]) + int(st[12])) / CLK
+        return Cpu()
+    return Cpu(int(st[11]) / CLK, int(st[12]) / CLK)
 
 
-def cpu_tree_s(pid: int) -> float:
-    """CPU seconds of a process, its reaped children and its live children (PostgreSQL's backends)."""
+def cpu_tree_times(pid: int) -> Cpu:
+    """CPU time of a process, its reaped children (cutime, cstime: fields 16 and 17) and its live
+    children (PostgreSQL's backends)."""
     try:
-        st = _stat(pid)
+        st = _stat(f"/proc/{pid}/stat")
     except OSError:
-        return 0.0
-    total = (int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])) / CLK
+        return Cpu()
+    user, system = int(st[11]) + int(st[13]), int(st[12]) + int(st[14])
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                s = _stat(int(d))
+                s = _stat(f"/proc/{d}/stat")
                 if int(s[1]) == pid:
-                    total += (int(s[11]) + int(s[12])) / CLK
+                    user, system = user + int(s[11]), system + int(s[12])
             except (OSError, IndexError, ValueError):
                 pass
-    return total
+    return Cpu(user / CLK, system / CLK)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -148,34 +165,121 @@ def peak_rss_mb(pid: int) -> float | None:
 
 
 class CpuMeter:
-    """CPU seconds spent by named processes between start() and stop(), as shares of the machine."""
+    """CPU seconds spent by named processes between start() and stop(), user and system, next to
+    the machine's."""
 
     def __init__(self, procs: dict):
         self.procs = procs  # name -> (pid, tree?)
 
-    def _sample(self):
-        return {n: (cpu_tree_s(p) if tree else cpu_s(p)) for n, (p, tree) in self.procs.items()}
+    def _sample(self) -> dict[str, Cpu]:
+        return {n: (cpu_tree_times(p) if tree else cpu_times(p))
+                for n, (p, tree) in self.procs.items()}
 
     def start(self):
         self.t0, self.c0, self.busy0 = time.monotonic(), self._sample(), machine_busy_s()
         return self
 
-    def stop(self, extra: dict | None = None) -> dict:
+    def stop(self, extra: dict[str, Cpu] | None = None) -> dict:
+        """{name: CPU seconds (user + system)} of every process, with extra's (measured by the
+        caller, e.g. a load generator's rusage), the machine's figures, and `user_system_s`:
+        {name: {"user": s, "system": s}}."""
         # A backend whose client just left may not be reaped yet: its time would be missed.
         time.sleep(0.2)
         wall = time.monotonic() - self.t0
         c1 = self._sample()
-        out = {n: round(c1[n] - self.c0[n], 2) for n in c1}
-        out.update({k: round(v, 2) for k, v in (extra or {}).items()})
+        used = {n: c1[n].minus(self.c0[n]) for n in c1}
+        used.update(extra or {})
         busy = machine_busy_s() - self.busy0
+        out: dict = {n: round(c.total, 2) for n, c in used.items()}
         out["wall_s"] = round(wall, 2)
         out["machine_capacity_s"] = round(wall * NCPU, 2)
         out["machine_busy_s"] = round(busy, 2)
         # Whatever else ran on the machine meanwhile (other users' processes).
-        out["other_processes_s"] = round(max(0.0, busy - sum(v for k, v in out.items()
-                                                               if k not in ("wall_s", "machine_capacity_s", "machine_busy_s"))), 2)
+        out["other_processes_s"] = round(max(0.0, busy - sum(c.total for c in used.values())), 2)
         out["loadavg_1m_after"] = float(open("/proc/loadavg").read().split()[0])
+        out["user_system_s"] = {n: {"user": round(c.user, 2), "system": round(c.system, 2)}
+                                for n, c in used.items()}
         return out
+
+
+def per_item_us(cpu: dict, n: float, names=None) -> dict:
+    """CPU microseconds per item (request, transaction, row, event) of each process of a
+    CpuMeter's figures (names: all when None): {name: {"user", "system", "total"}}."""
+    split = cpu.get("user_system_s", {})
+    if not n:
+        return {}
+    out = {}
+    for k in (names if names is not None else split):
+        if k in split:
+            u, s = split[k]["user"] * 1e6 / n, split[k]["system"] * 1e6 / n
+            out[k] = {"user": round(u, 1), "system": round(s, 1), "total": round(u + s, 1)}
+    return out
+
+
+def thread_sample(pid: int) -> dict[int, tuple]:
+    """Each thread of a process: tid -> (name, Cpu, voluntary and nonvoluntary context switches
+    since it started)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+            name = text[text.index("(") + 1:text.rindex(")")]
+            st = text.rsplit(")", 1)[1].split()
+            vol = nonvol = 0
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        nonvol = int(line.split()[1])
+            out[int(tid)] = (name, Cpu(int(st[11]) / CLK, int(st[12]) / CLK), vol, nonvol)
+        except (OSError, ValueError, IndexError):
+            pass   # the thread ended while it was read
+    return out
+
+
+class ThreadMeter:
+    """The CPU time and context switches of each thread of one process between start() and
+    stop(), summed by thread name (the comm a thread gave itself, such as MHD-worker)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def start(self):
+        self.t0 = thread_sample(self.pid)
+        return self
+
+    def stop(self, n: int) -> dict:
+        """Per item (n of them: a run's requests): {"per_item": {name: {"threads", "user_us",
+        "system_us", "voluntary_switches", "nonvoluntary_switches"}}, "items": n,
+        "threads_ended": threads of start() gone by now, whose time in between is missing}."""
+        t1 = thread_sample(self.pid)
+        sums: dict[str, list] = {}
+        for tid, (name, cpu, vol, nonvol) in t1.items():
+            # A thread started meanwhile counts from zero.
+            _, cpu0, vol0, nonvol0 = self.t0.get(tid, (name, Cpu(), 0, 0))
+            d = cpu.minus(cpu0)
+            s = sums.setdefault(name, [0, 0.0, 0.0, 0, 0])
+            s[0] += 1
+            s[1] += d.user
+            s[2] += d.system
+            s[3] += vol - vol0
+            s[4] += nonvol - nonvol0
+        per = {}
+        busiest_first = sorted(sums.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
+        for name, (k, u, s, vol, nonvol) in busiest_first:
+            per[name] = {"threads": k,
+                         "user_us": round(u * 1e6 / n, 1) if n else None,
+                         "system_us": round(s * 1e6 / n, 1) if n else None,
+                         "voluntary_switches": round(vol / n, 3) if n else None,
+                         "nonvoluntary_switches": round(nonvol / n, 3) if n else None}
+        return {"per_item": per, "items": n,
+                "threads_ended": len(set(self.t0) - set(t1))}
 
 
 def machine_busy_s() -> float:
@@ -186,39 +290,52 @@ def machine_busy_s() -> float:
 
 
 def run_child(argv: list[str], env: dict | None = None, nice: bool = True,
-              timeout: float = 600) -> tuple[str, str, float]:
-    """Runs a load generator (niced); returns stdout, stderr and its CPU seconds (rusage)."""
+              timeout: float = 600) -> tuple[str, str, Cpu]:
+    """Runs a load generator (niced); returns stdout, stderr and its CPU time (rusage)."""
     if nice:
         argv = ["nice", "-n", str(NICE), *argv]
+    c0 = child_cpu()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, **(env or {})})
     out, err = p.communicate(timeout=timeout)
-    # communicate() reaped it: the children's rusage of this process grew by its CPU time.
+    # communicate() reaped it: the children's rusage of this process grew by its CPU time (and
+    # by that of any other child reaped meanwhile; bench.py runs one load generator at a time).
+    cpu = child_cpu().minus(c0)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{out}\n{err}")
-    return out, err, 0.0
+    return out, err, cpu
 
 
-def child_cpu() -> float:
+def child_cpu() -> Cpu:
+    """The CPU time of this process's reaped children."""
     r = os.times()
-    return r.children_user + r.children_system
+    return Cpu(r.children_user, r.children_system)
+
+
+def generator_fields(cpu: Cpu) -> dict:
+    """A load generator's CPU time as a result records it."""
+    return {"generator_cpu_s": round(cpu.total, 2), "generator_user_s": round(cpu.user, 2),
+            "generator_system_s": round(cpu.system, 2)}
+
+
+def generator_cpu(r: dict) -> Cpu:
+    """The load generator's CPU time of a result of wrk(), pgbench() or e2e_probe()."""
+    return Cpu(r.get("generator_user_s", 0.0), r.get("generator_system_s", 0.0))
 
 
 # --- load generators -------------------------------------------------------------------------------
 
 def wrk(url: str, script: str, conns: int, duration: int, env: dict | None = None) -> dict:
     threads = min(conns, NCPU)
-    c0 = child_cpu()
-    out, err, _ = run_child(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
-                             "--latency", "-s", str(BENCH / "lua" / script), url], env=env)
-    cpu = child_cpu() - c0
+    out, err, cpu = run_child(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s",
+                               "--latency", "-s", str(BENCH / "lua" / script), url], env=env)
     m = re.search(r"^BENCH (\{.*\})$", out, re.M)
     if not m:
         raise RuntimeError(f"wrk printed no figures:\n{out}\n{err}")
     r = json.loads(m.group(1))
     ok = r["requests"] - r["non2xx"]
     r["rate"] = round(ok / r["seconds"], 1) if r["seconds"] else 0
-    r["generator_cpu_s"] = round(cpu, 2)
+    r.update(generator_fields(cpu))
     return r
 
 
@@ -233,9 +350,7 @@ def pgbench(pg: harness.Postgres, script: str, clients: int, duration: int | Non
     for k, v in (defines or {}).items():
         argv += ["-D", f"{k}={v}"]
     argv.append(pg.DB)
-    c0 = child_cpu()
-    out, err, _ = run_child(argv, env={"PGPASSWORD": pg.PASSWORD})
-    cpu = child_cpu() - c0
+    out, err, cpu = run_child(argv, env={"PGPASSWORD": pg.PASSWORD})
     lat = []
     for f in logdir.iterdir():
         for line in f.read_text().splitlines():
@@ -243,13 +358,16 @@ def pgbench(pg: harness.Postgres, script: str, clients: int, duration: int | Non
             if len(parts) >= 3:
                 lat.append(int(parts[2]) / 1000.0)
     shutil.rmtree(logdir, ignore_errors=True)
-    tps = float(re.search(r"tps = ([\d.]+) \(without initial", out).group(1))
+    m = re.search(r"tps = ([\d.]+) \(without initial", out)
+    if not m:
+        raise RuntimeError(f"pgbench printed no rate:\n{out}\n{err}")
+    tps = float(m.group(1))
     failed = re.search(r"number of failed transactions: (\d+)", out)
     lat.sort()
     return {"rate": round(tps, 1), "transactions": len(lat),
             "failed": int(failed.group(1)) if failed else 0,
             "p50_ms": round(pct(lat, 50), 4), "p99_ms": round(pct(lat, 99), 4),
-            "max_ms": round(lat[-1], 4) if lat else None, "generator_cpu_s": round(cpu, 2)}
+            "max_ms": round(lat[-1], 4) if lat else None, **generator_fields(cpu)}
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -258,19 +376,37 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
+def profiling() -> bool:
+    """Whether the perf profiles run: perf is installed and BENCH_PROFILE is not 0."""
+    return os.environ.get("BENCH_PROFILE", "1") != "0" and shutil.which("perf") is not None
+
+
 class Profile:
-    """A machine-wide `perf record` while a scenario runs, for at most `seconds`; the summary (CPU
-    per process and the top symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is
+    """A machine-wide `perf record -a -g` while a scenario runs, for at most `seconds`; the summary
+    (CPU per process and the top symbols) goes to <OUT>/profile-<name>.txt. Skipped when perf is
     missing or BENCH_PROFILE=0."""
+
+    # Each section of the summary: its title, the arguments of `perf report`, the lines kept.
+    SECTIONS = (
+        ("CPU samples per process",
+         ["--no-children", "--sort", "comm", "--percent-limit", "1"], 45),
+        ("CPU samples per process and binary (the kernel's share is [kernel.kallsyms])",
+         ["--no-children", "--sort", "comm,dso", "--percent-limit", "0.5"], 45),
+        ("Top symbols (self time, by process)",
+         ["--no-children", "--sort", "comm,dso,sym", "--percent-limit", "0.7"], 45))
 
     def __init__(self, name: str, seconds: float, hz: int = 199):
         self.name, self.proc = name, None
-        if os.environ.get("BENCH_PROFILE", "1") == "0" or not shutil.which("perf"):
+        if not profiling():
             return
         self.data = Path(tempfile.mkdtemp(prefix="bench-perf-")) / "perf.data"
-        self.proc = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(hz), "-o", str(self.data),
-                                      "--", "sleep", str(seconds)],
+        argv = ["perf", "record", *self.target(), "-g", "-F", str(hz)]
+        self.title = f"{' '.join(argv)} during {name}"
+        self.proc = subprocess.Popen([*argv, "-o", str(self.data), "--", "sleep", str(seconds)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def target(self) -> list[str]:
+        return ["-a"]
 
     def finish(self) -> str | None:
         """Ends the recording (early, when the scenario ended first) and writes the summary."""
@@ -280,19 +416,38 @@ class Profile:
             self.proc.send_signal(signal.SIGINT)   # perf stops its workload and writes its data
         self.proc.wait()
         parts = []
-        for title, args in (("CPU samples per process", ["--sort", "comm", "--percent-limit", "1"]),
-                            ("CPU samples per process and binary (the kernel's share is "
-                             "[kernel.kallsyms])", ["--sort", "comm,dso", "--percent-limit", "0.5"]),
-                            ("Top symbols (self time, by process)",
-                             ["--sort", "comm,dso,sym", "--percent-limit", "0.7"])):
-            r = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "--no-children",
-                                "-g", "none", *args], capture_output=True, text=True)
+        for title, args, keep in self.SECTIONS:
+            r = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "-g", "none",
+                                *args], capture_output=True, text=True)
             lines = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-            parts.append(f"## {title}\n" + "\n".join(lines[:45]))
+            parts.append(f"## {title}\n" + "\n".join(lines[:keep]))
         shutil.rmtree(self.data.parent, ignore_errors=True)
-        text = f"# perf record -a -g during {self.name}\n\n" + "\n\n".join(parts) + "\n"
+        text = f"# {self.title}\n\n" + "\n\n".join(parts) + "\n"
         (OUT / f"profile-{self.name}.txt").write_text(text)
         return f"profile-{self.name}.txt"
+
+
+class ProcessProfile(Profile):
+    """`perf record -g -p <pid>`: the samples of one process alone, at a higher frequency, by
+    thread name, by binary, by symbol, and by caller (which system or library call the time is
+    under). Skipped like Profile."""
+
+    SECTIONS = (
+        ("CPU samples by thread name", ["--no-children", "--sort", "comm"], 30),
+        ("CPU samples by binary (the kernel's share is [kernel.kallsyms])",
+         ["--no-children", "--sort", "dso", "--percent-limit", "0.1"], 30),
+        ("Top symbols (self time)", ["--no-children", "--sort", "dso,sym"], 40),
+        # Frame-pointer call chains: complete in the kernel, cut short in user space where a
+        # library was built without frame pointers.
+        ("Callers (children time: the samples in a function and in all it called)",
+         ["--children", "--sort", "sym"], 40))
+
+    def __init__(self, name: str, seconds: float, pid: int, hz: int = 1999):
+        self.pid = pid
+        super().__init__(name, seconds, hz)
+
+    def target(self) -> list[str]:
+        return ["-p", str(self.pid)]
 
 
 def metric(url: str, name: str) -> float:
@@ -395,17 +550,26 @@ def scenario_1_2():
             for op, lua, sql in (("POST", "post.lua", "post.sql"), ("PUT", "put.lua", "put.sql")):
                 log(f"scenario 1: {op} at {c} clients, user-api")
                 m = CpuMeter(procs).start()
+                threads = ThreadMeter(api.pid).start()
                 ours = wrk(api.url, lua, c, DURATION,
                            env={"BENCH_RUN": f"{op}{c}", "BENCH_USERS": str(PUT_USERS)})
-                ours["cpu"] = m.stop({"wrk": ours["generator_cpu_s"]})
-                log(f"  {ours['rate']}/s p50 {ours['p50_ms']} ms p99 {ours['p99_ms']} ms")
+                ours["threads"] = threads.stop(ours["requests"])
+                ours["cpu"] = m.stop({"wrk": generator_cpu(ours)})
+                ours["cpu_us_per_item"] = per_item_us(
+                    ours["cpu"], ours["requests"], ("user-api", "postgres", "nats-server", "wrk"))
+                log(f"  {ours['rate']}/s p50 {ours['p50_ms']} ms p99 {ours['p99_ms']} ms, user-api "
+                    f"{ours['cpu_us_per_item'].get('user-api', {}).get('total')} µs of CPU per "
+                    "request")
                 log(f"scenario 1: {op} at {c} clients, pgbench")
                 m = CpuMeter(procs).start()
                 base = pgbench(pg, sql, c, DURATION, defines={"users": PUT_USERS})
-                base["cpu"] = m.stop({"pgbench": base["generator_cpu_s"]})
+                base["cpu"] = m.stop({"pgbench": generator_cpu(base)})
+                base["cpu_us_per_item"] = per_item_us(base["cpu"], base["transactions"],
+                                                      ("postgres", "pgbench"))
                 log(f"  {base['rate']}/s p50 {base['p50_ms']} ms p99 {base['p99_ms']} ms")
                 s1["points"].append({"op": op, "clients": c, "ours": ours, "pgbench": base,
-                                     "ratio": round(ours["rate"] / base["rate"], 3)})
+                                     "ratio": round(ours["rate"] / base["rate"], 3),
+                                     "projection": projection(ours, base)})
                 log(f"scenario 2: {op} at {c} clients, pgbench without the outbox row")
                 bare = pgbench(pg, sql.replace(".sql", "_no_outbox.sql"), c, DURATION,
                                defines={"users": PUT_USERS})
@@ -415,30 +579,68 @@ def scenario_1_2():
                                      "without_outbox_p50_ms": bare["p50_ms"],
                                      "ratio": round(base["rate"] / bare["rate"], 3)})
                 log(f"  {bare['rate']}/s: with/without = {s2['points'][-1]['ratio']}")
-        # An experiment: user-api with as many worker threads (PostgreSQL connections) as
-        # clients, next to the default 8, at 64 clients.
-        log("scenario 1: experiment, user-api with USER_API_THREADS=64 at 64 clients")
-        api64 = st.service("user-api", {**pg.env, "NATS_URL": nats.url, "LOG_LEVEL": "warn",
-                                        "USER_API_THREADS": 64}, "USER_API_PORT")
-        t64 = wrk(api64.url, "post.lua", 64, DURATION, env={"BENCH_RUN": "t64"})
-        before = next(p for p in s1["points"] if p["op"] == "POST" and p["clients"] == 64)
-        s1["threads_64_experiment"] = {"clients": 64, "threads_64_rate": t64["rate"],
-                                       "threads_64_p50_ms": t64["p50_ms"],
-                                       "threads_8_rate": before["ours"]["rate"],
-                                       "pgbench_rate": before["pgbench"]["rate"]}
-        log(f"  {s1['threads_64_experiment']}")
-        api64.stop()
+        s1["pg_connections_experiment"] = pg_connections_experiment(st, pg, nats, s1["points"])
         log("scenario 1: profiled extra run, POST at 16 clients (not in the table)")
-        prof = Profile("scenario1-post-16", min(DURATION, 4))
-        wrk(api.url, "post.lua", 16, min(DURATION, 4) + 1, env={"BENCH_RUN": "prof"})
+        seconds = min(DURATION, 4)
+        prof = Profile("scenario1-post-16", seconds)
+        prof_api = ProcessProfile("user-api-post-16", seconds, api.pid)
+        wrk(api.url, "post.lua", 16, seconds + 1, env={"BENCH_RUN": "prof"})
         s1["profile"] = prof.finish()
+        s1["user_api_profile"] = prof_api.finish()
         s1["max_post_rate"] = max(p["ours"]["rate"] for p in s1["points"] if p["op"] == "POST")
         s1["user_api_peak_rss_mb"] = peak_rss_mb(api.pid)
-        s1["user_api_threads"] = 8
+        s1["user_api_threads"] = service_default("user-api", "USER_API_THREADS", required=False)
+        s1["user_api_pg_connections"] = service_default("user-api", "USER_API_PG_CONNECTIONS",
+                                                        required=False)
         results["scenarios"]["1"] = s1
         results["scenarios"]["2"] = s2
     finally:
         st.close()
+
+
+def projection(ours: dict, base: dict) -> dict:
+    """The rates of a scenario-1 point projected to a machine where the load generator does not
+    share the cores: each rate times machine_busy_s / (machine_busy_s - the generator's CPU
+    seconds), as if the CPU wrk or pgbench took had gone to the rest at the same cost per
+    request. A projection from the CPU figures, not a measurement: it holds only while the run
+    is CPU-bound (the machine busy all the time)."""
+    def scaled(r: dict, generator: str) -> float | None:
+        busy, gen = r["cpu"]["machine_busy_s"], r["cpu"].get(generator, 0.0)
+        return round(r["rate"] * busy / (busy - gen), 1) if busy > gen else None
+
+    def busy_share(r: dict) -> float | None:
+        cap = r["cpu"]["machine_capacity_s"]
+        return round(r["cpu"]["machine_busy_s"] / cap, 3) if cap else None
+    a, b = scaled(ours, "wrk"), scaled(base, "pgbench")
+    return {"user_api_rate": a, "pgbench_rate": b,
+            "ratio": round(a / b, 3) if a and b else None,
+            "user_api_busy_share": busy_share(ours), "pgbench_busy_share": busy_share(base)}
+
+
+def pg_connections_experiment(st: Stack, pg, nats, points: list) -> dict:
+    """user-api with four times its default PostgreSQL connections (USER_API_PG_CONNECTIONS),
+    POST at 64 clients, next to the table's point with the default; skipped for a user-api
+    without the setting."""
+    default = service_default("user-api", "USER_API_PG_CONNECTIONS", required=False)
+    if default is None:
+        log("scenario 1: experiment skipped: bin/user-api --help shows no USER_API_PG_CONNECTIONS")
+        return {"skipped": "bin/user-api has no USER_API_PG_CONNECTIONS setting"}
+    conns = 4 * default
+    log(f"scenario 1: experiment, user-api with USER_API_PG_CONNECTIONS={conns} (4 x its "
+        f"default) at 64 clients")
+    api = st.service("user-api", {**pg.env, "NATS_URL": nats.url, "LOG_LEVEL": "warn",
+                                  "USER_API_PG_CONNECTIONS": conns}, "USER_API_PORT")
+    m = CpuMeter({"user-api": (api.pid, False), "postgres": (pg.pid, True)}).start()
+    r = wrk(api.url, "post.lua", 64, DURATION, env={"BENCH_RUN": "pgconns"})
+    cpu = m.stop({"wrk": generator_cpu(r)})
+    api.stop()
+    before = next(p for p in points if p["op"] == "POST" and p["clients"] == 64)
+    out = {"clients": 64, "pg_connections": conns, "pg_connections_default": default,
+           "rate": r["rate"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "cpu": cpu,
+           "cpu_us_per_item": per_item_us(cpu, r["requests"], ("user-api", "postgres", "wrk")),
+           "default_rate": before["ours"]["rate"], "pgbench_rate": before["pgbench"]["rate"]}
+    log(f"  {r['rate']}/s with {conns} connections, {before['ours']['rate']}/s with {default}")
+    return out
 
 
 # --- scenario 3: relay drain -----------------------------------------------------------------------
@@ -484,9 +686,10 @@ def scenario_3_4():
             sqlb = pgbench_db(pg, "bench_copy", "claim_mark.sql", 1, -(-n // batch),
                               # pgbench would read :MI and :SS of the literal as variables
                               {"fmt": 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"', "batch": batch})
-            sqlb["cpu"] = m.stop({"pgbench": sqlb["generator_cpu_s"]})
+            sqlb["cpu"] = m.stop({"pgbench": generator_cpu(sqlb)})
             left = pg.sql("SELECT count(*) FROM outbox_pending", dbname="bench_copy")[0][0]
             sqlb["rows_per_s"] = round((n - left) / sqlb["elapsed_s"], 1)
+            sqlb["cpu_us_per_item"] = per_item_us(sqlb["cpu"], n - left, ("postgres", "pgbench"))
             log(f"  {sqlb['rows_per_s']} rows/s ({left} left)")
 
         # Ours: the relay drains the backlog.
@@ -502,14 +705,16 @@ def scenario_3_4():
         first = drain_wait(pg, f"http://127.0.0.1:{port}")
         drain = time.monotonic() - t0
         steady = time.monotonic() - first if first else None
-        relay_cpu = cpu_s(relay.pid)
+        # The relay's own time from its start, as the meter's from before it.
+        relay_cpu = cpu_times(relay.pid)
         cpu = meter.stop({"outbox-relay": relay_cpu})
         ours = {"rows": n, "seconds": round(drain, 3), "rows_per_s": round(n / drain, 1),
                 # From the first PubAck on: without the start (connect, leader lock, stream).
                 "seconds_after_first_ack": round(steady, 3) if steady else None,
                 "rows_per_s_after_first_ack": round(n / steady, 1) if steady else None,
                 "cpu": cpu, "relay_peak_rss_mb": peak_rss_mb(relay.pid),
-                "relay_cpu_s_per_10k": round(relay_cpu * 10000 / n, 3)}
+                "relay_cpu_s_per_10k": round(relay_cpu.total * 10000 / n, 3),
+                "cpu_us_per_item": per_item_us(cpu, n, ("outbox-relay", "nats-server", "postgres"))}
         ours["profile"] = prof.finish()
         log(f"  relay: {ours['rows_per_s']} rows/s")
         stream = nats.varz("jsz", streams="true")
@@ -526,13 +731,15 @@ def scenario_3_4():
             pg.sql(FILL_SQL, n, USERS, USERS)
             log("scenario 3: plain nats.c async publish loop")
             meter = CpuMeter({"nats-server": (nats2.pid, False)}).start()
-            c0 = child_cpu()
-            out, _, _ = run_child([str(TOOLS / "js_publish"), nats2.admin_url, nats.admin_url,
-                                   f"host=127.0.0.1 port={pg.port} user={pg.USER} "
-                                   f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
+            out, _, gen = run_child([str(TOOLS / "js_publish"), nats2.admin_url, nats.admin_url,
+                                     f"host=127.0.0.1 port={pg.port} user={pg.USER} "
+                                     f"password={pg.PASSWORD} dbname={pg.DB}"], nice=False)
             pub = json.loads(out)
-            pub["cpu"] = meter.stop({"js_publish": child_cpu() - c0})
+            # js_publish's time includes reading the rows before its clock starts.
+            pub["cpu"] = meter.stop({"js_publish": gen})
             pub["rows_per_s"] = pub["rate"]
+            pub["cpu_us_per_item"] = per_item_us(pub["cpu"], pub["rows"],
+                                                 ("js_publish", "nats-server"))
             log(f"  publish loop: {pub['rows_per_s']} msgs/s ({pub['nacks']} nacks)")
             pg.sql("TRUNCATE outbox")
             rtt = json.loads(run_child([str(TOOLS / "js_publish"), "--rtt", nats2.admin_url, "1000"],
@@ -699,9 +906,9 @@ class Progress:
                 "updates_last_tenth_mean_ms": round((t10 - t9) * 1e3 / tenth, 4)}
 
 
-def per_event_us(cpu: dict, n: int, names) -> dict:
-    """CPU microseconds per event of each named process of a CpuMeter's figures."""
-    return {k: round(cpu[k] * 1e6 / n, 1) for k in names if k in cpu and n}
+def totals(per_item: dict) -> dict:
+    """{name: total} of per_item_us()'s figures (results.json's cpu_us_per_event)."""
+    return {k: v["total"] for k, v in per_item.items()}
 
 
 def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
@@ -734,24 +941,30 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
     prog = Progress(cons.url, "consumer_events_applied_total")
     prog.until(n, "the consumer applying every event", cons, ferret)
     took = (prog.when(n) or time.monotonic()) - t0
-    ccpu = cpu_s(cons.pid)
+    # The consumer's own time from its start, as the meter's from before it.
+    ccpu = cpu_times(cons.pid)
     cpu = meter.stop({"notification-consumer": ccpu})
+    per_event = per_item_us(cpu, n, ("notification-consumer", "nats-server", "ferretdb",
+                                     "ferretdb-postgres"))
     ours = {"events": n, "seconds": round(took, 3), "events_per_s": round(n / took, 1), "cpu": cpu,
             **prog.tenths(0, n), **prog.later_tenths(USERS, n),
             "apply_errors": metric(cons.url, "consumer_apply_errors_total"),
             "consumer_peak_rss_mb": peak_rss_mb(cons.pid),
-            "consumer_cpu_s_per_10k": round(ccpu * 10000 / n, 3),
-            "cpu_us_per_event": per_event_us(cpu, n, ("notification-consumer", "nats-server",
-                                                       "ferretdb", "ferretdb-postgres"))}
+            "consumer_cpu_s_per_10k": round(ccpu.total * 10000 / n, 3),
+            "cpu_us_per_event": totals(per_event), "cpu_us_per_item": per_event}
     ours["profile"] = prof.finish()
     log(f"  consumer: {ours['events_per_s']} events/s, ms per event first/last tenth "
         f"{ours.get('first_tenth_mean_ms')}/{ours.get('last_tenth_mean_ms')}")
     cons.stop()
 
     log("scenario 4: fetch-and-ack-only loop")
-    c0 = child_cpu()
-    fa = json.loads(run_child([str(TOOLS / "js_fetch_ack"), nats.admin_url, str(n_stream), "64"], nice=False)[0])
-    fa["cpu_s"] = round(child_cpu() - c0, 2)
+    meter = CpuMeter({"nats-server": (nats.pid, False)}).start()
+    out, _, gen = run_child([str(TOOLS / "js_fetch_ack"), nats.admin_url, str(n_stream), "64"],
+                            nice=False)
+    fa = json.loads(out)
+    fa["cpu_s"] = round(gen.total, 2)
+    fa["cpu"] = meter.stop({"js_fetch_ack": gen})
+    fa["cpu_us_per_item"] = per_item_us(fa["cpu"], fa["events"], ("js_fetch_ack", "nats-server"))
     log(f"  fetch+ack: {fa['rate']} events/s")
 
     ferret2 = st.add(harness.FerretDB())
@@ -759,13 +972,13 @@ def scenario_4(st: Stack, nats: harness.Nats, n: int, n_stream: int):
         f"{lanes} lanes, bulks of at most {bulk} updates)")
     meter = CpuMeter({"ferretdb": (ferret2.pid, False),
                       "ferretdb-postgres": (ferret2.store.pid, True)}).start()
-    c0 = child_cpu()
-    up = json.loads(run_child([str(TOOLS / "mongo_upsert"), ferret2.uri, str(n), "3", str(USERS),
-                               str(lanes), str(batch), str(bulk)],
-                              nice=False, timeout=3600)[0])
-    up["cpu"] = meter.stop({"mongo_upsert": child_cpu() - c0})
-    up["cpu_us_per_event"] = per_event_us(up["cpu"], n, ("mongo_upsert", "ferretdb",
-                                                         "ferretdb-postgres"))
+    out, _, gen = run_child([str(TOOLS / "mongo_upsert"), ferret2.uri, str(n), "3", str(USERS),
+                             str(lanes), str(batch), str(bulk)], nice=False, timeout=3600)
+    up = json.loads(out)
+    up["cpu"] = meter.stop({"mongo_upsert": gen})
+    up["cpu_us_per_item"] = per_item_us(up["cpu"], n, ("mongo_upsert", "ferretdb",
+                                                       "ferretdb-postgres"))
+    up["cpu_us_per_event"] = totals(up["cpu_us_per_item"])
     up["bulk_max"] = bulk
     log(f"  plain loop: {up['rate']} events/s, ms per event first/last tenth "
         f"{up['first_tenth_mean_ms']}/{up['last_tenth_mean_ms']}")
@@ -837,11 +1050,11 @@ def sampling(applied: Progress, fn, *args, **kw):
 
 def e2e_probe(api, cons, rate: float, seconds: float, tag: str, every: int) -> dict:
     """bench/bin/e2e_probe: POSTs at rate for seconds, every Nth read back (0: none)."""
-    c0 = child_cpu()
-    r = json.loads(run_child([str(TOOLS / "e2e_probe"), api.url, cons.url, f"{rate:.1f}",
-                              f"{seconds:g}", tag, str(E2E_THREADS), "5s", str(every)],
-                             timeout=seconds + 120)[0])
-    r["generator_cpu_s"] = round(child_cpu() - c0, 2)
+    out, _, cpu = run_child([str(TOOLS / "e2e_probe"), api.url, cons.url, f"{rate:.1f}",
+                             f"{seconds:g}", tag, str(E2E_THREADS), "5s", str(every)],
+                            timeout=seconds + 120)
+    r = json.loads(out)
+    r.update(generator_fields(cpu))
     return r
 
 
@@ -938,6 +1151,9 @@ def scenario_5_6():
                  "nats-server": (nats.pid, False), "ferretdb": (ferret.pid, False),
                  "ferretdb-postgres": (ferret.store.pid, True)}
         meter_all = CpuMeter(procs).start()
+        # The load generators' time over the whole scenario: the children this process reaps
+        # meanwhile are wrk and e2e_probe only (the services are reaped when the stack closes).
+        generators0 = child_cpu()
         applied = Progress(cons.url, "consumer_events_applied_total", interval=0.1)
         conns = 16
         log(f"scenario 5: the rate the pipeline sustains (a burst of POSTs, then paced steps of "
@@ -959,24 +1175,27 @@ def scenario_5_6():
             probe = e2e_probe(api, cons, rate, E2E_SECONDS, tag, every)
             applied.until(base + probe["posted"], "the consumer applying the load point", cons,
                           relay, ferret)
-            cpu = m.stop({"e2e_probe": probe["generator_cpu_s"]})
-            point = {"load": frac, **probe, "cpu": cpu, "history": history_breakdown(ferret, tag)}
+            cpu = m.stop({"e2e_probe": generator_cpu(probe)})
+            point = {"load": frac, **probe, "cpu": cpu,
+                     "cpu_us_per_item": per_item_us(cpu, probe["posted"]),
+                     "history": history_breakdown(ferret, tag)}
             points.append(point)
             log(f"  achieved {probe['achieved_rate']}/s, {probe['visible']} of {probe['probed']} "
                 f"read back: commit to visible p50 {probe['visible_p50_ms']} ms p99 "
                 f"{probe['visible_p99_ms']} ms (writes late > 10 ms: {probe['late_over_10ms']})")
-        total_cpu = meter_all.stop()
+        total_cpu = meter_all.stop({"load generators": child_cpu().minus(generators0)})
         events = applied.samples[-1][1] if applied.samples else 0
-        s6 = {"events": int(events), "processes": {}}
-        for name, svc in (("user-api", api), ("outbox-relay", relay), ("notification-consumer", cons)):
-            s6["processes"][name] = {"peak_rss_mb": peak_rss_mb(svc.pid),
+        per_event = per_item_us(total_cpu, events)
+        s6 = {"events": int(events), "processes": {}, "cpu": total_cpu}
+        rss = {"user-api": api, "outbox-relay": relay, "notification-consumer": cons}
+        for name in ("user-api", "outbox-relay", "notification-consumer", "postgres",
+                     "nats-server", "ferretdb", "ferretdb-postgres", "load generators"):
+            s6["processes"][name] = {**({"peak_rss_mb": peak_rss_mb(rss[name].pid)}
+                                        if name in rss else {}),
                                      "cpu_s": total_cpu[name],
                                      "cpu_s_per_10k_events": round(total_cpu[name] * 1e4 / events, 3)
-                                     if events else None}
-        for name in ("postgres", "nats-server", "ferretdb", "ferretdb-postgres"):
-            s6["processes"][name] = {"cpu_s": total_cpu[name],
-                                     "cpu_s_per_10k_events": round(total_cpu[name] * 1e4 / events, 3)
-                                     if events else None}
+                                     if events else None,
+                                     "cpu_us_per_event": per_event.get(name)}
         results["scenarios"]["5"] = {"saturation": sat, "seconds_per_point": E2E_SECONDS,
                                      "probe_every": E2E_PROBE_EVERY, "probe_threads": E2E_THREADS,
                                      "lanes_set": CONSUMER_LANES or None, "points": points}
@@ -1027,7 +1246,14 @@ def machine() -> dict:
                                      "(the test harness's settings)",
                          "ferretdb": "PostgreSQL store set up by deploy/ferretdb-store.sql, "
                                      "fsync=off (the test harness's settings)",
-                         "user_api_threads": 8,
+                         # The defaults of the user-api under test; a setting it does not have
+                         # is left out.
+                         **{k: v for k, v in (
+                             ("user_api_threads",
+                              service_default("user-api", "USER_API_THREADS", required=False)),
+                             ("user_api_pg_connections",
+                              service_default("user-api", "USER_API_PG_CONNECTIONS",
+                                              required=False))) if v is not None},
                          "relay_batch_size": service_default("outbox-relay", "RELAY_BATCH_SIZE"),
                          "relay_pipeline": service_default("outbox-relay", "RELAY_PIPELINE"),
                          "consumer_batch": service_default("notification-consumer",
