@@ -9,13 +9,13 @@
 
 #include "clock.h"
 
-/* Random bytes from getrandom(2), drawn 512 at a time into a per-thread pool: a request needs 40
- * of them (an event id and a trace context), and one system call per request would cost more than
- * the rest of the work around them. The services never fork, so no two processes share a pool. */
+/* Random bytes from getrandom(2), drawn 4096 at a time into a per-thread pool: a request needs 56
+ * of them (its request id, an event id and a trace context), and one system call per request would
+ * cost more than the rest of the work around them. The services never fork, so no two processes share a pool. */
 static void
 random_bytes(void *out, size_t n)
 {
-	static _Thread_local unsigned char pool[512];
+	static _Thread_local unsigned char pool[4096];
 	static _Thread_local size_t left;
 	unsigned char *p = out;
 

@@ -89,7 +89,7 @@ write_meta_init(struct http_request *req, struct write_meta *m, char traceparent
 	const char *tp = http_header(req, "traceparent");
 
 	if (tp != NULL && traceparent_valid(tp))
-		snprintf(traceparent, 56, "%s", tp);
+		memcpy(traceparent, tp, 56);	/* valid: 55 characters and its NUL */
 	else
 		traceparent_new(traceparent);
 	m->traceparent = traceparent;
@@ -120,11 +120,21 @@ struct pending {
 	struct http_page page;		/* GET /users */
 };
 
+/* Calls are a few kilobytes, too large for malloc's per-thread cache: the ended ones are kept
+ * for the next requests (all on the loop's thread; the list is per thread all the same). */
+#define PENDING_KEPT 64
+
+static _Thread_local struct pending *kept[PENDING_KEPT];
+static _Thread_local size_t nkept;
+
 static void
 pending_free(void *p)
 {
 	user_result_release(&((struct pending *)p)->call.res);
-	free(p);
+	if (nkept < PENDING_KEPT)
+		kept[nkept++] = p;
+	else
+		free(p);
 }
 
 static void
@@ -138,8 +148,8 @@ call_done(struct user_store_call *c)
 static struct user_store_call *
 call_begin(struct http_request *req, http_handler_fn answer)
 {
-	/* Not calloc(): the call is a few kilobytes, and the store sets what it reads. */
-	struct pending *p = malloc(sizeof(*p));
+	/* Not zeroed: the store sets what it reads. */
+	struct pending *p = nkept > 0 ? kept[--nkept] : malloc(sizeof(*p));
 
 	if (p == NULL) {
 		http_reply_problem(req, 500, NULL, "the request could not be completed: out of memory");

@@ -17,6 +17,7 @@
 
 struct user_store {
 	struct user_store_config config;
+	char ttl[24];		/* idempotency_ttl_ms in seconds, as the create statement takes it */
 	struct pgpipe *pool;
 	PGconn *sweep_conn;	/* the key sweep's, blocking, on the main thread */
 };
@@ -97,6 +98,23 @@ static const struct statement statements[ST_COUNT] = {
 };
 
 
+static void
+fmt_i64(char *buf, size_t n, int64_t v)
+{
+	snprintf(buf, n, "%lld", (long long)v);
+}
+
+/* Copies NUL-terminated src into dst (n bytes), cut to fit; what snprintf("%s") does, without
+ * its format parsing on the request path. */
+static void
+copy_text(char *dst, size_t n, const char *src)
+{
+	size_t len = strnlen(src, n - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
 /* Opens a connection with every statement prepared: the pool's opener thread, and the sweep. */
 static PGconn *
 store_open(void *arg, char *err, size_t errlen)
@@ -136,6 +154,7 @@ user_store_new(struct evloop *loop, const struct user_store_config *config, char
 		return NULL;
 	}
 	s->config = *config;
+	fmt_i64(s->ttl, sizeof(s->ttl), config->idempotency_ttl_ms / 1000);
 	s->pool = pgpipe_new(loop, (int)config->connections, config->reconnect_holdoff_ms, store_open,
 	    s, err, errlen);
 	if (s->pool == NULL) {
@@ -192,11 +211,6 @@ call_end(struct user_store_call *c, enum user_store_result rc)
 	c->done(c);
 }
 
-static void
-fmt_i64(char *buf, size_t n, int64_t v)
-{
-	snprintf(buf, n, "%lld", (long long)v);
-}
 
 static int64_t
 field_i64(PGresult *r, int row, int col)
@@ -261,13 +275,12 @@ statement_error(const char *name, PGresult *r, const char *lost, char *constrain
 static void
 send_create(struct user_store_call *c)
 {
-	char event_id[37], ttl[24];
+	char event_id[37];
 	const char *params[9] = { c->in.name, c->in.email, event_id, c->traceparent,
-		c->has_key ? c->key : NULL, ttl, EVENT_TYPE_CREATED, EVENT_SUBJECT_CREATED,
+		c->has_key ? c->key : NULL, c->s->ttl, EVENT_TYPE_CREATED, EVENT_SUBJECT_CREATED,
 		EVENT_SCHEMA_VERSION_TEXT };
 
 	uuid_new(event_id);
-	fmt_i64(ttl, sizeof(ttl), c->s->config.idempotency_ttl_ms / 1000);
 	call_send(c, STEP_CREATE, ST_CREATE, params);
 }
 
@@ -439,13 +452,13 @@ call_init(struct user_store *s, struct user_store_call *c, int64_t id, const str
 	if (in != NULL)
 		c->in = *in;
 	if (m != NULL) {
-		snprintf(c->traceparent, sizeof(c->traceparent), "%s", m->traceparent);
+		copy_text(c->traceparent, sizeof(c->traceparent), m->traceparent);
 		c->has_key = m->idempotency_key != NULL;
 		if (c->has_key)
-			snprintf(c->key, sizeof(c->key), "%s", m->idempotency_key);
+			copy_text(c->key, sizeof(c->key), m->idempotency_key);
 		c->has_if_match = m->if_match != NULL;
 		if (c->has_if_match)
-			snprintf(c->if_match, sizeof(c->if_match), "%s", m->if_match);
+			copy_text(c->if_match, sizeof(c->if_match), m->if_match);
 	}
 }
 
