@@ -360,11 +360,19 @@ def markdown(r: dict) -> str:
                 f"| outbox-relay, from its first PubAck (not in the ratio) | "
                 f"{_f(x['ours'].get('rows_per_s_after_first_ack'))} | "
                 f"{_f(x['ours'].get('seconds_after_first_ack'), 2)} |",
-                f"| plain nats.c async publish loop | {_f(x['publish_loop']['rows_per_s'])} | "
+                f"| plain nats.c async publish loop"
+                + (f", at most {x['publish_loop']['window']:,} in flight"
+                   if x["publish_loop"].get("window") else "")
+                + f" | {_f(x['publish_loop']['rows_per_s'])} | "
                 f"{_f(x['publish_loop']['seconds'], 2)} |",
                 f"| claim-and-mark SQL in pgbench (batches of {x['batch']}) | "
                 f"{_f(x['claim_mark_sql']['rows_per_s'])} | {_f(x['claim_mark_sql']['elapsed_s'], 2)} |",
                 f"| **ours / min(both)** | **{x['ratio']:.2f}** | |", ""]
+        if x["publish_loop"].get("nacks"):
+            out += [f"**The publish loop's baseline is not valid in this run:** nats-server refused "
+                    f"{x['publish_loop']['nacks']:,} of its {x['publish_loop']['rows']:,} messages "
+                    f"(the first: {x['publish_loop'].get('first_nack') or 'no reason given'}), "
+                    "and its rate counts them.", ""]
         out += _scenario_3_cpu(x)
         e = x.get("relay_batch_2000_experiment")
         if e:

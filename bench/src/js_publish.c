@@ -19,6 +19,7 @@ static const char rows_sql[] =
     "FROM outbox ORDER BY id";
 
 static long acks, nacks;
+static char first_nack[256];	/* why the first refused message was refused */
 
 static void
 on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -27,8 +28,11 @@ on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 	(void)closure;
 	if (pa != NULL && pae == NULL)
 		__atomic_add_fetch(&acks, 1, __ATOMIC_RELAXED);
-	else
-		__atomic_add_fetch(&nacks, 1, __ATOMIC_RELAXED);
+	else if (__atomic_add_fetch(&nacks, 1, __ATOMIC_RELAXED) == 1)
+		snprintf(first_nack, sizeof(first_nack), "%s: %s (JetStream error %d)",
+		    pae != NULL ? natsStatus_GetText(pae->Err) : "no PubAck",
+		    pae != NULL && pae->ErrText != NULL ? pae->ErrText : "",
+		    pae != NULL ? (int)pae->ErrCode : 0);
 	natsMsg_Destroy(msg);
 }
 
@@ -144,8 +148,8 @@ main(int argc, char **argv)
 	double t = now_s() - t0;
 	/* The last ack handler may still be running. */
 	nats_Sleep(50);
-	printf("{\"rows\": %d, \"seconds\": %.4f, \"rate\": %.1f, \"acks\": %ld, \"nacks\": %ld}\n",
-	    n, t, n / t, acks, nacks);
+	printf("{\"rows\": %d, \"seconds\": %.4f, \"rate\": %.1f, \"acks\": %ld, \"nacks\": %ld, "
+	    "\"first_nack\": \"%s\"}\n", n, t, n / t, acks, nacks, first_nack);
 	PQclear(r);
 	PQfinish(pg);
 	jsStreamInfo_Destroy(si);
