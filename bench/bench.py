@@ -302,7 +302,10 @@ def run_child(argv: list[str], env: dict | None = None, nice: bool = True,
     # by that of any other child reaped meanwhile; bench.py runs one load generator at a time).
     cpu = child_cpu().minus(c0)
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{out}\n{err}")
+        # The harness's URLs carry passwords (nats://admin:<password>@...): not in the output.
+        shown = re.sub(r"//([^:/@\s]+):[^@\s]+@", r"//\1:***@", " ".join(argv))
+        shown = re.sub(r"password=\S+", "password=***", shown)
+        raise RuntimeError(f"{shown} exited {p.returncode}:\n{out}\n{err}")
     return out, err, cpu
 
 

@@ -115,8 +115,12 @@ main(int argc, char **argv)
 		die("connect", s, 0);
 	jsOptions_Init(&jo);
 	jo.PublishAsync.AckHandler = on_ack;
-	if (argc > 4)
+	if (argc > 4) {
 		jo.PublishAsync.MaxPending = atoi(argv[4]);
+		/* A full window waits for PubAcks, which come after an fsync each: nats.c's default
+		 * of 200 ms would fail the publish. */
+		jo.PublishAsync.StallWait = 60000;
+	}
 	if ((s = natsConnection_JetStream(&js, nc, &jo)) != NATS_OK)
 		die("open JetStream", s, 0);
 	if ((s = js_AddStream(&out, js, si->Config, NULL, &jerr)) != NATS_OK)
