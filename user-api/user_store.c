@@ -20,6 +20,7 @@ struct user_store {
 	char ttl[24];		/* idempotency_ttl_ms in seconds, as the create statement takes it */
 	struct pgpipe *pool;
 	PGconn *sweep_conn;	/* the key sweep's, blocking, on the main thread */
+	char last_open_error[512];	/* of pool_open(), on the pool's opener thread */
 };
 
 struct statement {
@@ -143,6 +144,28 @@ store_open(void *arg, char *err, size_t errlen)
 	return c;
 }
 
+/* store_open() for the pool's opener thread, which retries every hold-off while PostgreSQL is
+ * away: each new reason is logged once, not every attempt, and the return once. */
+static PGconn *
+pool_open(void *arg, char *err, size_t errlen)
+{
+	struct user_store *s = arg;
+	PGconn *c = store_open(s, err, errlen);
+
+	if (c == NULL) {
+		if (strcmp(err, s->last_open_error) != 0) {
+			log_warnx("%s", err);
+			snprintf(s->last_open_error, sizeof(s->last_open_error), "%s", err);
+		}
+		return NULL;
+	}
+	if (s->last_open_error[0] != '\0') {
+		log_info("PostgreSQL answers again");
+		s->last_open_error[0] = '\0';
+	}
+	return c;
+}
+
 struct user_store *
 user_store_new(struct evloop *loop, const struct user_store_config *config, char *err,
     size_t errlen)
@@ -155,7 +178,7 @@ user_store_new(struct evloop *loop, const struct user_store_config *config, char
 	}
 	s->config = *config;
 	fmt_i64(s->ttl, sizeof(s->ttl), config->idempotency_ttl_ms / 1000);
-	s->pool = pgpipe_new(loop, (int)config->connections, config->reconnect_holdoff_ms, store_open,
+	s->pool = pgpipe_new(loop, (int)config->connections, config->reconnect_holdoff_ms, pool_open,
 	    s, err, errlen);
 	if (s->pool == NULL) {
 		free(s);
