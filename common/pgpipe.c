@@ -35,6 +35,7 @@ struct pgpipe {
 	void *connect_arg;
 	struct slot slots[MAX_CONNS];	/* the loop's thread only */
 	struct pgpipe_query *failed, *failed_tail;	/* answered "no connection" at the next tick */
+	struct pgpipe_query *waiting, *waiting_tail;	/* for a connection on its way */
 	bool stopping;			/* the loop's thread only */
 	/* Shared with the opener thread, under lock. */
 	pthread_mutex_t lock;
@@ -47,7 +48,10 @@ struct pgpipe {
 	int nready;
 	char last_error[256];
 	atomic_int connected;
+	atomic_bool down;		/* the last attempt to open a connection failed */
 };
+
+static void query_params_free(struct pgpipe_query *q);
 
 static void
 queue_push(struct pgpipe_query **head, struct pgpipe_query **tail, struct pgpipe_query *q)
@@ -72,6 +76,38 @@ queue_pop(struct pgpipe_query **head, struct pgpipe_query **tail)
 		q->next = NULL;
 	}
 	return q;
+}
+
+/* Keeps a copy of a statement's name and parameters in q, for a statement that waits for a
+ * connection; false when memory runs out. */
+static bool
+query_params_keep(struct pgpipe_query *q, const char *statement, int nparams,
+    const char *const *params)
+{
+	q->statement = strdup(statement);
+	q->params = calloc((size_t)(nparams > 0 ? nparams : 1), sizeof(char *));
+	q->nparams = nparams;
+	if (q->statement == NULL || q->params == NULL)
+		goto fail;
+	for (int i = 0; i < nparams; i++)
+		if (params[i] != NULL && (q->params[i] = strdup(params[i])) == NULL)
+			goto fail;
+	return true;
+fail:
+	query_params_free(q);
+	return false;
+}
+
+static void
+query_params_free(struct pgpipe_query *q)
+{
+	for (int i = 0; q->params != NULL && i < q->nparams; i++)
+		free(q->params[i]);
+	free(q->params);
+	free(q->statement);
+	q->params = NULL;
+	q->statement = NULL;
+	q->nparams = 0;
 }
 
 /* Ends a statement without an answer: its callback hears err. */
@@ -123,10 +159,13 @@ opener_run(void *arg)
 		if (c == NULL) {
 			failed_at = mono_ms();
 			snprintf(p->last_error, sizeof(p->last_error), "%s", err[0] ? err : "could not connect");
+			if (!atomic_exchange(&p->down, true))
+				evloop_wake(p->loop);	/* what waits for a connection fails now */
 			continue;
 		}
 		failed_at = 0;
 		p->last_error[0] = '\0';
+		atomic_store(&p->down, false);
 		if (p->closing) {
 			PQfinish(c);
 			break;
@@ -278,6 +317,18 @@ pool_tick(void *arg)
 	struct pgpipe_query *q, *failed = p->failed;
 
 	adopt_ready(p);
+	if (p->waiting != NULL && (atomic_load(&p->connected) > 0 || atomic_load(&p->down) ||
+	    p->stopping)) {
+		struct pgpipe_query *w = p->waiting, *next;
+
+		p->waiting = p->waiting_tail = NULL;
+		for (; w != NULL; w = next) {
+			next = w->next;
+			pgpipe_send(p, w, w->statement, w->nparams, (const char *const *)w->params);
+			query_params_free(w);
+		}
+		failed = p->failed;
+	}
 	p->failed = p->failed_tail = NULL;
 	while ((q = failed) != NULL) {
 		failed = q->next;
@@ -300,7 +351,7 @@ pool_stopped(void *arg)
 	for (int i = 0; i < p->nconns; i++)
 		if (p->slots[i].c != NULL)
 			slot_drop(&p->slots[i], "shutting down");
-	while (p->failed != NULL)
+	while (p->failed != NULL || p->waiting != NULL)
 		(void)pool_tick(p);
 }
 
@@ -320,6 +371,13 @@ pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int
 			best = s;
 	}
 	if (best == NULL) {
+		if (!p->stopping && !atomic_load(&p->down) && query_params_keep(q, statement, nparams,
+		    params)) {
+			/* A connection is on its way (at start, or after one was lost): wait for it,
+			 * or for the attempt to fail. */
+			queue_push(&p->waiting, &p->waiting_tail, q);
+			return;
+		}
 		if (p->failed == NULL)
 			evloop_wake(p->loop);	/* answered at the next tick */
 		queue_push(&p->failed, &p->failed_tail, q);

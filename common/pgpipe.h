@@ -28,6 +28,8 @@ struct pgpipe_query {
 	struct pgpipe_query *next;
 	PGresult *result;
 	int state;
+	char *statement, **params;	/* copies, while it waits for a connection */
+	int nparams;
 };
 
 /* Opens one connection, ready for the statements its callers send (prepared), on the pool's
@@ -45,7 +47,9 @@ void pgpipe_free(struct pgpipe *p);
 
 /* Sends a prepared statement (text parameters, copied) on the connection with the fewest
  * statements in flight, as its own transaction; q->done is called later on the loop's thread,
- * never before this returns. The loop's thread only. */
+ * never before this returns. Without an open connection the statement waits for one while one
+ * is being opened (at start, after a loss), and fails at once when the last attempt failed
+ * (PostgreSQL is away: the caller answers at once). The loop's thread only. */
 void pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,
     const char *const *params);
 

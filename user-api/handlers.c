@@ -121,11 +121,12 @@ struct pending {
 };
 
 /* Calls are a few kilobytes, too large for malloc's per-thread cache: the ended ones are kept
- * for the next requests (all on the loop's thread; the list is per thread all the same). */
+ * for the next requests. The handlers run on the event loop's thread alone, so the list needs
+ * no lock; it is not thread-local, so what it holds at exit is still reachable. */
 #define PENDING_KEPT 64
 
-static _Thread_local struct pending *kept[PENDING_KEPT];
-static _Thread_local size_t nkept;
+static struct pending *kept[PENDING_KEPT];
+static size_t nkept;
 
 static void
 pending_free(void *p)

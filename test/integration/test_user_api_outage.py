@@ -5,7 +5,7 @@ import time
 
 import requests
 
-from user_api_fixtures import *  # noqa: F401,F403  (fixtures: own_pg_api, api_before_pg)
+from user_api_fixtures import *  # noqa: F401,F403  (fixtures: own_pg_api, api_before_pg, start_api)
 from user_api_fixtures import assert_problem, poll, unique_email
 
 # A request must be answered well within this; the contract says "within a second or two". It is
@@ -157,3 +157,22 @@ def test_api_started_before_postgres(api_before_pg):
     r = api.post("/users", json={"name": "Late", "email": unique_email()}, timeout=ANSWER_TIMEOUT)
     assert r.status_code == 201, r.text
     assert api.process_alive()
+
+
+def test_requests_at_start_wait_for_the_first_connection(start_api):
+    """README: connections are opened by a thread of their own. Requests that arrive before the
+    first one is open wait for it (PostgreSQL is up): none is answered 503."""
+    api = start_api()
+    answers = []
+
+    def post(i):
+        r = api.post("/users", json={"name": f"early {i}", "email": unique_email()},
+                     timeout=ANSWER_TIMEOUT)
+        answers.append((r.status_code, r.text[:200]))
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a for a in answers if a[0] != 201] == [], answers
