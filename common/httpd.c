@@ -1230,6 +1230,9 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	}
 	h->daemon = MHD_start_daemon(flags,
 	    (uint16_t)cfg->port, NULL, NULL, on_request, h,
+	    /* First: libmicrohttpd prints what it says about the options before this one with its
+	     * own logger, on stderr, a line outside the log's format. */
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 	    MHD_OPTION_THREAD_POOL_SIZE, cfg->loop != NULL ? 0U : (unsigned int)cfg->threads,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->conn_timeout_s,
@@ -1242,7 +1245,6 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 	    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
 	    MHD_OPTION_ARRAY, tls_opts,
 	    MHD_OPTION_END);
