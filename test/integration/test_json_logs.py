@@ -187,3 +187,19 @@ def test_a_request_path_reaches_a_text_line_as_before(start_api):
     assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z info user-api GET /users/1\\nx 404 "
                     r"\d+\.\dms rid=text-rid$", line), line
     assert "request_id" not in log
+
+
+def test_replay_logs_json_lines(nats, ferret, stream):
+    """replay, run by hand: its summary is a line of the log too, and the event it applies over
+    a gap is named by its fields (user 2 has no version 1 in the stream)."""
+    gap = make_event("user_updated", 2, 2)
+    stream.publish([make_event("user_created", 1, 1), gap])
+    env = {"NATS_URL": nats.url, "MONGODB_URI": ferret.uri,
+           "MONGODB_DB": f"notif_{uuid.uuid4().hex[:8]}", "LOG_FORMAT": "json", "LOG_LEVEL": "debug"}
+    r = harness.run_binary("notification-consumer", "replay", env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    objs = json_lines(r.stderr, "notification-consumer replay")
+    assert any(o["message"].startswith("replay done: read 2, applied 2, stale 0, dead-lettered 0 in")
+               for o in objs), r.stderr
+    crossed = [o for o in objs if "applied over a gap" in o["message"] and "event_id" in o]
+    assert crossed and crossed[0]["event_id"] == gap[3] and crossed[0]["user_id"] == "2", r.stderr
