@@ -11,6 +11,7 @@ import pytest
 import harness
 from test_consumer_support import *  # noqa: F401,F403  (fixtures: nats, ferret, services)
 from test_consumer_support import TRACEPARENT, Stream, make_event, poll, start_consumer
+from test_relay import insert_rows, relay_db, relay_nats, relays, wait_drained  # noqa: F401
 from user_api_fixtures import *  # noqa: F401,F403  (fixtures: pg_db, start_api)
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -203,3 +204,16 @@ def test_replay_logs_json_lines(nats, ferret, stream):
                for o in objs), r.stderr
     crossed = [o for o in objs if "applied over a gap" in o["message"] and "event_id" in o]
     assert crossed and crossed[0]["event_id"] == gap[3] and crossed[0]["user_id"] == "2", r.stderr
+
+
+def test_relay_logs_json_lines_with_the_buried_event(relay_db, relay_nats, relays):
+    """The relay's lines, and the row it moves to outbox_dead named by its event_id."""
+    huge = insert_rows(relay_db, 1, pad=1_200_000)   # over nats-server's default 1 MiB max_payload
+    insert_rows(relay_db, 2)
+    relay = relays.start(LOG_FORMAT="json")
+    wait_drained(relay_db)
+    relay.stop()
+    objs = json_lines(relay.log(), "outbox-relay")
+    buried = [o for o in objs if "moved to outbox_dead" in o["message"]]
+    assert buried and buried[0].get("event_id") == huge[0] and buried[0]["level"] == "error", buried
+    assert all(o.get("event_id") in (None, huge[0]) for o in objs), objs
