@@ -126,10 +126,12 @@ report(struct pass *p, const struct finding *f)
 		return;
 	}
 	p->logged++;
+	log_scope_set_int(LOG_ID_USER, f->pair.id);
 	if (loud)
 		log_impossible(f);
 	else
 		log_warnx("drift: %s", line);
+	log_scope_clear();
 }
 
 /* Writes the repair events of the findings that have one, in one transaction. */
@@ -334,8 +336,9 @@ progress_start(struct pass *p)
 	if (users_db_max_id(p->db, &pg_max, p->err, p->errlen) != 0 ||
 	    copy_max_id(p->copy, &copy_max, p->err, p->errlen) != 0)
 		return -1;
-	p->progress = progress_new(isatty(STDERR_FILENO), p->s->progress_ms,
-	    pg_max > copy_max ? pg_max : copy_max);
+	/* A bar to redraw is for a person at a terminal; LOG_FORMAT=json asks for lines to parse. */
+	p->progress = progress_new(isatty(STDERR_FILENO) && p->s->log_format == LOG_FORMAT_TEXT,
+	    p->s->progress_ms, pg_max > copy_max ? pg_max : copy_max);
 	return 0;
 }
 

@@ -76,7 +76,7 @@ main(int argc, char **argv)
 
 	if ((rc = audit_settings_load(argc, argv, &s)) >= 0)
 		return rc;
-	log_init("audit", s.log_level);
+	log_init("audit", s.log_level, s.log_format);
 	mongo_driver_init();
 	shutdown_signals_install();
 	config_url_redact(s.mongodb_uri, where, sizeof(where));

@@ -50,7 +50,7 @@ static const struct config_entry table[] = {
 	HTTPD_LIMIT_ENTRIES(loaded.http, "AUDIT"),
 	{ "AUDIT_DRAIN_TIMEOUT", CONFIG_MS, &loaded.drain_ms, "1s", 0, 9000,
 	    "how long HTTP requests in flight may finish at shutdown" },
-	{ "LOG_LEVEL", CONFIG_LEVEL, &loaded.log_level, "info", 0, 0, "debug, info, warn or error" },
+	LOG_SETTINGS_ENTRIES(loaded.log_level, loaded.log_format),
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 
@@ -67,7 +67,7 @@ check(const void *arg, char *err, size_t errlen)
 	if (pg_settings_check(&s->pg, err, errlen) != 0)
 		return -1;
 	/* The parser's warnings (an unknown option) are log lines, --check's too. */
-	log_init("audit", s->log_level);
+	log_init("audit", s->log_level, s->log_format);
 	if ((uri = mongo_uri_parse(s->mongodb_uri, s->mongodb_timeout_ms, NULL, err, errlen)) == NULL)
 		return -1;
 	mongoc_uri_destroy(uri);

@@ -30,6 +30,7 @@ struct audit_settings {
 	long recheck_ms;		/* how long a user that differs is given before its second look */
 	long progress_ms;		/* between progress lines when stderr is not a terminal */
 	enum log_level log_level;
+	enum log_format log_format;
 	/* From the command line. */
 	bool repair;			/* --repair */
 	long every_ms;			/* --every; 0: one pass, then exit */

@@ -144,6 +144,13 @@ config_load(const struct config_entry *tab, char *err, size_t errlen)
 				return -1;
 			}
 			break;
+		case CONFIG_LOG_FORMAT:
+			if (v == NULL || !log_format_parse(v, (enum log_format *)e->target)) {
+				snprintf(err, errlen, "invalid %s \"%s\": expected text or json", e->name,
+				    v ? v : "");
+				return -1;
+			}
+			break;
 		}
 	}
 	return 0;
@@ -209,6 +216,9 @@ config_dump(FILE *out, const struct config_entry *tab)
 			break;
 		case CONFIG_LEVEL:
 			fprintf(out, "%s=%s\n", e->name, log_level_name(*(enum log_level *)e->target));
+			break;
+		case CONFIG_LOG_FORMAT:
+			fprintf(out, "%s=%s\n", e->name, log_format_name(*(enum log_format *)e->target));
 			break;
 		}
 	}

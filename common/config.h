@@ -15,6 +15,7 @@ enum config_type {
 	CONFIG_BOOL,	/* target: bool *; true/false/1/0/yes/no/on/off */
 	CONFIG_MS,	/* target: long * in milliseconds; "250ms", "2s", "2m", "1h" or bare ms */
 	CONFIG_LEVEL,	/* target: enum log_level * */
+	CONFIG_LOG_FORMAT,	/* target: enum log_format * */
 };
 
 struct config_entry {
@@ -25,6 +26,13 @@ struct config_entry {
 	long min, max;		/* CONFIG_INT and CONFIG_MS only */
 	const char *help;
 };
+
+/* The log's settings, the same in every process's table: LOG_LEVEL and LOG_FORMAT (common/log.h). */
+#define LOG_SETTINGS_ENTRIES(level, format)                                                          \
+	{ "LOG_LEVEL", CONFIG_LEVEL, &(level), "info", 0, 0, "debug, info, warn or error" },         \
+	{ "LOG_FORMAT", CONFIG_LOG_FORMAT, &(format), "text", 0, 0,                                  \
+	    "text (a line for people) or json (one JSON object a line: time, level, service, "       \
+	    "message and the request, trace, event and user ids it is about)" }
 
 /* Reads every entry from the environment; an unset variable takes its default. A variable set
  * but empty means empty, never the default: a string without a default, or a

@@ -29,6 +29,7 @@
 #include "random.h"
 #include "ratelimit.h"
 #include "shutdown.h"
+#include "traceparent.h"
 #include "util.h"
 #include "utf8.h"
 
@@ -79,6 +80,7 @@ struct http_request {
 	bool counted;
 	unsigned scopes;	/* of the caller's token; every scope when authentication is off */
 	char request_id[65];
+	char trace_id[33];	/* of a valid traceparent header, for the log's scope; "" without */
 	const char *route_label;
 	int64_t start_ms;
 	size_t nheaders;
@@ -249,6 +251,30 @@ answer_series(const char *route, const char *method, unsigned status)
 	    "Time from the request's arrival to its answer", metrics_latency_bounds,
 	    metrics_latency_nbounds, "route", route, NULL);
 	return a;
+}
+
+/* The request's ids on every line logged while it is handled (LOG_FORMAT=json, common/log.h):
+ * set on each call of on_request() in which the request is handled, answered or resumed, and
+ * cleared as that call returns, since user-api's loop thread takes turns among many requests. The
+ * access line of count_request() is always written inside such a call: a handler answers from
+ * on_request(), at once or after its resume. */
+static void
+request_scope(const struct http_request *req)
+{
+	if (!log_scope_enabled())
+		return;
+	log_scope_set(LOG_ID_REQUEST, req->request_id);
+	log_scope_set(LOG_ID_TRACE, req->trace_id);
+}
+
+void
+http_log_trace(struct http_request *req, const char *traceparent)
+{
+	if (!log_scope_enabled())
+		return;
+	memcpy(req->trace_id, traceparent + 3, 32);	/* "00-" and the trace id's 32 digits */
+	req->trace_id[32] = '\0';
+	request_scope(req);
 }
 
 static void
@@ -706,16 +732,16 @@ rate_allowed(struct http_request *req)
 	return false;
 }
 
+/* libmicrohttpd's handler, called for a request's headers, for each piece of its body, when it is
+ * whole, and after each resume; on_request() clears the log's scope that it sets. */
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+request_step(struct httpd *h, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
-	struct httpd *h = cls;
 	struct http_request *req = *con_cls;
 
-	(void)version;
 	if (req == NULL) {
-		const char *rid, *cl;
+		const char *rid, *cl, *tp;
 
 		req = calloc(1, sizeof(*req));
 		if (req == NULL)
@@ -735,6 +761,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 			snprintf(req->request_id, sizeof(req->request_id), "%s", rid);
 		else
 			uuid_new(req->request_id);
+		/* Only when a line would show it: a header read and checked on every request. */
+		if (log_scope_enabled() && (tp = http_header(req, "traceparent")) != NULL &&
+		    traceparent_valid(tp))
+			http_log_trace(req, tp);
+		request_scope(req);
 		req->deadline = conn_deadline(conn);
 		switch (http_deadline_headers(req->deadline, mono_ms())) {
 		case HTTP_DEADLINE_CUT:		/* a sweep closed the connection meanwhile */
@@ -800,6 +831,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 	/* The request is whole: handled from here on (or suspended) without a deadline, unless a
 	 * sweep cut it off just now. */
+	request_scope(req);
 	if (!http_deadline_body_done(req->deadline) && !req->replied)
 		return MHD_NO;
 	if (req->replied)
@@ -820,6 +852,18 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 	}
 	dispatch(req);
 	return MHD_YES;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	enum MHD_Result r;
+
+	(void)version;
+	r = request_step(cls, conn, url, method, upload_data, upload_data_size, con_cls);
+	log_scope_clear();
+	return r;
 }
 
 static void
@@ -1186,6 +1230,9 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	}
 	h->daemon = MHD_start_daemon(flags,
 	    (uint16_t)cfg->port, NULL, NULL, on_request, h,
+	    /* First: libmicrohttpd prints what it says about the options before this one with its
+	     * own logger, on stderr, a line outside the log's format. */
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
 	    MHD_OPTION_THREAD_POOL_SIZE, cfg->loop != NULL ? 0U : (unsigned int)cfg->threads,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->conn_timeout_s,
@@ -1198,7 +1245,6 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 	    MHD_OPTION_URI_LOG_CALLBACK, on_request_line, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
 	    MHD_OPTION_ARRAY, tls_opts,
 	    MHD_OPTION_END);

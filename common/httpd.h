@@ -105,6 +105,11 @@ const char *http_query(const struct http_request *req, const char *name);
 const char *http_body(const struct http_request *req, size_t *len);
 /* The X-Request-Id of the request, or a new uuid; echoed in the response. */
 const char *http_request_id(const struct http_request *req);
+/* The log's scope (common/log.h) holds the request's id, and the trace id of its traceparent
+ * header when that is valid, whenever its handler runs. This makes the trace id of traceparent
+ * (valid, common/traceparent.h) the request's from now on: for a handler that starts a trace (a
+ * write without a valid traceparent gets a new one, which its event carries on). */
+void http_log_trace(struct http_request *req, const char *traceparent);
 
 /* Response building. A handler answers exactly once. */
 void http_add_header(struct http_request *req, const char *name, const char *value);

@@ -26,12 +26,13 @@ struct migration {
 static struct pg_settings pg;
 static const char *migrations_dir;
 static enum log_level level;
+static enum log_format format;
 
 static const struct config_entry settings[] = {
 	PG_SETTINGS_ENTRIES(pg, PG_ROLE_OWNER),
 	{ "MIGRATIONS_DIR", CONFIG_STRING, &migrations_dir, NULL, 0, 0,
 	    "folder of NNNN_name.sql files (default: ../migrations beside the binary)" },
-	{ "LOG_LEVEL", CONFIG_LEVEL, &level, "info", 0, 0, "debug, info, warn or error" },
+	LOG_SETTINGS_ENTRIES(level, format),
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 
@@ -323,7 +324,7 @@ main(int argc, char **argv)
 
 	if ((rc = cli_start(&cli, argc, argv, &argi)) >= 0)
 		return rc;
-	log_init("migrate", level);
+	log_init("migrate", level, format);
 	if (migrations_dir == NULL || *migrations_dir == '\0')
 		migrations_dir = default_dir();
 	cmd = argi < argc ? argv[argi] : "up";

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "natsconn.h"
+#include "traceparent.h"
 #include "util.h"
 
 /* A poison event that could not be dead-lettered comes back after this delay, to be tried again. */
@@ -413,6 +414,49 @@ lag_update(struct applier *a)
 	metrics_set(a->m_ack_pending, (double)ack_pending);
 }
 
+/* The trace id of m's traceparent header (the relay copies the one of the request that wrote
+ * the event), when it is valid. */
+static void
+trace_scope(natsMsg *m)
+{
+	const char *tp = NULL;
+
+	if (natsMsgHeader_Get(m, "traceparent", &tp) == NATS_OK && tp != NULL && traceparent_valid(tp))
+		log_scope_set_n(LOG_ID_TRACE, tp + 3, 32);	/* "00-" and the trace id's 32 digits */
+}
+
+void
+applier_log_scope(const struct event *ev, natsMsg *m)
+{
+	if (!log_scope_enabled())
+		return;
+	log_scope_clear();
+	log_scope_set(LOG_ID_EVENT, ev->event_id);
+	log_scope_set_int(LOG_ID_USER, ev->user_id);
+	if (m != NULL)
+		trace_scope(m);
+}
+
+/* The ids of a message in hand on the lines logged until log_scope_clear(): its event's, or for
+ * poison, which has no event to go by, the Nats-Msg-Id the relay published it with (its event id,
+ * unless the message did not come from the relay). */
+static void
+item_scope(const struct item *it)
+{
+	const char *id = NULL;
+
+	if (!log_scope_enabled())
+		return;
+	if (it->poison == NULL) {
+		applier_log_scope(&it->ev, it->m);
+		return;
+	}
+	log_scope_clear();
+	if (natsMsgHeader_Get(it->m, "Nats-Msg-Id", &id) == NATS_OK)
+		log_scope_set(LOG_ID_EVENT, id);
+	trace_scope(it->m);
+}
+
 static void
 dead_letter(struct applier *a, natsMsg *m, const struct js_meta *meta, const char *reason)
 {
@@ -573,9 +617,11 @@ recent_check(struct lane *l)
 		    COPY_STORE_OVER_GAP, r->published_us, r->seq, NULL, err, sizeof(err)) ==
 		    COPY_STORE_APPLIED) {
 			metrics_add(a->m_regressions, 1);
+			applier_log_scope(&r->ev, NULL);
 			log_warnx("user %" PRId64 " was taken back to version %" PRId64 " by another "
 			    "writer; applied version %" PRId64 " again event=%s", r->ev.user_id, version,
 			    r->ev.version, r->ev.event_id);
+			log_scope_clear();
 		}
 		event_release(&r->ev);
 	}
@@ -818,7 +864,9 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 			if (!may_apply(a) || shutdown_requested())
 				return false;
 			FAILPOINT("consumer.after_fetch_before_apply");
+			item_scope(&items[i]);
 			dead_letter(a, items[i].m, &items[i].meta, items[i].poison);
+			log_scope_clear();
 			items[i].done = true;
 			continue;
 		}
@@ -860,7 +908,9 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 			struct outcome o = { .r = COPY_STORE_APPLIED };
 
 			if (bulk[k].outcome == COPY_BATCH_APPLIED) {
+				item_scope(&items[in_bulk[k]]);
 				settle(l, &items[in_bulk[k]], &o);
+				log_scope_clear();
 				left--;
 			} else if (bulk[k].outcome == COPY_BATCH_ALONE) {
 				mark_alone(items, in_bulk[k], n);
@@ -868,10 +918,14 @@ lane_apply(struct lane *l, struct item *items, size_t n)
 		}
 		for (size_t k = 0; k < nr; k++) {
 			struct item *it = &items[round[k]];
+			bool handled;
 
 			if (it->done || !it->alone)
 				continue;
-			if (!handle_alone(l, items, round[k], n))
+			item_scope(it);
+			handled = handle_alone(l, items, round[k], n);
+			log_scope_clear();
+			if (!handled)
 				return false;
 			left--;
 		}

@@ -41,6 +41,11 @@ void applier_on_copy_at(struct applier *a, applier_copy_at_fn fn, void *arg);
 /* Blocks until another event was applied or ms passed. */
 void applier_wait_applied(struct applier *a, long ms);
 
+/* Puts the event's id and its user into the calling thread's log scope (common/log.h), and the
+ * trace id of m's traceparent header when m is not NULL and the header is valid: on every line
+ * logged until log_scope_clear(). Shared with replay. */
+void applier_log_scope(const struct event *ev, natsMsg *m);
+
 /* Lowest-level step shared with replay: the event in m, or the reason it is poison. */
 int applier_decode(natsMsg *m, struct event *ev, char *err, size_t errlen)
     __attribute__((warn_unused_result));

@@ -92,7 +92,8 @@ main(int argc, char **argv)
 		return rc;
 	rc = 0;
 
-	log_init(replaying ? "notification-consumer replay" : "notification-consumer", set.log_level);
+	log_init(replaying ? "notification-consumer replay" : "notification-consumer", set.log_level,
+	    set.log_format);
 	if (failpoint_init(err, sizeof(err)) != 0)
 		fatal("%s", err);
 	store_library_init();

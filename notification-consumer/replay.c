@@ -125,7 +125,9 @@ apply_retrying(struct store *st, const struct consumer_settings *cfg, const stru
 		*r = store_apply(st, ev, order, published_us, seq, NULL, err, sizeof(err));
 		if (*r != COPY_STORE_ERROR)
 			return true;
+		applier_log_scope(ev, NULL);
 		log_warnx("replay: %s; retrying event=%s", err, ev->event_id);
+		log_scope_clear();
 		if (shutdown_sleep_ms(backoff_next(&b)))
 			return false;
 	}
@@ -185,8 +187,10 @@ settle(const struct replay *rp, struct store *st, struct reorder *ro, int64_t id
 				return false;
 			if (r == COPY_STORE_APPLIED) {
 				c->gaps++;
+				applier_log_scope(&h->ev, NULL);
 				log_debug("replay: user=%" PRId64 " version=%" PRId64 " applied over a gap "
 				    "seq=%" PRIu64 " event=%s", id, h->ev.version, h->seq, h->ev.event_id);
+				log_scope_clear();
 			}
 		}
 		count(c, r);
@@ -279,7 +283,8 @@ replay_pass(struct replay *rp, struct store *st, const struct js_start *start,
 {
 	const struct consumer_settings *cfg = rp->cfg;
 	natsMsg **msgs = NULL;
-	struct progress pg = { .tty = isatty(2), .first = start->seq ? start->seq : 1, .last = until,
+	/* A bar to redraw is for a person at a terminal; LOG_FORMAT=json asks for lines to parse. */
+	struct progress pg = { .tty = isatty(2) && cfg->log_format == LOG_FORMAT_TEXT, .first = start->seq ? start->seq : 1, .last = until,
 	    .every_ms = cfg->replay_progress_ms, .label = label };
 	struct js_pull *pull = NULL;
 	struct reorder ro = { NULL, 0, 0, (uint64_t)cfg->replay_reorder_seqs };
@@ -453,7 +458,7 @@ replay_run(natsConnection *nc, struct store *live, const struct consumer_setting
 	struct store *fresh = NULL;
 	char coll[256], err[512];
 	uint64_t first = 0, until = 0, until2 = 0;
-	char shown[512];
+	char shown[512], summary[256];
 	int64_t began = mono_ms(), deadline;
 	jsOptions jo;
 	int rc = 1;
@@ -533,9 +538,14 @@ out:
 		log_info("replay: %" PRIu64 " events applied over a gap: the stream did not hold the "
 		    "versions before them (a replay from the middle of the history, or events "
 		    "dead-lettered or past the stream's retention)", c.gaps);
-	fprintf(stderr, "replay %s: read %" PRIu64 ", applied %" PRIu64 ", stale %" PRIu64
-	    ", dead-lettered %" PRIu64 " in %.1fs\n", rc == 0 ? "done" : "failed", c.read, c.applied,
-	    c.stale, c.dead, (double)(mono_ms() - began) / 1000.0);
+	snprintf(summary, sizeof(summary), "replay %s: read %" PRIu64 ", applied %" PRIu64 ", stale %"
+	    PRIu64 ", dead-lettered %" PRIu64 " in %.1fs", rc == 0 ? "done" : "failed", c.read,
+	    c.applied, c.stale, c.dead, (double)(mono_ms() - began) / 1000.0);
+	/* For the person who ran it, as it is; with LOG_FORMAT=json a line of the log like any. */
+	if (cfg->log_format == LOG_FORMAT_JSON)
+		log_info("%s", summary);
+	else
+		fprintf(stderr, "%s\n", summary);
 	if (rp.announced_ms != 0)
 		announce(&rp, true);
 	store_free(fresh);

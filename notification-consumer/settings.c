@@ -102,7 +102,7 @@ static const struct config_entry table[] = {
 	    3600000, "how often replay logs its progress when stderr is not a terminal" },
 	{ "CONSUMER_REPLAY_CONNECT_TIMEOUT", CONFIG_MS, &loaded.replay_connect_timeout_ms, "10s", 100,
 	    3600000, "how long replay waits for NATS at its start before it gives up" },
-	{ "LOG_LEVEL", CONFIG_LEVEL, &loaded.log_level, "info", 0, 0, "debug, info, warn or error" },
+	LOG_SETTINGS_ENTRIES(loaded.log_level, loaded.log_format),
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 

@@ -41,6 +41,7 @@ struct consumer_settings {
 	long replay_progress_ms;	/* how often replay logs its progress when not on a terminal */
 	long replay_connect_timeout_ms;	/* how long replay waits for NATS at its start */
 	enum log_level log_level;
+	enum log_format log_format;
 };
 
 /* The start of the notification-consumer's main(): --help, --version and --check, then every

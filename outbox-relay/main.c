@@ -74,7 +74,7 @@ main(int argc, char **argv)
 
 	if ((rc = relay_settings_load(argc, argv, &s, &argi)) >= 0)
 		return rc;
-	log_init("outbox-relay", s.log_level);
+	log_init("outbox-relay", s.log_level, s.log_format);
 	if (failpoint_init(err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		return 2;

@@ -421,10 +421,13 @@ log_buried(struct relay *r, struct slot *s, long dead)
 		size_t bytes;
 
 		event_id = outbox_batch_dead_id(s->batch, i, &subject, &bytes);
-		if (event_id != NULL)
-			log_error("event %s: moved to outbox_dead: its %zu-byte body on \"%s\" is over the "
-			    "server's maximum payload of %" PRId64 " bytes", event_id, bytes, subject,
-			    natsConnection_GetMaxPayload(r->nc));
+		if (event_id == NULL)
+			continue;
+		log_scope_set(LOG_ID_EVENT, event_id);
+		log_error("event %s: moved to outbox_dead: its %zu-byte body on \"%s\" is over the "
+		    "server's maximum payload of %" PRId64 " bytes", event_id, bytes, subject,
+		    natsConnection_GetMaxPayload(r->nc));
+		log_scope_clear();
 	}
 }
 

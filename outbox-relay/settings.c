@@ -68,7 +68,7 @@ static const struct config_entry table[] = {
 	    "after every NATS reconnect)" },
 	{ "RELAY_LOCK_KEY", CONFIG_INT, &loaded.lock_key, "7305463", -2147483647L, 2147483647L,
 	    "PostgreSQL advisory lock key that elects the leader" },
-	{ "LOG_LEVEL", CONFIG_LEVEL, &loaded.log_level, "info", 0, 0, "debug, info, warn or error" },
+	LOG_SETTINGS_ENTRIES(loaded.log_level, loaded.log_format),
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 

@@ -31,6 +31,7 @@ struct relay_settings {
 	long stream_check_ms;		/* how often the leader checks the stream for lost events */
 	long lock_key;			/* advisory lock key naming "the relay of this database" */
 	enum log_level log_level;
+	enum log_format log_format;
 };
 
 /* The start of outbox-relay's main(): --help, --version and --check, then every setting read from

@@ -88,10 +88,12 @@ write_meta_init(struct http_request *req, struct write_meta *m, char traceparent
 {
 	const char *tp = http_header(req, "traceparent");
 
-	if (tp != NULL && traceparent_valid(tp))
+	if (tp != NULL && traceparent_valid(tp)) {
 		memcpy(traceparent, tp, 56);	/* valid: 55 characters and its NUL */
-	else
+	} else {
 		traceparent_new(traceparent);
+		http_log_trace(req, traceparent);	/* the trace the event starts */
+	}
 	m->traceparent = traceparent;
 	m->idempotency_key = NULL;
 	m->if_match = if_match_versions(http_header(req, "If-Match"), if_match, IF_MATCH_MAX);
@@ -170,6 +172,12 @@ static struct user_store_call *
 call_ended(struct http_request *req)
 {
 	struct user_store_call *c = &((struct pending *)http_context(req))->call;
+	int64_t user = c->id > 0 ? c->id : c->rc == USER_STORE_OK ? c->res.id : 0;
+
+	/* The user it is about, on the lines of its answer (LOG_FORMAT=json): of its path, or the
+	 * one created. */
+	if (user > 0)
+		log_scope_set_int(LOG_ID_USER, user);
 
 	if (c->rc != USER_STORE_OK) {
 		reply_store_error(req, c->rc, c->err);

@@ -38,7 +38,7 @@ main(int argc, char **argv)
 
 	if ((rc = user_api_settings_load(argc, argv, &set)) >= 0)
 		return rc;
-	log_init("user-api", set.log_level);
+	log_init("user-api", set.log_level, set.log_format);
 	if (failpoint_init(err, sizeof(err)) != 0)
 		fatal("%s", err);
 

@@ -43,7 +43,7 @@ static const struct config_entry table[] = {
 	    "expired idempotency keys removed per statement (batches repeat until one is short)" },
 	{ "USER_API_DRAIN_TIMEOUT", CONFIG_MS, &loaded.drain_ms, "5s", 0, 9000,
 	    "how long in-flight requests may finish at shutdown" },
-	{ "LOG_LEVEL", CONFIG_LEVEL, &loaded.log_level, "info", 0, 0, "debug, info, warn or error" },
+	LOG_SETTINGS_ENTRIES(loaded.log_level, loaded.log_format),
 	{ NULL, 0, NULL, NULL, 0, 0, NULL },
 };
 

@@ -14,6 +14,7 @@ struct user_api_settings {
 	long drain_ms;			/* how long requests in flight may finish at shutdown */
 	long key_sweep_interval_ms;	/* how often expired idempotency keys are removed */
 	enum log_level log_level;
+	enum log_format log_format;
 };
 
 /* The start of user-api's main(): --help, --version and --check, then every setting read from

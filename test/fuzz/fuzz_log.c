@@ -7,9 +7,13 @@
  *   log-line   one log call writes exactly one line: it ends with its only newline and holds no
  *              other raw control byte (C0 or DEL), so text from outside cannot forge a second line
  *              or move a terminal's cursor (issue 14, item 1: escaping in the log writer)
+ *   json-line  with LOG_FORMAT=json, one log call writes exactly one line that is a JSON object
+ *              (jansson parses it, which also proves it valid UTF-8) whose message is a string,
+ *              and whose request_id, set from the input, is a string too
  *   headline   error_headline() gives a prefix of its input that fits its buffer
  */
 #include <fcntl.h>
+#include <jansson.h>
 #include <sanitizer/common_interface_defs.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -36,7 +40,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		exit(1);
 	}
 	__sanitizer_set_report_fd((void *)(intptr_t)stderr_fd);
-	log_init("fuzz", LOG_LEVEL_DEBUG);
+	log_init("fuzz", LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
 	return 0;
 }
 
@@ -75,6 +79,22 @@ check_line(const char *out, size_t len)
 	    "a log line holds a raw control byte", out, len);
 }
 
+static void
+check_json_line(const char *out, size_t len)
+{
+	json_t *j;
+	bool ok;
+
+	check_line(out, len);
+	j = json_loadb(out, len, 0, NULL);
+	ok = json_is_object(j) && json_is_string(json_object_get(j, "message")) &&
+	    (json_object_get(j, "request_id") == NULL ||
+	    json_is_string(json_object_get(j, "request_id")));
+	json_decref(j);
+	FUZZ_PROPERTY("json-line", ok, "a JSON log line that is not a JSON object with its message",
+	    out, len);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -103,6 +123,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	log_debug("%s", s);
 	out = capture_end(&len);
 	check_line(out, len);
+
+	/* The same in the JSON format, with the input as an id of the scope too. */
+	log_init("fuzz", LOG_LEVEL_DEBUG, LOG_FORMAT_JSON);
+	log_scope_set(LOG_ID_REQUEST, s);
+	capture_begin();
+	log_warnx("%s %s: %s rid=%s", "GET", s, s, s);
+	out = capture_end(&len);
+	log_scope_clear();
+	log_init("fuzz", LOG_LEVEL_DEBUG, LOG_FORMAT_TEXT);
+	check_json_line(out, len);
 
 	/* What readiness checks and 503 answers show of an error message. */
 	error_headline(s, head, sizeof(head));

@@ -78,7 +78,7 @@ main(void)
 	static const char *const names[] = { "POSTGRES_HOST", "POSTGRES_PORT", "USER_API_PORT",
 		"USER_API_PG_CONNECTIONS", "USER_API_MAX_BODY", "USER_API_IDEMPOTENCY_TTL",
 		"USER_API_RECONNECT_HOLDOFF", "USER_API_KEY_SWEEP_BATCH", "USER_API_KEY_SWEEP_INTERVAL",
-		"USER_API_DRAIN_TIMEOUT", "LOG_LEVEL" };
+		"USER_API_DRAIN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT" };
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		unsetenv(names[i]);
