@@ -138,6 +138,29 @@ def test_the_rules_load_and_every_alert_passes_its_unit_tests():
         assert "description: " in block, f"{name}: no description"
 
 
+def test_the_readme_section_is_true(tmp_path):
+    """README's "Alerts and a dashboard": its scrape configuration is valid with the rules in
+    place, and its table lists exactly the alerts of rules.yml."""
+    readme = (harness.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Alerts and a dashboard"):]
+    section = section[:section.index("\n## ", 3)]
+    config = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    assert "rule_files: [/etc/prometheus/user-sync-rules.yml]" in config
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/etc/prometheus/user-sync-rules.yml", str(RULES)))
+    r = subprocess.run([promtool(), "check", "config", str(tmp_path / "prometheus.yml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = set(re.findall(r"job_name: (\S+)", config))
+    assert jobs == {"user-api", "outbox-relay", "notification-consumer", "audit"}
+    # The one rule that names jobs names these.
+    assert 'up{job=~"user-api|outbox-relay|notification-consumer|audit"}' in RULES.read_text()
+    listed = set(re.findall(r"`([A-Z][A-Za-z]+)`", "\n".join(
+        l.split("|")[1] for l in section.splitlines() if l.startswith("| `"))))
+    _, _, alerts = rule_exprs()
+    assert listed == set(alerts)
+
+
 def test_the_dashboard_is_grafana_json_with_the_data_source_as_a_variable():
     d = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in d["templating"]["list"]}
