@@ -1,7 +1,8 @@
 """deploy/observability/ stays true: the Prometheus rules load and pass their unit tests
 (promtool, from Debian's prometheus package, which bootstrap installs), the dashboard is valid
-Grafana JSON with its data source as a variable, and every metric the rules and the dashboard use
-is one that the running services export, with the labels they select on."""
+Grafana JSON with its data source as a variable, every metric the rules and the dashboard use
+is one that the running services export, with the labels they select on, and the package's
+Prometheus server, scraping those services, evaluates the rules on them."""
 import json
 import re
 import shutil
@@ -210,7 +211,8 @@ def metric(url: str, series: str) -> float | None:
 
 def test_every_metric_the_rules_and_the_dashboard_use_is_exported(db, nats, ferret, services):
     """The four processes with a little traffic (so that the labelled series exist), one poison
-    event (so that the dead-letter gauge moves), and each /metrics scraped."""
+    event (so that the dead-letter gauge moves), each /metrics scraped; then a Prometheus on
+    them."""
     dbname = f"notif_{uuid.uuid4().hex[:8]}"
     common = dict(db.env, NATS_URL=nats.url, LOG_LEVEL="info")
     relay = services.start("outbox-relay", dict(common, OUTBOX_RELAY_PORT=harness.free_port(),
@@ -267,6 +269,56 @@ def test_every_metric_the_rules_and_the_dashboard_use_is_exported(db, nats, ferr
             bad_labels.append(f"{where}: {name} {sorted(labels - exported[name] - TARGET_LABELS)}")
     assert not missing, f"not exported by any service: {sorted(set(missing))}"
     assert not bad_labels, f"labels the series do not carry: {sorted(set(bad_labels))}"
+
+    # A real Prometheus with the rules: the recording rules join the real series (the leader's
+    # backlog, the lease holder's gauges), and the poison event makes ConsumerDeadLetters pend.
+    prom = Prometheus({"user-api": api.url[7:], "outbox-relay": relay.url[7:],
+                       "notification-consumer": consumer.url[7:], "audit": audit.url[7:]})
+    try:
+        prom.start()
+        value = lambda q: [float(x["value"][1]) for x in prom.query(q)]  # noqa: E731
+        poll(lambda: value("count(up == 1)") == [4], 20, "four targets up")
+        poll(lambda: value('job:relay_leader:sum{job="outbox-relay"}') == [1], 20, "the leader")
+        poll(lambda: value('job:relay_outbox_backlog:leader{job="outbox-relay"}') == [0], 20,
+             "the leader's backlog")
+        poll(lambda: value('job:consumer_dlq_messages:holder{job="notification-consumer"}') == [1],
+             20, "the DLQ depth from the lease holder")
+        alerts = poll(lambda: (a := {x["metric"]["alertname"] for x in prom.query("ALERTS")})
+                      and "ConsumerDeadLetters" in a and a, 20, "ConsumerDeadLetters pending")
+        assert not alerts & {"ServiceNotReady", "ServiceDown", "OutboxRelayNoLeader",
+                             "OutboxRelayAbsent", "ConsumerNoLeaseHolder"}, alerts
+    finally:
+        prom.close()
+
+
+class Prometheus(harness.Process):
+    """The server of Debian's prometheus package, scraping the given targets every second under
+    README's job names, with rules.yml evaluated every second."""
+    name = "prometheus"
+
+    def __init__(self, targets: dict[str, str]):
+        super().__init__()
+        self.port = harness.free_port()
+        jobs = "".join(f"  - job_name: {job}\n    static_configs: [{{targets: ['{t}']}}]\n"
+                       for job, t in targets.items())
+        (self.dir / "prometheus.yml").write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{RULES}']\nscrape_configs:\n{jobs}")
+
+    def _argv(self):
+        path = shutil.which("prometheus") or "/usr/bin/prometheus"
+        return [path, f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}"]
+
+    def _ready(self):
+        return requests.get(f"http://127.0.0.1:{self.port}/-/ready", timeout=1).status_code == 200
+
+    def query(self, q: str) -> list[dict]:
+        r = requests.get(f"http://127.0.0.1:{self.port}/api/v1/query", params={"query": q},
+                         timeout=5)
+        assert r.status_code == 200, r.text
+        return r.json()["data"]["result"]
 
 
 def test_service_ready_follows_readyz(db, nats, services):
