@@ -43,6 +43,7 @@ struct httpd {
 	void *arg;
 	http_ready_fn ready;
 	void *ready_arg;
+	struct metrics_series *m_ready;	/* service_ready, set at each scrape of /metrics */
 	long max_body;
 	atomic_int active;
 	atomic_int suspended;
@@ -474,11 +475,31 @@ route_match(const char *pattern, const char *path, struct http_request *req, boo
 	return *pattern == '\0' && *path == '\0';
 }
 
+/* What /readyz answers now; *checks as http_ready_fn fills it (NULL without a ready function). */
+static bool
+ready_now(struct httpd *h, json_t **checks)
+{
+	*checks = NULL;
+	return h->ready != NULL ? h->ready(h->ready_arg, checks) : true;
+}
+
+/* Sets service_ready to the answer /readyz would give, for an alert on it: a scraper reads
+ * /metrics, not /readyz. Every process's checks are cheap (flags and the state of its connections,
+ * no round trip), so each scrape can afford them. */
+static void
+ready_record(struct httpd *h)
+{
+	json_t *checks;
+
+	metrics_set(h->m_ready, ready_now(h, &checks) ? 1 : 0);
+	json_decref(checks);
+}
+
 static void
 serve_builtin_ready(struct http_request *req)
 {
-	json_t *checks = NULL;
-	bool ok = req->h->ready ? req->h->ready(req->h->ready_arg, &checks) : true;
+	json_t *checks;
+	bool ok = ready_now(req->h, &checks);
 	json_t *body = json_pack("{s:s}", "status", ok ? "ready" : "not ready");
 
 	/* Which check failed and why is for operators: a token with the metrics scope, or anyone
@@ -525,6 +546,7 @@ serve_builtin(struct http_request *req)
 			http_reply_problem(req, 405, NULL, "%s is not allowed on %s", req->method, req->path);
 			return true;
 		}
+		ready_record(req->h);
 		text = metrics_render(&len);
 		if (text == NULL) {
 			http_reply_problem(req, 500, NULL, "could not render metrics: out of memory");
@@ -1220,6 +1242,8 @@ httpd_start(const struct httpd_config *cfg, const struct http_route *routes, voi
 	h->arg = arg;
 	h->ready = ready;
 	h->ready_arg = ready_arg;
+	h->m_ready = metrics_gauge("service_ready", "1 when /readyz answers 200, 0 when it answers "
+	    "503; evaluated at each scrape of /metrics", NULL);
 	h->max_body = cfg->max_body;
 	h->loop = cfg->loop;
 	h->listen_fd = MHD_INVALID_SOCKET;

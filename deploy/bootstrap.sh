@@ -3,7 +3,7 @@
 # when everything is present. `make run` and `make test` call it first.
 #
 # Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl, wrk for the benchmarks and
-# their smoke test, clang with libFuzzer for the fuzz targets), nats-server and FerretDB
+# their smoke test, clang with libFuzzer for the fuzz targets, promtool), nats-server and FerretDB
 # pinned and built from the Go module proxy into .tools/bin, the Python test venv in .venv.
 # It ends by writing .tools/env.sh (PG_BIN, NATS_SERVER, FERRETDB, GO, PATH), which the other
 # deploy scripts source and test/integration/harness.py reads.
@@ -13,10 +13,11 @@ LOG_TAG=bootstrap
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang only recommends) build the fuzz
-# targets of test/fuzz/.
+# targets of test/fuzz/. prometheus brings promtool, which checks and unit-tests the alerting rules
+# of deploy/observability/ (Debian packages it with the server only).
 APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
 	libjansson-dev libmicrohttpd-dev libgnutls28-dev uuid-dev postgresql postgresql-client curl
-	ca-certificates openssl wrk clang libclang-rt-14-dev)
+	ca-certificates openssl wrk clang libclang-rt-14-dev prometheus)
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log
@@ -102,6 +103,32 @@ debian_cluster_stop() {
 	done < <(pg_lsclusters -h 2>/dev/null)
 }
 
+# The prometheus package, wanted for promtool alone, comes with a Prometheus server on port 9090:
+# its postinst enables and starts prometheus.service where systemd runs, and starts its init
+# script through invoke-rc.d elsewhere, where a policy-rc.d may forbid it (Docker images do).
+# Nothing here uses that server: right after we installed the package, stop it and keep it from
+# starting at boot. One that was there before is someone else's. The places are variables for
+# the test of this step.
+SYSTEMD_RUN_DIR=${SYSTEMD_RUN_DIR-/run/systemd/system}
+PROMETHEUS_INIT=${PROMETHEUS_INIT-/etc/init.d/prometheus}
+debian_prometheus_stop() {
+	local sudo=()
+	is_root || sudo=(sudo -n)
+	if [[ -d $SYSTEMD_RUN_DIR ]] && command -v systemctl >/dev/null 2>&1; then
+		if systemctl is-active --quiet prometheus.service || systemctl is-enabled --quiet prometheus.service; then
+			warn "stopping and disabling the prometheus service that the Debian package started (only its promtool is used)"
+			"${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+		fi
+	elif [[ -x $PROMETHEUS_INIT ]]; then
+		if "$PROMETHEUS_INIT" status >/dev/null 2>&1; then
+			warn "stopping the prometheus service that the Debian package started (only its promtool is used)"
+			"${sudo[@]}" "$PROMETHEUS_INIT" stop >/dev/null 2>&1 || true
+		fi
+		command -v update-rc.d >/dev/null 2>&1 && { "${sudo[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true; }
+	fi
+	return 0
+}
+
 # The Python that builds the venv: $PYTHON, else Debian's (stable across sessions, which a
 # version manager's shim is not), else whatever python3 is on PATH.
 python_pick() {
@@ -127,6 +154,7 @@ packages_step() {
 	[[ -n ${missing[0]:-} ]] || return 0
 	apt_install "${missing[@]}"
 	[[ " ${missing[*]} " == *" postgresql "* ]] && debian_cluster_stop
+	[[ " ${missing[*]} " == *" prometheus "* ]] && debian_prometheus_stop
 	[[ -n $PY ]] || python_pick
 	[[ -n $PY ]] || die "python3 is still missing after installing it"
 }

@@ -118,7 +118,7 @@ struct applier {
 	uint64_t applied;
 
 	struct metrics_series *m_applied, *m_stale, *m_dead, *m_errors, *m_pending, *m_ack_pending,
-	    *m_commit_latency, *m_publish_latency, *m_regressions, *m_held_back, *m_gaps;
+	    *m_commit_latency, *m_publish_latency, *m_regressions, *m_held_back, *m_gaps, *m_dlq;
 
 	applier_copy_at_fn copy_at;	/* told of each version the copy reached; may be NULL */
 	void *copy_at_arg;
@@ -205,6 +205,8 @@ applier_new(natsConnection *nc, struct store *store, struct lease *lease,
 	    "Messages in the stream not yet delivered to the consumer", NULL);
 	a->m_ack_pending = metrics_gauge("consumer_ack_pending_messages",
 	    "Messages delivered to the consumer and not yet acknowledged", NULL);
+	a->m_dlq = metrics_gauge("consumer_dlq_messages",
+	    "Messages in the dead-letter stream (refreshed with the lag by the lease holder)", NULL);
 	a->m_commit_latency = metrics_histogram("consumer_commit_to_apply_seconds",
 	    "Time from the outbox commit (occurred_at) to the apply in MongoDB",
 	    metrics_latency_bounds, metrics_latency_nbounds, NULL);
@@ -392,7 +394,7 @@ consumer_check(struct applier *a)
 static void
 lag_update(struct applier *a)
 {
-	uint64_t pending;
+	uint64_t pending, dlq;
 	int64_t ack_pending;
 	char err[256];
 
@@ -412,6 +414,13 @@ lag_update(struct applier *a)
 	}
 	metrics_set(a->m_pending, (double)pending);
 	metrics_set(a->m_ack_pending, (double)ack_pending);
+	/* The dead-letter stream's depth: what waits for an operator, whatever this process's
+	 * counter says (it starts at 0 with each process, and a purge empties the stream). */
+	if (js_stream_msgs(a->js, a->cfg->dlq_stream, &dlq, err, sizeof(err)) != 0) {
+		log_debug("jetstream: %s", err);
+		return;
+	}
+	metrics_set(a->m_dlq, (double)dlq);
 }
 
 /* The trace id of m's traceparent header (the relay copies the one of the request that wrote

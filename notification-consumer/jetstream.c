@@ -563,15 +563,15 @@ js_consumer_delete(jsCtx *js, const char *stream, const char *name)
 	js_DeleteConsumer(js, stream, name, NULL, NULL);
 }
 
-int
-js_stream_seqs(jsCtx *js, const char *stream, uint64_t *first, uint64_t *last, char *err,
-    size_t errlen)
+/* Reads the stream's info into *si (the caller jsStreamInfo_Destroy()s it). Returns 0, or -1 with
+ * err filled. */
+static int
+stream_info(jsCtx *js, const char *stream, jsStreamInfo **si, char *err, size_t errlen)
 {
-	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
 	natsStatus s;
 
-	s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+	s = js_GetStreamInfo(si, js, stream, NULL, &jerr);
 	if (s != NATS_OK) {
 		char why[256];
 
@@ -582,9 +582,32 @@ js_stream_seqs(jsCtx *js, const char *stream, uint64_t *first, uint64_t *last, c
 			snprintf(err, errlen, "could not look up stream %s: %s", stream, why);
 		return -1;
 	}
+	return 0;
+}
+
+int
+js_stream_seqs(jsCtx *js, const char *stream, uint64_t *first, uint64_t *last, char *err,
+    size_t errlen)
+{
+	jsStreamInfo *si = NULL;
+
+	if (stream_info(js, stream, &si, err, errlen) != 0)
+		return -1;
 	*last = si->State.Msgs == 0 ? 0 : si->State.LastSeq;
 	if (first != NULL)
 		*first = si->State.FirstSeq;
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+int
+js_stream_msgs(jsCtx *js, const char *stream, uint64_t *msgs, char *err, size_t errlen)
+{
+	jsStreamInfo *si = NULL;
+
+	if (stream_info(js, stream, &si, err, errlen) != 0)
+		return -1;
+	*msgs = si->State.Msgs;
 	jsStreamInfo_Destroy(si);
 	return 0;
 }

@@ -115,5 +115,9 @@ void js_consumer_delete(jsCtx *js, const char *stream, const char *name);
  * above 1 once events left its start (a MaxAge, a purge), 0 or 1 when it holds them all. */
 int js_stream_seqs(jsCtx *js, const char *stream, uint64_t *first, uint64_t *last, char *err,
     size_t errlen) __attribute__((warn_unused_result));
+/* The number of messages the stream holds now. Returns 0, or -1 with err filled (no such stream,
+ * or the server could not tell). */
+int js_stream_msgs(jsCtx *js, const char *stream, uint64_t *msgs, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "natsconn.h"
 #include "util.h"
 
@@ -35,6 +36,7 @@ struct lease {
 	bool started;
 	pthread_mutex_t lock;		/* guards holder */
 	char holder[384];
+	struct metrics_series *m_held, *m_acquired;
 };
 
 struct lease *
@@ -64,6 +66,11 @@ lease_new(natsConnection *nc, const char *durable, const char *owner, long ttl_m
 	}
 	pthread_mutex_init(&l->lock, NULL);
 	snprintf(l->holder, sizeof(l->holder), "nobody yet");
+	l->m_held = metrics_gauge("consumer_lease_held", "1 while this process holds the lease and "
+	    "applies events, 0 while it stands by", NULL);
+	l->m_acquired = metrics_counter("consumer_lease_acquired_total", "Times this process took "
+	    "the lease anew (not renewals)", NULL);
+	metrics_set(l->m_held, 0);
 	return l;
 }
 
@@ -225,8 +232,10 @@ lease_try(struct lease *l)
 	}
 	/* Counted before the validity is set, so that an applier that sees the lease held sees the
 	 * new term too. */
-	if (!was_held)
+	if (!was_held) {
 		atomic_fetch_add(&l->term, 1);
+		metrics_add(l->m_acquired, 1);
+	}
 	/* A fifth of the TTL covers clock differences and the time this round took. */
 	atomic_store(&l->held_until, start + l->ttl_ms - l->ttl_ms / 5);
 	set_holder(l, l->owner);
@@ -246,6 +255,9 @@ lease_run(void *arg)
 		int64_t next = mono_ms() + every;
 
 		lease_try(l);
+		/* Each round, so that a lease that lapsed without a round that took it away (NATS gone)
+		 * shows too. */
+		metrics_set(l->m_held, lease_held(l) ? 1 : 0);
 		while (!atomic_load(&l->stop) && mono_ms() < next)
 			shutdown_sleep_ms(50);
 	}

@@ -55,6 +55,7 @@ def want_packages() -> list[str]:
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     assert "libnats-dev" in out and "wrk" in out, out
     assert "clang" in out and "libclang-rt-14-dev" in out, out   # the fuzz targets (test/fuzz/)
+    assert "prometheus" in out, out   # promtool, for deploy/observability/
     return out + ["python3-venv"]
 
 
@@ -82,6 +83,9 @@ def stubs(tmp_path):
 def run_step(tmp: pathlib.Path, step: str, env_extra: dict | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("GO", "PYTHON")}
     env.update(PATH=f"{tmp / 'stubs'}:/usr/bin:/bin", STUB_DIR=str(tmp), PYTHON="/usr/bin/python3")
+    # Never look at this machine's own prometheus service (the step that stops the one the
+    # package starts): no systemd and no init script, unless a test makes them.
+    env.update(SYSTEMD_RUN_DIR=str(tmp / "no-systemd"), PROMETHEUS_INIT=str(tmp / "no-init-script"))
     env.update(env_extra or {})
     script = f'. deploy/bootstrap.sh; APT_LOG={tmp}/apt.log; TOOLS_DIR={tmp}/tools; mkdir -p $TOOLS_DIR; GO_WANTED=; {step}'
     return subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True,
@@ -132,6 +136,54 @@ def test_what_ci_removes_is_installed_again_and_nothing_else(stubs):
     r = run_step(stubs, "packages_step")
     assert r.returncode == 0, r.stderr
     assert installs(stubs) == [[p for p in want if p in purged]]
+
+
+SYSTEMCTL = r"""#!/bin/bash
+printf '%s\n' "$*" >>"$STUB_DIR/systemctl.calls"
+exit 0
+"""
+
+INIT_SCRIPT = r"""#!/bin/bash
+printf '%s\n' "$*" >>"$STUB_DIR/init.calls"
+exit 0
+"""
+
+
+def test_the_prometheus_server_the_package_starts_is_stopped_and_disabled(stubs):
+    """Debian's prometheus (wanted for promtool) starts a server on port 9090 when installed: with
+    systemd, bootstrap disables and stops the unit; with an init script, it stops the script's
+    server and keeps it from starting at boot. Only right after installing the package."""
+    (stubs / "systemd").mkdir()
+    (stubs / "stubs" / "systemctl").write_text(SYSTEMCTL)
+    (stubs / "stubs" / "systemctl").chmod(0o755)
+    want = want_packages()
+    assert "prometheus" in want
+    (stubs / "installed").write_text("\n".join(p for p in want if p != "prometheus") + "\n")
+    r = run_step(stubs, "packages_step", {"SYSTEMD_RUN_DIR": str(stubs / "systemd")})
+    assert r.returncode == 0, r.stderr
+    assert installs(stubs) == [["prometheus"]]
+    assert "disable --now prometheus.service" in (stubs / "systemctl.calls").read_text()
+    assert "stopping and disabling the prometheus service" in r.stderr + r.stdout
+
+    # Without systemd: the init script.
+    init = stubs / "prometheus.init"
+    init.write_text(INIT_SCRIPT)
+    init.chmod(0o755)
+    (stubs / "stubs" / "update-rc.d").write_text(INIT_SCRIPT.replace("init.calls", "update-rc.d.calls"))
+    (stubs / "stubs" / "update-rc.d").chmod(0o755)
+    (stubs / "installed").write_text("\n".join(p for p in want if p != "prometheus") + "\n")
+    r = run_step(stubs, "packages_step", {"PROMETHEUS_INIT": str(init)})
+    assert r.returncode == 0, r.stderr
+    assert (stubs / "init.calls").read_text().split() == ["status", "stop"]
+    assert (stubs / "update-rc.d.calls").read_text().split() == ["prometheus", "disable"]
+
+    # A prometheus that was already installed is left alone.
+    for f in ("systemctl.calls", "init.calls"):
+        (stubs / f).unlink()
+    r = run_step(stubs, "packages_step", {"SYSTEMD_RUN_DIR": str(stubs / "systemd"),
+                                          "PROMETHEUS_INIT": str(init)})
+    assert r.returncode == 0, r.stderr
+    assert not (stubs / "systemctl.calls").exists() and not (stubs / "init.calls").exists()
 
 
 def test_a_machine_that_has_them_all_asks_apt_get_nothing(stubs):
