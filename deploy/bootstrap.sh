@@ -3,8 +3,9 @@
 # when everything is present. `make run` and `make test` call it first.
 #
 # Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl, wrk for the benchmarks and
-# their smoke test, clang with libFuzzer for the fuzz targets), nats-server and FerretDB
-# pinned and built from the Go module proxy into .tools/bin, the Python test venv in .venv.
+# their smoke test, clang with libFuzzer for the fuzz targets, shellcheck for the scripts' test),
+# nats-server and FerretDB pinned and built from the Go module proxy into .tools/bin, the Python
+# test venv in .venv.
 # It ends by writing .tools/env.sh (PG_BIN, NATS_SERVER, FERRETDB, GO, PATH), which the other
 # deploy scripts source and test/integration/harness.py reads.
 set -euo pipefail
@@ -13,10 +14,10 @@ LOG_TAG=bootstrap
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang only recommends) build the fuzz
-# targets of test/fuzz/.
+# targets of test/fuzz/; shellcheck checks the shell scripts (test/integration/test_shellcheck.py).
 APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
 	libjansson-dev libmicrohttpd-dev libgnutls28-dev uuid-dev postgresql postgresql-client curl
-	ca-certificates openssl wrk clang libclang-rt-14-dev)
+	ca-certificates openssl wrk clang libclang-rt-14-dev shellcheck)
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log
@@ -83,7 +84,7 @@ apt_install() {
 	apt_run install -y --no-install-recommends "$@" || apt_fail "could not install Debian packages: $*"
 	local still
 	still=$(apt_missing "$@")
-	[[ -z $still ]] || apt_fail "apt-get install ended, but these packages are still not installed: $(echo $still)"
+	[[ -z $still ]] || apt_fail "apt-get install ended, but these packages are still not installed: ${still//$'\n'/ }"
 	say "installed Debian packages: $*"
 	changed=1
 }
@@ -174,9 +175,13 @@ go_version_ok() {
 
 # Any Go at all, however old, that can run `go mod download`.
 go_any() {
-	# shellcheck disable=SC2086 # GO_OLD_PLACES is a list of globs
-	local newest=
-	[[ -n $GO_OLD_PLACES ]] && newest=$(ls -d $GO_OLD_PLACES 2>/dev/null | sort -V | tail -n 1)
+	local p found=() newest=''
+	# GO_OLD_PLACES is a list of globs: split and expanded on purpose; one that matches nothing
+	# stays as it is written, and is dropped.
+	for p in $GO_OLD_PLACES; do
+		[[ -e $p ]] && found+=("$p")
+	done
+	((${#found[@]} == 0)) || newest=$(printf '%s\n' "${found[@]}" | sort -V | tail -n 1)
 	first_exe "$(command -v go 2>/dev/null)" "$newest"
 }
 
@@ -207,9 +212,10 @@ go_toolchain_fetch() {
 	# The module cache keeps files read-only and without their execute bits; copy and restore
 	# them. A copy that stops half-way is never taken: it is renamed into place only when whole.
 	rm -rf "$TOOLS_DIR/go.new"
-	cp -R "$dir" "$TOOLS_DIR/go.new" && chmod -R u+w "$TOOLS_DIR/go.new" &&
-		chmod +x "$TOOLS_DIR/go.new"/bin/* "$TOOLS_DIR/go.new"/pkg/tool/*/* ||
+	if ! { cp -R "$dir" "$TOOLS_DIR/go.new" && chmod -R u+w "$TOOLS_DIR/go.new" &&
+		chmod +x "$TOOLS_DIR/go.new"/bin/* "$TOOLS_DIR/go.new"/pkg/tool/*/*; }; then
 		die "could not copy the Go toolchain into ${TOOLS_DIR#"$REPO_ROOT"/}/go"
+	fi
 	rm -rf "$TOOLS_DIR/go" && mv "$TOOLS_DIR/go.new" "$TOOLS_DIR/go"
 	go_version_ok "$TOOLS_DIR/go/bin/go" || die "the fetched Go toolchain in ${TOOLS_DIR#"$REPO_ROOT"/}/go does not run"
 	GO=$TOOLS_DIR/go/bin/go
@@ -360,6 +366,7 @@ env_step() {
 		printf 'export NATS_SERVER=%q\n' "$NATS_SERVER"
 		printf 'export FERRETDB=%q\n' "$FERRETDB"
 		[[ -n ${GO:-} ]] && printf 'export GO=%q\n' "$GO"
+		# shellcheck disable=SC2016 # $PATH is written as it is, for env.sh to expand when sourced
 		printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:%q:"$PATH" ;; esac\n' \
 			"$TOOLS_DIR/bin" "$TOOLS_DIR/bin" "$PG_BIN"
 	)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the deploy scripts: paths, messages, tool lookup, processes and ports.
 # Sourced by bootstrap.sh, infra.sh and run.sh; never run on its own.
 
@@ -38,8 +39,10 @@ fi
 
 # Newest /usr/lib/postgresql/<n>/bin that holds a server.
 pg_bin_search() {
-	local d best=
-	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V); do
+	local d best='' dirs=()
+	# The glob sorts 10 before 9; sort -V puts the newest last.
+	mapfile -t dirs < <(compgen -G '/usr/lib/postgresql/*/bin' | sort -V)
+	for d in "${dirs[@]}"; do
 		[[ -x $d/postgres && -x $d/initdb && -x $d/pg_ctl ]] && best=$d
 	done
 	if [[ -z $best ]]; then
@@ -100,7 +103,9 @@ port_in_use() {
 
 # port_check PORT VAR WHAT: dies with a message naming the variable that moves WHAT.
 port_check() {
-	[[ $1 =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)) || die "$2=$1 is not a port number"
+	if ! [[ $1 =~ ^[0-9]+$ ]] || (($1 < 1 || $1 > 65535)); then
+		die "$2=$1 is not a port number"
+	fi
 	if port_in_use "$1"; then
 		die "port $1 is in use: set $2 to move $3"
 	fi

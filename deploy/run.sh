@@ -23,6 +23,7 @@ svc_start() {
 	local name=$1 fd
 	log_rotate "$name"
 	exec {fd}> >(log_label "$name")
+	# shellcheck source=/dev/null # written by infra.sh at every start
 	(set -a && . "$RUN_DIR/$name.env" && set +a && exec setsid "$BIN_DIR/$name") </dev/null >&"$fd" 2>&1 &
 	SVC_PIDS[$name]=$!
 	exec {fd}>&-

@@ -55,6 +55,7 @@ def want_packages() -> list[str]:
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     assert "libnats-dev" in out and "wrk" in out, out
     assert "clang" in out and "libclang-rt-14-dev" in out, out   # the fuzz targets (test/fuzz/)
+    assert "shellcheck" in out, out                                # test_shellcheck.py
     return out + ["python3-venv"]
 
 
@@ -126,6 +127,7 @@ def test_what_ci_removes_is_installed_again_and_nothing_else(stubs):
     must want each of them, and on a machine that lacks only those, install exactly those."""
     purged = ci_purged_packages()
     assert "clang" in purged and "libclang-rt-14-dev" in purged, purged
+    assert "shellcheck" in purged, purged
     want = want_packages()
     assert set(purged) <= set(want), set(purged) - set(want)
     (stubs / "installed").write_text("\n".join(p for p in want if p not in purged) + "\n")
