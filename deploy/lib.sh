@@ -16,6 +16,12 @@ RUN_DIR=${RUN_DIR:-$REPO_ROOT/.run}
 	FERRETDB_VERSION=v1.24.2
 	NATS_MODULE=github.com/nats-io/nats-server/v2
 	NATS_VERSION=v2.15.2
+	# The NATS CLI (`nats`) and the MongoDB shell (`mongosh`), for the README's debugging
+	# commands. natscli stays at v0.5.0, not v0.5.1: v0.5.0 is what the module proxy we build from
+	# serves.
+	NATSCLI_MODULE=github.com/nats-io/natscli/nats
+	NATSCLI_VERSION=v0.5.0
+	MONGOSH_VERSION=2.12.0
 	# The Go toolchain bootstrap fetches when the machine has no Go >= 1.21 (Debian 12 has 1.19).
 	GO_TOOLCHAIN=go1.26.8
 }
