@@ -327,8 +327,11 @@ ferretdb_step() {
 }
 
 # The NATS CLI, built like nats-server: `go install` of the pinned module from the module proxy.
-# Debian 12 has no package of it, so there is no fallback.
-natscli_version_ok() { [[ -x $1 && $("$1" --version 2>&1) == "$NATSCLI_VERSION" ]]; }
+# Debian 12 has no package of it, so there is no fallback. Every start of it makes its folders
+# under XDG_DATA_HOME (~/.local/share): the check points them into .tools, so that bootstrap
+# leaves the home folder alone.
+natscli_version() { XDG_DATA_HOME=$TOOLS_DIR/natscli XDG_CONFIG_HOME=$TOOLS_DIR/natscli "$1" --version 2>&1; }
+natscli_version_ok() { [[ -x $1 && $(natscli_version "$1") == "$NATSCLI_VERSION" ]]; }
 
 natscli_step() {
 	local bin=$TOOLS_DIR/bin/nats
@@ -444,7 +447,7 @@ summary() {
 	say "postgresql $("$PG_BIN/postgres" --version | awk '{print $3}') in $PG_BIN"
 	say "nats-server $("$NATS_SERVER" --version 2>/dev/null | awk '{print $NF}') at ${NATS_SERVER#"$rel"}"
 	say "ferretdb $("$FERRETDB" --version 2>/dev/null | awk '/^version:/ {print $2}') at ${FERRETDB#"$rel"}"
-	say "nats (the NATS CLI) $("$TOOLS_DIR/bin/nats" --version 2>&1) and mongosh $MONGOSH_VERSION" \
+	say "nats (the NATS CLI) $(natscli_version "$TOOLS_DIR/bin/nats") and mongosh $MONGOSH_VERSION" \
 		"(node $(node --version 2>/dev/null)) in ${TOOLS_DIR#"$rel"}/bin"
 	say "python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())') in .venv:" \
 		"$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null |
