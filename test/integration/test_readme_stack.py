@@ -285,10 +285,10 @@ class Shell:
         return r.stdout
 
     def start(self, cmd, out_path):
-        out = open(out_path, "w")
-        return subprocess.Popen(["bash", "-c", self.prelude + self.local(cmd)], cwd=self.cwd,
-                                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        with open(out_path, "w") as out:
+            return subprocess.Popen(["bash", "-c", self.prelude + self.local(cmd)], cwd=self.cwd,
+                                    env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def run_in_terminal(self, cmd, timeout=60):
         """CMD on a pseudo-terminal (`nats stream view` pages only on one); answers no to "Next
