@@ -26,14 +26,15 @@ fi
 
 # The baselines, with the project's compiler flags.
 mkdir -p bench/bin
-pkgs="libpq libmongoc-1.0 libnats"
+pkgs=(libpq libmongoc-1.0 libnats)
+# pkg-config prints the flags on one line, separated by spaces.
+read -ra cflags <<<"$(pkg-config --cflags "${pkgs[@]}")"
+read -ra libs <<<"$(pkg-config --libs "${pkgs[@]}")"
 for src in bench/src/*.c; do
 	out="bench/bin/$(basename "$src" .c)"
 	if [ ! -x "$out" ] || [ "$src" -nt "$out" ] || [ bench/src/bench_util.h -nt "$out" ]; then
-		# shellcheck disable=SC2046
 		${CC:-cc} -std=c17 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wmissing-prototypes \
-		    -Wstrict-prototypes ${WERROR:+-Werror} $(pkg-config --cflags $pkgs) -o "$out" "$src" \
-		    $(pkg-config --libs $pkgs) -lpthread
+		    -Wstrict-prototypes ${WERROR:+-Werror} "${cflags[@]}" -o "$out" "$src" "${libs[@]}" -lpthread
 	fi
 done
 

@@ -3,8 +3,11 @@
 # when everything is present. `make run` and `make test` call it first.
 #
 # Pieces: Debian packages (compiler, C libraries, PostgreSQL, curl, wrk for the benchmarks and
-# their smoke test, clang with libFuzzer for the fuzz targets, promtool), nats-server and FerretDB
-# pinned and built from the Go module proxy into .tools/bin, the Python test venv in .venv.
+# their smoke test, clang with libFuzzer for the fuzz targets, promtool, shellcheck for the
+# scripts' test), nats-server, FerretDB and the NATS CLI (`nats`) pinned and built from the Go
+# module proxy into .tools/bin, mongosh pinned and installed with npm (Debian's nodejs and npm when
+# the machine has no node or npm) into .tools/lib/node_modules with its link in .tools/bin, the
+# Python test venv in .venv.
 # It ends by writing .tools/env.sh (PG_BIN, NATS_SERVER, FERRETDB, GO, PATH), which the other
 # deploy scripts source and test/integration/harness.py reads.
 set -euo pipefail
@@ -14,14 +17,16 @@ LOG_TAG=bootstrap
 
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang only recommends) build the fuzz
 # targets of test/fuzz/. prometheus brings promtool, which checks and unit-tests the alerting rules
-# of deploy/observability/ (Debian packages it with the server only).
+# of deploy/observability/ (Debian packages it with the server only); shellcheck checks the shell
+# scripts (test/integration/test_shellcheck.py).
 APT_PKGS=(build-essential make pkg-config libpq-dev libmongoc-dev libbson-dev libnats-dev
 	libjansson-dev libmicrohttpd-dev libgnutls28-dev uuid-dev postgresql postgresql-client curl
-	ca-certificates openssl wrk clang libclang-rt-14-dev prometheus)
+	ca-certificates openssl wrk clang libclang-rt-14-dev prometheus shellcheck)
 REQUIREMENTS=$REPO_ROOT/test/requirements.txt
 VENV=$REPO_ROOT/.venv
 GO_LOG=$TOOLS_DIR/go-build.log
 APT_LOG=$TOOLS_DIR/apt.log
+NPM_LOG=$TOOLS_DIR/npm.log
 # Where a Go is looked for besides PATH (the test of these steps points them elsewhere).
 GO_PLACES=${GO_PLACES-/usr/local/go/bin/go $HOME/go/bin/go $HOME/sdk/go/bin/go}
 GO_OLD_PLACES=${GO_OLD_PLACES-/usr/lib/go/bin/go /usr/lib/go-1.*/bin/go}
@@ -84,7 +89,7 @@ apt_install() {
 	apt_run install -y --no-install-recommends "$@" || apt_fail "could not install Debian packages: $*"
 	local still
 	still=$(apt_missing "$@")
-	[[ -z $still ]] || apt_fail "apt-get install ended, but these packages are still not installed: $(echo $still)"
+	[[ -z $still ]] || apt_fail "apt-get install ended, but these packages are still not installed: ${still//$'\n'/ }"
 	say "installed Debian packages: $*"
 	changed=1
 }
@@ -202,9 +207,13 @@ go_version_ok() {
 
 # Any Go at all, however old, that can run `go mod download`.
 go_any() {
-	# shellcheck disable=SC2086 # GO_OLD_PLACES is a list of globs
-	local newest=
-	[[ -n $GO_OLD_PLACES ]] && newest=$(ls -d $GO_OLD_PLACES 2>/dev/null | sort -V | tail -n 1)
+	local p found=() newest=''
+	# GO_OLD_PLACES is a list of globs: split and expanded on purpose; one that matches nothing
+	# stays as it is written, and is dropped.
+	for p in $GO_OLD_PLACES; do
+		[[ -e $p ]] && found+=("$p")
+	done
+	((${#found[@]} == 0)) || newest=$(printf '%s\n' "${found[@]}" | sort -V | tail -n 1)
 	first_exe "$(command -v go 2>/dev/null)" "$newest"
 }
 
@@ -235,9 +244,10 @@ go_toolchain_fetch() {
 	# The module cache keeps files read-only and without their execute bits; copy and restore
 	# them. A copy that stops half-way is never taken: it is renamed into place only when whole.
 	rm -rf "$TOOLS_DIR/go.new"
-	cp -R "$dir" "$TOOLS_DIR/go.new" && chmod -R u+w "$TOOLS_DIR/go.new" &&
-		chmod +x "$TOOLS_DIR/go.new"/bin/* "$TOOLS_DIR/go.new"/pkg/tool/*/* ||
+	if ! { cp -R "$dir" "$TOOLS_DIR/go.new" && chmod -R u+w "$TOOLS_DIR/go.new" &&
+		chmod +x "$TOOLS_DIR/go.new"/bin/* "$TOOLS_DIR/go.new"/pkg/tool/*/*; }; then
 		die "could not copy the Go toolchain into ${TOOLS_DIR#"$REPO_ROOT"/}/go"
+	fi
 	rm -rf "$TOOLS_DIR/go" && mv "$TOOLS_DIR/go.new" "$TOOLS_DIR/go"
 	go_version_ok "$TOOLS_DIR/go/bin/go" || die "the fetched Go toolchain in ${TOOLS_DIR#"$REPO_ROOT"/}/go does not run"
 	GO=$TOOLS_DIR/go/bin/go
@@ -345,6 +355,69 @@ ferretdb_step() {
 	FERRETDB=$bin
 }
 
+# The NATS CLI, built like nats-server: `go install` of the pinned module from the module proxy.
+# Debian 12 has no package of it, so there is no fallback. Every start of it makes its folders
+# under XDG_DATA_HOME (~/.local/share): the check points them into .tools, so that bootstrap
+# leaves the home folder alone.
+natscli_version() { XDG_DATA_HOME=$TOOLS_DIR/natscli XDG_CONFIG_HOME=$TOOLS_DIR/natscli "$1" --version 2>&1; }
+natscli_version_ok() { [[ -x $1 && $(natscli_version "$1") == "$NATSCLI_VERSION" ]]; }
+
+natscli_step() {
+	local bin=$TOOLS_DIR/bin/nats
+	natscli_version_ok "$bin" && return 0
+	copy_if_pinned nats natscli_version_ok && return 0
+	[[ -n ${GO:-} ]] || die "the NATS CLI (nats) $NATSCLI_VERSION is missing and there is no Go >= 1.21 to build it:
+    install Go from https://go.dev/dl into /usr/local/go and rerun"
+	say "building the NATS CLI (nats) $NATSCLI_VERSION with $GO_VERSION (go install, from the Go module proxy)"
+	if ! (cd "$TOOLS_DIR" && go_env_clean GOBIN="$TOOLS_DIR/bin" "$GO" install "$NATSCLI_MODULE@$NATSCLI_VERSION") \
+		>>"$GO_LOG" 2>&1 || ! natscli_version_ok "$bin"; then
+		tail -n 15 "$GO_LOG" | sed 's/^/    /' >&2
+		die "could not build the NATS CLI $NATSCLI_VERSION (full log: ${GO_LOG#"$REPO_ROOT"/})"
+	fi
+	changed=1
+}
+
+# --- mongosh ----------------------------------------------------------------------------------
+
+# mongosh is an npm package: `npm install --global --prefix .tools` puts it in
+# .tools/lib/node_modules/mongosh and its link in .tools/bin/mongosh. The check reads the
+# installed package's version instead of running `mongosh --version`, which takes node a second
+# to load the shell: a second bootstrap stays fast.
+mongosh_version_ok() {
+	local pkg=$TOOLS_DIR/lib/node_modules/mongosh/package.json
+	[[ -x $TOOLS_DIR/bin/mongosh && -f $pkg ]] && command -v node >/dev/null 2>&1 &&
+		grep -Eq "^[[:space:]]*\"version\"[[:space:]]*:[[:space:]]*\"$MONGOSH_VERSION\"" "$pkg"
+}
+
+# node and npm, judged by the commands: a Node.js from elsewhere (NodeSource's package, which
+# bundles npm and conflicts with Debian's npm package) is used as it is. What is missing comes
+# from Debian's nodejs and npm.
+node_step() {
+	local missing=()
+	command -v node >/dev/null 2>&1 || missing+=(nodejs)
+	command -v npm >/dev/null 2>&1 || missing+=(npm)
+	((${#missing[@]} > 0)) || return 0
+	command -v dpkg-query >/dev/null 2>&1 ||
+		die "node or npm is missing, and this is not a Debian system: install Node.js with npm and rerun"
+	apt_install "${missing[@]}"
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		die "node or npm is still missing after installing ${missing[*]}"
+	fi
+}
+
+mongosh_step() {
+	mongosh_version_ok && return 0
+	node_step
+	say "installing mongosh $MONGOSH_VERSION with npm $(npm --version 2>/dev/null) (from the npm registry, into ${TOOLS_DIR#"$REPO_ROOT"/}/lib/node_modules)"
+	: >"$NPM_LOG"
+	if ! npm install --global --prefix "$TOOLS_DIR" --no-audit --no-fund "mongosh@$MONGOSH_VERSION" \
+		>>"$NPM_LOG" 2>&1 || ! mongosh_version_ok; then
+		tail -n 15 "$NPM_LOG" | sed 's/^/    /' >&2
+		die "could not install mongosh $MONGOSH_VERSION with npm (full log: ${NPM_LOG#"$REPO_ROOT"/})"
+	fi
+	changed=1
+}
+
 # --- Python venv for the tests ----------------------------------------------------------------
 
 venv_stamp() {
@@ -388,6 +461,7 @@ env_step() {
 		printf 'export NATS_SERVER=%q\n' "$NATS_SERVER"
 		printf 'export FERRETDB=%q\n' "$FERRETDB"
 		[[ -n ${GO:-} ]] && printf 'export GO=%q\n' "$GO"
+		# shellcheck disable=SC2016 # $PATH is written as it is, for env.sh to expand when sourced
 		printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:%q:"$PATH" ;; esac\n' \
 			"$TOOLS_DIR/bin" "$TOOLS_DIR/bin" "$PG_BIN"
 	)
@@ -402,6 +476,8 @@ summary() {
 	say "postgresql $("$PG_BIN/postgres" --version | awk '{print $3}') in $PG_BIN"
 	say "nats-server $("$NATS_SERVER" --version 2>/dev/null | awk '{print $NF}') at ${NATS_SERVER#"$rel"}"
 	say "ferretdb $("$FERRETDB" --version 2>/dev/null | awk '/^version:/ {print $2}') at ${FERRETDB#"$rel"}"
+	say "nats (the NATS CLI) $(natscli_version "$TOOLS_DIR/bin/nats") and mongosh $MONGOSH_VERSION" \
+		"(node $(node --version 2>/dev/null)) in ${TOOLS_DIR#"$rel"}/bin"
 	say "python $("$VENV/bin/python" -c 'import platform; print(platform.python_version())') in .venv:" \
 		"$("$VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null |
 			grep -iE '^(pytest|requests|psycopg|pymongo|nats-py)==' | tr '\n' ' ')"
@@ -419,13 +495,16 @@ main() {
 	GO_WANTED=${GO:-}
 	GO='' GO_VERSION=''
 	local need_go=1
-	nats_version_ok "$TOOLS_DIR/bin/nats-server" && ferretdb_version_ok "$TOOLS_DIR/bin/ferretdb" && need_go=0
+	nats_version_ok "$TOOLS_DIR/bin/nats-server" && ferretdb_version_ok "$TOOLS_DIR/bin/ferretdb" &&
+		natscli_version_ok "$TOOLS_DIR/bin/nats" && need_go=0
 	if ((need_go)) && ! go_find; then
 		[[ -z $GO_WANTED ]] || die "GO=$GO_WANTED is not a Go >= 1.21: unset GO, or point it at a newer one"
 		go_toolchain_fetch
 	fi
 	nats_step
 	ferretdb_step
+	natscli_step
+	mongosh_step
 	# Keep GO in env.sh even on the fast path, for whoever wants it; finding it is cheap.
 	[[ -n $GO ]] || go_find 2>/dev/null || true
 	venv_step

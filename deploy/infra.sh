@@ -115,7 +115,7 @@ pg_psql() {
 # A superuser with a password (the stack before the roles gave `postgres` the password postgres)
 # loses it: the superuser logs in on the unix socket only.
 pg_setup() {
-	local role pw sql= supers
+	local role pw sql='' supers
 	for role in "${PG_ROLES[@]}"; do
 		pw=$(run_secret "postgres-$role") || return 1
 		sql+="SELECT 'CREATE ROLE $role LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') \gexec"$'\n'
@@ -152,13 +152,14 @@ pg_migrate() {
 		WHERE oid IN (to_regclass('public.users'), to_regclass('public.schema_migrations'))
 		AND relowner <> 'user_sync_owner'::regrole)") == t ]]; then
 		say "handing the schema to user_sync_owner: bin/migrate up as the superuser, this once"
-		if ! (POSTGRES_HOST=$PGDATA_DIR POSTGRES_USER=postgres POSTGRES_PASSWORD= \
+		if ! (POSTGRES_HOST=$PGDATA_DIR POSTGRES_USER=postgres POSTGRES_PASSWORD='' \
 			exec "$BIN_DIR/migrate" up) </dev/null >&"$fd" 2>&1; then
 			exec {fd}>&-
 			return 1
 		fi
 	fi
 	say "applying migrations (bin/migrate up as ${PG_ROLES[migrate]})"
+	# shellcheck source=/dev/null # written by infra_env_files at every start
 	if ! (set -a && . "$RUN_DIR/migrate.env" && set +a && exec "$BIN_DIR/migrate" up) </dev/null >&"$fd" 2>&1; then
 		exec {fd}>&-
 		return 1
@@ -324,7 +325,7 @@ ferret_store_setup() {
 
 # FerretDB's --postgresql-url: the socket folder goes in the host parameter, percent-encoded.
 ferret_pg_url() {
-	local LC_ALL=C s=$FERRET_PGDATA out= c i
+	local LC_ALL=C s=$FERRET_PGDATA out='' c i
 	for ((i = 0; i < ${#s}; i++)); do
 		c=${s:i:1}
 		case $c in
@@ -636,7 +637,9 @@ infra_clean_data() {
 		[[ -L $RUN_DIR/$name ]] || continue
 		dir=$(pg_datadir_of "$name")
 		case $dir in
-		/var/tmp/user-api-dev-*/"$name") rm -rf "$dir" && rmdir "${dir%/"$name"}" 2>/dev/null || true ;;
+		/var/tmp/user-api-dev-*/"$name")
+			# The folder above goes too once it is empty.
+			if rm -rf "$dir"; then rmdir "${dir%/"$name"}" 2>/dev/null || true; fi ;;
 		*) warn "not removing $dir (.run/$name points there, outside /var/tmp/user-api-dev-*)" ;;
 		esac
 	done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the deploy scripts: paths, messages, tool lookup, processes and ports.
 # Sourced by bootstrap.sh, infra.sh and run.sh; never run on its own.
 
@@ -15,6 +16,12 @@ RUN_DIR=${RUN_DIR:-$REPO_ROOT/.run}
 	FERRETDB_VERSION=v1.24.2
 	NATS_MODULE=github.com/nats-io/nats-server/v2
 	NATS_VERSION=v2.15.2
+	# The NATS CLI (`nats`) and the MongoDB shell (`mongosh`), for the README's debugging
+	# commands. natscli stays at v0.5.0, not v0.5.1: v0.5.0 is what the module proxy we build from
+	# serves.
+	NATSCLI_MODULE=github.com/nats-io/natscli/nats
+	NATSCLI_VERSION=v0.5.0
+	MONGOSH_VERSION=2.12.0
 	# The Go toolchain bootstrap fetches when the machine has no Go >= 1.21 (Debian 12 has 1.19).
 	GO_TOOLCHAIN=go1.26.8
 }
@@ -38,8 +45,10 @@ fi
 
 # Newest /usr/lib/postgresql/<n>/bin that holds a server.
 pg_bin_search() {
-	local d best=
-	for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V); do
+	local d best='' dirs=()
+	# The glob sorts 10 before 9; sort -V puts the newest last.
+	mapfile -t dirs < <(compgen -G '/usr/lib/postgresql/*/bin' | sort -V)
+	for d in "${dirs[@]}"; do
 		[[ -x $d/postgres && -x $d/initdb && -x $d/pg_ctl ]] && best=$d
 	done
 	if [[ -z $best ]]; then
@@ -100,7 +109,9 @@ port_in_use() {
 
 # port_check PORT VAR WHAT: dies with a message naming the variable that moves WHAT.
 port_check() {
-	[[ $1 =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536)) || die "$2=$1 is not a port number"
+	if ! [[ $1 =~ ^[0-9]+$ ]] || (($1 < 1 || $1 > 65535)); then
+		die "$2=$1 is not a port number"
+	fi
 	if port_in_use "$1"; then
 		die "port $1 is in use: set $2 to move $3"
 	fi

@@ -23,13 +23,14 @@ svc_start() {
 	local name=$1 fd
 	log_rotate "$name"
 	exec {fd}> >(log_label "$name")
+	# shellcheck source=/dev/null # written by infra.sh at every start
 	(set -a && . "$RUN_DIR/$name.env" && set +a && exec setsid "$BIN_DIR/$name") </dev/null >&"$fd" 2>&1 &
 	SVC_PIDS[$name]=$!
 	exec {fd}>&-
 	printf '%s\n' "$!" >"$RUN_DIR/pids/$name.pid"
 }
 
-# Says when each service answers /healthz; one that does not within 15 s gets a warning but
+# Waits for each service to answer /healthz; one that does not within 15 s gets a warning but
 # keeps running (it retries its dependencies by design). One that dies is the supervisor's.
 svc_wait_healthy() {
 	local name port deadline=$((SECONDS + 15))
@@ -41,7 +42,6 @@ svc_wait_healthy() {
 			if ! pid_alive "${SVC_PIDS[$name]}"; then
 				unset "pending[$name]"
 			elif curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
-				say "$name at http://127.0.0.1:$port"
 				unset "pending[$name]"
 			fi
 		done
@@ -70,6 +70,33 @@ svc_stop_all() {
 		rm -f "$RUN_DIR/pids/$name.pid"
 		unset "SVC_PIDS[$name]"
 	done
+}
+
+# The block that says what is where, once everything has started: the services' addresses, NATS's
+# monitoring page, the data, the logs, and how to stop and wipe. It is written at once, so that
+# the services' labelled lines cannot cut into it. Paths inside the checkout are shown relative to
+# it, as make run is started from there.
+where_block() {
+	local rel=${RUN_DIR#"$REPO_ROOT"/} name data line block
+	declare -A what=([user-api]="/users" [notification-consumer]="/notifications"
+		[outbox-relay]="/metrics")
+	block="$LOG_TAG: ready:"$'\n'
+	for name in "${SERVICES[@]}"; do
+		[[ -n ${SVC_PIDS[$name]:-} ]] || continue
+		printf -v line '  %-22s http://127.0.0.1:%s%s\n' "$name" "${!SVC_PORT_VAR[$name]}" "${what[$name]}"
+		block+=$line
+	done
+	if ((NATS_LOCAL)); then
+		printf -v line '  %-22s http://127.0.0.1:%s\n' "NATS monitoring" "$NATS_MONITOR_PORT"
+		block+=$line
+	fi
+	data="$rel/ (PostgreSQL, the NATS stream, the copy), kept across restarts"
+	if ((PG_LOCAL)) && [[ $PGDATA_DIR != "$RUN_DIR/pg" ]]; then
+		data+="; PostgreSQL's files in $PGDATA_DIR"
+	fi
+	printf -v line '  %-22s %s\n' data "$data" logs "$rel/logs/<name>.log (the previous run's in <name>.log.1)" \
+		stop "Ctrl-C stops everything; then make clean-data wipes the data"
+	printf '%s%s' "$block" "$line"
 }
 
 stop_all() {
@@ -108,7 +135,7 @@ main() {
 	else
 		say "no API_TOKENS_FILE: the APIs answer anyone without a token, on 127.0.0.1 only"
 	fi
-	say "running; Ctrl-C stops it"
+	where_block
 
 	local dead status
 	while ((!INFRA_STOP_REQUESTED)); do

@@ -12,7 +12,7 @@
 # Every skipped test is listed with its reason; one that test/allowed-skips.txt does not allow
 # counts as failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 what=${1:-all}
 shift || true
 export BIN_DIR=${BIN_DIR:-bin}
@@ -105,7 +105,7 @@ run_integration() {
 		return
 	fi
 	# One line "passed failed skipped" last; before it one line per skipped test.
-	counts=$("$py" - "$results" "$allowed" <<'PY'
+	if ! counts=$("$py" - "$results" "$allowed" <<'PY'
 import fnmatch, sys, xml.etree.ElementTree as ET
 
 results, allowed_file = sys.argv[1], sys.argv[2]
@@ -155,8 +155,7 @@ for test_id, (state, reason) in outcome.items():
             print(f"SKIP {test_id}: {reason} (allowed: {why})")
 print(passed, failed, skipped)
 PY
-)
-	if [ $? -ne 0 ]; then
+	); then
 		echo "test: could not read $results" >&2
 		failed=$((failed + 1))
 		return

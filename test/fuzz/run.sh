@@ -14,7 +14,7 @@
 # means the fix landed: its line must go, and until then the target fails); then the target is
 # fuzzed with the listed properties not enforced (FUZZ_XFAIL), and that must pass.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 seconds=60
 if [[ ${1:-} == -s ]]; then
 	seconds=$2
