@@ -31,7 +31,7 @@ NOTIFICATIONS = schemathesis.openapi.from_path(
     os.path.join(REPO, "docs", "openapi-notifications.yaml"), config=CONFIG)
 
 # The stateful runs: scenarios and the most calls in one.
-STATEFUL = dict(max_examples=12, stateful_step_count=6)
+STATEFUL = dict(max_examples=25, stateful_step_count=8)
 # What a read with min_version waits at most here: a generated version of a generated user never
 # comes, and the default (CONSUMER_READ_WAIT_MAX, 5 s) for each would take minutes.
 SHORT_WAIT = "30ms"
