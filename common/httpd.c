@@ -36,6 +36,9 @@
 #define MAX_PARAMS 4
 #define HTTP_CONNECTION_MEMORY 16384
 #define MAX_HEADERS 8
+/* An X-Request-Id the server takes: 1 to REQUEST_ID_MAX letters, digits, '-', '_' or '.', so it
+ * stays one token of a log line and of the answer's header; anything else is answered 400. */
+#define REQUEST_ID_MAX 64
 
 struct httpd {
 	struct MHD_Daemon *daemon;
@@ -80,7 +83,7 @@ struct http_request {
 	bool replied;
 	bool counted;
 	unsigned scopes;	/* of the caller's token; every scope when authentication is off */
-	char request_id[65];
+	char request_id[REQUEST_ID_MAX + 1];
 	char trace_id[33];	/* of a valid traceparent header, for the log's scope; "" without */
 	const char *route_label;
 	int64_t start_ms;
@@ -706,7 +709,7 @@ request_id_ok(const char *s)
 	for (; s[n]; n++)
 		if (!isalnum((unsigned char)s[n]) && s[n] != '-' && s[n] != '_' && s[n] != '.')
 			return false;
-	return n > 0 && n <= 64;
+	return n > 0 && n <= REQUEST_ID_MAX;
 }
 
 /* The deadline of the request on conn's connection (http_deadline.h), or NULL. */
@@ -806,6 +809,15 @@ request_step(struct httpd *h, struct MHD_Connection *conn, const char *url, cons
 		/* Before the body is read: a caller who may not call or write does not get to upload. */
 		if (!rate_allowed(req) || !authorize(req))
 			return MHD_YES;
+		/* A request id that is not one is refused rather than replaced: its sender would look
+		 * for it in the logs and the answer, and find another. */
+		if (rid != NULL && !request_id_ok(rid)) {
+			req->route_label = route_of(req);
+			http_reply_problem(req, 400, "X-Request-Id", "X-Request-Id \"%.*s\" is not 1 to %d "
+			    "letters, digits, '-', '_' or '.'", (int)utf8_prefix(rid, 64), rid,
+			    REQUEST_ID_MAX);
+			return MHD_YES;
+		}
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL && strtoull(cl, NULL, 10) > (unsigned long long)h->max_body) {
 			req->too_large = true;

@@ -103,7 +103,9 @@ const char *http_param(const struct http_request *req, size_t n);
 const char *http_header(const struct http_request *req, const char *name);
 const char *http_query(const struct http_request *req, const char *name);
 const char *http_body(const struct http_request *req, size_t *len);
-/* The X-Request-Id of the request, or a new uuid; echoed in the response. */
+/* The X-Request-Id of the request, or a new uuid when it brought none; echoed in the response. A
+ * request whose X-Request-Id is not 1 to 64 letters, digits, '-', '_' or '.' is answered 400
+ * before it reaches a handler. */
 const char *http_request_id(const struct http_request *req);
 /* The log's scope (common/log.h) holds the request's id, and the trace id of its traceparent
  * header when that is valid, whenever its handler runs. This makes the trace id of traceparent

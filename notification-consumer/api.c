@@ -2,6 +2,7 @@
  * /notifications/user/{id}/events (?include=superseded). */
 #include "api.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,17 +194,20 @@ get_user(struct http_request *req, void *arg)
 	struct api *api = arg;
 	const char *qmin = http_query(req, "min_version"), *qwait = http_query(req, "wait");
 	struct user_read *rd;
-	long min_version = 0, wait_ms = api->wait_max_ms;
-	int64_t id;
+	long wait_ms = api->wait_max_ms;
+	int64_t id, min_version = 0;
 
 	if (!http_path_id(req, 0, "user", &id))
 		return;
-	if (qmin != NULL && config_parse_long(qmin, 1, INT64_MAX, &min_version) != 0) {
+	/* Written as ids and page parameters are, without a sign or spaces (http_parse_id()), and
+	 * wait as its description says, digits first: the settings' parsers would take " +5". */
+	if (qmin != NULL && !http_parse_id(qmin, &min_version)) {
 		http_reply_problem(req, 400, "min_version", "min_version \"%s\" is not a positive version",
 		    qmin);
 		return;
 	}
-	if (qwait != NULL && config_parse_ms(qwait, 0, api->wait_max_ms, &wait_ms) != 0) {
+	if (qwait != NULL && (!isdigit((unsigned char)qwait[0]) ||
+	    config_parse_ms(qwait, 0, api->wait_max_ms, &wait_ms) != 0)) {
 		http_reply_problem(req, 400, "wait", "wait \"%s\" is not a duration from 0 to %ldms",
 		    qwait, api->wait_max_ms);
 		return;

@@ -111,6 +111,12 @@ def test_min_version_waits_for_the_write_or_answers_504(nats, ferret, services, 
     assert body["version"] == 2 and body["min_version"] == 5
     assert_problem(c.get("/notifications/user/1?min_version=0"), 400)
     assert_problem(c.get("/notifications/user/1?wait=forever"), 400)
+    # Written as the description says: min_version a whole number without a sign or spaces, as
+    # ids and page parameters are, wait digits first (the settings' parser took " +5" for both).
+    for q in ("min_version=%2B1", "min_version=%201", "min_version=1.0", "min_version=",
+              "wait=%2B5", "wait=%205", "wait=%205ms", "wait=", "wait=ms"):
+        assert assert_problem(c.get(f"/notifications/user/1?{q}"), 400)["field"] == q.split("=")[0], q
+    assert c.get("/notifications/user/1?min_version=01&wait=0").status_code == 200
     # A user that does not exist yet also waits, then 504 with version 0.
     assert assert_problem(c.get("/notifications/user/77?min_version=1&wait=200ms"), 504)["version"] == 0
 

@@ -2,7 +2,10 @@
 both ports: an id that cannot exist is answered like one that does not (404), a list is read with
 ?limit= and ?after= and a bad value is a 400 problem naming the parameter, and
 `Link: <…>; rel="next"` appears exactly when a next page exists, so it never leads to an empty
-page. Both build these answers with common/http_page.h and http_path_id() of common/httpd.h."""
+page, and an X-Request-Id is echoed when it is 1 to 64 letters, digits, '-', '_' or '.', and
+answered 400 otherwise. Both build these answers with common/http_page.h and common/httpd.c."""
+import re
+
 import pytest
 
 from test_consumer_support import Stream, make_event, start_consumer
@@ -14,7 +17,7 @@ class Target:
     """One port under test: how to read it, and how to make rows that its list shows."""
 
     def __init__(self, get, list_path, item_path, id_key, make_rows):
-        self.get = get
+        self.get = get          # get(path, **requests keyword arguments)
         self.list_path = list_path
         self.item_path = item_path
         self.id_key = id_key
@@ -87,3 +90,45 @@ def test_both_ports_follow_the_same_conventions(target):
     check_ids_in_paths(target)
     check_bad_page_parameters(target)
     check_link_only_to_a_next_page(target)
+
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def check_request_ids(t):
+    """A valid X-Request-Id is echoed (header and problem); any other is refused with 400 naming
+    the header, before any route, built-in ones too: a caller never sees its id silently swapped
+    for another."""
+    longest = "r" * 63 + "."
+    for rid in ("abc-DEF_0.9", longest):
+        for path in (t.list_path, t.item_path(9223372036854775807), "/healthz"):
+            r = t.get(path, headers={"X-Request-Id": rid})
+            assert r.headers.get("X-Request-Id") == rid, (path, r.status_code, r.headers)
+            if r.status_code >= 400:
+                assert r.json()["request_id"] == rid
+    for rid in ("r" * 65, "", "a b", "a/b", "a:b", "caf\xe9", "a" * 200):
+        for path in (t.list_path, t.item_path(1), "/healthz", "/readyz", "/metrics", "/nowhere"):
+            r = t.get(path, headers={"X-Request-Id": rid})
+            body = assert_problem(r, 400, "X-Request-Id")
+            assert "X-Request-Id" in body["detail"], body
+            # The answer carries an id of its own, never the refused one.
+            assert UUID.match(body["request_id"]), body
+            assert r.headers.get("X-Request-Id") == body["request_id"], r.headers
+
+
+def test_both_ports_check_request_ids_alike(target):
+    check_request_ids(target)
+
+
+def test_a_write_with_a_bad_request_id_changes_nothing(api):
+    for rid in ("x" * 65, "a b"):
+        with api.unchanged():
+            r = api.post("/users", json={"name": "Rid", "email": f"rid-{len(rid)}@example.com"},
+                         headers={"X-Request-Id": rid, "Idempotency-Key": f"rid-{len(rid)}"})
+            assert_problem(r, 400, "X-Request-Id")
+        uid = api.create()["id"]
+        with api.unchanged():
+            assert_problem(api.put(f"/users/{uid}", json={"name": "Rid", "email": "rid@example.com"},
+                                   headers={"X-Request-Id": rid}), 400, "X-Request-Id")
+            assert_problem(api.delete(f"/users/{uid}", headers={"X-Request-Id": rid}), 400,
+                           "X-Request-Id")

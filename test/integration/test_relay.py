@@ -388,6 +388,11 @@ def test_rows_reach_the_stream_with_subject_headers_and_body(relay_db, relay_nat
     assert metrics["relay_events_published_total"] == 3
     assert relay.ready() == {"status": "ready", "checks": {"postgres": "ok", "nats": "ok",
                                                            "role": "leader"}}
+    # The relay's port takes X-Request-Id as every port does (test_http_conventions.py).
+    r = requests.get(relay.svc.url + "/healthz", headers={"X-Request-Id": "relay-1"}, timeout=5)
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == "relay-1", r.headers
+    r = requests.get(relay.svc.url + "/metrics", headers={"X-Request-Id": "r" * 65}, timeout=5)
+    assert r.status_code == 400 and r.json()["field"] == "X-Request-Id", r.text
     relay.stop()
 
 
