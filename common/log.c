@@ -139,10 +139,105 @@ unsafe_char(const unsigned char *s, size_t n)
 	return cls == UTF8_CONTROL || cls == UTF8_SEPARATOR || cls == UTF8_BIDI;
 }
 
-size_t
-log_escape(char *out, size_t outlen, const char *in, size_t inlen)
+static const char hex_digits[] = "0123456789abcdef";
+
+/* The text one character stands for in a format: writes it to esc (at most 12 bytes), sets *n to
+ * the bytes of s it stands for (at least 1), and returns its length. left > 0. */
+typedef size_t (*escape_one_fn)(const unsigned char *s, size_t left, char *esc, size_t *n);
+
+/* The text format's: \\, \n, \r and \t for themselves; other control bytes, invalid bytes and
+ * the characters unsafe_char() keeps out as \xNN, one a byte, so the original bytes can be read
+ * back. */
+static size_t
+text_escape_one(const unsigned char *s, size_t left, char *esc, size_t *n)
 {
-	static const char hex[] = "0123456789abcdef";
+	size_t elen = 0;
+
+	*n = utf8_seq(s, left);
+	if (*n == 1 && (s[0] < 0x20 || s[0] == 0x7F || s[0] == '\\')) {
+		esc[elen++] = '\\';
+		switch (s[0]) {
+		case '\\': esc[elen++] = '\\'; break;
+		case '\n': esc[elen++] = 'n'; break;
+		case '\r': esc[elen++] = 'r'; break;
+		case '\t': esc[elen++] = 't'; break;
+		default:
+			esc[elen++] = 'x';
+			esc[elen++] = hex_digits[s[0] >> 4];
+			esc[elen++] = hex_digits[s[0] & 15];
+		}
+		return elen;
+	}
+	if (*n == 0 || unsafe_char(s, *n)) {
+		/* An invalid byte alone, or each byte of a character kept out. */
+		if (*n == 0)
+			*n = 1;
+		for (size_t k = 0; k < *n; k++) {
+			esc[elen++] = '\\';
+			esc[elen++] = 'x';
+			esc[elen++] = hex_digits[s[k] >> 4];
+			esc[elen++] = hex_digits[s[k] & 15];
+		}
+		return elen;
+	}
+	memcpy(esc, s, *n);
+	return *n;
+}
+
+/* The JSON format's: a valid JSON string's escapes, invalid bytes as the text \xNN. */
+static size_t
+json_escape_one(const unsigned char *s, size_t left, char *esc, size_t *n)
+{
+	size_t elen = 0;
+	uint32_t cp;
+
+	*n = utf8_seq(s, left);
+	if (*n == 1 && (s[0] < 0x20 || s[0] == 0x7F || s[0] == '"' || s[0] == '\\')) {
+		esc[elen++] = '\\';
+		switch (s[0]) {
+		case '"': esc[elen++] = '"'; break;
+		case '\\': esc[elen++] = '\\'; break;
+		case '\n': esc[elen++] = 'n'; break;
+		case '\r': esc[elen++] = 'r'; break;
+		case '\t': esc[elen++] = 't'; break;
+		default:
+			memcpy(esc + elen, "u00", 3);
+			elen += 3;
+			esc[elen++] = hex_digits[s[0] >> 4];
+			esc[elen++] = hex_digits[s[0] & 15];
+		}
+		return elen;
+	}
+	if (*n == 0) {
+		/* A JSON string holds Unicode only: the byte as the text \xNN, its backslash
+		 * escaped. */
+		memcpy(esc, "\\\\x", 3);
+		elen = 3;
+		esc[elen++] = hex_digits[s[0] >> 4];
+		esc[elen++] = hex_digits[s[0] & 15];
+		*n = 1;
+		return elen;
+	}
+	if (unsafe_char(s, *n)) {
+		/* C1, U+2028, U+2029 and the bidirectional formatting characters are all in the
+		 * Basic Multilingual Plane: one \uXXXX each, which a parser turns back into the
+		 * character. */
+		(void)utf8_decode(s, *n, &cp);
+		esc[elen++] = '\\';
+		esc[elen++] = 'u';
+		for (int shift = 12; shift >= 0; shift -= 4)
+			esc[elen++] = hex_digits[(cp >> shift) & 15];
+		return elen;
+	}
+	memcpy(esc, s, *n);
+	return *n;
+}
+
+/* Escapes in with one format's escape_one(), cutting before a character or an escape that does
+ * not fit, never inside one. */
+static size_t
+escape_with(char *out, size_t outlen, const char *in, size_t inlen, escape_one_fn one)
+{
 	const unsigned char *s = (const unsigned char *)in;
 	size_t o = 0;
 
@@ -150,37 +245,8 @@ log_escape(char *out, size_t outlen, const char *in, size_t inlen)
 		return 0;
 	for (size_t i = 0; i < inlen;) {
 		char esc[16];
-		size_t elen = 0, n = utf8_seq(s + i, inlen - i);
+		size_t n, elen = one(s + i, inlen - i, esc, &n);
 
-		if (n == 1 && (s[i] < 0x20 || s[i] == 0x7F || s[i] == '\\')) {
-			esc[elen++] = '\\';
-			switch (s[i]) {
-			case '\\': esc[elen++] = '\\'; break;
-			case '\n': esc[elen++] = 'n'; break;
-			case '\r': esc[elen++] = 'r'; break;
-			case '\t': esc[elen++] = 't'; break;
-			default:
-				esc[elen++] = 'x';
-				esc[elen++] = hex[s[i] >> 4];
-				esc[elen++] = hex[s[i] & 15];
-			}
-			n = 1;
-		} else if (n == 0 || unsafe_char(s + i, n)) {
-			/* An invalid byte alone, or each byte of a character kept out: \xNN is always one
-			 * byte, so the original bytes can be read back. */
-			if (n == 0)
-				n = 1;
-			for (size_t k = 0; k < n; k++) {
-				esc[elen++] = '\\';
-				esc[elen++] = 'x';
-				esc[elen++] = hex[s[i + k] >> 4];
-				esc[elen++] = hex[s[i + k] & 15];
-			}
-		} else {
-			memcpy(esc, s + i, n);
-			elen = n;
-		}
-		/* Cut before a character or an escape that does not fit, never inside one. */
 		if (o + elen >= outlen)
 			break;
 		memcpy(out + o, esc, elen);
@@ -192,63 +258,15 @@ log_escape(char *out, size_t outlen, const char *in, size_t inlen)
 }
 
 size_t
+log_escape(char *out, size_t outlen, const char *in, size_t inlen)
+{
+	return escape_with(out, outlen, in, inlen, text_escape_one);
+}
+
+size_t
 log_json_escape(char *out, size_t outlen, const char *in, size_t inlen)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *s = (const unsigned char *)in;
-	size_t o = 0;
-
-	if (outlen == 0)
-		return 0;
-	for (size_t i = 0; i < inlen;) {
-		char esc[16];
-		size_t elen = 0, n = utf8_seq(s + i, inlen - i);
-		uint32_t cp;
-
-		if (n == 1 && (s[i] < 0x20 || s[i] == 0x7F || s[i] == '"' || s[i] == '\\')) {
-			esc[elen++] = '\\';
-			switch (s[i]) {
-			case '"': esc[elen++] = '"'; break;
-			case '\\': esc[elen++] = '\\'; break;
-			case '\n': esc[elen++] = 'n'; break;
-			case '\r': esc[elen++] = 'r'; break;
-			case '\t': esc[elen++] = 't'; break;
-			default:
-				memcpy(esc + elen, "u00", 3);
-				elen += 3;
-				esc[elen++] = hex[s[i] >> 4];
-				esc[elen++] = hex[s[i] & 15];
-			}
-		} else if (n == 0) {
-			/* A JSON string holds Unicode only: the byte as the text \xNN, its backslash
-			 * escaped. */
-			memcpy(esc, "\\\\x", 3);
-			elen = 3;
-			esc[elen++] = hex[s[i] >> 4];
-			esc[elen++] = hex[s[i] & 15];
-			n = 1;
-		} else if (unsafe_char(s + i, n)) {
-			/* C1, U+2028, U+2029 and the bidirectional formatting characters are all in the
-			 * Basic Multilingual Plane: one \uXXXX each, which a parser turns back into the
-			 * character. */
-			(void)utf8_decode(s + i, n, &cp);
-			esc[elen++] = '\\';
-			esc[elen++] = 'u';
-			for (int shift = 12; shift >= 0; shift -= 4)
-				esc[elen++] = hex[(cp >> shift) & 15];
-		} else {
-			memcpy(esc, s + i, n);
-			elen = n;
-		}
-		/* Cut before a character or an escape that does not fit, never inside one. */
-		if (o + elen >= outlen)
-			break;
-		memcpy(out + o, esc, elen);
-		o += elen;
-		i += n;
-	}
-	out[o] = '\0';
-	return o;
+	return escape_with(out, outlen, in, inlen, json_escape_one);
 }
 
 /* Writes the line's time, "2026-11-30T15:42:35.123Z", at out (at least 32 bytes); returns its
