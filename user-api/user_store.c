@@ -215,6 +215,13 @@ user_store_ready(struct user_store *s, char *err, size_t errlen)
 enum step { STEP_KEY_GET, STEP_KEY_DROP, STEP_CREATE, STEP_KEY_RECHECK, STEP_UPDATE, STEP_DELETE,
 	STEP_VERSION, STEP_FIND, STEP_LIST };
 
+/* The statement each step sent (for its error message). */
+static const int step_statement[] = {
+	[STEP_KEY_GET] = ST_KEY_GET, [STEP_KEY_DROP] = ST_KEY_DROP, [STEP_CREATE] = ST_CREATE,
+	[STEP_KEY_RECHECK] = ST_KEY_GET, [STEP_UPDATE] = ST_UPDATE, [STEP_DELETE] = ST_DELETE,
+	[STEP_VERSION] = ST_VERSION, [STEP_FIND] = ST_FIND, [STEP_LIST] = ST_LIST,
+};
+
 static void call_result(struct pgpipe_query *q, PGresult *r, const char *err);
 
 static void
@@ -370,12 +377,7 @@ call_result(struct pgpipe_query *q, PGresult *r, const char *lost)
 	bool expired;
 
 	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-		int st = c->step == STEP_KEY_GET || c->step == STEP_KEY_RECHECK ? ST_KEY_GET :
-		    c->step == STEP_KEY_DROP ? ST_KEY_DROP : c->step == STEP_CREATE ? ST_CREATE :
-		    c->step == STEP_UPDATE ? ST_UPDATE : c->step == STEP_DELETE ? ST_DELETE :
-		    c->step == STEP_VERSION ? ST_VERSION : c->step == STEP_FIND ? ST_FIND : ST_LIST;
-
-		rc = statement_error(statements[st].name, r, lost, c->constraint, c->err,
+		rc = statement_error(statements[step_statement[c->step]].name, r, lost, c->constraint, c->err,
 		    sizeof(c->err), sqlstate);
 		if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
 			if (c->step == STEP_CREATE && c->has_key) {
