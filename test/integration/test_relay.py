@@ -854,6 +854,35 @@ def test_nudge_wakes_an_idle_relay(relay_db, relay_nats, relays, user_api):
     relay.stop()
 
 
+def test_nudges_of_a_burst_of_commits_are_merged(relay_db, relay_nats, user_api):
+    """README: the nudges of a burst of commits are merged, at most one every 5 ms. Every commit
+    asks for one (sent, merged into one not yet sent, or skipped while NATS is away), and a burst
+    sends far fewer than its commits."""
+    def nudges():
+        text = user_api.request("GET", "/metrics").text
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("outbox_nudges_total{"):
+                out[line.split('result="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    before = nudges()
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: [user_api.create("Burst") for _ in range(25)])
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    took = time.monotonic() - started
+    time.sleep(0.1)   # the last nudge asked for is sent within 5 ms
+    after = nudges()
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("sent", "merged", "skipped")}
+    assert sum(delta.values()) == 200, delta
+    assert delta["merged"] > 0, delta
+    assert delta["sent"] <= took / 0.005 + 2, (delta, took)
+
+
 def test_per_user_order_under_concurrent_load(relay_db, relay_nats, relays, user_api):
     relays.start(RELAY_BATCH_SIZE="50")
     hot = user_api.create("Hot")
