@@ -1,4 +1,5 @@
-/* One thread on epoll: descriptors with callbacks, ticks after every wake-up, stop functions. */
+/* One thread on epoll: descriptors with callbacks, ticks after every wake-up, idle functions before
+ * every wait, stop functions. */
 #include "evloop.h"
 
 #include <errno.h>
@@ -29,11 +30,12 @@ struct evloop {
 	atomic_bool stopping;
 	pthread_t thread;
 	bool started;
-	pthread_mutex_t lock;	/* watches (grown by any thread) */
-	struct watch *watches;
+	struct watch *watches;	/* the loop's thread only, once it runs */
 	size_t nwatches;
 	struct { evloop_tick_fn fn; void *arg; } ticks[MAX_HOOKS];
 	size_t nticks;
+	struct { evloop_idle_fn fn; void *arg; } idles[MAX_HOOKS];
+	size_t nidles;
 	struct { evloop_stop_fn fn; void *arg; } stops[MAX_HOOKS];
 	size_t nstops;
 };
@@ -53,10 +55,8 @@ evloop_new(char *err, size_t errlen)
 		snprintf(err, errlen, "could not make an event loop: %s", strerror(errno));
 		goto fail;
 	}
-	pthread_mutex_init(&l->lock, NULL);
 	if (evloop_watch(l, l->wake_fd, EPOLLIN, NULL, NULL) != 0) {
 		snprintf(err, errlen, "could not make an event loop: %s", strerror(errno));
-		pthread_mutex_destroy(&l->lock);
 		goto fail;
 	}
 	return l;
@@ -79,7 +79,6 @@ evloop_watch(struct evloop *l, int fd, uint32_t events, evloop_io_fn fn, void *a
 		errno = EBADF;
 		return -1;
 	}
-	pthread_mutex_lock(&l->lock);
 	if ((size_t)fd >= l->nwatches) {
 		size_t n = l->nwatches ? l->nwatches : 64;
 		struct watch *w;
@@ -88,7 +87,6 @@ evloop_watch(struct evloop *l, int fd, uint32_t events, evloop_io_fn fn, void *a
 			n *= 2;
 		w = realloc(l->watches, n * sizeof(*w));
 		if (w == NULL) {
-			pthread_mutex_unlock(&l->lock);
 			errno = ENOMEM;
 			return -1;
 		}
@@ -97,24 +95,19 @@ evloop_watch(struct evloop *l, int fd, uint32_t events, evloop_io_fn fn, void *a
 		l->nwatches = n;
 	}
 	known = l->watches[fd].active;
-	if (epoll_ctl(l->ep, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0) {
-		pthread_mutex_unlock(&l->lock);
+	if (epoll_ctl(l->ep, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0)
 		return -1;
-	}
 	l->watches[fd] = (struct watch){ fn, arg, true };
-	pthread_mutex_unlock(&l->lock);
 	return 0;
 }
 
 void
 evloop_unwatch(struct evloop *l, int fd)
 {
-	pthread_mutex_lock(&l->lock);
 	if (fd >= 0 && (size_t)fd < l->nwatches && l->watches[fd].active) {
 		(void)epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
 		l->watches[fd].active = false;
 	}
-	pthread_mutex_unlock(&l->lock);
 }
 
 void
@@ -124,6 +117,16 @@ evloop_on_tick(struct evloop *l, evloop_tick_fn fn, void *arg)
 		l->ticks[l->nticks].fn = fn;
 		l->ticks[l->nticks].arg = arg;
 		l->nticks++;
+	}
+}
+
+void
+evloop_on_idle(struct evloop *l, evloop_idle_fn fn, void *arg)
+{
+	if (l->nidles < MAX_HOOKS) {
+		l->idles[l->nidles].fn = fn;
+		l->idles[l->nidles].arg = arg;
+		l->nidles++;
 	}
 }
 
@@ -147,19 +150,6 @@ evloop_wake(struct evloop *l)
 		return;
 }
 
-/* The watch of fd, copied under the lock (another thread may grow the table). */
-static struct watch
-watch_of(struct evloop *l, int fd)
-{
-	struct watch w = { 0 };
-
-	pthread_mutex_lock(&l->lock);
-	if (fd >= 0 && (size_t)fd < l->nwatches)
-		w = l->watches[fd];
-	pthread_mutex_unlock(&l->lock);
-	return w;
-}
-
 static void *
 loop_run(void *arg)
 {
@@ -180,7 +170,7 @@ loop_run(void *arg)
 				(void)!read(l->wake_fd, &v, sizeof(v));
 				continue;
 			}
-			w = watch_of(l, fd);
+			w = (size_t)fd < l->nwatches ? l->watches[fd] : (struct watch){ 0 };
 			if (w.active && w.fn != NULL)
 				w.fn(w.arg, evs[i].events);
 		}
@@ -193,6 +183,8 @@ loop_run(void *arg)
 		}
 		if (timeout > 1000 || timeout < 0)
 			timeout = 1000;	/* ticks also run once a second, whatever they said */
+		for (size_t i = 0; i < l->nidles; i++)
+			l->idles[i].fn(l->idles[i].arg);
 	}
 	for (size_t i = 0; i < l->nstops; i++)
 		l->stops[i].fn(l->stops[i].arg);
@@ -232,7 +224,6 @@ evloop_free(struct evloop *l)
 	evloop_stop(l);
 	close(l->ep);
 	close(l->wake_fd);
-	pthread_mutex_destroy(&l->lock);
 	free(l->watches);
 	free(l);
 }

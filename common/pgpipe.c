@@ -12,8 +12,10 @@
 
 #include "clock.h"
 #include "evloop.h"
+#include "metrics.h"
 
 #define MAX_CONNS 64
+#define MAX_GROUP 8		/* statements in one transaction (pgpipe.h) */
 
 /* Where a statement is in its answer: its result, the end of its results (NULL), its Sync. */
 enum { WAIT_RESULT, WAIT_END, WAIT_SYNC };
@@ -23,7 +25,9 @@ struct slot {
 	PGconn *c;		/* NULL: free */
 	int fd;
 	struct pgpipe_query *head, *tail;	/* in flight, in the order sent */
-	int inflight;
+	struct pgpipe_query *held, *held_tail;	/* answered, waiting for their group's Sync */
+	int inflight;			/* sent and not handed out: both lists */
+	int unsynced;			/* sent since the last Sync: the open group */
 	bool writing;		/* EPOLLOUT watched: libpq holds unsent output */
 };
 
@@ -34,7 +38,7 @@ struct pgpipe {
 	pgpipe_connect_fn connect;
 	void *connect_arg;
 	struct slot slots[MAX_CONNS];	/* the loop's thread only */
-	struct pgpipe_query *failed, *failed_tail;	/* answered "no connection" at the next tick */
+	struct pgpipe_query *failed, *failed_tail;	/* answered with their why at the next tick */
 	struct pgpipe_query *waiting, *waiting_tail;	/* for a connection on its way */
 	bool stopping;			/* the loop's thread only */
 	/* Shared with the opener thread, under lock. */
@@ -49,9 +53,12 @@ struct pgpipe {
 	char last_error[256];
 	atomic_int connected;
 	atomic_bool down;		/* the last attempt to open a connection failed */
+	/* pg_pipeline_transactions_total, pg_pipeline_statements_total{sent=first|again} */
+	struct metrics_series *transactions, *first, *again;
 };
 
 static void query_params_free(struct pgpipe_query *q);
+static void route(struct pgpipe *p, struct pgpipe_query *q);
 
 static void
 queue_push(struct pgpipe_query **head, struct pgpipe_query **tail, struct pgpipe_query *q)
@@ -78,33 +85,41 @@ queue_pop(struct pgpipe_query **head, struct pgpipe_query **tail)
 	return q;
 }
 
-/* Keeps a copy of a statement's name and parameters in q, for a statement that waits for a
- * connection; false when memory runs out. */
+/* Keeps a copy of a statement's name and parameters in q, in one block; false when memory runs
+ * out. */
 static bool
 query_params_keep(struct pgpipe_query *q, const char *statement, int nparams,
     const char *const *params)
 {
-	q->statement = strdup(statement);
-	q->params = calloc((size_t)(nparams > 0 ? nparams : 1), sizeof(char *));
-	q->nparams = nparams;
-	if (q->statement == NULL || q->params == NULL)
-		goto fail;
+	size_t ptrs = (size_t)(nparams > 0 ? nparams : 1) * sizeof(char *);
+	size_t len = strlen(statement) + 1;
+	char *at;
+
 	for (int i = 0; i < nparams; i++)
-		if (params[i] != NULL && (q->params[i] = strdup(params[i])) == NULL)
-			goto fail;
+		if (params[i] != NULL)
+			len += strlen(params[i]) + 1;
+	if ((q->params = malloc(ptrs + len)) == NULL)
+		return false;
+	q->nparams = nparams;
+	at = (char *)q->params + ptrs;
+	len = strlen(statement) + 1;
+	q->statement = memcpy(at, statement, len);
+	at += len;
+	for (int i = 0; i < nparams; i++) {
+		q->params[i] = NULL;
+		if (params[i] != NULL) {
+			len = strlen(params[i]) + 1;
+			q->params[i] = memcpy(at, params[i], len);
+			at += len;
+		}
+	}
 	return true;
-fail:
-	query_params_free(q);
-	return false;
 }
 
 static void
 query_params_free(struct pgpipe_query *q)
 {
-	for (int i = 0; q->params != NULL && i < q->nparams; i++)
-		free(q->params[i]);
 	free(q->params);
-	free(q->statement);
 	q->params = NULL;
 	q->statement = NULL;
 	q->nparams = 0;
@@ -118,7 +133,18 @@ query_fail(struct pgpipe_query *q, const char *err)
 		PQclear(q->result);
 		q->result = NULL;
 	}
+	query_params_free(q);
 	q->done(q, NULL, err);
+}
+
+/* Fails q at the next tick, never before pgpipe_send() returns. */
+static void
+query_fail_later(struct pgpipe *p, struct pgpipe_query *q, const char *why)
+{
+	q->why = why;
+	if (p->failed == NULL)
+		evloop_wake(p->loop);
+	queue_push(&p->failed, &p->failed_tail, q);
 }
 
 /* The opener: keeps nconns connections open or on their way, no sooner than holdoff_ms after a
@@ -188,12 +214,15 @@ slot_drop(struct slot *s, const char *err)
 	PQfinish(s->c);
 	s->c = NULL;
 	s->inflight = 0;
+	s->unsynced = 0;
 	s->writing = false;
 	pthread_mutex_lock(&p->lock);
 	p->open--;
 	atomic_fetch_sub(&p->connected, 1);
 	pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
+	while ((q = queue_pop(&s->held, &s->held_tail)) != NULL)
+		query_fail(q, err);
 	while ((q = queue_pop(&s->head, &s->tail)) != NULL)
 		query_fail(q, err);
 }
@@ -220,26 +249,112 @@ slot_flush(struct slot *s)
 	}
 }
 
+/* Ends the open group of s with a Sync: its statements become one transaction. false when the
+ * connection is lost (s dropped). */
+static bool
+slot_sync(struct slot *s)
+{
+	if (s->unsynced == 0)
+		return true;
+	s->tail->last = true;
+	s->unsynced = 0;
+	metrics_add(s->p->transactions, 1);
+	if (PQpipelineSync(s->c) != 1) {
+		char err[256];
+
+		snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
+		slot_drop(s, err);
+		return false;
+	}
+	slot_flush(s);
+	return s->c != NULL;
+}
+
+/* Sends q (its statement kept in it) on s, in the open group, or alone in a transaction of its
+ * own. */
+static void
+slot_send(struct slot *s, struct pgpipe_query *q, bool alone)
+{
+	q->result = NULL;
+	q->state = WAIT_RESULT;
+	q->last = false;
+	if (s->c == NULL || (alone && !slot_sync(s))) {
+		query_fail_later(s->p, q, "connection to PostgreSQL lost");
+		return;
+	}
+	queue_push(&s->head, &s->tail, q);
+	s->inflight++;
+	if (PQsendQueryPrepared(s->c, q->statement, q->nparams, (const char *const *)q->params, NULL,
+	    NULL, 0) != 1) {
+		char err[256];
+
+		snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
+		slot_drop(s, err);
+		return;
+	}
+	metrics_add(alone ? s->p->again : s->p->first, 1);
+	if (++s->unsynced >= MAX_GROUP || alone)
+		(void)slot_sync(s);
+}
+
+/* A group's Sync arrived: hands out each statement's answer, in the order sent, or, when one of
+ * them failed and so none committed, sends each again alone. */
+static void
+group_ended(struct slot *s, struct pgpipe_query *group)
+{
+	struct pgpipe_query *q;
+	bool failed = false, alone = group->next == NULL;
+
+	for (q = group; q != NULL; q = q->next) {
+		ExecStatusType st = PQresultStatus(q->result);
+
+		if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED)
+			failed = true;
+	}
+	while ((q = group) != NULL) {
+		PGresult *r = q->result;
+
+		group = q->next;
+		q->next = NULL;
+		s->inflight--;
+		if (failed && !alone) {
+			PQclear(r);
+			slot_send(s, q, true);
+			continue;
+		}
+		q->result = NULL;
+		query_params_free(q);
+		q->done(q, r, NULL);
+		PQclear(r);
+	}
+}
+
 /* Reads every whole answer that arrived, in the order the statements were sent. */
 static void
 slot_read(struct slot *s)
 {
 	while (s->c != NULL && s->head != NULL && !PQisBusy(s->c)) {
-		struct pgpipe_query *q = s->head;
+		struct pgpipe_query *q = s->head, *group;
 		PGresult *r = PQgetResult(s->c);
 
 		switch (q->state) {
 		case WAIT_RESULT:
-			if (r == NULL)		/* no result at all: should not happen */
-				continue;
+			if (r == NULL)		/* no result at all: should not happen; wait for input */
+				return;
 			q->result = r;
 			q->state = WAIT_END;
 			break;
 		case WAIT_END:
-			if (r == NULL)
-				q->state = WAIT_SYNC;
-			else
+			if (r != NULL) {
 				PQclear(r);	/* a second result of one statement: not ours to have */
+				break;
+			}
+			if (q->last) {
+				q->state = WAIT_SYNC;
+				break;
+			}
+			(void)queue_pop(&s->head, &s->tail);
+			queue_push(&s->held, &s->held_tail, q);
 			break;
 		case WAIT_SYNC:
 			if (r == NULL)
@@ -250,11 +365,10 @@ slot_read(struct slot *s)
 			}
 			PQclear(r);
 			(void)queue_pop(&s->head, &s->tail);
-			s->inflight--;
-			r = q->result;
-			q->result = NULL;
-			q->done(q, r, NULL);
-			PQclear(r);
+			queue_push(&s->held, &s->held_tail, q);
+			group = s->held;
+			s->held = s->held_tail = NULL;
+			group_ended(s, group);
 			break;
 		}
 	}
@@ -324,8 +438,7 @@ pool_tick(void *arg)
 		p->waiting = p->waiting_tail = NULL;
 		for (; w != NULL; w = next) {
 			next = w->next;
-			pgpipe_send(p, w, w->statement, w->nparams, (const char *const *)w->params);
-			query_params_free(w);
+			route(p, w);
 		}
 		failed = p->failed;
 	}
@@ -333,12 +446,23 @@ pool_tick(void *arg)
 	while ((q = failed) != NULL) {
 		failed = q->next;
 		q->next = NULL;
-		query_fail(q, p->stopping ? "shutting down" : "PostgreSQL is unreachable");
+		query_fail(q, p->stopping ? "shutting down" : q->why);
 	}
 	for (int i = 0; i < p->nconns; i++)
 		if (p->slots[i].c != NULL && p->slots[i].writing)
 			slot_flush(&p->slots[i]);
 	return p->failed != NULL ? 0 : -1;
+}
+
+/* Before the loop waits: each connection's open group goes, with its Sync. */
+static void
+pool_idle(void *arg)
+{
+	struct pgpipe *p = arg;
+
+	for (int i = 0; i < p->nconns; i++)
+		if (p->slots[i].c != NULL && p->slots[i].unsynced > 0)
+			(void)slot_sync(&p->slots[i]);
 }
 
 /* The loop stops: nothing more is sent, and everything in flight fails. */
@@ -355,45 +479,47 @@ pool_stopped(void *arg)
 		(void)pool_tick(p);
 }
 
-void
-pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,
-    const char *const *params)
+/* Sends q on the connection with the fewest statements in flight, or keeps it for a connection on
+ * its way, or fails it at the next tick. */
+static void
+route(struct pgpipe *p, struct pgpipe_query *q)
 {
 	struct slot *best = NULL;
 
-	q->result = NULL;
-	q->state = WAIT_RESULT;
 	q->next = NULL;
 	for (int i = 0; !p->stopping && i < p->nconns; i++) {
 		struct slot *s = &p->slots[i];
 
-		if (s->c != NULL && (best == NULL || s->inflight < best->inflight))
+		if (s->c == NULL)
+			continue;
+		if (s->unsynced > 0) {	/* this round's group: one write, one commit */
+			best = s;
+			break;
+		}
+		if (best == NULL || s->inflight < best->inflight)
 			best = s;
 	}
-	if (best == NULL) {
-		if (!p->stopping && !atomic_load(&p->down) && query_params_keep(q, statement, nparams,
-		    params)) {
-			/* A connection is on its way (at start, or after one was lost): wait for it,
-			 * or for the attempt to fail. */
-			queue_push(&p->waiting, &p->waiting_tail, q);
-			return;
-		}
-		if (p->failed == NULL)
-			evloop_wake(p->loop);	/* answered at the next tick */
-		queue_push(&p->failed, &p->failed_tail, q);
-		return;
-	}
-	queue_push(&best->head, &best->tail, q);
-	best->inflight++;
-	if (PQsendQueryPrepared(best->c, statement, nparams, params, NULL, NULL, 0) != 1 ||
-	    PQpipelineSync(best->c) != 1) {
-		char err[256];
+	if (best != NULL)
+		slot_send(best, q, false);
+	else if (!p->stopping && !atomic_load(&p->down))
+		/* A connection is on its way (at start, or after one was lost): wait for it, or for
+		 * the attempt to fail. */
+		queue_push(&p->waiting, &p->waiting_tail, q);
+	else
+		query_fail_later(p, q, "PostgreSQL is unreachable");
+}
 
-		snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(best->c));
-		slot_drop(best, err);
+void
+pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,
+    const char *const *params)
+{
+	q->result = NULL;
+	q->state = WAIT_RESULT;
+	if (!query_params_keep(q, statement, nparams, params)) {
+		query_fail_later(p, q, "out of memory");
 		return;
 	}
-	slot_flush(best);
+	route(p, q);
 }
 
 int
@@ -427,10 +553,20 @@ pgpipe_new(struct evloop *loop, int nconns, long holdoff_ms, pgpipe_connect_fn c
 	p->connect_arg = connect_arg;
 	for (int i = 0; i < MAX_CONNS; i++)
 		p->slots[i].p = p;
+	p->transactions = metrics_counter("pg_pipeline_transactions_total",
+	    "Transactions on the pipelined PostgreSQL connections: groups of statements, one Sync each",
+	    NULL);
+	p->first = metrics_counter("pg_pipeline_statements_total",
+	    "Statements sent on the pipelined PostgreSQL connections: first in a group, or again alone "
+	    "after another statement of their group failed", "sent", "first", NULL);
+	p->again = metrics_counter("pg_pipeline_statements_total",
+	    "Statements sent on the pipelined PostgreSQL connections: first in a group, or again alone "
+	    "after another statement of their group failed", "sent", "again", NULL);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	snprintf(p->last_error, sizeof(p->last_error), "not connected yet");
 	evloop_on_tick(loop, pool_tick, p);
+	evloop_on_idle(loop, pool_idle, p);
 	evloop_on_stop(loop, pool_stopped, p);
 	if ((rc = pthread_create(&p->opener, NULL, opener_run, p)) != 0) {
 		snprintf(err, errlen, "could not start the thread that opens PostgreSQL connections: %s",

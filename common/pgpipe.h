@@ -1,7 +1,14 @@
 /* PostgreSQL connections in pipeline mode on an event loop (common/evloop.h): statements of many
- * requests in flight at once on a few connections, each its own transaction, without a thread
- * that waits for each. Connections are opened (and their statements prepared) by a thread of
- * the pool's own, so that a PostgreSQL that does not answer never stalls the loop. */
+ * requests in flight at once on a few connections, without a thread that waits for each.
+ * Connections are opened (and their statements prepared) by a thread of the pool's own, so that
+ * a PostgreSQL that does not answer never stalls the loop.
+ *
+ * Group commit: the statements sent on one connection in one round of the loop (at most 8) share
+ * one transaction and reach PostgreSQL in one write, followed by one Sync. Each caller still sees
+ * its own statement's outcome only: answers are handed out after the Sync, when all of them are
+ * committed, and when any statement of the group fails (a constraint, a deadlock), none of them
+ * committed and each is sent again alone, as its own transaction. A statement must therefore not
+ * depend on being alone in its transaction (use clock_timestamp(), not now()). */
 #ifndef COMMON_PGPIPE_H
 #define COMMON_PGPIPE_H
 
@@ -28,8 +35,10 @@ struct pgpipe_query {
 	struct pgpipe_query *next;
 	PGresult *result;
 	int state;
-	char *statement, **params;	/* copies, while it waits for a connection */
+	bool last;		/* the last statement of its transaction: a Sync follows it */
+	char *statement, **params;	/* a copy (one block), to send it again or later */
 	int nparams;
+	const char *why;	/* why it fails, in the list of those answered at the next tick */
 };
 
 /* Opens one connection, ready for the statements its callers send (prepared), on the pool's
@@ -46,8 +55,8 @@ struct pgpipe *pgpipe_new(struct evloop *loop, int nconns, long holdoff_ms,
 void pgpipe_free(struct pgpipe *p);
 
 /* Sends a prepared statement (text parameters, copied) on the connection with the fewest
- * statements in flight, as its own transaction; q->done is called later on the loop's thread,
- * never before this returns. Without an open connection the statement waits for one while one
+ * statements in flight, in the group of that connection's round (above); q->done is called later
+ * on the loop's thread, never before this returns. Without an open connection the statement waits for one while one
  * is being opened (at start, after a loss), and fails at once when the last attempt failed
  * (PostgreSQL is away: the caller answers at once). The loop's thread only. */
 void pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,

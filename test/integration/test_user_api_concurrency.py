@@ -107,3 +107,48 @@ def test_mixed_concurrent_traffic_keeps_every_2xx_with_its_event(api):
         events = api.outbox_for(s["id"])
         assert [e["version"] for e in events] == list(range(1, len(events) + 1))
         assert api.get(f"/users/{s['id']}").json()["version"] == len(events)
+
+
+def pipeline_counts(a):
+    """user-api's pg_pipeline_* counters: transactions, statements sent first, sent again."""
+    out = {"transactions": 0.0, "first": 0.0, "again": 0.0}
+    for line in a.get("/metrics").text.splitlines():
+        if line.startswith("pg_pipeline_transactions_total "):
+            out["transactions"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("pg_pipeline_statements_total{"):
+            out[line.split('sent="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_a_failing_statement_does_not_fail_the_others_of_its_group(start_api):
+    """README (group commit): the statements of one round of the loop on one connection share a
+    transaction; when one fails (here a taken email, 409), none of them committed, and the others
+    are sent again alone: every other request is answered as if it had been alone. With one
+    connection and a burst released together, groups form; the counters show that some statements
+    were sent again, so the path ran."""
+    # Bursts of new connections, each closed after its answer: more at once than the 64 a
+    # second burst may find still counted from the first.
+    a = start_api(USER_API_PG_CONNECTIONS="1", USER_API_MAX_CONNECTIONS_PER_IP="1024")
+    taken = a.create(name="First owner")
+    bursts = 0
+    while True:
+        bursts += 1
+        before, counts = a.counts(), pipeline_counts(a)
+        emails = [taken["email"] if i % 4 == 0 else unique_email() for i in range(40)]
+        responses = run_together(40, lambda i: a.post(
+            "/users", json={"name": f"grouped {i}", "email": emails[i]}, timeout=60))
+        for i, r in enumerate(responses):
+            if i % 4 == 0:
+                assert r.status_code == 409, (i, r.status_code, r.text)
+            else:
+                assert r.status_code == 201, (i, r.status_code, r.text)
+                assert r.json()["email"] == emails[i]
+                assert [e["event_type"] for e in a.outbox_for(r.json()["id"])] == ["user_created"]
+        assert a.counts() == (before[0] + 30, before[1] + 30)
+        assert a.sql("SELECT id FROM users WHERE email = %s", (taken["email"],)) == [(taken["id"],)]
+        after = pipeline_counts(a)
+        assert after["transactions"] - counts["transactions"] <= \
+            after["first"] - counts["first"] + after["again"] - counts["again"]
+        if after["again"] > counts["again"] or bursts == 5:
+            break
+    assert after["again"] > counts["again"], "no group with a failed statement in 5 bursts"
