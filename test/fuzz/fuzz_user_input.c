@@ -7,6 +7,8 @@
  *   error-shape    an error is 400 or 422, with a non-empty detail
  *   accepted-text  an accepted name and email are valid UTF-8, trimmed, not empty, free of control
  *                  characters (C0, DEL, C1), within their lengths, and the email passes email_valid()
+ *   both-paths     the parser reads every body as jansson alone does (user_input_parse_jansson()):
+ *                  the same outcome, fields and error
  */
 #include "fuzz.h"
 #include "user_input.h"
@@ -27,9 +29,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct input_error e;
 	size_t nlen, elen;
 
+	struct user_input in2;
+	struct input_error e2;
+	int rc, rc2;
+
 	memset(&in, 0xA5, sizeof(in));
 	memset(&e, 0xA5, sizeof(e));
-	if (user_input_parse((const char *)data, size, &in, &e) != 0) {
+	memset(&in2, 0xA5, sizeof(in2));
+	memset(&e2, 0xA5, sizeof(e2));
+	rc = user_input_parse((const char *)data, size, &in, &e);
+	rc2 = user_input_parse_jansson((const char *)data, size, &in2, &e2);
+	FUZZ_PROPERTY("both-paths", rc == rc2 && (rc == 0 ? memcmp(&in, &in2, sizeof(in)) == 0 :
+	    memcmp(&e, &e2, sizeof(e)) == 0), "the plain-pair path and jansson read a body apart",
+	    (const char *)data, size);
+	if (rc != 0) {
 		size_t dlen = strnlen(e.detail, sizeof(e.detail)), flen = strnlen(e.field, sizeof(e.field));
 
 		FUZZ_PROPERTY("error-shape", dlen < sizeof(e.detail) && flen < sizeof(e.field),

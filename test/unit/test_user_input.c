@@ -244,6 +244,85 @@ test_email(void)
 	}
 }
 
+/* Reads body both ways, with the plain-pair path and with jansson alone; true when they agree on
+ * everything: the outcome, the fields or the error. */
+static bool
+both_paths_agree(const char *body)
+{
+	struct user_input a, b;
+	struct input_error ea, eb;
+	int ra, rb;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	memset(&ea, 0, sizeof(ea));
+	memset(&eb, 0, sizeof(eb));
+	ra = user_input_parse(body, strlen(body), &a, &ea);
+	rb = user_input_parse_jansson(body, strlen(body), &b, &eb);
+	return ra == rb && memcmp(&a, &b, sizeof(a)) == 0 && memcmp(&ea, &eb, sizeof(ea)) == 0;
+}
+
+/* The plain-pair path (user_input.c) takes the common body; every other body, and each near miss
+ * of it, goes to jansson with the same outcome. */
+static void
+test_plain_pair_path(void)
+{
+	static const char *const bodies[] = {
+		"{\"name\":\"Ada\",\"email\":\"ada@example.com\"}",
+		" \t\r\n{ \"email\" : \"ada@example.com\" ,\n \"name\" : \" Ada \" } \n",
+		"{\"name\": \"\xC3\xA9mile\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"   \", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\", \"email\": \"not-an-address\"}",
+		"{\"name\": \"a\u202Eb\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\xE2\x80\xAE" "b\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\x7F\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\\nb\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\nb\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\\u0000b\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\", \"name\": \"b\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\", \"email\": \"e@example.com\", \"email\": \"f@example.com\"}",
+		"{\"name\": \"a\", \"email\": \"e@example.com\", \"admin\": \"yes\"}",
+		"{\"name\": \"a\"}",
+		"{\"email\": \"e@example.com\"}",
+		"{}",
+		"{\"name\": 1, \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\", \"email\": null}",
+		"{\"name\": \"a\", \"email\": \"e@example.com\",}",
+		"{\"name\": \"a\" \"email\": \"e@example.com\"}",
+		"{\"name\" \"a\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\", \"email\": \"e@example.com\"",
+		"{\"name\": \"a\", \"email\": \"e@example.com",
+		"{\"name\": \"a\", \"email\": \"e@example.com\"} x",
+		"{\"name\": \"a\", \"email\": \"e@example.com\"}{}",
+		"\xEF\xBB\xBF{\"name\": \"a\", \"email\": \"e@example.com\"}",
+		"{\"nam\\u0065\": \"a\", \"email\": \"e@example.com\"}",
+		"{\"Name\": \"a\", \"email\": \"e@example.com\"}",
+		"{\"name\": \"a\", \"email\": \"e@example.com\"}\x0B",
+		"[{\"name\": \"a\", \"email\": \"e@example.com\"}]",
+	};
+	char body[1400];
+
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		size_t n = strlen(bodies[i]);
+
+		CHECK(both_paths_agree(bodies[i]));
+		/* Every prefix of it too: bodies cut anywhere. */
+		for (size_t k = 0; k < n; k++) {
+			memcpy(body, bodies[i], k);
+			body[k] = '\0';
+			CHECK(both_paths_agree(body));
+		}
+	}
+	/* Lengths at and past the limits. */
+	snprintf(body, sizeof(body), "{\"name\": \"%0200d\", \"email\": \"e@example.com\"}", 0);
+	CHECK(both_paths_agree(body));
+	snprintf(body, sizeof(body), "{\"name\": \"%0201d\", \"email\": \"e@example.com\"}", 0);
+	CHECK(both_paths_agree(body));
+	snprintf(body, sizeof(body), "{\"name\": \"a\", \"email\": \"e@%0300d.co\"}", 0);
+	CHECK(both_paths_agree(body));
+}
+
 int
 main(void)
 {
@@ -255,5 +334,6 @@ main(void)
 	test_details();
 	test_deceptive();
 	test_details_from_client_bytes();
+	test_plain_pair_path();
 	return unit_report("user_input");
 }
