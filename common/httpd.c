@@ -88,7 +88,9 @@ struct http_request {
 	const char *route_label;
 	int64_t start_ms;
 	size_t nheaders;
-	char *hnames[MAX_HEADERS], *hvalues[MAX_HEADERS];
+	char *hnames[MAX_HEADERS], *hvalues[MAX_HEADERS];	/* in hbuf, or malloc()ed beyond */
+	char hbuf[512];
+	size_t hused;
 	http_handler_fn resumed;	/* set while suspended; worker thread only */
 	void *ctx;
 	void (*ctx_free)(void *);
@@ -199,13 +201,37 @@ http_resume(struct http_request *req)
 	MHD_resume_connection(conn);
 }
 
+/* A copy of s in the request's header buffer, or malloc()ed when it is full (NULL without
+ * memory). */
+static char *
+header_copy(struct http_request *req, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *at;
+
+	if (n > sizeof(req->hbuf) - req->hused)
+		return strdup(s);
+	at = memcpy(req->hbuf + req->hused, s, n);
+	req->hused += n;
+	return at;
+}
+
+static void
+header_free(struct http_request *req, char *s)
+{
+	uintptr_t a = (uintptr_t)s, buf = (uintptr_t)req->hbuf;
+
+	if (a < buf || a >= buf + sizeof(req->hbuf))
+		free(s);
+}
+
 void
 http_add_header(struct http_request *req, const char *name, const char *value)
 {
 	if (req->nheaders == MAX_HEADERS)
 		return;
-	req->hnames[req->nheaders] = strdup(name);
-	req->hvalues[req->nheaders] = strdup(value);
+	req->hnames[req->nheaders] = header_copy(req, name);
+	req->hvalues[req->nheaders] = header_copy(req, value);
 	req->nheaders++;
 }
 
@@ -917,8 +943,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_Re
 	for (size_t i = 0; i < MAX_PARAMS; i++)
 		free(req->params[i]);
 	for (size_t i = 0; i < req->nheaders; i++) {
-		free(req->hnames[i]);
-		free(req->hvalues[i]);
+		header_free(req, req->hnames[i]);
+		header_free(req, req->hvalues[i]);
 	}
 	free(req->body);
 	if (req->ctx != NULL && req->ctx_free != NULL)
