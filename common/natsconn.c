@@ -455,7 +455,8 @@ natsconn_library_close(void)
 }
 
 natsConnection *
-natsconn_open(const struct nats_settings *cfg, const char *name, char *err, size_t errlen)
+natsconn_open(const struct nats_settings *cfg, const char *name, bool send_asap, char *err,
+    size_t errlen)
 {
 	natsOptions *opts = NULL;
 	natsConnection *nc = NULL;
@@ -477,6 +478,8 @@ natsconn_open(const struct nats_settings *cfg, const char *name, char *err, size
 	s = set_urls(opts, cfg->url);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetSendAsap(opts, send_asap);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(opts, -1);
 	if (s == NATS_OK)

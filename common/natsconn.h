@@ -67,9 +67,11 @@ int natsconn_settings_check(const struct nats_settings *s, char *err, size_t err
  * certificate did not verify. A server that later refuses the credentials on a reconnect ends the
  * process (fatal), as a retry with the same credentials cannot succeed. name is shown to the
  * server (connz). err and log lines show the URL with its password masked. The caller
- * natsConnection_Destroy()s the result. */
-natsConnection *natsconn_open(const struct nats_settings *s, const char *name, char *err,
-    size_t errlen);
+ * natsConnection_Destroy()s the result. With send_asap, a publish writes to the socket on the
+ * caller's thread (for rare, lone messages: no wake-up of nats.c's flusher thread); without it,
+ * the flusher thread gathers publishes into fewer writes. */
+natsConnection *natsconn_open(const struct nats_settings *s, const char *name, bool send_asap,
+    char *err, size_t errlen);
 bool natsconn_ok(natsConnection *nc);
 
 /* nats_Close(), the last call to the library, except in a process that used TLS to NATS: there

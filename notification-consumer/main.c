@@ -103,7 +103,7 @@ main(int argc, char **argv)
 	set.store.instance = instance;
 	if ((store = store_new(&set.store, err, sizeof(err))) == NULL)
 		fatal("%s", err);
-	if ((nc = natsconn_open(&set.nats, "notification-consumer", err, sizeof(err))) == NULL)
+	if ((nc = natsconn_open(&set.nats, "notification-consumer", false, err, sizeof(err))) == NULL)
 		fatal("%s", err);
 	shutdown_signals_install();
 

@@ -169,7 +169,7 @@ relay_new(const struct relay_settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	r->nc = natsconn_open(&s->nats, "outbox-relay", err, errlen);
+	r->nc = natsconn_open(&s->nats, "outbox-relay", false, err, errlen);
 	if (r->nc == NULL)
 		goto fail;
 	st = NATS_OK;

@@ -1,8 +1,9 @@
 /* The nudge connection: one shared natsConnection, and a thread that publishes the nudges asked
  * for, at most one per NUDGE_INTERVAL_MS: a burst of commits wakes the relay once, and a commit
- * costs its request an atomic flag, and a signal when the sender is idle (publishing wakes
- * nats.c's flusher thread, several microseconds a time, which one nudge per commit used to cost
- * every request). */
+ * costs its request an atomic flag, and a signal when the sender is idle (a publish costs
+ * several microseconds, which one nudge per commit used to cost every request). The connection
+ * sends as soon as it publishes, from the sender's thread: nats.c's flusher thread would be woken
+ * for each nudge, for nothing to gather. */
 #include "nudge.h"
 
 #include <pthread.h>
@@ -72,7 +73,7 @@ nudge_start(const struct nats_settings *nats, char *err, size_t errlen)
 		    "polling");
 		return 0;
 	}
-	nudge_nc = natsconn_open(nats, "user-api", err, errlen);
+	nudge_nc = natsconn_open(nats, "user-api", true, err, errlen);
 	if (nudge_nc == NULL)
 		return -1;
 	if (pthread_create(&sender, NULL, sender_run, NULL) != 0) {
