@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5, help="per point (5)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per point (2)")
     ap.add_argument("--perf", action="store_true", help="perf record -g user-api for 4 s after")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count user-api's system calls per request for 4 s after (perf trace)")
     a = ap.parse_args()
     env = {"LOG_LEVEL": "warn"}
     for kv in a.settings:
@@ -68,6 +70,14 @@ def main():
             bench.wrk(api.url, "post.lua", 16, 5, env={"BENCH_RUN": "perf"})
             p.wait()
             print(f"profile: perf report -i {data} --no-children --sort dso,sym")
+        if a.syscalls:
+            out = Path(tempfile.mkdtemp(prefix="api-cpu-trace-")) / "trace.txt"
+            p = subprocess.Popen(["perf", "trace", "-s", "-p", str(api.pid), "-o", str(out),
+                                  "--", "sleep", "4"], stderr=subprocess.DEVNULL)
+            r = bench.wrk(api.url, "post.lua", 16, 5, env={"BENCH_RUN": "trace"})
+            p.wait()
+            print(f"system calls over about 4 of {r['requests']:,} requests in 5 s: {out}")
+            print(out.read_text())
     finally:
         st.close()
 
