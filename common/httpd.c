@@ -91,7 +91,7 @@ struct http_request {
 	char *hnames[MAX_HEADERS], *hvalues[MAX_HEADERS];	/* in hbuf, or malloc()ed beyond */
 	char hbuf[512];
 	size_t hused;
-	http_handler_fn resumed;	/* set while suspended; worker thread only */
+	http_handler_fn resumed;	/* set while suspended; the serving thread only */
 	void *ctx;
 	void (*ctx_free)(void *);
 	struct http_conn_deadline *deadline;	/* the connection's; NULL without one */
@@ -193,7 +193,7 @@ http_suspend(struct http_request *req, http_handler_fn resumed)
 void
 http_resume(struct http_request *req)
 {
-	/* Read before the resume: from then on the worker thread may answer and free req. */
+	/* Read before the resume: from then on the serving thread may answer and free req. */
 	struct httpd *h = req->h;
 	struct MHD_Connection *conn = req->conn;
 

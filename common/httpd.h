@@ -133,11 +133,12 @@ void http_reply_problem(struct http_request *req, unsigned status, const char *f
 void http_reply_problem_with(struct http_request *req, unsigned status, const char *field,
     json_t *extra, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-/* A handler that cannot answer yet (it waits for something another thread will report) suspends
- * its request instead of blocking a worker thread: it calls http_suspend() and returns without
- * answering, and the connection then holds no thread. Later any thread calls http_resume(), once,
- * and a worker thread calls resumed(req, arg), arg being the routes' argument: it answers, or
- * suspends again. http_resume() must come after http_suspend() (libmicrohttpd's behaviour is
+/* A handler that cannot answer yet (it waits for something another thread, or on a loop a later
+ * event, will report) suspends its request instead of blocking: it calls http_suspend() and
+ * returns without answering, and the connection then holds no thread. Later any thread calls
+ * http_resume(), once, and the thread that serves the connection (a worker thread, or the loop's
+ * thread) calls resumed(req, arg), arg being the routes' argument: it answers, or suspends
+ * again. http_resume() must come after http_suspend() (libmicrohttpd's behaviour is
  * undefined otherwise): a caller racing with the handler orders the two under a lock of its own.
  * After http_resume() the caller must not touch req: it may be answered and freed at once.
  * While suspended, a connection does not time out (its timeout starts again at the resume; the

@@ -53,8 +53,8 @@ struct pgpipe {
 	char last_error[256];
 	atomic_int connected;
 	atomic_bool down;		/* the last attempt to open a connection failed */
-	/* pg_pipeline_transactions_total, pg_pipeline_statements_total{sent=first|again} */
-	struct metrics_series *transactions, *first, *again;
+	/* pg_pipeline_transactions_total, pg_pipeline_statements_total{sent=grouped|alone|again} */
+	struct metrics_series *transactions, *grouped, *alone, *again;
 };
 
 static void query_params_free(struct pgpipe_query *q);
@@ -292,7 +292,7 @@ slot_send(struct slot *s, struct pgpipe_query *q, bool alone)
 		slot_drop(s, err);
 		return;
 	}
-	metrics_add(alone ? s->p->again : s->p->first, 1);
+	metrics_add(!alone ? s->p->grouped : q->alone ? s->p->alone : s->p->again, 1);
 	if (++s->unsynced >= MAX_GROUP || alone)
 		(void)slot_sync(s);
 }
@@ -500,7 +500,7 @@ route(struct pgpipe *p, struct pgpipe_query *q)
 			best = s;
 	}
 	if (best != NULL)
-		slot_send(best, q, false);
+		slot_send(best, q, q->alone);
 	else if (!p->stopping && !atomic_load(&p->down))
 		/* A connection is on its way (at start, or after one was lost): wait for it, or for
 		 * the attempt to fail. */
@@ -511,10 +511,11 @@ route(struct pgpipe *p, struct pgpipe_query *q)
 
 void
 pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,
-    const char *const *params)
+    const char *const *params, bool alone)
 {
 	q->result = NULL;
 	q->state = WAIT_RESULT;
+	q->alone = alone;
 	if (!query_params_keep(q, statement, nparams, params)) {
 		query_fail_later(p, q, "out of memory");
 		return;
@@ -529,6 +530,14 @@ pgpipe_connected(struct pgpipe *p, char *last_error, size_t errlen)
 	snprintf(last_error, errlen, "%s", p->last_error);
 	pthread_mutex_unlock(&p->lock);
 	return atomic_load(&p->connected);
+}
+
+static struct metrics_series *
+pipeline_statements(const char *sent)
+{
+	return metrics_counter("pg_pipeline_statements_total", "Statements sent on the pipelined "
+	    "PostgreSQL connections: in a group, alone (they lock rows), or again alone after another "
+	    "statement of their group failed", "sent", sent, NULL);
 }
 
 struct pgpipe *
@@ -556,12 +565,9 @@ pgpipe_new(struct evloop *loop, int nconns, long holdoff_ms, pgpipe_connect_fn c
 	p->transactions = metrics_counter("pg_pipeline_transactions_total",
 	    "Transactions on the pipelined PostgreSQL connections: groups of statements, one Sync each",
 	    NULL);
-	p->first = metrics_counter("pg_pipeline_statements_total",
-	    "Statements sent on the pipelined PostgreSQL connections: first in a group, or again alone "
-	    "after another statement of their group failed", "sent", "first", NULL);
-	p->again = metrics_counter("pg_pipeline_statements_total",
-	    "Statements sent on the pipelined PostgreSQL connections: first in a group, or again alone "
-	    "after another statement of their group failed", "sent", "again", NULL);
+	p->grouped = pipeline_statements("grouped");
+	p->alone = pipeline_statements("alone");
+	p->again = pipeline_statements("again");
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	snprintf(p->last_error, sizeof(p->last_error), "not connected yet");

@@ -8,7 +8,11 @@
  * its own statement's outcome only: answers are handed out after the Sync, when all of them are
  * committed, and when any statement of the group fails (a constraint, a deadlock), none of them
  * committed and each is sent again alone, as its own transaction. A statement must therefore not
- * depend on being alone in its transaction (use clock_timestamp(), not now()). */
+ * depend on being alone in its transaction (use clock_timestamp(), not now()). A statement that
+ * locks rows other transactions may hold (an UPDATE or DELETE of existing rows) is sent alone:
+ * two groups that each hold one such lock and wait for the other's would deadlock, and
+ * PostgreSQL sees that only after deadlock_timeout (a second by default). Inserts and reads do
+ * not wait on each other that way (only on the same unique key, inserted by both at once). */
 #ifndef COMMON_PGPIPE_H
 #define COMMON_PGPIPE_H
 
@@ -36,6 +40,7 @@ struct pgpipe_query {
 	PGresult *result;
 	int state;
 	bool last;		/* the last statement of its transaction: a Sync follows it */
+	bool alone;		/* in a transaction of its own */
 	char *statement, **params;	/* a copy (one block), to send it again or later */
 	int nparams;
 	const char *why;	/* why it fails, in the list of those answered at the next tick */
@@ -54,13 +59,14 @@ struct pgpipe *pgpipe_new(struct evloop *loop, int nconns, long holdoff_ms,
 /* Ends the pool's thread and closes every connection; the loop has stopped. */
 void pgpipe_free(struct pgpipe *p);
 
-/* Sends a prepared statement (text parameters, copied) on the connection with the fewest
- * statements in flight, in the group of that connection's round (above); q->done is called later
- * on the loop's thread, never before this returns. Without an open connection the statement waits for one while one
+/* Sends a prepared statement (text parameters, copied) on the connection that has this round's
+ * group, else the one with the fewest statements in flight: in that group, or alone in a
+ * transaction of its own (above); q->done is called later on the loop's thread, never before
+ * this returns. Without an open connection the statement waits for one while one
  * is being opened (at start, after a loss), and fails at once when the last attempt failed
  * (PostgreSQL is away: the caller answers at once). The loop's thread only. */
 void pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,
-    const char *const *params);
+    const char *const *params, bool alone);
 
 /* Connections open now, and the reason of the last failed attempt to open one ("" when the last
  * attempt succeeded). Any thread. */

@@ -21,8 +21,8 @@ static const struct config_entry table[] = {
 	HTTPD_SECURITY_ENTRIES(loaded.http, "USER_API"),
 	{ "USER_API_PG_CONNECTIONS", CONFIG_INT, &loaded.store.connections, "4", 1, 64,
 	    "PostgreSQL connections; requests share them, many statements in flight on one (pipeline "
-	    "mode), those of one loop round committed together (a failed one's others are sent again "
-	    "alone); one thread serves HTTP and all of them" },
+	    "mode), the creations and reads of one loop round committed together (the others of a "
+	    "failed one sent again alone); one thread serves HTTP and all of them" },
 	{ "USER_API_MAX_BODY", CONFIG_INT, &loaded.http.max_body, "65536", 64, 16777216,
 	    "largest request body in bytes (413 above)" },
 	{ "USER_API_CONN_TIMEOUT", CONFIG_INT, &loaded.http.conn_timeout_s, "30", 1, 3600,

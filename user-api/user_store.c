@@ -27,6 +27,7 @@ struct statement {
 	const char *name;
 	const char *sql;
 	int nparams;
+	bool alone;		/* locks existing rows: never in a group (common/pgpipe.h) */
 };
 
 #define USER_JSON "user_json(u.id, u.name, u.email, u.version, u.created_at, u.updated_at)"
@@ -63,7 +64,7 @@ static const struct statement statements[ST_COUNT] = {
 		"         jsonb_build_object('traceparent', $6::text),"
 		"         user_event_payload(u.id, u.name, u.email, u.version, u.updated_at, false), $9::smallint"
 		"  FROM u"
-		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 9 },
+		") SELECT u.id, u.version, " USER_JSON "::text FROM u", 9, true },
 	[ST_DELETE] = { "user_delete",
 		"WITH u AS ("
 		"  DELETE FROM users WHERE id = $1::bigint AND ($2::bigint[] IS NULL OR version = ANY ($2::bigint[]))"
@@ -76,7 +77,7 @@ static const struct statement statements[ST_COUNT] = {
 		"         user_event_payload(u.id, NULL, NULL, u.version + 1, clock_timestamp(), true)"
 		"           - " EVENT_PERSONAL_KEYS_SQL ", $7::smallint"
 		"  FROM u"
-		") SELECT u.id FROM u", 7 },
+		") SELECT u.id FROM u", 7, true },
 	[ST_FIND] = { "user_find",
 		"SELECT u.id, u.version, " USER_JSON "::text FROM users u WHERE u.id = $1::bigint", 1 },
 	[ST_VERSION] = { "user_version", "SELECT version FROM users WHERE id = $1::bigint", 1 },
@@ -92,7 +93,8 @@ static const struct statement statements[ST_COUNT] = {
 		"       status, response_body, user_id, expires_at > clock_timestamp()"
 		"  FROM idempotency_keys WHERE key = $1::text", 3 },
 	[ST_KEY_DROP] = { "idempotency_drop",
-		"DELETE FROM idempotency_keys WHERE key = $1::text AND expires_at <= clock_timestamp()", 1 },
+		"DELETE FROM idempotency_keys WHERE key = $1::text AND expires_at <= clock_timestamp()", 1,
+		true },
 	[ST_KEYS_EXPIRE] = { "idempotency_expire",
 		"DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
 		"  WHERE expires_at <= clock_timestamp() LIMIT $1::bigint)", 1 },
@@ -229,7 +231,8 @@ call_send(struct user_store_call *c, enum step step, int st, const char *const *
 {
 	c->step = step;
 	c->q.done = call_result;
-	pgpipe_send(c->s->pool, &c->q, statements[st].name, statements[st].nparams, params);
+	pgpipe_send(c->s->pool, &c->q, statements[st].name, statements[st].nparams, params,
+	    statements[st].alone);
 }
 
 static void
