@@ -47,7 +47,7 @@ utf8_repair(const char *body, size_t len, size_t *outlen)
 	bool bad = false;
 
 	for (size_t k = 0; k < len;) {
-		size_t n = utf8_seq(s + k, len - k);
+		size_t n = s[k] < 0x80 ? 1 : utf8_seq(s + k, len - k);
 
 		if (n == 0) {
 			bad = true;
@@ -96,8 +96,11 @@ static int
 check_characters(const char *field, const char *s, struct input_error *e)
 {
 	struct utf8_found f;
+	const char *c = s;
 
-	if (!utf8_find(s, strlen(s), UTF8_MASK_REFUSED, &f))
+	while (*c >= 0x20 && *c < 0x7F)	/* printable ASCII: none of it is refused */
+		c++;
+	if (*c == '\0' || !utf8_find(s, strlen(s), UTF8_MASK_REFUSED, &f))
 		return 0;
 	return input_fail(e, 422, field, "\"%s\" must not contain %s (U+%04X at character %zu)", field,
 	    utf8_class_name(f.cls), (unsigned)f.cp, f.index + 1);
