@@ -43,8 +43,19 @@ def main():
         pg = st.add(bench.new_pg())
         nats = st.add(harness.Nats())
         api = st.service("user-api", {**pg.env, "NATS_URL": nats.url, **env}, "USER_API_PORT")
+        def pipeline():
+            """user-api's pg_pipeline_* counters (transactions, statements by how they were
+            sent)."""
+            out = {}
+            for line in bench.requests.get(api.url + "/metrics", timeout=10).text.splitlines():
+                if line.startswith("pg_pipeline_"):
+                    name, value = line.rsplit(" ", 1)
+                    out[name] = float(value)
+            return out
+
         for conns in (int(c) for c in a.conns.split(",")):
             for run in range(a.repeat):
+                pipe0 = pipeline()
                 threads = bench.ThreadMeter(api.pid).start()
                 api0, pg0 = bench.cpu_times(api.pid), bench.cpu_tree_times(pg.pid)
                 nats0 = bench.cpu_times(nats.pid)
@@ -59,6 +70,12 @@ def main():
                 print(f"POST at {conns} connections: {r['rate']:,.0f}/s ({r['non2xx']} not 2xx); "
                       f"per request: user-api {us(api1)}, postgres {us(pg1)}, nats-server "
                       f"{us(nats1)}, wrk {us(wrk1)} (user + system)", flush=True)
+                pipe = {k: v - pipe0.get(k, 0) for k, v in pipeline().items()}
+                tx = pipe.get("pg_pipeline_transactions_total", 0)
+                grouped = pipe.get('pg_pipeline_statements_total{sent="grouped"}', 0)
+                if tx:
+                    print(f"    PostgreSQL: {tx:,.0f} transactions, {grouped / tx:.2f} grouped "
+                          "statements each", flush=True)
                 for name, t in threads.stop(n)["per_item"].items():
                     print(f"    {name:<12} x{t['threads']}: {t['user_us']:.1f} + "
                           f"{t['system_us']:.1f} µs, {t['voluntary_switches']:.2f} voluntary and "
