@@ -227,6 +227,16 @@ slot_drop(struct slot *s, const char *err)
 		query_fail(q, err);
 }
 
+/* libpq failed on s: the connection is lost, with libpq's reason. */
+static void
+slot_lost(struct slot *s)
+{
+	char err[256];
+
+	snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
+	slot_drop(s, err);
+}
+
 static void slot_io(void *arg, uint32_t events);
 
 /* Watches for output space only while libpq holds unsent output. */
@@ -236,10 +246,7 @@ slot_flush(struct slot *s)
 	int rc = PQflush(s->c);
 
 	if (rc < 0) {
-		char err[256];
-
-		snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
-		slot_drop(s, err);
+		slot_lost(s);
 		return;
 	}
 	if ((rc == 1) != s->writing) {
@@ -260,10 +267,7 @@ slot_sync(struct slot *s)
 	s->unsynced = 0;
 	metrics_add(s->p->transactions, 1);
 	if (PQpipelineSync(s->c) != 1) {
-		char err[256];
-
-		snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
-		slot_drop(s, err);
+		slot_lost(s);
 		return false;
 	}
 	slot_flush(s);
@@ -286,10 +290,7 @@ slot_send(struct slot *s, struct pgpipe_query *q, bool alone)
 	s->inflight++;
 	if (PQsendQueryPrepared(s->c, q->statement, q->nparams, (const char *const *)q->params, NULL,
 	    NULL, 0) != 1) {
-		char err[256];
-
-		snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
-		slot_drop(s, err);
+		slot_lost(s);
 		return;
 	}
 	metrics_add(!alone ? s->p->grouped : q->alone ? s->p->alone : s->p->again, 1);
@@ -388,10 +389,7 @@ slot_io(void *arg, uint32_t events)
 	}
 	if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0) {
 		if (!PQconsumeInput(s->c) || PQstatus(s->c) == CONNECTION_BAD) {
-			char err[256];
-
-			snprintf(err, sizeof(err), "connection to PostgreSQL lost: %s", PQerrorMessage(s->c));
-			slot_drop(s, err);
+			slot_lost(s);
 			return;
 		}
 		slot_read(s);
@@ -479,8 +477,9 @@ pool_stopped(void *arg)
 		(void)pool_tick(p);
 }
 
-/* Sends q on the connection with the fewest statements in flight, or keeps it for a connection on
- * its way, or fails it at the next tick. */
+/* Sends q on the connection that has this round's open group (a statement that may join one), else
+ * on the one with the fewest statements in flight; or keeps it for a connection on its way, or
+ * fails it at the next tick. */
 static void
 route(struct pgpipe *p, struct pgpipe_query *q)
 {
@@ -492,7 +491,7 @@ route(struct pgpipe *p, struct pgpipe_query *q)
 
 		if (s->c == NULL)
 			continue;
-		if (s->unsynced > 0) {	/* this round's group: one write, one commit */
+		if (s->unsynced > 0 && !q->alone) {	/* this round's group: one write, one commit */
 			best = s;
 			break;
 		}
@@ -513,8 +512,7 @@ void
 pgpipe_send(struct pgpipe *p, struct pgpipe_query *q, const char *statement, int nparams,
     const char *const *params, bool alone)
 {
-	q->result = NULL;
-	q->state = WAIT_RESULT;
+	q->result = NULL;		/* what query_fail() would clear */
 	q->alone = alone;
 	if (!query_params_keep(q, statement, nparams, params)) {
 		query_fail_later(p, q, "out of memory");

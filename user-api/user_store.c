@@ -217,12 +217,6 @@ user_store_ready(struct user_store *s, char *err, size_t errlen)
 enum step { STEP_KEY_GET, STEP_KEY_DROP, STEP_CREATE, STEP_KEY_RECHECK, STEP_UPDATE, STEP_DELETE,
 	STEP_VERSION, STEP_FIND, STEP_LIST };
 
-/* The statement each step sent (for its error message). */
-static const int step_statement[] = {
-	[STEP_KEY_GET] = ST_KEY_GET, [STEP_KEY_DROP] = ST_KEY_DROP, [STEP_CREATE] = ST_CREATE,
-	[STEP_KEY_RECHECK] = ST_KEY_GET, [STEP_UPDATE] = ST_UPDATE, [STEP_DELETE] = ST_DELETE,
-	[STEP_VERSION] = ST_VERSION, [STEP_FIND] = ST_FIND, [STEP_LIST] = ST_LIST,
-};
 
 static void call_result(struct pgpipe_query *q, PGresult *r, const char *err);
 
@@ -230,6 +224,7 @@ static void
 call_send(struct user_store_call *c, enum step step, int st, const char *const *params)
 {
 	c->step = step;
+	c->statement = st;
 	c->q.done = call_result;
 	pgpipe_send(c->s->pool, &c->q, statements[st].name, statements[st].nparams, params,
 	    statements[st].alone);
@@ -380,7 +375,7 @@ call_result(struct pgpipe_query *q, PGresult *r, const char *lost)
 	bool expired;
 
 	if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-		rc = statement_error(statements[step_statement[c->step]].name, r, lost, c->constraint, c->err,
+		rc = statement_error(statements[c->statement].name, r, lost, c->constraint, c->err,
 		    sizeof(c->err), sqlstate);
 		if (rc == USER_STORE_ERROR && strcmp(sqlstate, "23505") == 0) {
 			if (c->step == STEP_CREATE && c->has_key) {

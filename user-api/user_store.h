@@ -67,6 +67,7 @@ struct user_store_call {
 	struct user_store *s;
 	struct pgpipe_query q;
 	int step;
+	int statement;			/* the step's (for its error message) */
 	int64_t id;
 	struct user_input in;
 	char key[IDEMPOTENCY_KEY_MAX + 1], traceparent[56], if_match[IF_MATCH_MAX];
